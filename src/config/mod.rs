@@ -1,0 +1,491 @@
+//! `gateway.toml` → validated [`Config`]. Pure: the caller reads the file; paths are
+//! resolved against the config file's directory but never opened here.
+
+pub mod schema;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::acl::DefaultAction;
+use crate::dcr::Policy;
+use crate::routes::Router;
+use crate::signals::TrustedProxies;
+pub use schema::{HealthCheckKind, LogFormat};
+
+/// A problem with the configuration, pointing at the file and the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub address: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub h2: bool,
+}
+
+/// One upstream origin as written in the config (`https://idp.example.com:8443`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// `host:port` for the resolver.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub origins: Vec<Origin>,
+    /// SNI and `Host` for TLS origins; default: each origin's host.
+    pub sni: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub verify_cert: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub health_check: HealthCheckKind,
+    pub health_check_interval: Duration,
+    pub health_check_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuditOutput {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from (for messages and reload).
+    pub path: PathBuf,
+    pub server: schema::ServerSection,
+    pub http_listeners: Vec<SocketAddr>,
+    pub https_listeners: Vec<TlsListener>,
+    pub admin_listener: Option<SocketAddr>,
+    pub upstream: Upstream,
+    pub router: Router,
+    pub routes: schema::RoutesSection,
+    pub trusted_proxies: TrustedProxies,
+    pub request_id_header: String,
+    pub ja3_header: Option<String>,
+    pub ja4_header: Option<String>,
+    pub rules_file: Option<PathBuf>,
+    pub default_action: DefaultAction,
+    pub country_db: Option<PathBuf>,
+    pub asn_db: Option<PathBuf>,
+    pub dcr: Policy,
+    pub log: schema::LogSection,
+    pub audit_enabled: bool,
+    pub audit_output: AuditOutput,
+    pub audit_user_agent_max_chars: usize,
+    pub watch: bool,
+    pub reload_debounce: Duration,
+}
+
+/// Largest body Pingora can buffer for re-sending (its retry buffer); we replace the body
+/// from that buffer, so a larger limit could never be honoured.
+pub const MAX_BODY_LIMIT: usize = 64 * 1024;
+
+/// Parse and validate `text`, the content of the config file at `path`.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let file_name = path.display().to_string();
+    let raw: schema::File = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file_name.clone(),
+            key: String::new(),
+            message: e.to_string().trim_end().replace('\n', "\n    "),
+        }])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Validator { file: file_name, base, errors: Vec::new() }.finish(raw, path)
+}
+
+struct Validator {
+    file: String,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError { file: self.file.clone(), key: key.into(), message: message.into() });
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(key, format!("invalid listen address {s:?} (expected IP:PORT, e.g. 127.0.0.1:8080)"));
+                None
+            }
+        }
+    }
+
+    fn path_key(&mut self, key: &str, s: &str) -> Option<PathBuf> {
+        if s.trim().is_empty() {
+            self.err(key, "empty path");
+            None
+        } else {
+            Some(self.resolve(s))
+        }
+    }
+
+    fn finish(mut self, raw: schema::File, path: &Path) -> Result<Config, ConfigErrors> {
+        if raw.server.threads == 0 {
+            self.err("server.threads", "must be at least 1");
+        }
+
+        let mut http_listeners = Vec::new();
+        for (i, a) in raw.listen.http.iter().enumerate() {
+            if let Some(a) = self.socket_addr(&format!("listen.http[{i}]"), a) {
+                http_listeners.push(a);
+            }
+        }
+        let mut https_listeners = Vec::new();
+        for (i, l) in raw.listen.https.iter().enumerate() {
+            let addr = self.socket_addr(&format!("listen.https[{i}].address"), &l.address);
+            let cert = self.path_key(&format!("listen.https[{i}].cert"), &l.cert);
+            let key = self.path_key(&format!("listen.https[{i}].key"), &l.key);
+            if let (Some(address), Some(cert), Some(key)) = (addr, cert, key) {
+                https_listeners.push(TlsListener { address, cert, key, h2: l.h2 });
+            }
+        }
+        if http_listeners.is_empty() && https_listeners.is_empty() {
+            self.err("listen", "no public listener: set listen.http or listen.https");
+        }
+        let admin_listener = match raw.listen.admin.as_deref() {
+            None | Some("") => None,
+            Some(a) => self.socket_addr("listen.admin", a),
+        };
+
+        let upstream = self.upstream(&raw.upstream);
+
+        let routes = raw.routes.clone();
+        for (key, p) in [
+            ("routes.registration_path", &routes.registration_path),
+            ("routes.upstream_registration_path", &routes.upstream_registration_path),
+        ] {
+            if !p.starts_with('/') || p.contains('?') || p.contains('#') {
+                self.err(key, format!("{p:?} must be an absolute path starting with '/' without query"));
+            } else if crate::routes::canonical_path(p) == "/" {
+                self.err(key, "must not be '/'");
+            }
+        }
+        for (i, p) in routes.management_prefixes.iter().enumerate() {
+            if !p.starts_with('/') {
+                self.err(format!("routes.management_prefixes[{i}]"), format!("{p:?} must start with '/'"));
+            } else if crate::routes::canonical_path(p) == "/" {
+                self.err(format!("routes.management_prefixes[{i}]"), "must not be '/' (that would make every request management)");
+            }
+        }
+        let router = Router::new(
+            &routes.registration_path,
+            &routes.upstream_registration_path,
+            &routes.management_prefixes,
+        );
+
+        let mut nets: Vec<IpNet> = Vec::new();
+        for (i, s) in raw.network.trusted_proxies.iter().enumerate() {
+            match parse_net(s) {
+                Some(n) => nets.push(n),
+                None => self.err(format!("network.trusted_proxies[{i}]"), format!("invalid CIDR or address {s:?}")),
+            }
+        }
+        for (key, h) in [
+            ("network.request_id_header", Some(&raw.network.request_id_header)),
+            ("network.ja3_header", raw.network.ja3_header.as_ref()),
+            ("network.ja4_header", raw.network.ja4_header.as_ref()),
+        ] {
+            if let Some(h) = h {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    self.err(key, format!("{h:?} is not a valid header name"));
+                }
+            }
+        }
+
+        let rules_file = raw.acl.rules.as_deref().and_then(|p| self.path_key("acl.rules", p));
+        let country_db = raw.geoip.country_db.as_deref().and_then(|p| self.path_key("geoip.country_db", p));
+        let asn_db = raw.geoip.asn_db.as_deref().and_then(|p| self.path_key("geoip.asn_db", p));
+
+        if let Err(errs) = raw.dcr.validate() {
+            for e in errs {
+                let (key, msg) = split_key(&e);
+                self.err(key, msg);
+            }
+        }
+        if raw.dcr.max_body_bytes == 0 || raw.dcr.max_body_bytes > MAX_BODY_LIMIT {
+            self.err("dcr.max_body_bytes", format!("must be between 1 and {MAX_BODY_LIMIT}"));
+        }
+        if raw.dcr.body_read_timeout_ms == 0 {
+            self.err("dcr.body_read_timeout_ms", "must be at least 1");
+        }
+
+        if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+            self.err("log.level", format!("invalid level or filter {:?}", raw.log.level));
+        }
+        let audit_output = match raw.audit.output.as_str() {
+            "stdout" | "-" => AuditOutput::Stdout,
+            "" => {
+                self.err("audit.output", "empty: use \"stdout\" or a file path");
+                AuditOutput::Stdout
+            }
+            p => AuditOutput::File(self.resolve(p)),
+        };
+
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            server: raw.server,
+            http_listeners,
+            https_listeners,
+            admin_listener,
+            upstream,
+            router,
+            routes,
+            trusted_proxies: TrustedProxies::new(&nets),
+            request_id_header: raw.network.request_id_header.to_ascii_lowercase(),
+            ja3_header: raw.network.ja3_header.map(|h| h.to_ascii_lowercase()),
+            ja4_header: raw.network.ja4_header.map(|h| h.to_ascii_lowercase()),
+            rules_file,
+            default_action: raw.acl.default_action,
+            country_db,
+            asn_db,
+            dcr: raw.dcr,
+            log: raw.log,
+            audit_enabled: raw.audit.enabled,
+            audit_output,
+            audit_user_agent_max_chars: raw.audit.user_agent_max_chars,
+            watch: raw.reload.watch,
+            reload_debounce: Duration::from_millis(raw.reload.debounce_ms),
+        })
+    }
+
+    fn upstream(&mut self, u: &schema::UpstreamSection) -> Upstream {
+        let mut origins = Vec::new();
+        if u.origins.is_empty() {
+            self.err("upstream.origins", "at least one origin is required");
+        }
+        for (i, o) in u.origins.iter().enumerate() {
+            let key = format!("upstream.origins[{i}]");
+            match url::Url::parse(o) {
+                Ok(url) => {
+                    let tls = match url.scheme() {
+                        "http" => false,
+                        "https" => true,
+                        s => {
+                            self.err(&key, format!("scheme {s:?} not supported (use http or https)"));
+                            continue;
+                        }
+                    };
+                    if url.path() != "/" && !url.path().is_empty() || url.query().is_some() {
+                        self.err(&key, "an origin has no path or query (paths are forwarded as received)");
+                        continue;
+                    }
+                    if !url.username().is_empty() || url.password().is_some() {
+                        self.err(&key, "credentials in the origin URL are not supported");
+                        continue;
+                    }
+                    let host = match url.host() {
+                        Some(url::Host::Domain(d)) => d.to_string(),
+                        Some(url::Host::Ipv4(a)) => a.to_string(),
+                        Some(url::Host::Ipv6(a)) => a.to_string(),
+                        None => {
+                            self.err(&key, "missing host");
+                            continue;
+                        }
+                    };
+                    let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+                    origins.push(Origin { tls, host, port });
+                }
+                Err(e) => self.err(&key, format!("invalid URL {o:?}: {e}")),
+            }
+        }
+        for (key, v) in [
+            ("upstream.connect_timeout_ms", u.connect_timeout_ms),
+            ("upstream.read_timeout_ms", u.read_timeout_ms),
+            ("upstream.write_timeout_ms", u.write_timeout_ms),
+        ] {
+            if v == 0 {
+                self.err(key, "must be at least 1");
+            }
+        }
+        if !u.health_check_path.starts_with('/') {
+            self.err("upstream.health_check_path", "must start with '/'");
+        }
+        let ca_file = u.ca_file.as_deref().and_then(|p| self.path_key("upstream.ca_file", p));
+        Upstream {
+            origins,
+            sni: u.sni.clone().filter(|s| !s.is_empty()),
+            ca_file,
+            verify_cert: u.verify_cert,
+            connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+            read_timeout: Duration::from_millis(u.read_timeout_ms),
+            write_timeout: Duration::from_millis(u.write_timeout_ms),
+            idle_timeout: Duration::from_millis(u.idle_timeout_ms),
+            health_check: u.health_check,
+            health_check_interval: Duration::from_millis(u.health_check_interval_ms),
+            health_check_path: u.health_check_path.clone(),
+        }
+    }
+}
+
+/// `dcr.key: message` → (`dcr.key`, `message`).
+fn split_key(e: &str) -> (String, String) {
+    match e.split_once(": ") {
+        Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
+        _ => ("dcr".to_string(), e.to_string()),
+    }
+}
+
+/// A CIDR, or a bare address meaning one host.
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Some(n);
+    }
+    s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Config, ConfigErrors> {
+        parse(text, Path::new("/etc/dcr/gateway.toml"))
+    }
+
+    fn keys(r: Result<Config, ConfigErrors>) -> Vec<String> {
+        r.err().expect("expected errors").0.into_iter().map(|e| e.key).collect()
+    }
+
+    #[test]
+    fn empty_file_gives_working_defaults() {
+        let c = p("").unwrap();
+        assert_eq!(c.http_listeners, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(c.admin_listener, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.upstream.origins[0], Origin { tls: false, host: "127.0.0.1".into(), port: 3000 });
+        assert_eq!(c.router.registration_path(), "/oidc/register");
+        assert!(c.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = p("[server]\nthreadz = 3\n").unwrap_err().to_string();
+        assert!(e.contains("threadz"), "{e}");
+        assert!(e.contains("gateway.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_keys() {
+        let ks = keys(p(r#"
+[listen]
+http = ["nope"]
+admin = "1.2.3.4"
+[upstream]
+origins = ["ftp://x", "http://ok:1/path", "not a url"]
+connect_timeout_ms = 0
+[network]
+trusted_proxies = ["10.0.0.0/8", "10.0.0.0/33", "banana"]
+[routes]
+registration_path = "oidc"
+management_prefixes = ["/"]
+"#));
+        for k in [
+            "listen.http[0]",
+            "listen.admin",
+            "upstream.origins[0]",
+            "upstream.origins[1]",
+            "upstream.origins[2]",
+            "upstream.connect_timeout_ms",
+            "network.trusted_proxies[1]",
+            "network.trusted_proxies[2]",
+            "routes.registration_path",
+            "routes.management_prefixes[0]",
+        ] {
+            assert!(ks.iter().any(|x| x == k), "missing {k} in {ks:?}");
+        }
+    }
+
+    #[test]
+    fn paths_resolve_relative_to_the_config_file() {
+        let c = p("[acl]\nrules = \"rules.json\"\n[geoip]\ncountry_db = \"/abs/c.mmdb\"\n").unwrap();
+        assert_eq!(c.rules_file.as_deref(), Some(Path::new("/etc/dcr/rules.json")));
+        assert_eq!(c.country_db.as_deref(), Some(Path::new("/abs/c.mmdb")));
+    }
+
+    #[test]
+    fn https_origin_defaults() {
+        let c = p("[upstream]\norigins = [\"https://idp.example.com\", \"http://[::1]:9000\"]\n").unwrap();
+        assert_eq!(c.upstream.origins[0], Origin { tls: true, host: "idp.example.com".into(), port: 443 });
+        assert_eq!(c.upstream.origins[1].authority(), "[::1]:9000");
+    }
+
+    #[test]
+    fn body_limit_is_bounded() {
+        assert!(keys(p("[dcr]\nmax_body_bytes = 100000000\n")).contains(&"dcr.max_body_bytes".to_string()));
+    }
+
+    #[test]
+    fn single_addresses_are_hosts() {
+        assert_eq!(parse_net("10.1.2.3"), Some("10.1.2.3/32".parse().unwrap()));
+        assert_eq!(parse_net("::1"), Some("::1/128".parse().unwrap()));
+        assert_eq!(parse_net("x"), None);
+    }
+}

@@ -1,0 +1,230 @@
+//! What `gateway.toml` says: the serde schema, kept apart from the validated runtime
+//! [`Config`](super::Config) so the file format can evolve without touching the request path.
+//! Every section denies unknown keys: a typo is an error, never a silently ignored setting.
+
+use serde::Deserialize;
+
+use crate::acl::DefaultAction;
+use crate::dcr::Policy;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct File {
+    pub server: ServerSection,
+    pub listen: ListenSection,
+    pub upstream: UpstreamSection,
+    pub routes: RoutesSection,
+    pub network: NetworkSection,
+    pub acl: AclSection,
+    pub geoip: GeoipSection,
+    pub dcr: Policy,
+    pub log: LogSection,
+    pub audit: AuditSection,
+    pub reload: ReloadSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub upstream_keepalive_pool_size: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            threads: 2,
+            work_stealing: true,
+            grace_period_seconds: 0,
+            graceful_shutdown_timeout_seconds: 10,
+            pid_file: "/tmp/dcr-gateway.pid".into(),
+            upgrade_sock: "/tmp/dcr-gateway-upgrade.sock".into(),
+            upstream_keepalive_pool_size: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenSection {
+    pub http: Vec<String>,
+    pub https: Vec<HttpsListener>,
+    pub admin: Option<String>,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection {
+            http: vec!["127.0.0.1:8080".into()],
+            https: Vec::new(),
+            admin: Some("127.0.0.1:9464".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsListener {
+    pub address: String,
+    pub cert: String,
+    pub key: String,
+    #[serde(default = "yes")]
+    pub h2: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    pub origins: Vec<String>,
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    pub verify_cert: bool,
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub health_check: HealthCheckKind,
+    pub health_check_interval_ms: u64,
+    pub health_check_path: String,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            origins: vec!["http://127.0.0.1:3000".into()],
+            sni: None,
+            ca_file: None,
+            verify_cert: true,
+            connect_timeout_ms: 2_000,
+            read_timeout_ms: 15_000,
+            write_timeout_ms: 15_000,
+            idle_timeout_ms: 60_000,
+            health_check: HealthCheckKind::Tcp,
+            health_check_interval_ms: 2_000,
+            health_check_path: "/.well-known/openid-configuration".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    None,
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesSection {
+    pub registration_path: String,
+    pub upstream_registration_path: String,
+    pub management_prefixes: Vec<String>,
+}
+
+impl Default for RoutesSection {
+    fn default() -> Self {
+        RoutesSection {
+            registration_path: "/oidc/register".into(),
+            upstream_registration_path: "/oidc/register".into(),
+            management_prefixes: vec!["/api/v2/".into(), "/scim/".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    pub trusted_proxies: Vec<String>,
+    pub request_id_header: String,
+    pub ja3_header: Option<String>,
+    pub ja4_header: Option<String>,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            trusted_proxies: Vec::new(),
+            request_id_header: "x-request-id".into(),
+            ja3_header: None,
+            ja4_header: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclSection {
+    pub rules: Option<String>,
+    pub default_action: DefaultAction,
+}
+
+impl Default for AclSection {
+    fn default() -> Self {
+        AclSection { rules: None, default_action: DefaultAction::Allow }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoipSection {
+    pub country_db: Option<String>,
+    pub asn_db: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    pub enabled: bool,
+    /// `"stdout"` or a file path.
+    pub output: String,
+    pub user_agent_max_chars: usize,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection { enabled: true, output: "stdout".into(), user_agent_max_chars: 200 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadSection {
+    pub watch: bool,
+    pub debounce_ms: u64,
+}
+
+impl Default for ReloadSection {
+    fn default() -> Self {
+        ReloadSection { watch: true, debounce_ms: 200 }
+    }
+}

@@ -1,0 +1,111 @@
+//! Every response the gateway writes itself, in one place: status, headers and JSON body.
+//! Bodies carry `error`, `error_description` and the request id; none reveals which rule
+//! matched or echoes a secret.
+
+use crate::dcr::RegistrationError;
+
+#[derive(Debug, Clone)]
+pub enum GatewayError {
+    /// ACL block.
+    AccessDenied,
+    /// `[dcr] enabled = false`.
+    RegistrationDisabled,
+    MethodNotAllowed { allow: &'static str },
+    UnsupportedMediaType,
+    PayloadTooLarge { limit: usize },
+    RequestTimeout,
+    BadRequestBody,
+    InvalidRegistration(RegistrationError),
+    NoHealthyUpstream,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::AccessDenied | GatewayError::RegistrationDisabled => 403,
+            GatewayError::MethodNotAllowed { .. } => 405,
+            GatewayError::UnsupportedMediaType => 415,
+            GatewayError::PayloadTooLarge { .. } => 413,
+            GatewayError::RequestTimeout => 408,
+            GatewayError::BadRequestBody | GatewayError::InvalidRegistration(_) => 400,
+            GatewayError::NoHealthyUpstream | GatewayError::UpstreamUnavailable => 502,
+            GatewayError::UpstreamTimeout => 504,
+        }
+    }
+
+    /// The `error` member (RFC 7591 §3.2.2 codes where they apply, OAuth codes otherwise).
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::AccessDenied | GatewayError::RegistrationDisabled => "access_denied",
+            GatewayError::MethodNotAllowed { .. }
+            | GatewayError::UnsupportedMediaType
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::RequestTimeout
+            | GatewayError::BadRequestBody => "invalid_request",
+            GatewayError::InvalidRegistration(e) => e.code.as_str(),
+            GatewayError::NoHealthyUpstream | GatewayError::UpstreamUnavailable | GatewayError::UpstreamTimeout => {
+                "temporarily_unavailable"
+            }
+        }
+    }
+
+    pub fn description(&self) -> String {
+        match self {
+            GatewayError::AccessDenied => "access denied by network policy".into(),
+            GatewayError::RegistrationDisabled => "dynamic client registration is disabled".into(),
+            GatewayError::MethodNotAllowed { allow } => format!("method not allowed here (allowed: {allow})"),
+            GatewayError::UnsupportedMediaType => "Content-Type must be application/json".into(),
+            GatewayError::PayloadTooLarge { limit } => format!("request body exceeds {limit} bytes"),
+            GatewayError::RequestTimeout => "request body not received in time".into(),
+            GatewayError::BadRequestBody => "malformed request body".into(),
+            GatewayError::InvalidRegistration(e) => e.description.clone(),
+            GatewayError::NoHealthyUpstream => "no healthy upstream identity provider".into(),
+            GatewayError::UpstreamUnavailable => "the identity provider could not be reached".into(),
+            GatewayError::UpstreamTimeout => "the identity provider did not answer in time".into(),
+        }
+    }
+
+    /// Extra response headers.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            GatewayError::MethodNotAllowed { allow } => vec![("allow", (*allow).to_string())],
+            GatewayError::NoHealthyUpstream | GatewayError::UpstreamUnavailable | GatewayError::UpstreamTimeout => {
+                vec![("retry-after", "5".into())]
+            }
+            _ => vec![],
+        }
+    }
+
+    pub fn body(&self, request_id: &str) -> Vec<u8> {
+        let v = serde_json::json!({
+            "error": self.code(),
+            "error_description": self.description(),
+            "request_id": request_id,
+        });
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disabled_body_matches_auth0_wording() {
+        let e = GatewayError::RegistrationDisabled;
+        let v: serde_json::Value = serde_json::from_slice(&e.body("r")).unwrap();
+        assert_eq!(e.status(), 403);
+        assert_eq!(v["error"], "access_denied");
+        assert_eq!(v["error_description"], "dynamic client registration is disabled");
+        assert_eq!(v["request_id"], "r");
+    }
+
+    #[test]
+    fn upstream_failures_are_temporarily_unavailable() {
+        assert_eq!(GatewayError::UpstreamUnavailable.status(), 502);
+        assert_eq!(GatewayError::UpstreamTimeout.status(), 504);
+        assert_eq!(GatewayError::UpstreamTimeout.code(), "temporarily_unavailable");
+    }
+}

@@ -1,0 +1,123 @@
+//! Assembling the Pingora server: public listeners, admin listener, upstream health checks
+//! and the reloader. Signals: SIGTERM drains and exits, SIGQUIT hands the listening sockets
+//! to a new process started with `--upgrade` (Pingora's graceful upgrade), SIGINT exits fast,
+//! SIGHUP reloads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use super::tls::CertAndSni;
+use super::{upstream, Gateway};
+use crate::config::AuditOutput;
+use crate::reload::{ReloadService, Reloader};
+use crate::snapshot::Snapshot;
+use crate::telemetry::admin::AdminApp;
+use crate::telemetry::{logging, AuditLog, Metrics};
+
+pub struct RunOptions {
+    /// Take over listening sockets from a running instance (graceful upgrade).
+    pub upgrade: bool,
+}
+
+/// Start the gateway; returns only on a startup error (the server itself exits the process).
+pub fn run(config_path: &Path, opts: RunOptions) -> Result<(), Vec<String>> {
+    let config_path = std::fs::canonicalize(config_path)
+        .map_err(|e| vec![format!("{}: {e}", config_path.display())])?;
+    let snap = Snapshot::load(&config_path).map_err(|e| e.0)?;
+    let cfg = snap.config.clone();
+    logging::init(&cfg.log.level, cfg.log.format);
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_active(&snap.config_sha256, &snap.rules_sha256, snap.acl.rule_count());
+    metrics.last_reload_success.set(1);
+    tracing::info!(
+        config = %config_path.display(),
+        rules = snap.acl.rule_count(),
+        entries = snap.acl.entry_count(),
+        "configuration loaded"
+    );
+    let store = Arc::new(ArcSwap::from_pointee(snap));
+
+    let (lb, peers) = upstream::build(&cfg.upstream)?;
+    let audit = match &cfg.audit_output {
+        AuditOutput::Stdout => AuditLog::stdout(),
+        AuditOutput::File(p) => AuditLog::file(p).map_err(|e| vec![format!("audit.output: {}: {e}", p.display())])?,
+    };
+    let mut tls_settings = Vec::new();
+    for l in &cfg.https_listeners {
+        let cb = CertAndSni::load(&l.cert, &l.key).map_err(|e| vec![format!("listen.https: {e}")])?;
+        let mut settings = TlsSettings::with_callbacks(Box::new(cb))
+            .map_err(|e| vec![format!("listen.https: {}: {e}", l.address)])?;
+        if l.h2 {
+            settings.enable_h2();
+        }
+        tls_settings.push((l.address, settings));
+    }
+
+    let s = &cfg.server;
+    let conf = ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        ..Default::default()
+    };
+    let opt = Opt { upgrade: opts.upgrade, daemon: false, nocapture: false, test: false, conf: None };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let lb_service = background_service("upstream health checks", lb);
+    let upstreams = lb_service.task();
+
+    let gateway = Gateway {
+        store: store.clone(),
+        upstreams: upstreams.clone(),
+        peers: Arc::new(peers),
+        metrics: metrics.clone(),
+        audit: Arc::new(audit),
+        tls_listeners: cfg.https_listeners.iter().map(|l| l.address).collect(),
+    };
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "dcr-gateway");
+    for a in &cfg.http_listeners {
+        proxy.add_tcp(&a.to_string());
+    }
+    for (addr, settings) in tls_settings {
+        proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+    }
+    server.add_service(proxy);
+    server.add_service(lb_service);
+
+    if let Some(admin_addr) = cfg.admin_listener {
+        let mut admin = Service::new(
+            "admin".to_string(),
+            AdminApp { store: store.clone(), metrics: metrics.clone(), upstreams: upstreams.clone() },
+        );
+        admin.add_tcp(&admin_addr.to_string());
+        server.add_service(admin);
+    }
+
+    let reloader = Arc::new(Reloader::new(config_path.clone(), store.clone(), metrics.clone()));
+    server.add_service(background_service(
+        "reload",
+        ReloadService { reloader, watch: cfg.watch, debounce: cfg.reload_debounce },
+    ));
+
+    tracing::info!(
+        http = ?cfg.http_listeners,
+        https = ?cfg.https_listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
+        admin = ?cfg.admin_listener,
+        upstream = ?cfg.upstream.origins.iter().map(|o| o.authority()).collect::<Vec<_>>(),
+        "dcr-gateway starting"
+    );
+    server.run_forever();
+}

@@ -1,0 +1,115 @@
+//! Upstream origins: a Pingora round-robin load balancer with health checks, and the peer
+//! (TLS, SNI, CA, timeouts) for each selected origin.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use pingora::lb::discovery::Static;
+use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::{selection::RoundRobin, Backend, Backends, LoadBalancer};
+use pingora::tls::x509::X509;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{HealthCheckKind, Upstream};
+
+/// Carried in each backend's extensions: how to talk to it.
+#[derive(Debug, Clone)]
+pub struct OriginMeta {
+    pub tls: bool,
+    pub sni: String,
+}
+
+/// Settings shared by every peer we build.
+pub struct PeerTemplate {
+    pub upstream: Upstream,
+    pub ca: Option<Arc<Box<[X509]>>>,
+}
+
+/// Resolve the configured origins (DNS happens here, once, at startup) and build the load
+/// balancer. Errors name the config key.
+pub fn build(up: &Upstream) -> Result<(LoadBalancer<RoundRobin>, PeerTemplate), Vec<String>> {
+    let mut errors = Vec::new();
+    let mut backends = BTreeSet::new();
+    let tls_modes: BTreeSet<bool> = up.origins.iter().map(|o| o.tls).collect();
+    if tls_modes.len() > 1 {
+        errors.push("upstream.origins: mixing http and https origins is not supported".to_string());
+    }
+    for (i, o) in up.origins.iter().enumerate() {
+        let addrs: Vec<SocketAddr> = match o.authority().to_socket_addrs() {
+            Ok(a) => a.collect(),
+            Err(e) => {
+                errors.push(format!("upstream.origins[{i}]: cannot resolve {}: {e}", o.host));
+                continue;
+            }
+        };
+        let Some(addr) = addrs.first() else {
+            errors.push(format!("upstream.origins[{i}]: {} resolves to no address", o.host));
+            continue;
+        };
+        let mut b = Backend { addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr), weight: 1, ext: Default::default() };
+        let sni = up.sni.clone().unwrap_or_else(|| o.host.clone());
+        b.ext.insert(OriginMeta { tls: o.tls, sni });
+        backends.insert(b);
+    }
+    let ca = match &up.ca_file {
+        None => None,
+        Some(p) => match std::fs::read(p).map_err(|e| e.to_string()).and_then(|pem| X509::stack_from_pem(&pem).map_err(|e| e.to_string())) {
+            Ok(certs) if !certs.is_empty() => Some(Arc::new(certs.into_boxed_slice())),
+            Ok(_) => {
+                errors.push(format!("upstream.ca_file: {} holds no PEM certificate", p.display()));
+                None
+            }
+            Err(e) => {
+                errors.push(format!("upstream.ca_file: {}: {e}", p.display()));
+                None
+            }
+        },
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let tls = up.origins.first().is_some_and(|o| o.tls);
+    let sni = up.sni.clone().or_else(|| up.origins.first().map(|o| o.host.clone())).unwrap_or_default();
+    let mut backends = Backends::new(Static::new(backends));
+    match up.health_check {
+        HealthCheckKind::None => {}
+        HealthCheckKind::Tcp => {
+            let hc = if tls { TcpHealthCheck::new_tls(&sni) } else { TcpHealthCheck::new() };
+            backends.set_health_check(hc);
+        }
+        HealthCheckKind::Http => {
+            let mut hc = HttpHealthCheck::new(&sni, tls);
+            if let Ok(uri) = up.health_check_path.parse() {
+                hc.req.set_uri(uri);
+            }
+            hc.peer_template.options.connection_timeout = Some(up.connect_timeout);
+            hc.peer_template.options.read_timeout = Some(up.read_timeout);
+            hc.peer_template.options.ca = ca.clone();
+            hc.peer_template.options.verify_cert = up.verify_cert;
+            backends.set_health_check(Box::new(hc));
+        }
+    }
+    let mut lb = LoadBalancer::from_backends(backends);
+    if up.health_check != HealthCheckKind::None && !up.health_check_interval.is_zero() {
+        lb.health_check_frequency = Some(up.health_check_interval);
+    }
+    lb.parallel_health_check = true;
+    Ok((lb, PeerTemplate { upstream: up.clone(), ca }))
+}
+
+impl PeerTemplate {
+    pub fn peer(&self, backend: &Backend) -> HttpPeer {
+        let meta = backend.ext.get::<OriginMeta>().cloned().unwrap_or(OriginMeta { tls: false, sni: String::new() });
+        let mut peer = HttpPeer::new(backend.addr.clone(), meta.tls, meta.sni);
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.upstream.connect_timeout);
+        o.read_timeout = Some(self.upstream.read_timeout);
+        o.write_timeout = Some(self.upstream.write_timeout);
+        o.idle_timeout = Some(self.upstream.idle_timeout);
+        o.verify_cert = self.upstream.verify_cert;
+        o.verify_hostname = self.upstream.verify_cert;
+        o.ca = self.ca.clone();
+        peer
+    }
+}

@@ -1,0 +1,160 @@
+//! One consistent view of everything reloadable: configuration, compiled rules, GeoIP
+//! databases, registration policy. A request loads one `Arc<Snapshot>` and uses it from start
+//! to end; a reload builds a complete new snapshot off the request path and swaps it in, or
+//! keeps the old one and reports why. There is never a half-built state.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+
+use crate::acl::RuleSet;
+use crate::config::{self, Config};
+use crate::signals::geo::{AsnDb, GeoDb};
+
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub acl: RuleSet,
+    pub geo: Option<GeoDb>,
+    pub asn: Option<AsnDb>,
+    /// SHA-256 (hex) of the configuration file as loaded.
+    pub config_sha256: String,
+    /// SHA-256 (hex) of the rules file, empty when no rules file is configured.
+    pub rules_sha256: String,
+    /// Files whose change should trigger a reload.
+    pub watched_files: Vec<PathBuf>,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("config", &self.config.path)
+            .field("rules", &self.acl.rule_count())
+            .field("config_sha256", &self.config_sha256)
+            .field("rules_sha256", &self.rules_sha256)
+            .finish()
+    }
+}
+
+/// Every problem found while building a snapshot, one per line, each naming its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildErrors(pub Vec<String>);
+
+impl fmt::Display for BuildErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for BuildErrors {}
+
+pub type Store = ArcSwap<Snapshot>;
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn read(path: &Path, what: &str, errors: &mut Vec<String>) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            errors.push(format!("{}: cannot read {what}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+impl Snapshot {
+    /// Read the config file and every file it references, and build a snapshot.
+    pub fn load(config_path: &Path) -> Result<Snapshot, BuildErrors> {
+        let bytes = std::fs::read(config_path)
+            .map_err(|e| BuildErrors(vec![format!("{}: cannot read configuration: {e}", config_path.display())]))?;
+        let text = String::from_utf8(bytes.clone())
+            .map_err(|_| BuildErrors(vec![format!("{}: not valid UTF-8", config_path.display())]))?;
+        let config = config::parse(&text, config_path)
+            .map_err(|e| BuildErrors(e.0.iter().map(|e| e.to_string()).collect()))?;
+        Self::from_config(config, sha256_hex(&bytes))
+    }
+
+    /// Build from an already parsed config (reads the rules and GeoIP files it references).
+    pub fn from_config(config: Config, config_sha256: String) -> Result<Snapshot, BuildErrors> {
+        let mut errors = Vec::new();
+        let mut watched = vec![config.path.clone()];
+
+        let geo = config.country_db.as_ref().and_then(|p| {
+            watched.push(p.clone());
+            let bytes = read(p, "GeoIP country database", &mut errors)?;
+            GeoDb::from_bytes(bytes)
+                .map_err(|e| errors.push(format!("{}: geoip.country_db: {e}", p.display())))
+                .ok()
+        });
+        let asn = config.asn_db.as_ref().and_then(|p| {
+            watched.push(p.clone());
+            let bytes = read(p, "ASN database", &mut errors)?;
+            AsnDb::from_bytes(bytes)
+                .map_err(|e| errors.push(format!("{}: geoip.asn_db: {e}", p.display())))
+                .ok()
+        });
+
+        let mut rules_sha256 = String::new();
+        let acl = match &config.rules_file {
+            None => Some(RuleSet::empty(config.default_action)),
+            Some(p) => {
+                watched.push(p.clone());
+                read(p, "rules file", &mut errors).and_then(|bytes| {
+                    rules_sha256 = sha256_hex(&bytes);
+                    match RuleSet::load(&bytes, config.default_action) {
+                        Ok(rs) => Some(rs),
+                        Err(errs) => {
+                            for e in errs.0 {
+                                errors.push(format!("{}: {e}", p.display()));
+                            }
+                            None
+                        }
+                    }
+                })
+            }
+        };
+
+        if let Some(acl) = &acl {
+            let rules = config.rules_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            if (acl.uses_geo_country() || acl.uses_geo_subdivision()) && config.country_db.is_none() {
+                errors.push(format!(
+                    "{rules}: rules use geo_country_codes/geo_subdivision_codes but geoip.country_db is not set in {}",
+                    config.path.display()
+                ));
+            }
+            if acl.uses_geo_subdivision() {
+                if let Some(g) = &geo {
+                    if !g.has_subdivisions() {
+                        errors.push(format!(
+                            "{rules}: rules use geo_subdivision_codes but the GeoIP database ({}) has no subdivisions; use a City database",
+                            g.database_type()
+                        ));
+                    }
+                }
+            }
+            if acl.uses_asn() && config.asn_db.is_none() {
+                errors.push(format!(
+                    "{rules}: rules use asns but geoip.asn_db is not set in {}",
+                    config.path.display()
+                ));
+            }
+        }
+
+        match acl {
+            Some(acl) if errors.is_empty() => Ok(Snapshot {
+                config: Arc::new(config),
+                acl,
+                geo,
+                asn,
+                config_sha256,
+                rules_sha256,
+                watched_files: watched,
+            }),
+            _ => Err(BuildErrors(errors)),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Prometheus metrics. No label carries an unbounded value (IP, client name, path): labels
+//! are scopes, outcomes, RFC 7591 error codes, status classes and rule ids (bounded by the
+//! rules file).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub acl_matches: IntCounterVec,
+    pub registrations: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub check_duration: HistogramVec,
+    pub upstream_responses: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub rules_loaded: IntGauge,
+    pub config_info: IntGaugeVec,
+    pub geoip_misses: IntCounterVec,
+    pub upstream_healthy: IntGauge,
+    pub last_reload_success: IntGauge,
+    pub body_read_duration: Histogram,
+    pub audit_write_errors: IntCounter,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    reg.register(Box::new(c.clone())).expect("unique metric name");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let requests = counter(
+            r,
+            "dcr_gateway_requests_total",
+            "Requests by scope and outcome (allowed, blocked, redirected, invalid, upstream_error, ...).",
+            &["scope", "outcome"],
+        );
+        let acl_matches = counter(
+            r,
+            "dcr_gateway_acl_matches_total",
+            "ACL rule matches by rule id and action, log rules included (Auth0's acls_summary).",
+            &["rule", "action"],
+        );
+        let registrations = counter(
+            r,
+            "dcr_gateway_registrations_total",
+            "Registration requests by result (forwarded, created, rejected_by_idp, invalid, blocked, disabled, ...) and RFC 7591 error code.",
+            &["result", "error"],
+        );
+        let buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("dcr_gateway_request_duration_seconds", "Request duration from first byte to logging, by scope.")
+                .buckets(buckets),
+            &["scope"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(request_duration.clone())).expect("unique metric name");
+        let check_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dcr_gateway_check_duration_seconds",
+                "Time spent in the gateway's own checks (signals, ACL, payload validation), by scope.",
+            )
+            .buckets(vec![0.000_001, 0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005]),
+            &["scope"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(check_duration.clone())).expect("unique metric name");
+        let body_read_duration = Histogram::with_opts(
+            HistogramOpts::new("dcr_gateway_registration_body_read_seconds", "Time to receive a registration body from the client.")
+                .buckets(vec![0.0001, 0.001, 0.01, 0.1, 0.5, 1.0, 5.0]),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(body_read_duration.clone())).expect("unique metric name");
+        let upstream_responses = counter(
+            r,
+            "dcr_gateway_upstream_responses_total",
+            "Upstream responses by status class (2xx, 3xx, 4xx, 5xx).",
+            &["class"],
+        );
+        let upstream_errors = counter(
+            r,
+            "dcr_gateway_upstream_errors_total",
+            "Upstream failures by kind (connect_failure, timeout, no_healthy_upstream, other).",
+            &["kind"],
+        );
+        let reloads = counter(r, "dcr_gateway_reloads_total", "Snapshot reloads by result (success, failure).", &["result"]);
+        let rules_loaded = IntGauge::new("dcr_gateway_rules_loaded", "ACL rules in the active snapshot.")
+            .expect("static metric definition");
+        r.register(Box::new(rules_loaded.clone())).expect("unique metric name");
+        let last_reload_success = IntGauge::new(
+            "dcr_gateway_last_reload_success",
+            "1 when the most recent reload attempt succeeded, 0 when it failed and an older snapshot is serving.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(last_reload_success.clone())).expect("unique metric name");
+        let config_info = IntGaugeVec::new(
+            Opts::new("dcr_gateway_config_info", "Active configuration: SHA-256 of the config and rules files (value is always 1)."),
+            &["config_sha256", "rules_sha256"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(config_info.clone())).expect("unique metric name");
+        let geoip_misses = counter(
+            r,
+            "dcr_gateway_geoip_lookups_without_record_total",
+            "GeoIP lookups that found no record, by database (country, asn).",
+            &["database"],
+        );
+        let upstream_healthy = IntGauge::new("dcr_gateway_upstream_healthy_origins", "Upstream origins currently passing health checks.")
+            .expect("static metric definition");
+        r.register(Box::new(upstream_healthy.clone())).expect("unique metric name");
+        let audit_write_errors = IntCounter::new("dcr_gateway_audit_write_errors_total", "Audit lines that could not be written.")
+            .expect("static metric definition");
+        r.register(Box::new(audit_write_errors.clone())).expect("unique metric name");
+        Metrics {
+            registry,
+            requests,
+            acl_matches,
+            registrations,
+            request_duration,
+            check_duration,
+            upstream_responses,
+            upstream_errors,
+            reloads,
+            rules_loaded,
+            config_info,
+            geoip_misses,
+            upstream_healthy,
+            last_reload_success,
+            body_read_duration,
+            audit_write_errors,
+        }
+    }
+
+    /// Publish the identity of a newly active snapshot.
+    pub fn set_active(&self, config_sha256: &str, rules_sha256: &str, rules: usize) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[config_sha256, rules_sha256]).set(1);
+        self.rules_loaded.set(rules as i64);
+    }
+
+    /// Text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
+            buf.clear();
+        }
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
