@@ -66,7 +66,7 @@ pub fn dispatch(cli: Cli) -> i32 {
 
 fn run(a: &RunArgs) -> i32 {
     match crate::proxy::server::run(&a.config, crate::proxy::server::RunOptions { upgrade: a.upgrade }) {
-        Ok(()) => 0,
+        Ok(never) => match never {},
         Err(errors) => {
             for e in errors {
                 eprintln!("error: {e}");

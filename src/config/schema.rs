@@ -28,6 +28,7 @@ pub struct File {
 pub struct ServerSection {
     pub threads: usize,
     pub work_stealing: bool,
+    pub drain_timeout_seconds: u64,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
     pub pid_file: String,
@@ -40,8 +41,9 @@ impl Default for ServerSection {
         ServerSection {
             threads: 2,
             work_stealing: true,
+            drain_timeout_seconds: 30,
             grace_period_seconds: 0,
-            graceful_shutdown_timeout_seconds: 10,
+            graceful_shutdown_timeout_seconds: 5,
             pid_file: "/tmp/dcr-gateway.pid".into(),
             upgrade_sock: "/tmp/dcr-gateway-upgrade.sock".into(),
             upstream_keepalive_pool_size: 128,

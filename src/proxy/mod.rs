@@ -2,6 +2,7 @@
 //! It gathers signals, asks the pure core (routes, acl, dcr) for decisions, and turns them
 //! into responses or upstream requests.
 
+mod drain;
 pub mod server;
 mod signals;
 pub mod tls;
@@ -39,6 +40,7 @@ pub struct Gateway {
     pub audit: Arc<AuditLog>,
     /// Listener addresses that terminate TLS (for `X-Forwarded-Proto`).
     pub tls_listeners: Vec<std::net::SocketAddr>,
+    pub drain: Arc<drain::Drain>,
 }
 
 /// What happened to the request, for metrics and the audit line.
@@ -66,6 +68,7 @@ impl Outcome {
 }
 
 pub struct RequestCtx {
+    _inflight: drain::InFlight,
     start: Instant,
     snapshot: Option<Arc<Snapshot>>,
     request_id: String,
@@ -297,6 +300,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            _inflight: self.drain.enter(),
             start: Instant::now(),
             snapshot: None,
             request_id: String::new(),
@@ -464,7 +468,11 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if self.drain.is_draining() {
+            // Shutting down: send clients elsewhere for their next request.
+            session.set_keepalive(None);
+        }
         if !resp.status.is_informational() {
             ctx.status = resp.status.as_u16();
             resp.insert_header("x-request-id", ctx.request_id.as_str())?;

@@ -13,6 +13,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use super::drain::{Drain, DrainingSignalWatch};
 use super::tls::CertAndSni;
 use super::{upstream, Gateway};
 use crate::config::AuditOutput;
@@ -27,7 +28,7 @@ pub struct RunOptions {
 }
 
 /// Start the gateway; returns only on a startup error (the server itself exits the process).
-pub fn run(config_path: &Path, opts: RunOptions) -> Result<(), Vec<String>> {
+pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infallible, Vec<String>> {
     let config_path = std::fs::canonicalize(config_path)
         .map_err(|e| vec![format!("{}: {e}", config_path.display())])?;
     let snap = Snapshot::load(&config_path).map_err(|e| e.0)?;
@@ -79,7 +80,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<(), Vec<String>> {
     let lb_service = background_service("upstream health checks", lb);
     let upstreams = lb_service.task();
 
+    let drain = Arc::new(Drain::default());
     let gateway = Gateway {
+        drain: drain.clone(),
         store: store.clone(),
         upstreams: upstreams.clone(),
         peers: Arc::new(peers),
@@ -119,5 +122,12 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<(), Vec<String>> {
         upstream = ?cfg.upstream.origins.iter().map(|o| o.authority()).collect::<Vec<_>>(),
         "dcr-gateway starting"
     );
-    server.run_forever();
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(DrainingSignalWatch {
+            drain,
+            timeout: std::time::Duration::from_secs(s.drain_timeout_seconds),
+        }),
+    });
+    tracing::info!("dcr-gateway stopped");
+    std::process::exit(0)
 }

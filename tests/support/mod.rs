@@ -1,0 +1,272 @@
+//! Shared harness for the integration tests: free ports, the gateway binary as a child
+//! process (killed on drop), an in-process upstream that records what it receives, and
+//! readiness polling instead of sleeps.
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dcr-gateway");
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Poll `f` until it returns true, at most `timeout`.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    f()
+}
+
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+pub struct GatewayBuilder {
+    upstream: String,
+    extra: String,
+    rules: Option<String>,
+    files: Vec<(String, Vec<u8>)>,
+    dcr: String,
+    network: String,
+}
+
+impl GatewayBuilder {
+    pub fn new(upstream_origin: &str) -> Self {
+        GatewayBuilder {
+            upstream: format!("origins = [\"{upstream_origin}\"]\n"),
+            extra: String::new(),
+            rules: None,
+            files: Vec::new(),
+            dcr: String::new(),
+            network: "trusted_proxies = [\"127.0.0.1/32\"]\n".into(),
+        }
+    }
+    /// Extra keys for [upstream].
+    pub fn upstream_keys(mut self, keys: &str) -> Self {
+        self.upstream.push_str(keys);
+        self.upstream.push('\n');
+        self
+    }
+    /// Replace the [network] section body.
+    pub fn network(mut self, body: &str) -> Self {
+        self.network = body.to_string();
+        self
+    }
+    /// Keys for [dcr].
+    pub fn dcr(mut self, keys: &str) -> Self {
+        self.dcr.push_str(keys);
+        self.dcr.push('\n');
+        self
+    }
+    pub fn rules(mut self, json: &str) -> Self {
+        self.rules = Some(json.to_string());
+        self
+    }
+    pub fn file(mut self, name: &str, bytes: Vec<u8>) -> Self {
+        self.files.push((name.to_string(), bytes));
+        self
+    }
+    /// Whole extra sections appended verbatim.
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    pub fn start(self) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        for (name, bytes) in &self.files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let acl = match &self.rules {
+            Some(r) => {
+                std::fs::write(dir.path().join("rules.json"), r).unwrap();
+                "[acl]\nrules = \"rules.json\"\n".to_string()
+            }
+            None => String::new(),
+        };
+        let config = format!(
+            "[server]\nthreads = 2\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\ngraceful_shutdown_timeout_seconds = 5\n\
+             [listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\
+             [upstream]\n{up}connect_timeout_ms = 1000\nread_timeout_ms = 2000\nhealth_check_interval_ms = 200\n\
+             [network]\n{net}\n{acl}\n[dcr]\n{dcr}\n[reload]\ndebounce_ms = 50\n{extra}",
+            pid = dir.path().join("gw.pid").display(),
+            sock = dir.path().join("upgrade.sock").display(),
+            up = self.upstream,
+            net = self.network,
+            dcr = self.dcr,
+            extra = self.extra,
+        );
+        std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
+        let stdout = dir.path().join("stdout.log");
+        let stderr = dir.path().join("stderr.log");
+        let child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(dir.path().join("gateway.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
+            .spawn()
+            .unwrap();
+        let mut gw = Gateway { child: Some(child), dir, http, admin, stdout, stderr };
+        gw.wait_ready();
+        gw
+    }
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path("gateway.toml")
+    }
+
+    fn wait_ready(&mut self) {
+        let ok = wait_until(Duration::from_secs(20), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("gateway exited early with {status}: {}", self.stderr_text());
+                }
+            }
+            TcpStream::connect(self.http).is_ok() && TcpStream::connect(self.admin).is_ok()
+        });
+        assert!(ok, "gateway did not become ready: {}", self.stderr_text());
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+    /// Audit lines (JSON) written so far.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout_text()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+            .collect()
+    }
+    /// Wait until the audit log has at least `n` lines.
+    pub fn wait_audit(&self, n: usize) -> Vec<serde_json::Value> {
+        wait_until(Duration::from_secs(5), || self.audit_lines().len() >= n);
+        self.audit_lines()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        assert!(st.success());
+    }
+
+    /// Wait for the process to exit; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        let child = self.child.as_mut().unwrap();
+        wait_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(&self.admin_url("/metrics")).1
+    }
+
+    /// Value of one sample in the Prometheus text output, 0 when absent.
+    pub fn metric(&self, name_and_labels: &str) -> f64 {
+        metric_value(&self.metrics(), name_and_labels)
+    }
+}
+
+pub fn metric_value(text: &str, name_and_labels: &str) -> f64 {
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(name_and_labels) {
+            if let Some(v) = rest.strip_prefix(' ') {
+                return v.trim().parse().unwrap_or(0.0);
+            }
+        }
+    }
+    0.0
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().redirects(0).timeout(Duration::from_secs(10)).build()
+}
+
+/// (status, body) of a GET, whatever the status.
+pub fn http_get(url: &str) -> (u16, String) {
+    response_parts(agent().get(url).call())
+}
+
+pub fn response_parts(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match r {
+        Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+/// Full response of a request sent byte for byte (for targets a client library would fix up).
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Status code of a raw HTTP/1.1 response.
+pub fn raw_status(resp: &str) -> u16 {
+    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+pub fn write_file(path: &Path, text: &str) {
+    // Replace atomically, as editors and the admin API do.
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
