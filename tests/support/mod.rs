@@ -48,6 +48,7 @@ pub struct GatewayBuilder {
     files: Vec<(String, Vec<u8>)>,
     dcr: String,
     network: String,
+    http_port: Option<u16>,
 }
 
 impl GatewayBuilder {
@@ -59,6 +60,7 @@ impl GatewayBuilder {
             files: Vec::new(),
             dcr: String::new(),
             network: "trusted_proxies = [\"127.0.0.1/32\"]\n".into(),
+            http_port: None,
         }
     }
     /// Extra keys for [upstream].
@@ -70,6 +72,11 @@ impl GatewayBuilder {
     /// Replace the [network] section body.
     pub fn network(mut self, body: &str) -> Self {
         self.network = body.to_string();
+        self
+    }
+    /// Listen on this port instead of a fresh free one.
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.http_port = Some(port);
         self
     }
     /// Keys for [dcr].
@@ -95,7 +102,7 @@ impl GatewayBuilder {
 
     pub fn start(self) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", self.http_port.unwrap_or_else(free_port)).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         for (name, bytes) in &self.files {
             std::fs::write(dir.path().join(name), bytes).unwrap();

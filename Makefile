@@ -1,0 +1,53 @@
+# dcr-gateway — the two commands a new user needs:
+#   make run    the gateway in front of the demo IdP (127.0.0.1:8080 → 127.0.0.1:3000)
+#   make test   every test of the project
+SHELL := /bin/bash
+CARGO ?= cargo
+NPM ?= npm
+DEMO_IDP := deploy/demo-idp
+# Free country database (NRO data via ip-location-db, CC BY 4.0), fetched once by `make run`.
+GEOIP_PKG := @ip-location-db/geo-whois-asn-country-mmdb@2.3.2026061719
+GEOIP_DB := geoip/geo-whois-asn-country.mmdb
+
+.PHONY: run test build release demo-idp-deps geoip check bench bench-micro fuzz clean
+
+run: release demo-idp-deps $(GEOIP_DB)
+	@$(DEMO_IDP)/run-demo.sh
+
+test: demo-idp-deps
+	$(CARGO) test --all-targets --no-fail-fast
+	$(CARGO) test --doc
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release --bin dcr-gateway
+
+demo-idp-deps: $(DEMO_IDP)/node_modules/.package-lock.json
+
+$(DEMO_IDP)/node_modules/.package-lock.json: $(DEMO_IDP)/package.json $(DEMO_IDP)/package-lock.json
+	cd $(DEMO_IDP) && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+geoip: $(GEOIP_DB)
+
+$(GEOIP_DB):
+	@mkdir -p geoip/.download
+	cd geoip/.download && $(NPM) pack --silent $(GEOIP_PKG) >/dev/null
+	tar -xzf geoip/.download/ip-location-db-geo-whois-asn-country-mmdb-*.tgz -C geoip/.download
+	cp geoip/.download/package/geo-whois-asn-country.mmdb $(GEOIP_DB)
+	cp geoip/.download/package/NRO_LICENSE geoip/NRO_LICENSE.txt
+	@rm -rf geoip/.download
+	@echo "GeoIP country database: $(GEOIP_DB) (ip-location-db, NRO data, CC BY 4.0)"
+
+check: release $(GEOIP_DB)
+	./target/release/dcr-gateway check -c conf/gateway.toml
+	./target/release/dcr-gateway test-rules -c conf/gateway.toml conf/rules.tests.json
+
+bench-micro:
+	$(CARGO) bench --bench acl --bench dcr
+
+clean:
+	$(CARGO) clean
+	rm -rf $(DEMO_IDP)/node_modules $(GEOIP_DB)

@@ -1,0 +1,162 @@
+//! End to end: the demo IdP (node-oidc-provider, a real OpenID Provider) behind the gateway,
+//! and a real OpenID client library (openid-client) discovering and registering through it.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Stack {
+    _idp: Node,
+    gw: Gateway,
+    record: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// IdP on a free port with the gateway's address as issuer, and the gateway in front.
+    fn start(dcr_keys: &str) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("idp-record.jsonl");
+        let idp_port = free_port();
+        let gw_port = free_port();
+        let idp = Command::new("node")
+            .arg(root().join("deploy/demo-idp/server.mjs"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", idp_port.to_string())
+            .env("ISSUER", format!("http://127.0.0.1:{gw_port}"))
+            .env("DEMO_IDP_RECORD", &record)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("idp.log")).unwrap()))
+            .spawn()
+            .expect("node is installed (make test runs npm ci for the demo IdP)");
+        let idp = Node(idp);
+        assert!(
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", idp_port)).is_ok()),
+            "demo IdP did not start: {}",
+            std::fs::read_to_string(dir.path().join("idp.log")).unwrap_or_default()
+        );
+        let gw = GatewayBuilder::new(&format!("http://127.0.0.1:{idp_port}"))
+            .http_port(gw_port)
+            .extra("[routes]\nregistration_path = \"/oidc/register\"\nupstream_registration_path = \"/reg\"")
+            .dcr(dcr_keys)
+            .start();
+        Stack { _idp: idp, gw, record, _dir: dir }
+    }
+
+    fn client(&self, case: &str) -> serde_json::Value {
+        let issuer = format!("http://{}", self.gw.http);
+        let out = Command::new("node")
+            .arg(root().join("tests/e2e/client.mjs"))
+            .arg(&issuer)
+            .arg(case)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+            panic!("client.mjs printed no JSON ({e}): {stdout} {}", String::from_utf8_lossy(&out.stderr))
+        })
+    }
+
+    /// What the IdP received on its registration route.
+    fn idp_received(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn openid_client_discovers_and_registers_through_the_gateway() {
+    let s = Stack::start("");
+    let d = s.client("discovery");
+    assert_eq!(d["ok"], true, "{d}");
+    assert_eq!(d["issuer"], format!("http://{}", s.gw.http));
+
+    let public = s.client("public");
+    assert_eq!(public["ok"], true, "{public}");
+    assert!(public["client_id"].as_str().is_some_and(|c| !c.is_empty()));
+    assert_eq!(public["metadata"]["token_endpoint_auth_method"], "none");
+
+    let conf = s.client("confidential");
+    assert_eq!(conf["ok"], true, "{conf}");
+    assert!(conf["client_secret"].as_str().is_some_and(|c| c.len() > 10));
+
+    // The IdP received the gateway's re-serialized documents, not the client's bytes.
+    let got = s.idp_received();
+    let posts: Vec<_> = got.iter().filter(|r| r["method"] == "POST").collect();
+    assert_eq!(posts.len(), 2, "{got:?}");
+    for p in &posts {
+        let body = p["body"].as_str().unwrap();
+        let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body, serde_json::to_string(&doc).unwrap(), "compact JSON written by the gateway");
+        assert!(p["headers"]["x-request-id"].is_string());
+        assert_eq!(p["headers"]["x-forwarded-for"], "127.0.0.1");
+    }
+
+    // Audit lines carry the issued client_id, never a secret.
+    let audit = s.gw.wait_audit(2);
+    let ids: Vec<_> = audit.iter().filter_map(|l| l["client_id"].as_str()).collect();
+    assert!(ids.contains(&public["client_id"].as_str().unwrap()), "{audit:?}");
+    let secret = conf["client_secret"].as_str().unwrap();
+    let rat = conf["registration_access_token"].as_str().unwrap_or("no-token-issued");
+    for text in [s.gw.stdout_text(), s.gw.stderr_text(), s.gw.metrics()] {
+        assert!(!text.contains(secret), "client_secret leaked");
+        assert!(!text.contains(rat), "registration_access_token leaked");
+    }
+    assert!(s.gw.metric("dcr_gateway_registrations_total{error=\"\",result=\"created\"}") >= 2.0);
+}
+
+#[test]
+fn the_idp_never_receives_an_invalid_registration() {
+    let s = Stack::start("");
+    let before = s.idp_received().len();
+    for body in [
+        r#"{"client_name":"x","redirect_uris":["javascript:alert(1)"]}"#,
+        r#"{"client_name":"x","redirect_uris":["https://a.example/cb"],"client_name":"dup"}"#,
+        r#"{"client_name":"x","redirect_uris":["https://a.example/cb"]} trailing"#,
+        r#"{"client_name":"<b>x</b>","redirect_uris":["https://a.example/cb"]}"#,
+        r#"{"client_name":"x","redirect_uris":["https://a.example/cb"],"grant_types":["implicit"],"response_types":["token"]}"#,
+    ] {
+        let (status, resp) = response_parts(
+            agent().post(&s.gw.url("/oidc/register")).set("content-type", "application/json").send_string(body),
+        );
+        assert_eq!(status, 400, "{body} → {resp}");
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        assert!(v["error"].as_str().unwrap().starts_with("invalid_"), "{resp}");
+    }
+    assert_eq!(s.idp_received().len(), before, "nothing reached the IdP");
+
+    // A valid one with noise is normalized before it reaches the IdP.
+    let (status, resp) = response_parts(
+        agent()
+            .post(&s.gw.url("/oidc/register"))
+            .set("content-type", "application/json; charset=utf-8")
+            .send_string(r#"{ "client_name" : "  Spaced Name  ", "redirect_uris":["https://a.example/cb"], "x_unknown": 1 }"#),
+    );
+    assert_eq!(status, 201, "{resp}");
+    let last = s.idp_received().pop().unwrap();
+    let doc: serde_json::Value = serde_json::from_str(last["body"].as_str().unwrap()).unwrap();
+    assert_eq!(doc["client_name"], "Spaced Name");
+    assert_eq!(doc["token_endpoint_auth_method"], "client_secret_post");
+    assert_eq!(doc["grant_types"], serde_json::json!(["authorization_code"]));
+    assert!(doc.get("x_unknown").is_none(), "strict mode drops unknown members");
+}
