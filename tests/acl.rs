@@ -148,7 +148,7 @@ fn default_action_block() {
     let up = Upstream::start();
     let gw = GatewayBuilder::new(&up.origin())
         .rules(r#"[{"id":"allow-office","active":true,"priority":1,"rule":{"action":{"allow":true},"scope":"tenant","match":{"ipv4_cidrs":["10.0.0.0/8"]}}}]"#)
-        .extra("[acl]\ndefault_action = \"block\"")
+        .acl_keys("default_action = \"block\"")
         .start();
     assert_eq!(get_from(&gw, "/authorize", "10.1.1.1").0, 200);
     assert_eq!(get_from(&gw, "/authorize", "11.1.1.1").0, 403);

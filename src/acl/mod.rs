@@ -1,29 +1,270 @@
-//! TEMPORARY interface stub (replaced by the real engine).
+//! Tenant ACL: a pure rule engine over request [`Signals`], reading Auth0's Tenant ACL
+//! rule shape (`GET /api/v2/network-acls` exports load unchanged).
+//!
+//! ```text
+//! RuleSet::load(json, DefaultAction::Allow)?  // validate everything, compile indexes
+//!     .evaluate(Scope::Dcr, &signals)         // -> Verdict { decision, rule, logged }
+//! ```
+//!
+//! Semantics (Auth0's documented engine): active rules run in ascending `priority` (ties in
+//! file order), only those whose scope covers the request's scope. Within a signal values
+//! are ORed; different signals are ANDed, the `ipv4_cidrs`/`ipv6_cidrs` pair counting as one
+//! signal (likewise the `connecting_` pair). `match` holds when every given signal equals
+//! one of its values, `not_match` when every given signal equals none of them; a rule with
+//! both needs both. A signal the request does not have equals no value. The first matching
+//! rule decides, except `log` rules, which are recorded and evaluation goes on. No deciding
+//! rule: the default action. See `docs/acl.md` for the rule author's reference.
+//!
+//! No I/O, no async; evaluation does not scan entries (see `eval`).
+
+mod compile;
+mod error;
+mod eval;
+mod net;
+pub mod schema;
+mod text;
+
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{AclError, AclErrors};
+
 use crate::scope::Scope;
 use crate::signals::Signals;
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+
+/// What happens when no rule decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DefaultAction { Allow, Block }
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision { Allow, Block, Redirect(Arc<str>) }
-#[derive(Debug, Clone)]
-pub struct Verdict { pub decision: Decision, pub rule: Option<Arc<str>>, pub logged: Vec<Arc<str>> }
-pub struct RuleSet { default_action: DefaultAction }
-#[derive(Debug)]
-pub struct AclErrors(pub Vec<AclError>);
-#[derive(Debug)]
-pub struct AclError { pub index: Option<usize>, pub id: Option<String>, pub field: String, pub message: String }
-impl std::fmt::Display for AclErrors { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { for e in &self.0 { writeln!(f, "{}", e.message)?; } Ok(()) } }
-impl RuleSet {
-    pub fn load(_json: &[u8], default_action: DefaultAction) -> Result<RuleSet, AclErrors> { Ok(RuleSet { default_action }) }
-    pub fn empty(default_action: DefaultAction) -> RuleSet { RuleSet { default_action } }
-    pub fn evaluate(&self, _scope: Scope, _s: &Signals) -> Verdict { Verdict { decision: if self.default_action == DefaultAction::Allow { Decision::Allow } else { Decision::Block }, rule: None, logged: vec![] } }
-    pub fn rule_count(&self) -> usize { 0 }
-    pub fn entry_count(&self) -> usize { 0 }
-    pub fn uses_geo_country(&self) -> bool { false }
-    pub fn uses_geo_subdivision(&self) -> bool { false }
-    pub fn uses_asn(&self) -> bool { false }
-    pub fn rule_ids(&self) -> impl Iterator<Item = &str> { std::iter::empty() }
+pub enum DefaultAction {
+    Allow,
+    Block,
 }
-impl std::fmt::Display for AclError { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.message) } }
+
+/// The outcome for a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Decision {
+    Allow,
+    Block,
+    /// Redirect to this absolute http(s) URL.
+    Redirect(Arc<str>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// Id of the deciding rule; `None` when the default action applied.
+    pub rule: Option<Arc<str>>,
+    /// Ids of the matching `log` rules met before the decision, in evaluation order.
+    pub logged: Vec<Arc<str>>,
+}
+
+/// A validated, compiled rule file. `Send + Sync`; share it in an `Arc` (swap a new one in
+/// on reload).
+pub struct RuleSet {
+    default_action: DefaultAction,
+    /// The rules as loaded, file order (for an admin API to serialize back).
+    rules: Vec<schema::Rule>,
+    /// Effective ids, file order.
+    ids: Vec<Arc<str>>,
+    entries: usize,
+    engine: eval::Engine,
+}
+
+impl fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("default_action", &self.default_action)
+            .field("rules", &self.rules.len())
+            .field("active_rules", &self.engine.rules.len())
+            .field("entries", &self.entries)
+            .finish()
+    }
+}
+
+/// `inner` is `outer` or a path below it (`rule.match` is within `rule`, `rule.matchx` is
+/// not).
+fn is_within(inner: &str, outer: &str) -> bool {
+    outer.is_empty()
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+impl RuleSet {
+    /// Parses, validates and compiles a rule file: a JSON array of Auth0 Tenant ACL rule
+    /// objects (or Auth0's paged `{"network_acls": [...], ...}` list response). Every
+    /// problem in every rule is reported.
+    pub fn load(json: &[u8], default_action: DefaultAction) -> Result<RuleSet, AclErrors> {
+        let doc: serde_json::Value = serde_json::from_slice(json)
+            .map_err(|e| AclErrors(vec![AclError::file("", format!("invalid JSON: {e}"))]))?;
+        let elements = schema::rule_elements(doc).map_err(|e| AclErrors(vec![e]))?;
+        let mut errors = Vec::new();
+        let mut ids = Vec::with_capacity(elements.len());
+        let mut rules = Vec::with_capacity(elements.len());
+        for (index, v) in elements.into_iter().enumerate() {
+            let id = match v.get("id") {
+                None | Some(serde_json::Value::Null) => Some(compile::effective_id(None, index)),
+                Some(_) => schema::raw_id(&v).map(str::to_owned),
+            };
+            match schema::check_rule_value(v) {
+                Ok(rule) => rules.push((index, rule)),
+                Err(shape) => {
+                    // Also check the values that are left, leaving out problems that are
+                    // consequences of the shape ones (same field, or one inside the other).
+                    let mut more = Vec::new();
+                    if let Some(rule) = &shape.salvaged {
+                        compile::check_rule(index, rule, &mut more);
+                    }
+                    let related = |f: &str| {
+                        shape
+                            .problems
+                            .iter()
+                            .any(|(p, _)| p.is_empty() || is_within(f, p) || is_within(p, f))
+                    };
+                    let more: Vec<(String, String)> = more
+                        .into_iter()
+                        .filter(|e| !related(&e.field))
+                        .map(|e| (e.field, e.message))
+                        .collect();
+                    errors.extend(shape.problems.into_iter().chain(more).map(
+                        |(field, message)| AclError {
+                            index: Some(index),
+                            id: id.clone(),
+                            field,
+                            message,
+                        },
+                    ));
+                }
+            }
+            ids.push((index, id));
+        }
+        Self::compile(rules, ids, errors, default_action)
+    }
+
+    /// Validates and compiles rules built in code (an admin API). Indexes in errors are
+    /// positions in `rules`.
+    pub fn from_rules(
+        rules: Vec<schema::Rule>,
+        default_action: DefaultAction,
+    ) -> Result<RuleSet, AclErrors> {
+        let ids = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, Some(compile::effective_id(r.id.as_deref(), i))))
+            .collect();
+        let rules = rules.into_iter().enumerate().collect();
+        Self::compile(rules, ids, Vec::new(), default_action)
+    }
+
+    fn compile(
+        rules: Vec<(usize, schema::Rule)>,
+        ids: Vec<(usize, Option<String>)>,
+        mut errors: Vec<AclError>,
+        default_action: DefaultAction,
+    ) -> Result<RuleSet, AclErrors> {
+        let mut checked = Vec::with_capacity(rules.len());
+        for (index, rule) in &rules {
+            if let Some(c) = compile::check_rule(*index, rule, &mut errors) {
+                checked.push(c);
+            }
+        }
+        compile::check_duplicates(&ids, &mut errors);
+        if rules.len() > compile::MAX_RULES {
+            errors.push(AclError::file(
+                "",
+                format!(
+                    "too many rules ({}, at most {})",
+                    rules.len(),
+                    compile::MAX_RULES
+                ),
+            ));
+        }
+        if !errors.is_empty() {
+            // File order; within a rule, the order found.
+            errors.sort_by_key(|e| e.index.map_or(0, |i| i + 1));
+            return Err(AclErrors(errors));
+        }
+        let engine = compile::build(checked);
+        let entries = rules.iter().map(|(_, r)| compile::entry_count(r)).sum();
+        let ids = rules
+            .iter()
+            .map(|(i, r)| Arc::from(compile::effective_id(r.id.as_deref(), *i)))
+            .collect();
+        Ok(RuleSet {
+            default_action,
+            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            ids,
+            entries,
+            engine,
+        })
+    }
+
+    /// No rules: every request gets `default_action`.
+    pub fn empty(default_action: DefaultAction) -> RuleSet {
+        RuleSet {
+            default_action,
+            rules: Vec::new(),
+            ids: Vec::new(),
+            entries: 0,
+            engine: compile::build(Vec::new()),
+        }
+    }
+
+    /// The verdict for one request.
+    pub fn evaluate(&self, scope: Scope, signals: &Signals) -> Verdict {
+        self.engine.evaluate(scope, signals, self.default_action)
+    }
+
+    pub fn default_action(&self) -> DefaultAction {
+        self.default_action
+    }
+
+    /// Rules in the file, inactive ones included.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Active rules (the ones evaluated).
+    pub fn active_rule_count(&self) -> usize {
+        self.engine.rules.len()
+    }
+
+    /// Values (CIDRs, codes, ASNs, user agents, …) over all rules, both `match` and
+    /// `not_match`, inactive rules included.
+    pub fn entry_count(&self) -> usize {
+        self.entries
+    }
+
+    /// Some active rule looks at `geo_country_codes` (a GeoIP country lookup is needed).
+    pub fn uses_geo_country(&self) -> bool {
+        self.engine.present[eval::Kind::Country as usize]
+    }
+
+    /// Some active rule looks at `geo_subdivision_codes`.
+    pub fn uses_geo_subdivision(&self) -> bool {
+        self.engine.present[eval::Kind::Subdivision as usize]
+    }
+
+    /// Some active rule looks at `asns`.
+    pub fn uses_asn(&self) -> bool {
+        self.engine.present[eval::Kind::Asn as usize]
+    }
+
+    /// Effective ids of all rules (explicit, or `rule-<index>`), file order, inactive
+    /// included.
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.ids.iter().map(|s| &**s)
+    }
+
+    /// The rules as loaded, file order.
+    pub fn rules(&self) -> &[schema::Rule] {
+        &self.rules
+    }
+}

@@ -1,18 +1,53 @@
-//! TEMPORARY interface stub (replaced by the real validator).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecurityMode { Strict, Permissive }
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Policy { pub enabled: bool, pub security_mode: SecurityMode, pub max_body_bytes: usize, pub body_read_timeout_ms: u64 }
-impl Default for Policy { fn default() -> Self { Policy { enabled: true, security_mode: SecurityMode::Strict, max_body_bytes: 16384, body_read_timeout_ms: 5000 } } }
-impl Policy { pub fn validate(&self) -> Result<(), Vec<String>> { Ok(()) } }
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode { InvalidRedirectUri, InvalidClientMetadata, InvalidSoftwareStatement, UnapprovedSoftwareStatement }
-impl ErrorCode { pub fn as_str(self) -> &'static str { match self { ErrorCode::InvalidRedirectUri => "invalid_redirect_uri", ErrorCode::InvalidClientMetadata => "invalid_client_metadata", ErrorCode::InvalidSoftwareStatement => "invalid_software_statement", ErrorCode::UnapprovedSoftwareStatement => "unapproved_software_statement" } } }
-#[derive(Debug, Clone)]
-pub struct RegistrationError { pub code: ErrorCode, pub description: String }
-pub struct Normalized { pub document: serde_json::Map<String, serde_json::Value>, pub body: Vec<u8>, pub client_name: Option<String>, pub redirect_hosts: Vec<String>, pub dropped_members: Vec<String>, pub removed_scopes: Vec<String> }
-pub fn check(body: &[u8], _policy: &Policy) -> Result<Normalized, RegistrationError> {
-    match serde_json::from_slice::<serde_json::Value>(body) { Ok(serde_json::Value::Object(m)) => Ok(Normalized { body: serde_json::to_vec(&m).unwrap_or_default(), document: m, client_name: None, redirect_hosts: vec![], dropped_members: vec![], removed_scopes: vec![] }), _ => Err(RegistrationError { code: ErrorCode::InvalidClientMetadata, description: "body: not a JSON object".into() }) }
+//! Validation and normalization of OAuth Dynamic Client Registration requests (RFC 7591,
+//! OpenID Connect DCR 1.0, RFC 8252, RFC 9700).
+//!
+//! Pure: no I/O, no async. [`check`] takes the raw request body and the `[dcr]` policy and
+//! returns either the normalized registration to forward to the IdP or the RFC 7591 §3.2.2
+//! error to answer with. The rules are documented in `docs/dcr-validation.md`.
+//!
+//! - [`json`]: the strict JSON reader (duplicates, depth, UTF-8, trailing data).
+//! - [`policy`]: [`Policy`], the `[dcr]` configuration section, and host patterns.
+//! - [`uri`]: redirect URI and https metadata URI checks, registrable domains.
+//! - [`normalize`]: human text, scope strings, response types, language tags.
+//! - [`validate`]: the member table and the rules between members.
+
+mod error;
+mod json;
+mod normalize;
+mod policy;
+mod uri;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{ErrorCode, RegistrationError};
+pub use policy::{Policy, SecurityMode};
+
+/// A registration that passed [`check`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalized {
+    /// The normalized registration.
+    pub document: serde_json::Map<String, serde_json::Value>,
+    /// `serde_json::to_vec(&document)`: exactly what is forwarded to the IdP.
+    pub body: Vec<u8>,
+    /// The (normalized) `client_name`, else the first `client_name#<lang>`, for the audit log.
+    pub client_name: Option<String>,
+    /// ASCII hosts of the redirect URIs, first occurrence order, for the audit log
+    /// (private-use scheme URIs have none).
+    pub redirect_hosts: Vec<String>,
+    /// Names of the members removed: unknown members in strict mode (unless listed in
+    /// `keep_extension_members`) and, in both modes, the members only the server may set
+    /// (`client_id`, `client_secret`, ...). Names only, never values.
+    pub dropped_members: Vec<String>,
+    /// Scope tokens removed in permissive mode because they are not in `allowed_scopes`.
+    pub removed_scopes: Vec<String>,
+}
+
+/// Validates and normalizes a registration request body.
+///
+/// The body size (`max_body_bytes`) is the proxy's to enforce before calling this.
+/// Normalization is idempotent: checking `Normalized::body` again yields the same body.
+pub fn check(body: &[u8], policy: &Policy) -> Result<Normalized, RegistrationError> {
+    validate::check(body, policy)
 }

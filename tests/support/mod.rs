@@ -49,6 +49,8 @@ pub struct GatewayBuilder {
     dcr: String,
     network: String,
     http_port: Option<u16>,
+    listen_extra: String,
+    acl_extra: String,
 }
 
 impl GatewayBuilder {
@@ -61,6 +63,8 @@ impl GatewayBuilder {
             dcr: String::new(),
             network: "trusted_proxies = [\"127.0.0.1/32\"]\n".into(),
             http_port: None,
+            listen_extra: String::new(),
+            acl_extra: String::new(),
         }
     }
     /// Extra keys for [upstream].
@@ -77,6 +81,18 @@ impl GatewayBuilder {
     /// Listen on this port instead of a fresh free one.
     pub fn http_port(mut self, port: u16) -> Self {
         self.http_port = Some(port);
+        self
+    }
+    /// Extra keys for [listen].
+    pub fn listen_extra(mut self, keys: &str) -> Self {
+        self.listen_extra.push_str(keys);
+        self.listen_extra.push('\n');
+        self
+    }
+    /// Extra keys for [acl].
+    pub fn acl_keys(mut self, keys: &str) -> Self {
+        self.acl_extra.push_str(keys);
+        self.acl_extra.push('\n');
         self
     }
     /// Keys for [dcr].
@@ -110,13 +126,13 @@ impl GatewayBuilder {
         let acl = match &self.rules {
             Some(r) => {
                 std::fs::write(dir.path().join("rules.json"), r).unwrap();
-                "[acl]\nrules = \"rules.json\"\n".to_string()
+                format!("[acl]\nrules = \"rules.json\"\n{}", self.acl_extra)
             }
-            None => String::new(),
+            None => format!("[acl]\n{}", self.acl_extra),
         };
         let config = format!(
             "[server]\nthreads = 2\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\ngraceful_shutdown_timeout_seconds = 5\n\
-             [listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n\
+             [listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n{listen_extra}\n\
              [upstream]\n{up}connect_timeout_ms = 1000\nread_timeout_ms = 2000\nhealth_check_interval_ms = 200\n\
              [network]\n{net}\n{acl}\n[dcr]\n{dcr}\n[reload]\ndebounce_ms = 50\n{extra}",
             pid = dir.path().join("gw.pid").display(),
@@ -125,6 +141,7 @@ impl GatewayBuilder {
             net = self.network,
             dcr = self.dcr,
             extra = self.extra,
+            listen_extra = self.listen_extra,
         );
         std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
         let stdout = dir.path().join("stdout.log");

@@ -2,7 +2,6 @@
 //! registrations get 201 with a client_id and secrets, `/slow` sleeps, everything else 200.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +32,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        Upstream::start_on(0)
+    }
+
+    /// Listen on a given port (to bring an upstream back where it was).
+    pub fn start_on(port: u16) -> Upstream {
+        let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).unwrap());
         let addr = server.server_addr().to_ip().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let counter = Arc::new(Mutex::new(0u64));

@@ -1,0 +1,438 @@
+//! URI checks: redirect URIs (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §2.1/§4.1) and the
+//! https-only metadata URIs. The URI string itself is never changed: only judged.
+
+use unicode_security::MixedScript;
+use url::{Host, Url};
+
+use super::error::is_invisible;
+use super::policy::{matches_any, Policy, SecurityMode};
+
+/// Longest URI accepted anywhere, in characters.
+pub(crate) const MAX_URI_CHARS: usize = 2048;
+
+/// Schemes refused by name, whatever the member (checked case-insensitively after trimming
+/// and after removing embedded whitespace/control characters, which URL parsers skip).
+const DANGEROUS_SCHEMES: [&str; 4] = ["javascript", "data", "file", "vbscript"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UriKind {
+    Https,
+    /// `http` on one of `loopback_hosts`.
+    HttpLoopback,
+    /// A private-use (reverse-domain) scheme of a native app, RFC 8252 §7.1.
+    PrivateUse,
+}
+
+/// What a valid URI told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UriInfo {
+    pub kind: UriKind,
+    /// ASCII (punycode) lower-case host as a URI writes it (`[::1]` for IPv6); `None` for
+    /// private-use URIs.
+    pub host: Option<String>,
+    pub is_ip: bool,
+    pub is_loopback: bool,
+}
+
+/// The context a redirect URI is judged in.
+pub(crate) struct RedirectCtx<'a> {
+    pub policy: &'a Policy,
+    /// `application_type` is `native`.
+    pub native: bool,
+    /// The client registers the implicit grant (OIDC DCR §2: https, no loopback).
+    pub implicit: bool,
+}
+
+/// Checks one redirect URI (also used for `post_logout_redirect_uris`). The reason returned
+/// on failure is to be prefixed by the member name.
+pub(crate) fn check_redirect(raw: &str, ctx: &RedirectCtx<'_>) -> Result<UriInfo, String> {
+    let policy = ctx.policy;
+    let parsed = parse_common(raw)?;
+    // RFC 6749 §3.1.2: no fragment; RFC 9700 §4.1: exact matching, so no wildcard (checked
+    // with the host) and, against phishing look-alikes, no userinfo. In both modes.
+    if raw.contains('#') {
+        return Err("must not contain a fragment".into());
+    }
+    let info = match parsed.url.scheme() {
+        "https" => host_info(&parsed, UriKind::Https, policy)?,
+        "http" => {
+            let info = host_info(&parsed, UriKind::HttpLoopback, policy)?;
+            if !info.is_loopback {
+                return Err("scheme \"http\" is only allowed for loopback hosts".into());
+            }
+            info
+        }
+        scheme if scheme.contains('.') => {
+            if !ctx.native {
+                return Err(format!("private-use scheme {} requires application_type \"native\"", quoted_scheme(scheme)));
+            }
+            no_userinfo_or_wildcard(&parsed)?;
+            if !scheme.split('.').all(|l| !l.is_empty()) {
+                return Err(format!("scheme {} is not a reverse domain name", quoted_scheme(scheme)));
+            }
+            UriInfo { kind: UriKind::PrivateUse, host: None, is_ip: false, is_loopback: false }
+        }
+        scheme => return Err(format!("scheme {} is not allowed", quoted_scheme(scheme))),
+    };
+    if let Some(host) = &info.host {
+        if matches_any(&policy.redirect_host_deny, host) {
+            return Err(format!("host {host:?} is denied by policy"));
+        }
+        // Loopback hosts are governed by `loopback_hosts`, not by the allow-list.
+        if !info.is_loopback && !policy.redirect_host_allow.is_empty() && !matches_any(&policy.redirect_host_allow, host) {
+            return Err(format!("host {host:?} is not in the allowed redirect hosts"));
+        }
+    }
+    if ctx.implicit && (info.kind != UriKind::Https || info.is_loopback) {
+        return Err("the implicit grant needs https redirect URIs on non-loopback hosts".into());
+    }
+    Ok(info)
+}
+
+/// Checks an https-only metadata URI (`logo_uri`, `jwks_uri`, ...). Strict mode also refuses
+/// a fragment; userinfo and wildcard hosts are refused in both modes.
+pub(crate) fn check_https(raw: &str, policy: &Policy) -> Result<UriInfo, String> {
+    let parsed = parse_common(raw)?;
+    if parsed.url.scheme() != "https" {
+        return Err(format!("scheme {} is not allowed (https is required)", quoted_scheme(parsed.url.scheme())));
+    }
+    if policy.security_mode == SecurityMode::Strict && raw.contains('#') {
+        return Err("must not contain a fragment".into());
+    }
+    host_info(&parsed, UriKind::Https, policy)
+}
+
+struct Parsed<'a> {
+    url: Url,
+    /// The authority as written (between `//` and the path), when there is one.
+    authority: Option<&'a str>,
+}
+
+/// Length, dangerous schemes, characters, absolute-URI parse.
+fn parse_common(raw: &str) -> Result<Parsed<'_>, String> {
+    if raw.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if raw.len() > MAX_URI_CHARS && raw.chars().count() > MAX_URI_CHARS {
+        return Err(format!("longer than {MAX_URI_CHARS} characters"));
+    }
+    if let Some(scheme) = loose_scheme(raw) {
+        if DANGEROUS_SCHEMES.contains(&scheme.as_str()) {
+            return Err(format!("scheme {scheme:?} is not allowed"));
+        }
+    }
+    check_chars(raw)?;
+    let url = Url::parse(raw).map_err(|_| "not an absolute URI".to_string())?;
+    // The raw string starts with the scheme (check_chars refused the leading whitespace and
+    // controls a parser would skip), so this is the text after `scheme:`.
+    let rest = raw.get(url.scheme().len() + 1..).ok_or_else(|| "not an absolute URI".to_string())?;
+    let authority = rest.strip_prefix("//").map(|a| a.find(['/', '?', '#']).map_or(a, |end| &a[..end]));
+    if url.is_special() && authority.is_none() {
+        return Err("must be an absolute URI of the form scheme://host/...".into());
+    }
+    Ok(Parsed { url, authority })
+}
+
+/// The scheme as a lenient parser would see it: leading/trailing whitespace and controls
+/// trimmed, embedded ones removed, lower-cased. `None` when there is no `:`.
+fn loose_scheme(raw: &str) -> Option<String> {
+    let t = raw.trim_matches(|c: char| c.is_whitespace() || c.is_control());
+    let (scheme, _) = t.split_once(':')?;
+    let s: String = scheme.chars().filter(|c| !c.is_whitespace() && !c.is_control()).collect::<String>().to_ascii_lowercase();
+    (!s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))).then_some(s)
+}
+
+/// A scheme to print: at most 32 characters (url already limited it to `[a-z0-9+.-]`).
+fn quoted_scheme(scheme: &str) -> String {
+    let short: String = scheme.chars().take(32).collect();
+    format!("{short:?}")
+}
+
+/// RFC 3986 characters (RFC 3987 non-ASCII allowed, minus controls, whitespace and invisible
+/// formatting characters) and well-formed percent-encodings. This refuses the spaces, tabs,
+/// newlines and backslashes that WHATWG parsers silently drop or reinterpret.
+fn check_chars(raw: &str) -> Result<(), String> {
+    let bytes = raw.as_bytes();
+    for (at, c) in raw.char_indices() {
+        if c.is_ascii() {
+            if is_uri_ascii(c as u8) {
+                continue;
+            }
+            if c == '%' {
+                let hex = |j: usize| bytes.get(j).is_some_and(|b| b.is_ascii_hexdigit());
+                if hex(at + 1) && hex(at + 2) {
+                    continue;
+                }
+                return Err("contains an invalid percent-encoding".into());
+            }
+            return Err("contains a character that is not allowed in a URI (whitespace, control, quote, backslash, ...)".into());
+        }
+        if c.is_control() || c.is_whitespace() || is_invisible(c) {
+            return Err("contains a control, whitespace or invisible formatting character".into());
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3986 unreserved / gen-delims / sub-delims.
+fn is_uri_ascii(b: u8) -> bool {
+    matches!(b,
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~'
+        | b':' | b'/' | b'?' | b'#' | b'[' | b']' | b'@'
+        | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
+}
+
+fn no_userinfo_or_wildcard(parsed: &Parsed<'_>) -> Result<(), String> {
+    if let Some(auth) = parsed.authority {
+        if auth.contains('@') {
+            return Err("must not contain userinfo".into());
+        }
+        if auth.contains('*') {
+            return Err("host must not contain a wildcard".into());
+        }
+    }
+    Ok(())
+}
+
+/// Host checks for http(s) URIs: present, no userinfo or wildcard, valid IDNA written in
+/// canonical form (the host as written must convert to exactly the host the parser uses, so
+/// `127.1`, `0x7f.0.0.1` or `ex%61mple.com` are refused), no trailing dot, and in strict
+/// mode no label mixing scripts.
+fn host_info(parsed: &Parsed<'_>, kind: UriKind, policy: &Policy) -> Result<UriInfo, String> {
+    no_userinfo_or_wildcard(parsed)?;
+    let authority = parsed.authority.unwrap_or("");
+    let (host, is_ip) = match parsed.url.host() {
+        Some(Host::Ipv6(ip)) => (format!("[{ip}]"), true),
+        Some(Host::Ipv4(ip)) => (ip.to_string(), true),
+        Some(Host::Domain(d)) => (d.to_string(), false),
+        None => return Err("missing host".into()),
+    };
+    let raw_host = if authority.starts_with('[') {
+        authority.find(']').map_or(authority, |end| &authority[..=end])
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    if raw_host.is_empty() {
+        return Err("missing host".into());
+    }
+    if raw_host.contains('%') {
+        return Err("host must not be percent-encoded".into());
+    }
+    if raw_host.ends_with('.') {
+        return Err("host must not end with a dot".into());
+    }
+    if !raw_host.starts_with('[') {
+        let ascii = idna::domain_to_ascii_strict(raw_host).map_err(|_| "host is not a valid (internationalized) domain name".to_string())?;
+        if ascii != host {
+            return Err("host is not written in canonical form".into());
+        }
+    }
+    if policy.security_mode == SecurityMode::Strict && !is_ip && (!raw_host.is_ascii() || host.contains("xn--")) {
+        let (unicode, res) = idna::domain_to_unicode(&host);
+        if res.is_err() || unicode.split('.').any(|label| !label.is_single_script()) {
+            return Err("host mixes scripts (possible homograph)".into());
+        }
+    }
+    let is_loopback = policy.loopback_hosts.iter().any(|l| l.eq_ignore_ascii_case(&host));
+    Ok(UriInfo { kind, host: Some(host), is_ip, is_loopback })
+}
+
+/// The "site" of a host, used to keep `client_uri`, `logo_uri`, `policy_uri` and `tos_uri`
+/// on the redirect URIs' site in strict mode: the last two labels, or the last three when
+/// the last two form a well-known multi-label public suffix (`co.uk`, `com.au`, `github.io`,
+/// ...). A small built-in approximation of the Public Suffix List: suffixes it does not know
+/// make the site broader than the real registrable domain.
+pub(crate) fn registrable_domain(host: &str) -> &str {
+    // Byte offsets of the last three dots, right to left.
+    let mut dots = [0usize; 3];
+    let mut n = 0;
+    for (i, b) in host.bytes().enumerate().rev() {
+        if b == b'.' {
+            dots[n] = i;
+            n += 1;
+            if n == 3 {
+                break;
+            }
+        }
+    }
+    if n < 2 {
+        return host;
+    }
+    let last_two = &host[dots[1] + 1..];
+    let tld = &host[dots[0] + 1..];
+    let second = &host[dots[1] + 1..dots[0]];
+    if !is_multi_label_suffix(second, tld, last_two) {
+        return last_two;
+    }
+    if n < 3 {
+        host
+    } else {
+        &host[dots[2] + 1..]
+    }
+}
+
+fn is_multi_label_suffix(second: &str, tld: &str, last_two: &str) -> bool {
+    const GENERIC_SECOND_LEVEL: [&str; 17] =
+        ["ac", "co", "com", "edu", "gob", "go", "gov", "gv", "ltd", "mil", "ne", "net", "nom", "or", "org", "plc", "sch"];
+    const SHARED_HOSTING: [&str; 16] = [
+        "github.io", "gitlab.io", "herokuapp.com", "vercel.app", "netlify.app", "pages.dev", "workers.dev", "web.app",
+        "firebaseapp.com", "appspot.com", "azurewebsites.net", "cloudfront.net", "amazonaws.com", "blogspot.com", "glitch.me",
+        "onrender.com",
+    ];
+    (tld.len() == 2 && GENERIC_SECOND_LEVEL.contains(&second)) || SHARED_HOSTING.contains(&last_two)
+}
+
+/// Same site for the strict metadata-URI rule: IP and loopback hosts must be equal; other
+/// hosts must share [`registrable_domain`].
+pub(crate) fn same_site(a: &UriInfo, b: &UriInfo) -> bool {
+    match (&a.host, &b.host) {
+        (Some(x), Some(y)) => {
+            if a.is_ip || b.is_ip || a.is_loopback || b.is_loopback {
+                x == y
+            } else {
+                registrable_domain(x) == registrable_domain(y)
+            }
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redirect(raw: &str, native: bool, policy: &Policy) -> Result<UriInfo, String> {
+        check_redirect(raw, &RedirectCtx { policy, native, implicit: false })
+    }
+
+    #[test]
+    fn redirect_uri_table() {
+        let strict = Policy::default();
+        let ok: &[(&str, bool, Option<&str>)] = &[
+            ("https://app.example.com/cb", false, Some("app.example.com")),
+            ("HTTPS://App.Example.com:8443/cb?x=1", false, Some("app.example.com")),
+            ("http://127.0.0.1:51234/callback", false, Some("127.0.0.1")),
+            ("http://localhost:3000/cb", false, Some("localhost")),
+            ("http://[::1]:8080/cb", false, Some("[::1]")),
+            ("https://bücher.example/cb", false, Some("xn--bcher-kva.example")),
+            ("https://例え.テスト/cb", false, Some("xn--r8jz45g.xn--zckzah")),
+            ("com.example.app:/oauth2redirect", true, None),
+            ("com.example.app://callback", true, None),
+            ("https://10.1.2.3/cb", false, Some("10.1.2.3")),
+        ];
+        for (raw, native, host) in ok {
+            let info = redirect(raw, *native, &strict).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(info.host.as_deref(), *host, "{raw}");
+        }
+        let bad: &[(&str, bool, &str)] = &[
+            ("javascript:alert(1)", true, "scheme \"javascript\""),
+            (" JavaScript:alert(1)", true, "scheme \"javascript\""),
+            ("java\tscript:alert(1)", true, "scheme \"javascript\""),
+            ("data:text/html,x", true, "scheme \"data\""),
+            ("file:///etc/passwd", true, "scheme \"file\""),
+            ("VBScript:x", true, "scheme \"vbscript\""),
+            ("http://app.example.com/cb", false, "only allowed for loopback"),
+            ("http://127.0.0.2/cb", false, "only allowed for loopback"),
+            ("http://127.1/cb", false, "canonical form"),
+            ("https://ex%61mple.com/cb", false, "percent"),
+            ("https://0x7f.0.0.1/cb", false, "canonical"),
+            ("https://app.example.com/cb#frag", false, "fragment"),
+            ("https://app.example.com/cb#", false, "fragment"),
+            ("https://user@app.example.com/cb", false, "userinfo"),
+            ("https://good.com@evil.com/cb", false, "userinfo"),
+            ("https://*.example.com/cb", false, "wildcard"),
+            ("https:app.example.com/cb", false, "scheme://host"),
+            ("https:/app.example.com/cb", false, "scheme://host"),
+            ("https:///app.example.com/cb", false, "missing host"),
+            ("https://app.example.com\\@evil.com/", false, "not allowed in a URI"),
+            ("https://app.example.com/c b", false, "not allowed in a URI"),
+            ("https://app.example.com/cb\n", false, "not allowed in a URI"),
+            ("https://app.example.com./cb", false, "dot"),
+            ("https://app_x.example.com/cb", false, "domain name"),
+            ("/relative/cb", false, "absolute"),
+            ("myapp:/cb", true, "scheme \"myapp\" is not allowed"),
+            ("com.example.app:/cb", false, "requires application_type \"native\""),
+            ("https://xn--pypal-4ve.com/cb", false, "mixes scripts"),
+            ("https://p\u{430}ypal.com/cb", false, "mixes scripts"),
+            ("https://xn--a.com/cb", false, "not an absolute URI"),
+            ("", false, "empty"),
+        ];
+        for (raw, native, want) in bad {
+            match redirect(raw, *native, &strict) {
+                Ok(i) => panic!("{raw:?} accepted: {i:?}"),
+                Err(e) => assert!(e.contains(want), "{raw:?}: {e:?} does not contain {want:?}"),
+            }
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URI_CHARS));
+        assert!(redirect(&long, false, &strict).unwrap_err().contains("longer than 2048"));
+        // Permissive mode does not check scripts.
+        let permissive = Policy { security_mode: SecurityMode::Permissive, ..Policy::default() };
+        assert!(redirect("https://p\u{430}ypal.com/cb", false, &permissive).is_ok());
+        assert!(redirect("https://app.example.com/cb#x", false, &permissive).is_err());
+    }
+
+    #[test]
+    fn host_lists() {
+        let p = Policy {
+            redirect_host_allow: vec!["*.example.com".into(), "example.org".into()],
+            redirect_host_deny: vec!["evil.example.com".into(), "localhost".into()],
+            ..Policy::default()
+        };
+        assert!(redirect("https://app.example.com/cb", false, &p).is_ok());
+        assert!(redirect("https://a.b.example.com/cb", false, &p).is_ok());
+        assert!(redirect("https://example.org/cb", false, &p).is_ok());
+        assert!(redirect("https://example.com/cb", false, &p).unwrap_err().contains("not in the allowed"));
+        assert!(redirect("https://EVIL.example.com/cb", false, &p).unwrap_err().contains("denied"));
+        // Loopback is exempt from the allow-list, not from the deny-list.
+        assert!(redirect("http://127.0.0.1:9/cb", false, &p).is_ok());
+        assert!(redirect("http://localhost:9/cb", false, &p).unwrap_err().contains("denied"));
+        let idn = Policy { redirect_host_allow: vec!["bücher.example".into()], ..Policy::default() };
+        assert!(redirect("https://BÜCHER.example/cb", false, &idn).is_ok());
+        assert!(redirect("https://xn--bcher-kva.example/cb", false, &idn).is_ok());
+    }
+
+    #[test]
+    fn implicit_needs_https_non_loopback() {
+        let p = Policy { security_mode: SecurityMode::Permissive, ..Policy::default() };
+        let ctx = RedirectCtx { policy: &p, native: true, implicit: true };
+        assert!(check_redirect("https://app.example.com/cb", &ctx).is_ok());
+        assert!(check_redirect("http://127.0.0.1/cb", &ctx).unwrap_err().contains("implicit"));
+        assert!(check_redirect("https://localhost/cb", &ctx).unwrap_err().contains("implicit"));
+        assert!(check_redirect("com.example.app:/cb", &ctx).unwrap_err().contains("implicit"));
+    }
+
+    #[test]
+    fn https_uris() {
+        let strict = Policy::default();
+        let permissive = Policy { security_mode: SecurityMode::Permissive, ..Policy::default() };
+        assert!(check_https("https://example.com/logo.png", &strict).is_ok());
+        assert!(check_https("http://example.com/logo.png", &strict).unwrap_err().contains("https is required"));
+        assert!(check_https("http://127.0.0.1/logo.png", &permissive).unwrap_err().contains("https is required"));
+        assert!(check_https("https://example.com/tos#s1", &strict).unwrap_err().contains("fragment"));
+        assert!(check_https("https://example.com/tos#s1", &permissive).is_ok());
+        assert!(check_https("https://u:p@example.com/", &permissive).unwrap_err().contains("userinfo"));
+        assert!(check_https("javascript:alert(1)", &permissive).unwrap_err().contains("javascript"));
+    }
+
+    #[test]
+    fn registrable_domains() {
+        for (host, want) in [
+            ("example.com", "example.com"),
+            ("a.b.example.com", "example.com"),
+            ("com", "com"),
+            ("shop.example.co.uk", "example.co.uk"),
+            ("example.co.uk", "example.co.uk"),
+            ("a.example.com.au", "example.com.au"),
+            ("alice.github.io", "alice.github.io"),
+            ("x.alice.github.io", "alice.github.io"),
+            ("a.b.c.d.example.org", "example.org"),
+        ] {
+            assert_eq!(registrable_domain(host), want, "{host}");
+        }
+        let info = |h: &str, ip: bool| UriInfo { kind: UriKind::Https, host: Some(h.into()), is_ip: ip, is_loopback: false };
+        assert!(same_site(&info("www.example.com", false), &info("app.example.com", false)));
+        assert!(!same_site(&info("alice.github.io", false), &info("bob.github.io", false)));
+        assert!(same_site(&info("10.0.0.1", true), &info("10.0.0.1", true)));
+        assert!(!same_site(&info("10.0.0.1", true), &info("10.0.0.2", true)));
+    }
+}

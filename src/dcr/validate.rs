@@ -1,0 +1,779 @@
+//! Member-by-member validation and normalization of a registration (RFC 7591 §2, OIDC DCR 1.0
+//! §2, RFC 8252, RFC 9700), then the rules that tie members together.
+
+use serde_json::{Map, Value};
+
+use super::error::{display_name, ErrorCode, RegistrationError};
+use super::normalize::{fold_confusable, human_text, is_email, is_language_tag, parse_scope, ResponseType};
+use super::policy::{Policy, SecurityMode};
+use super::uri::{check_https, check_redirect, same_site, RedirectCtx, UriInfo, UriKind};
+use super::Normalized;
+
+type Result<T> = std::result::Result<T, RegistrationError>;
+
+/// Grant types this module can accept (in some mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    Implicit,
+    ClientCredentials,
+    DeviceCode,
+}
+
+/// Grant types recognized only to be refused by name (the password grant: RFC 9700 §2.4).
+const REFUSED_GRANTS: [&str; 5] = [
+    "password",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    "urn:ietf:params:oauth:grant-type:saml2-bearer",
+    "urn:ietf:params:oauth:grant-type:token-exchange",
+    "urn:openid:params:grant-type:ciba",
+];
+
+impl GrantType {
+    pub(crate) fn parse(s: &str) -> Option<GrantType> {
+        Some(match s {
+            "authorization_code" => GrantType::AuthorizationCode,
+            "refresh_token" => GrantType::RefreshToken,
+            "implicit" => GrantType::Implicit,
+            "client_credentials" => GrantType::ClientCredentials,
+            "urn:ietf:params:oauth:grant-type:device_code" => GrantType::DeviceCode,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::Implicit => "implicit",
+            GrantType::ClientCredentials => "client_credentials",
+            GrantType::DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
+        }
+    }
+
+    pub(crate) fn allowed_in(self, mode: SecurityMode) -> bool {
+        mode == SecurityMode::Permissive || matches!(self, GrantType::AuthorizationCode | GrantType::RefreshToken)
+    }
+
+    /// Uses the authorization endpoint and so needs redirect URIs.
+    fn is_redirect_based(self) -> bool {
+        matches!(self, GrantType::AuthorizationCode | GrantType::Implicit)
+    }
+
+    /// `refresh_token` needs a grant that issues refresh tokens to a user's client:
+    /// `authorization_code` (strict), or `authorization_code` / device_code (permissive).
+    pub(crate) fn check_refresh(grants: &[GrantType], mode: SecurityMode) -> std::result::Result<(), String> {
+        if !grants.contains(&GrantType::RefreshToken) || grants.contains(&GrantType::AuthorizationCode) {
+            return Ok(());
+        }
+        match mode {
+            SecurityMode::Permissive if grants.contains(&GrantType::DeviceCode) => Ok(()),
+            SecurityMode::Permissive => {
+                Err("\"refresh_token\" requires \"authorization_code\" or \"urn:ietf:params:oauth:grant-type:device_code\"".into())
+            }
+            SecurityMode::Strict => Err("\"refresh_token\" requires \"authorization_code\"".into()),
+        }
+    }
+}
+
+/// `token_endpoint_auth_method` values (RFC 7591 §2, OIDC Core §9, RFC 8705 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthMethod {
+    None,
+    ClientSecretPost,
+    ClientSecretBasic,
+    ClientSecretJwt,
+    PrivateKeyJwt,
+    TlsClientAuth,
+    SelfSignedTlsClientAuth,
+}
+
+impl AuthMethod {
+    pub(crate) fn parse(s: &str) -> Option<AuthMethod> {
+        Some(match s {
+            "none" => AuthMethod::None,
+            "client_secret_post" => AuthMethod::ClientSecretPost,
+            "client_secret_basic" => AuthMethod::ClientSecretBasic,
+            "client_secret_jwt" => AuthMethod::ClientSecretJwt,
+            "private_key_jwt" => AuthMethod::PrivateKeyJwt,
+            "tls_client_auth" => AuthMethod::TlsClientAuth,
+            "self_signed_tls_client_auth" => AuthMethod::SelfSignedTlsClientAuth,
+            _ => return None,
+        })
+    }
+
+    /// Needs the client's public keys (`jwks` or `jwks_uri`).
+    pub(crate) fn needs_keys(self) -> bool {
+        matches!(self, AuthMethod::PrivateKeyJwt | AuthMethod::SelfSignedTlsClientAuth)
+    }
+}
+
+/// The registered members this module knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    RedirectUris,
+    TokenEndpointAuthMethod,
+    GrantTypes,
+    ResponseTypes,
+    ClientName,
+    /// `client_uri`, `logo_uri`, `policy_uri`, `tos_uri`: https, same site (strict), #lang.
+    SiteUri,
+    /// `jwks_uri`, `sector_identifier_uri`, `initiate_login_uri`: https.
+    HttpsUri,
+    Scope,
+    Contacts,
+    Jwks,
+    /// `software_id`, `software_version`.
+    Identifier,
+    SoftwareStatement,
+    ApplicationType,
+    SubjectType,
+    /// A JWS/JWE algorithm name; `true` when `none` is forbidden.
+    Alg(bool),
+    /// A JWE `enc` name, requiring the named `alg` member.
+    Enc(&'static str),
+    DefaultMaxAge,
+    RequireAuthTime,
+    DefaultAcrValues,
+    RequestUris,
+    PostLogoutRedirectUris,
+}
+
+const MEMBERS: [(&str, Member); 32] = [
+    ("redirect_uris", Member::RedirectUris),
+    ("token_endpoint_auth_method", Member::TokenEndpointAuthMethod),
+    ("grant_types", Member::GrantTypes),
+    ("response_types", Member::ResponseTypes),
+    ("client_name", Member::ClientName),
+    ("client_uri", Member::SiteUri),
+    ("logo_uri", Member::SiteUri),
+    ("policy_uri", Member::SiteUri),
+    ("tos_uri", Member::SiteUri),
+    ("jwks_uri", Member::HttpsUri),
+    ("sector_identifier_uri", Member::HttpsUri),
+    ("initiate_login_uri", Member::HttpsUri),
+    ("scope", Member::Scope),
+    ("contacts", Member::Contacts),
+    ("jwks", Member::Jwks),
+    ("software_id", Member::Identifier),
+    ("software_version", Member::Identifier),
+    ("software_statement", Member::SoftwareStatement),
+    ("application_type", Member::ApplicationType),
+    ("subject_type", Member::SubjectType),
+    ("id_token_signed_response_alg", Member::Alg(false)),
+    ("id_token_encrypted_response_alg", Member::Alg(false)),
+    ("id_token_encrypted_response_enc", Member::Enc("id_token_encrypted_response_alg")),
+    ("userinfo_signed_response_alg", Member::Alg(false)),
+    ("userinfo_encrypted_response_alg", Member::Alg(false)),
+    ("userinfo_encrypted_response_enc", Member::Enc("userinfo_encrypted_response_alg")),
+    ("request_object_signing_alg", Member::Alg(false)),
+    ("request_object_encryption_alg", Member::Alg(false)),
+    ("request_object_encryption_enc", Member::Enc("request_object_encryption_alg")),
+    ("token_endpoint_auth_signing_alg", Member::Alg(true)),
+    ("default_max_age", Member::DefaultMaxAge),
+    ("require_auth_time", Member::RequireAuthTime),
+];
+
+/// Also known; kept out of `MEMBERS` only to keep its length readable.
+const MORE_MEMBERS: [(&str, Member); 3] = [
+    ("default_acr_values", Member::DefaultAcrValues),
+    ("request_uris", Member::RequestUris),
+    ("post_logout_redirect_uris", Member::PostLogoutRedirectUris),
+];
+
+/// Members only the authorization server sets (RFC 7591 §3.2.1, RFC 7592). A client's values
+/// are dropped (and listed in `dropped_members`) in both modes.
+const CLIENT_FORBIDDEN: [&str; 6] = [
+    "client_id",
+    "client_secret",
+    "client_id_issued_at",
+    "client_secret_expires_at",
+    "registration_access_token",
+    "registration_client_uri",
+];
+
+fn lookup(name: &str) -> Option<Member> {
+    MEMBERS.iter().chain(MORE_MEMBERS.iter()).find(|(n, _)| *n == name).map(|(_, m)| *m)
+}
+
+pub(crate) fn is_known_member(name: &str) -> bool {
+    matches!(classify(name), Class::Known(..) | Class::BadLanguageTag)
+}
+
+pub(crate) fn is_client_forbidden(name: &str) -> bool {
+    CLIENT_FORBIDDEN.contains(&name)
+}
+
+enum Class<'a> {
+    /// A known member, with the base name and the language tag of a `#lang` variant.
+    Known(Member, &'a str, Option<&'a str>),
+    Forbidden,
+    BadLanguageTag,
+    Unknown,
+}
+
+fn classify(name: &str) -> Class<'_> {
+    if let Some(m) = lookup(name) {
+        return Class::Known(m, name, None);
+    }
+    if is_client_forbidden(name) {
+        return Class::Forbidden;
+    }
+    // RFC 7591 §2.2: human-readable values may carry a language tag.
+    if let Some((base, tag)) = name.split_once('#') {
+        if let Some(m @ (Member::ClientName | Member::SiteUri)) = lookup(base) {
+            return if is_language_tag(tag) { Class::Known(m, base, Some(tag)) } else { Class::BadLanguageTag };
+        }
+    }
+    Class::Unknown
+}
+
+/// What the first pass learned, for the rules between members.
+#[derive(Default)]
+struct Facts {
+    redirect_uris: Option<Vec<String>>,
+    post_logout_redirect_uris: Option<Vec<String>>,
+    grant_types: Option<Vec<GrantType>>,
+    response_types: Option<Vec<ResponseType>>,
+    auth_method: Option<AuthMethod>,
+    native: bool,
+    has_jwks: bool,
+    has_jwks_uri: bool,
+    has_scope: bool,
+    /// `(member name, info)` of client_uri / logo_uri / policy_uri / tos_uri and variants.
+    site_uris: Vec<(String, UriInfo)>,
+    client_name: Option<String>,
+    first_localized_name: Option<String>,
+    /// Lower-cased language tags seen, per base member.
+    language_tags: Vec<(&'static str, String)>,
+    /// Names of present `*_alg` members and `(enc member, required alg member)` pairs.
+    algs: Vec<String>,
+    encs: Vec<(String, &'static str)>,
+    removed_scopes: Vec<String>,
+}
+
+pub(crate) fn check(body: &[u8], policy: &Policy) -> Result<Normalized> {
+    let input = super::json::read_object(body, policy.max_json_depth)?;
+    let mode = policy.security_mode;
+    let mut facts = Facts::default();
+    let mut out = Map::with_capacity(input.len() + 4);
+    let mut dropped_members = Vec::new();
+
+    for (name, value) in input {
+        match classify(&name) {
+            Class::Forbidden => dropped_members.push(name),
+            Class::Unknown => {
+                if mode == SecurityMode::Strict && !policy.keep_extension_members.contains(&name) {
+                    dropped_members.push(name);
+                } else {
+                    out.insert(name, value);
+                }
+            }
+            Class::BadLanguageTag => {
+                return Err(RegistrationError::metadata(&display_name(&name), "invalid language tag"));
+            }
+            // A known member set to null is treated as absent (and removed).
+            Class::Known(..) if value.is_null() => {}
+            Class::Known(member, base, tag) => {
+                if let Some(tag) = tag {
+                    let base = static_base(base);
+                    let lower = tag.to_ascii_lowercase();
+                    if facts.language_tags.iter().any(|(b, t)| *b == base && *t == lower) {
+                        return Err(RegistrationError::metadata(&name, "duplicate language tag"));
+                    }
+                    facts.language_tags.push((base, lower));
+                }
+                if let Some(v) = member_value(member, &name, tag, value, policy, &mut facts)? {
+                    out.insert(name, v);
+                }
+            }
+        }
+    }
+
+    cross_check(policy, &mut facts, &mut out)?;
+    let redirect_hosts = check_redirect_uris(policy, &facts)?;
+
+    let body = serde_json::to_vec(&out)
+        .map_err(|_| RegistrationError::new(ErrorCode::InvalidClientMetadata, "body: cannot be serialized".into()))?;
+    Ok(Normalized {
+        document: out,
+        body,
+        client_name: facts.client_name.or(facts.first_localized_name),
+        redirect_hosts,
+        dropped_members,
+        removed_scopes: facts.removed_scopes,
+    })
+}
+
+fn static_base(base: &str) -> &'static str {
+    ["client_name", "client_uri", "logo_uri", "policy_uri", "tos_uri"].into_iter().find(|b| *b == base).unwrap_or("")
+}
+
+fn redirect_err(member: &str, reason: impl std::fmt::Display) -> RegistrationError {
+    RegistrationError::new(ErrorCode::InvalidRedirectUri, format!("{member}: {reason}"))
+}
+
+fn meta(member: &str, reason: impl std::fmt::Display) -> RegistrationError {
+    RegistrationError::metadata(member, reason)
+}
+
+fn as_str<'v>(name: &str, v: &'v Value) -> Result<&'v str> {
+    v.as_str().ok_or_else(|| meta(name, "must be a string"))
+}
+
+/// An array of strings, element errors naming `name[i]`.
+fn string_array(name: &str, v: &Value, code: ErrorCode) -> Result<Vec<String>> {
+    let err = |member: &str, reason: &str| RegistrationError::new(code, format!("{member}: {reason}"));
+    let arr = v.as_array().ok_or_else(|| err(name, "must be an array of strings"))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, e)| e.as_str().map(str::to_owned).ok_or_else(|| err(&format!("{name}[{i}]"), "must be a string")))
+        .collect()
+}
+
+fn dedupe(items: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for s in items {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn strings_value(items: Vec<String>) -> Value {
+    Value::Array(items.into_iter().map(Value::String).collect())
+}
+
+/// Validates one known, non-null member; returns its normalized value, or `None` when the
+/// member is to be left out of the output.
+fn member_value(
+    member: Member,
+    name: &str,
+    tag: Option<&str>,
+    value: Value,
+    policy: &Policy,
+    facts: &mut Facts,
+) -> Result<Option<Value>> {
+    let mode = policy.security_mode;
+    let v = match member {
+        Member::RedirectUris | Member::PostLogoutRedirectUris => {
+            let code = if member == Member::RedirectUris { ErrorCode::InvalidRedirectUri } else { ErrorCode::InvalidClientMetadata };
+            let uris = string_array(name, &value, code)?;
+            if uris.len() > policy.max_redirect_uris {
+                return Err(RegistrationError::new(code, format!("{name}: more than {} URIs", policy.max_redirect_uris)));
+            }
+            for (j, u) in uris.iter().enumerate() {
+                if let Some(i) = uris[..j].iter().position(|p| p == u) {
+                    return Err(RegistrationError::new(code, format!("{name}[{j}]: duplicate of {name}[{i}]")));
+                }
+            }
+            if member == Member::RedirectUris {
+                facts.redirect_uris = Some(uris);
+            } else {
+                facts.post_logout_redirect_uris = Some(uris);
+            }
+            // Forwarded exactly as sent; checked once the other members are known.
+            value
+        }
+        Member::TokenEndpointAuthMethod => {
+            let s = as_str(name, &value)?;
+            facts.auth_method = Some(auth_method(name, s, policy)?);
+            value
+        }
+        Member::GrantTypes => {
+            let raw = string_array(name, &value, ErrorCode::InvalidClientMetadata)?;
+            if raw.is_empty() {
+                return Err(meta(name, "must not be empty"));
+            }
+            let mut grants = Vec::new();
+            for (i, g) in raw.iter().enumerate() {
+                let gt = grant_type(&format!("{name}[{i}]"), g, mode)?;
+                if !grants.contains(&gt) {
+                    grants.push(gt);
+                }
+            }
+            let v = strings_value(grants.iter().map(|g| g.as_str().to_string()).collect());
+            facts.grant_types = Some(grants);
+            v
+        }
+        Member::ResponseTypes => {
+            let raw = string_array(name, &value, ErrorCode::InvalidClientMetadata)?;
+            let mut types = Vec::new();
+            for (i, r) in raw.iter().enumerate() {
+                let rt = response_type(&format!("{name}[{i}]"), r, mode)?;
+                if !types.contains(&rt) {
+                    types.push(rt);
+                }
+            }
+            let v = strings_value(types.iter().map(|r| r.canonical()).collect());
+            facts.response_types = Some(types);
+            v
+        }
+        Member::ClientName => {
+            let s = as_str(name, &value)?;
+            let text = human_text(s, policy.max_client_name_chars, mode).map_err(|e| meta(name, e))?;
+            if !policy.reserved_names.is_empty() {
+                let folded = fold_confusable(&text);
+                if policy.reserved_names.iter().any(|r| folded.contains(&fold_confusable(r.trim()))) {
+                    return Err(meta(name, "contains a reserved name"));
+                }
+            }
+            if tag.is_none() {
+                facts.client_name = Some(text.clone());
+            } else if facts.first_localized_name.is_none() {
+                facts.first_localized_name = Some(text.clone());
+            }
+            Value::String(text)
+        }
+        Member::SiteUri => {
+            let info = check_https(as_str(name, &value)?, policy).map_err(|e| meta(name, e))?;
+            facts.site_uris.push((name.to_string(), info));
+            value
+        }
+        Member::HttpsUri => {
+            check_https(as_str(name, &value)?, policy).map_err(|e| meta(name, e))?;
+            facts.has_jwks_uri |= name == "jwks_uri";
+            value
+        }
+        Member::Scope => {
+            let tokens = parse_scope(as_str(name, &value)?).map_err(|e| meta(name, e))?;
+            let kept = filter_scopes(name, tokens, policy, &mut facts.removed_scopes)?;
+            if kept.is_empty() {
+                // Every token was removed (permissive): as if no scope had been sent.
+                return Ok(None);
+            }
+            facts.has_scope = true;
+            Value::String(kept.join(" "))
+        }
+        Member::Contacts => {
+            let raw = string_array(name, &value, ErrorCode::InvalidClientMetadata)?;
+            let mut out = Vec::with_capacity(raw.len());
+            for (i, c) in raw.iter().enumerate() {
+                let c = c.trim();
+                if !is_email(c) {
+                    return Err(meta(&format!("{name}[{i}]"), "not an email address"));
+                }
+                out.push(c.to_string());
+            }
+            strings_value(dedupe(out))
+        }
+        Member::Jwks => {
+            check_jwks(name, &value)?;
+            facts.has_jwks = true;
+            value
+        }
+        Member::Identifier => {
+            let s = as_str(name, &value)?;
+            if s.is_empty() || s.chars().count() > 255 {
+                return Err(meta(name, "must be 1 to 255 characters"));
+            }
+            if s.chars().any(|c| c.is_control() || super::error::is_invisible(c)) {
+                return Err(meta(name, "must not contain control or invisible formatting characters"));
+            }
+            value
+        }
+        Member::SoftwareStatement => {
+            let s = value.as_str().ok_or_else(|| {
+                RegistrationError::new(ErrorCode::InvalidSoftwareStatement, format!("{name}: must be a string"))
+            })?;
+            if !is_compact_jws(s) {
+                return Err(RegistrationError::new(
+                    ErrorCode::InvalidSoftwareStatement,
+                    format!("{name}: not a compact JWS (three non-empty base64url parts)"),
+                ));
+            }
+            value
+        }
+        Member::ApplicationType => {
+            match as_str(name, &value)? {
+                "web" => {}
+                "native" => facts.native = true,
+                _ => return Err(meta(name, "must be \"web\" or \"native\"")),
+            }
+            value
+        }
+        Member::SubjectType => {
+            if !matches!(as_str(name, &value)?, "public" | "pairwise") {
+                return Err(meta(name, "must be \"public\" or \"pairwise\""));
+            }
+            value
+        }
+        Member::Alg(none_forbidden) => {
+            let s = as_str(name, &value)?;
+            if !is_algorithm_name(s) {
+                return Err(meta(name, "not an algorithm name"));
+            }
+            if none_forbidden && s == "none" {
+                return Err(meta(name, "\"none\" is not allowed"));
+            }
+            facts.algs.push(name.to_string());
+            value
+        }
+        Member::Enc(alg) => {
+            if !is_algorithm_name(as_str(name, &value)?) {
+                return Err(meta(name, "not an algorithm name"));
+            }
+            facts.encs.push((name.to_string(), alg));
+            value
+        }
+        Member::DefaultMaxAge => {
+            if value.as_u64().is_none() {
+                return Err(meta(name, "must be a non-negative integer"));
+            }
+            value
+        }
+        Member::RequireAuthTime => {
+            if !value.is_boolean() {
+                return Err(meta(name, "must be a boolean"));
+            }
+            value
+        }
+        Member::DefaultAcrValues => {
+            let raw = string_array(name, &value, ErrorCode::InvalidClientMetadata)?;
+            for (i, a) in raw.iter().enumerate() {
+                if a.is_empty() || a.chars().count() > 255 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(meta(&format!("{name}[{i}]"), "must be 1 to 255 characters without whitespace"));
+                }
+            }
+            strings_value(dedupe(raw))
+        }
+        Member::RequestUris => {
+            let raw = string_array(name, &value, ErrorCode::InvalidClientMetadata)?;
+            for (i, u) in raw.iter().enumerate() {
+                check_https(u, policy).map_err(|e| meta(&format!("{name}[{i}]"), e))?;
+            }
+            strings_value(dedupe(raw))
+        }
+    };
+    Ok(Some(v))
+}
+
+fn auth_method(name: &str, s: &str, policy: &Policy) -> Result<AuthMethod> {
+    let Some(m) = AuthMethod::parse(s) else {
+        return Err(meta(name, "unsupported authentication method"));
+    };
+    if !policy.token_endpoint_auth_methods.iter().any(|a| a == s) {
+        return Err(meta(name, format!("{s:?} is not allowed by policy")));
+    }
+    Ok(m)
+}
+
+fn grant_type(name: &str, s: &str, mode: SecurityMode) -> Result<GrantType> {
+    match GrantType::parse(s) {
+        Some(g) if g.allowed_in(mode) => Ok(g),
+        Some(g) => Err(meta(name, format!("grant type {:?} is not allowed in strict mode", g.as_str()))),
+        None if REFUSED_GRANTS.contains(&s) => Err(meta(name, format!("grant type {s:?} is not allowed"))),
+        None => Err(meta(name, "unsupported grant type")),
+    }
+}
+
+fn response_type(name: &str, s: &str, mode: SecurityMode) -> Result<ResponseType> {
+    match ResponseType::parse(s) {
+        Some(r) if r.allowed_in(mode) => Ok(r),
+        Some(r) => {
+            let m = if mode == SecurityMode::Strict { " in strict mode" } else { "" };
+            Err(meta(name, format!("response type {:?} is not allowed{m}", r.canonical())))
+        }
+        None => Err(meta(name, "unsupported response type")),
+    }
+}
+
+/// Applies `allowed_scopes`: strict refuses a scope outside it, permissive removes it.
+fn filter_scopes(name: &str, tokens: Vec<String>, policy: &Policy, removed: &mut Vec<String>) -> Result<Vec<String>> {
+    let Some(allowed) = &policy.allowed_scopes else {
+        return Ok(tokens);
+    };
+    let mut kept = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        if allowed.contains(&t) {
+            kept.push(t);
+        } else if policy.security_mode == SecurityMode::Strict {
+            let shown: String = t.chars().take(64).collect();
+            return Err(meta(name, format!("scope {shown:?} is not allowed")));
+        } else {
+            removed.push(t);
+        }
+    }
+    Ok(kept)
+}
+
+/// `{"keys": [ {"kty": ..., ...}, ... ]}` with at least one key and no private key material.
+fn check_jwks(name: &str, v: &Value) -> Result<()> {
+    let obj = v.as_object().ok_or_else(|| meta(name, "must be a JSON object"))?;
+    let keys = obj.get("keys").and_then(Value::as_array).ok_or_else(|| meta(name, "must have a \"keys\" array"))?;
+    if keys.is_empty() {
+        return Err(meta(name, "\"keys\" must not be empty"));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let member = format!("{name}.keys[{i}]");
+        let key = k.as_object().ok_or_else(|| meta(&member, "must be a JSON object"))?;
+        if !key.get("kty").is_some_and(Value::is_string) {
+            return Err(meta(&member, "must have a string \"kty\""));
+        }
+        for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+            if key.contains_key(private) {
+                return Err(meta(&member, format!("must not contain private or symmetric key material ({private:?})")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `header.payload.signature`, each part non-empty base64url (an unsecured JWS, with an empty
+/// signature, is refused: RFC 7591 §2.3 requires a signed or MACed statement).
+fn is_compact_jws(s: &str) -> bool {
+    let mut n = 0;
+    for part in s.split('.') {
+        n += 1;
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return false;
+        }
+    }
+    n == 3
+}
+
+fn is_algorithm_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._".contains(&b))
+}
+
+/// Rules between members, and the defaults for absent members.
+fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>) -> Result<()> {
+    let mode = policy.security_mode;
+
+    // grant_types (default from policy)
+    let grants = match &facts.grant_types {
+        Some(g) => g.clone(),
+        None => {
+            let mut g = Vec::new();
+            for s in &policy.default_grant_types {
+                let gt = grant_type("grant_types", s, mode)?;
+                if !g.contains(&gt) {
+                    g.push(gt);
+                }
+            }
+            if g.is_empty() {
+                return Err(meta("grant_types", "required (the policy has no default)"));
+            }
+            out.insert("grant_types".into(), strings_value(g.iter().map(|x| x.as_str().to_string()).collect()));
+            g
+        }
+    };
+    GrantType::check_refresh(&grants, mode).map_err(|e| meta("grant_types", e))?;
+
+    // response_types (default: the policy's defaults that fit the grant types)
+    let responses = match &facts.response_types {
+        Some(r) => {
+            for (i, rt) in r.iter().enumerate() {
+                if let Some(g) = rt.missing_grant(&grants) {
+                    return Err(meta(&format!("response_types[{i}]"), format!("{:?} requires grant type {g:?}", rt.canonical())));
+                }
+            }
+            r.clone()
+        }
+        None => {
+            let mut r = Vec::new();
+            for s in &policy.default_response_types {
+                let rt = response_type("response_types", s, mode)?;
+                if rt.missing_grant(&grants).is_none() && !r.contains(&rt) {
+                    r.push(rt);
+                }
+            }
+            out.insert("response_types".into(), strings_value(r.iter().map(|x| x.canonical()).collect()));
+            r
+        }
+    };
+    if grants.contains(&GrantType::AuthorizationCode) && !responses.iter().any(|r| r.has_code()) {
+        return Err(meta("grant_types", "\"authorization_code\" requires response type \"code\""));
+    }
+    if grants.contains(&GrantType::Implicit) && !responses.iter().any(|r| r.is_implicit()) {
+        return Err(meta("grant_types", "\"implicit\" requires response type \"token\" or \"id_token\""));
+    }
+
+    // token_endpoint_auth_method (default from policy)
+    let method = match facts.auth_method {
+        Some(m) => m,
+        None => {
+            let name = "token_endpoint_auth_method";
+            let m = auth_method(name, &policy.default_token_endpoint_auth_method, policy)?;
+            out.insert(name.into(), Value::String(policy.default_token_endpoint_auth_method.clone()));
+            m
+        }
+    };
+    if method.needs_keys() && !facts.has_jwks && !facts.has_jwks_uri {
+        return Err(meta("token_endpoint_auth_method", "this method requires jwks or jwks_uri"));
+    }
+    if method == AuthMethod::None && grants.contains(&GrantType::ClientCredentials) {
+        return Err(meta("grant_types", "\"client_credentials\" requires a client that authenticates (not \"none\")"));
+    }
+    if facts.has_jwks && facts.has_jwks_uri {
+        return Err(meta("jwks", "must not be used together with jwks_uri"));
+    }
+    for (enc, alg) in &facts.encs {
+        if !facts.algs.iter().any(|a| a == alg) {
+            return Err(meta(enc, format!("requires {alg}")));
+        }
+    }
+
+    // scope (default from policy)
+    if !facts.has_scope {
+        if let Some(def) = &policy.default_scope {
+            let tokens = parse_scope(def).map_err(|e| meta("scope", format!("policy default: {e}")))?;
+            let tokens: Vec<String> = match &policy.allowed_scopes {
+                Some(allowed) => tokens.into_iter().filter(|t| allowed.contains(t)).collect(),
+                None => tokens,
+            };
+            if !tokens.is_empty() {
+                out.insert("scope".into(), Value::String(tokens.join(" ")));
+            }
+        }
+    }
+    facts.grant_types = Some(grants);
+    Ok(())
+}
+
+/// Checks `redirect_uris` and `post_logout_redirect_uris` with the context now known, then
+/// the strict same-site rule; returns the redirect hosts for the audit log.
+fn check_redirect_uris(policy: &Policy, facts: &Facts) -> Result<Vec<String>> {
+    let grants = facts.grant_types.as_deref().unwrap_or(&[]);
+    let required = grants.iter().any(|g| g.is_redirect_based());
+    let ctx = RedirectCtx { policy, native: facts.native, implicit: grants.contains(&GrantType::Implicit) };
+    let mut hosts: Vec<String> = Vec::new();
+    let mut web: Vec<UriInfo> = Vec::new();
+    match &facts.redirect_uris {
+        None if required => return Err(redirect_err("redirect_uris", "required for the authorization_code and implicit grants")),
+        Some(u) if u.is_empty() && required => return Err(redirect_err("redirect_uris", "must not be empty")),
+        None => {}
+        Some(uris) => {
+            for (i, u) in uris.iter().enumerate() {
+                let info = check_redirect(u, &ctx).map_err(|e| redirect_err(&format!("redirect_uris[{i}]"), e))?;
+                if let Some(h) = &info.host {
+                    if !hosts.contains(h) {
+                        hosts.push(h.clone());
+                    }
+                }
+                if info.kind == UriKind::Https {
+                    web.push(info);
+                }
+            }
+        }
+    }
+    if let Some(uris) = &facts.post_logout_redirect_uris {
+        let ctx = RedirectCtx { implicit: false, ..ctx };
+        for (i, u) in uris.iter().enumerate() {
+            check_redirect(u, &ctx).map_err(|e| meta(&format!("post_logout_redirect_uris[{i}]"), e))?;
+        }
+    }
+    // Strict: a client's home page, logo, policy and terms live on the site it redirects to.
+    // Without any https redirect URI (loopback or native clients) there is no site to hold
+    // them to, and the rule does not apply.
+    if policy.security_mode == SecurityMode::Strict && !web.is_empty() {
+        for (name, info) in &facts.site_uris {
+            if !web.iter().any(|w| same_site(info, w)) {
+                return Err(meta(name, "host must be on the same site as an https redirect URI"));
+            }
+        }
+    }
+    Ok(hosts)
+}

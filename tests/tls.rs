@@ -1,0 +1,87 @@
+//! The HTTPS listener: certificate served, SNI used as the `hostnames` signal,
+//! `X-Forwarded-Proto: https` sent upstream.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::x509::extension::SubjectAlternativeName;
+use openssl::x509::{X509NameBuilder, X509};
+
+use support::upstream::Upstream;
+use support::*;
+
+/// A self-signed certificate for `idp.example.com`, generated for this test.
+fn self_signed() -> (Vec<u8>, Vec<u8>) {
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "idp.example.com").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+    let san = SubjectAlternativeName::new().dns("idp.example.com").build(&b.x509v3_context(None, None)).unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (b.build().to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap())
+}
+
+fn https_get(addr: std::net::SocketAddr, sni: &str, host: &str, path: &str) -> (u16, String) {
+    let mut c = SslConnector::builder(SslMethod::tls()).unwrap();
+    c.set_verify(SslVerifyMode::NONE);
+    let c = c.build();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut cfg = c.configure().unwrap();
+    cfg.set_verify_hostname(false);
+    let mut s = cfg.connect(sni, tcp).unwrap();
+    let cert = s.ssl().peer_certificate().expect("server certificate");
+    let cn = cert.subject_name().entries().next().unwrap().data().as_slice().to_vec();
+    let cn = String::from_utf8(cn).unwrap();
+    assert_eq!(cn, "idp.example.com");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (raw_status(&text), text)
+}
+
+#[test]
+fn https_listener_uses_sni_for_hostnames_and_sets_forwarded_proto() {
+    let up = Upstream::start();
+    let (cert, key) = self_signed();
+    let tls_port = free_port();
+    let gw = GatewayBuilder::new(&up.origin())
+        .file("cert.pem", cert)
+        .file("key.pem", key)
+        .listen_extra(&format!("https = [{{ address = \"127.0.0.1:{tls_port}\", cert = \"cert.pem\", key = \"key.pem\" }}]"))
+        .rules(r#"[{"id":"only-our-name","active":true,"priority":1,"rule":{"action":{"block":true},"scope":"tenant","not_match":{"hostnames":["idp.example.com"]}}}]"#)
+        .start();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()));
+    // SNI decides, whatever the Host header says.
+    let (status, text) = https_get(addr, "idp.example.com", "other.example.com", "/authorize");
+    assert_eq!(status, 200, "{text}");
+    let r = up.last();
+    assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
+    let (status, _) = https_get(addr, "evil.example.com", "idp.example.com", "/authorize");
+    assert_eq!(status, 403);
+    // Plain HTTP falls back to the Host header.
+    assert_eq!(response_parts(agent().get(&gw.url("/authorize")).set("host", "idp.example.com").call()).0, 200);
+    assert_eq!(response_parts(agent().get(&gw.url("/authorize")).set("host", "nope.example.com").call()).0, 403);
+}
