@@ -29,7 +29,9 @@ pub struct RunOptions {
 
 /// Start the gateway; returns only on a startup error (the server itself exits the process).
 pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infallible, Vec<String>> {
-    let config_path = std::fs::canonicalize(config_path)
+    // Absolute but not canonical: a Kubernetes ConfigMap mounts gateway.toml as a symlink
+    // through `..data`; resolving it would pin a directory the kubelet deletes on update.
+    let config_path = std::path::absolute(config_path)
         .map_err(|e| vec![format!("{}: {e}", config_path.display())])?;
     let snap = Snapshot::load(&config_path).map_err(|e| e.0)?;
     let cfg = snap.config.clone();
