@@ -19,6 +19,10 @@ pub enum GatewayError {
     NoHealthyUpstream,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// A `[rate_limit]` limit was exceeded.
+    RateLimited { retry_after_secs: u64 },
+    /// The shared rate-limit store is down and the policy is `fail_closed`.
+    RateLimitUnavailable,
 }
 
 impl GatewayError {
@@ -32,6 +36,8 @@ impl GatewayError {
             GatewayError::BadRequestBody | GatewayError::InvalidRegistration(_) => 400,
             GatewayError::NoHealthyUpstream | GatewayError::UpstreamUnavailable => 502,
             GatewayError::UpstreamTimeout => 504,
+            GatewayError::RateLimited { .. } => 429,
+            GatewayError::RateLimitUnavailable => 503,
         }
     }
 
@@ -45,9 +51,11 @@ impl GatewayError {
             | GatewayError::RequestTimeout
             | GatewayError::BadRequestBody => "invalid_request",
             GatewayError::InvalidRegistration(e) => e.code.as_str(),
-            GatewayError::NoHealthyUpstream | GatewayError::UpstreamUnavailable | GatewayError::UpstreamTimeout => {
-                "temporarily_unavailable"
-            }
+            GatewayError::NoHealthyUpstream
+            | GatewayError::UpstreamUnavailable
+            | GatewayError::UpstreamTimeout
+            | GatewayError::RateLimitUnavailable => "temporarily_unavailable",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
         }
     }
 
@@ -64,6 +72,10 @@ impl GatewayError {
             GatewayError::NoHealthyUpstream => "no healthy upstream identity provider".into(),
             GatewayError::UpstreamUnavailable => "the identity provider could not be reached".into(),
             GatewayError::UpstreamTimeout => "the identity provider did not answer in time".into(),
+            GatewayError::RateLimited { retry_after_secs } => {
+                format!("too many registration requests; retry after {retry_after_secs} seconds")
+            }
+            GatewayError::RateLimitUnavailable => "registration is temporarily unavailable".into(),
         }
     }
 
@@ -74,6 +86,8 @@ impl GatewayError {
             GatewayError::NoHealthyUpstream | GatewayError::UpstreamUnavailable | GatewayError::UpstreamTimeout => {
                 vec![("retry-after", "5".into())]
             }
+            GatewayError::RateLimited { retry_after_secs } => vec![("retry-after", retry_after_secs.to_string())],
+            GatewayError::RateLimitUnavailable => vec![("retry-after", "5".into())],
             _ => vec![],
         }
     }

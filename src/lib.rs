@@ -5,14 +5,17 @@
 //! reloadable state; [`telemetry`] the metrics, audit log and admin endpoints.
 
 pub mod acl;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dcr;
 pub mod errors;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod routes;
 pub mod scope;
 pub mod signals;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tokens;

@@ -11,8 +11,10 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use crate::acl::RuleSet;
+use crate::admin::settings::Overrides;
 use crate::config::{self, Config};
 use crate::signals::geo::{AsnDb, GeoDb};
+use crate::tokens::TokenSet;
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -23,6 +25,11 @@ pub struct Snapshot {
     pub config_sha256: String,
     /// SHA-256 (hex) of the rules file, empty when no rules file is configured.
     pub rules_sha256: String,
+    /// SHA-256 (hex) of the tenant settings file (`[admin] settings_file`) laid over
+    /// `config.dcr`; that of the empty string when the file does not exist.
+    pub settings_sha256: String,
+    /// Admin API bearer tokens (`[admin] tokens_file`); empty when none is configured.
+    pub admin_tokens: TokenSet,
     /// Files whose change should trigger a reload.
     pub watched_files: Vec<PathBuf>,
 }
@@ -79,9 +86,43 @@ impl Snapshot {
     }
 
     /// Build from an already parsed config (reads the rules and GeoIP files it references).
-    pub fn from_config(config: Config, config_sha256: String) -> Result<Snapshot, BuildErrors> {
+    pub fn from_config(mut config: Config, config_sha256: String) -> Result<Snapshot, BuildErrors> {
         let mut errors = Vec::new();
         let mut watched = vec![config.path.clone()];
+
+        // Tenant settings (written by the admin API) override [dcr]; no file, no overrides.
+        let settings_path = config.admin.settings_file.clone();
+        watched.push(settings_path.clone());
+        let mut settings_sha256 = String::new();
+        match crate::admin::store::read(&settings_path) {
+            Ok(current) => {
+                settings_sha256 = current.sha256;
+                match Overrides::from_file_bytes(current.bytes.as_deref().unwrap_or_default())
+                    .and_then(|o| o.overlay(&config.dcr))
+                {
+                    Ok(policy) => config.dcr = policy,
+                    Err(errs) => errors.extend(errs.iter().map(|e| format!("{}: {e}", settings_path.display()))),
+                }
+            }
+            Err(e) => errors.push(format!("{}: cannot read tenant settings: {e}", settings_path.display())),
+        }
+        let admin_tokens = match config.admin.tokens_file.clone() {
+            None => TokenSet::empty(),
+            Some(p) => {
+                watched.push(p.clone());
+                let text = read(&p, "admin token file", &mut errors).and_then(|b| {
+                    String::from_utf8(b).map_err(|_| errors.push(format!("{}: not valid UTF-8", p.display()))).ok()
+                });
+                match text.map(|t| TokenSet::parse(&t)) {
+                    Some(Ok(set)) => set,
+                    Some(Err(errs)) => {
+                        errors.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
+                        TokenSet::empty()
+                    }
+                    None => TokenSet::empty(),
+                }
+            }
+        };
 
         let geo = config.country_db.as_ref().and_then(|p| {
             watched.push(p.clone());
@@ -152,6 +193,8 @@ impl Snapshot {
                 asn,
                 config_sha256,
                 rules_sha256,
+                settings_sha256,
+                admin_tokens,
                 watched_files: watched,
             }),
             _ => Err(BuildErrors(errors)),

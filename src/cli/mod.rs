@@ -1,7 +1,8 @@
-//! The command line: `run`, `check`, `explain`, `test-rules`, `validate`. Each returns the
+//! The command line: `run`, `check`, `explain`, `test-rules`, `validate`, `token`. Each returns the
 //! process exit code; `main.rs` only parses arguments.
 
 mod explain;
+mod token;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 pub use explain::{ExplainArgs, RuleSource, TestRulesArgs};
+pub use token::{TokenArgs, TokenCommand, TokenNewArgs};
 pub use validate::ValidateArgs;
 
 #[derive(Parser, Debug)]
@@ -35,6 +37,8 @@ pub enum Command {
     TestRules(TestRulesArgs),
     /// Validate and normalize a registration document offline (the code the proxy runs).
     Validate(ValidateArgs),
+    /// Mint initial access tokens (closed registration) and admin tokens.
+    Token(TokenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -61,6 +65,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Explain(a) => explain::explain(&a),
         Command::TestRules(a) => explain::test_rules(&a),
         Command::Validate(a) => validate::validate(&a),
+        Command::Token(a) => token::token(&a),
     }
 }
 

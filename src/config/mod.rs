@@ -94,6 +94,15 @@ pub struct Upstream {
     pub health_check_path: String,
 }
 
+/// `[admin]`, validated: the admin API switch and its files (resolved paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub api_enabled: bool,
+    pub tokens_file: Option<PathBuf>,
+    /// Laid over `[dcr]` by the snapshot; absent file = no overrides.
+    pub settings_file: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub enum AuditOutput {
     Stdout,
@@ -120,12 +129,14 @@ pub struct Config {
     pub country_db: Option<PathBuf>,
     pub asn_db: Option<PathBuf>,
     pub dcr: Policy,
+    pub rate_limit: crate::ratelimit::RateLimitPolicy,
     pub log: schema::LogSection,
     pub audit_enabled: bool,
     pub audit_output: AuditOutput,
     pub audit_user_agent_max_chars: usize,
     pub watch: bool,
     pub reload_debounce: Duration,
+    pub admin: Admin,
 }
 
 /// Largest body Pingora can buffer for re-sending (its retry buffer); we replace the body
@@ -271,6 +282,9 @@ impl Validator {
         if raw.dcr.max_body_bytes == 0 || raw.dcr.max_body_bytes > MAX_BODY_LIMIT {
             self.err("dcr.max_body_bytes", format!("must be between 1 and {MAX_BODY_LIMIT}"));
         }
+        for (key, msg) in raw.rate_limit.validate() {
+            self.err(key, msg);
+        }
         if raw.dcr.body_read_timeout_ms == 0 {
             self.err("dcr.body_read_timeout_ms", "must be at least 1");
         }
@@ -285,6 +299,12 @@ impl Validator {
                 AuditOutput::Stdout
             }
             p => AuditOutput::File(self.resolve(p)),
+        };
+
+        let admin = Admin {
+            api_enabled: raw.admin.api_enabled,
+            tokens_file: raw.admin.tokens_file.as_deref().and_then(|p| self.path_key("admin.tokens_file", p)),
+            settings_file: self.path_key("admin.settings_file", &raw.admin.settings_file).unwrap_or_default(),
         };
 
         if !self.errors.is_empty() {
@@ -308,12 +328,14 @@ impl Validator {
             country_db,
             asn_db,
             dcr: raw.dcr,
+            rate_limit: raw.rate_limit,
             log: raw.log,
             audit_enabled: raw.audit.enabled,
             audit_output,
             audit_user_agent_max_chars: raw.audit.user_agent_max_chars,
             watch: raw.reload.watch,
             reload_debounce: Duration::from_millis(raw.reload.debounce_ms),
+            admin,
         })
     }
 

@@ -18,9 +18,11 @@ pub struct File {
     pub acl: AclSection,
     pub geoip: GeoipSection,
     pub dcr: Policy,
+    pub rate_limit: crate::ratelimit::RateLimitPolicy,
     pub log: LogSection,
     pub audit: AuditSection,
     pub reload: ReloadSection,
+    pub admin: AdminSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,5 +230,24 @@ pub struct ReloadSection {
 impl Default for ReloadSection {
     fn default() -> Self {
         ReloadSection { watch: true, debounce_ms: 200 }
+    }
+}
+
+/// `[admin]`: the admin API on the admin listener (`/api/v2/...`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Serve `/api/v2/...` on the admin listener; false → 404.
+    pub api_enabled: bool,
+    /// Admin token file (`[[token]]` entries with SHA-256 hashes and scopes). Absent: no
+    /// token is accepted.
+    pub tokens_file: Option<String>,
+    /// Tenant settings file laid over `[dcr]`, written by `PATCH /api/v2/tenants/settings`.
+    pub settings_file: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection { api_enabled: true, tokens_file: None, settings_file: "tenant-settings.json".into() }
     }
 }

@@ -9,10 +9,10 @@ pub enum ErrorCode {
     InvalidRedirectUri,
     /// The value of one of the other client metadata fields (or the body itself) is invalid.
     InvalidClientMetadata,
-    /// The software statement presented is invalid (here: not a compact JWS).
+    /// The software statement presented is invalid (malformed, bad signature or algorithm,
+    /// expired, not yet valid, or required and missing).
     InvalidSoftwareStatement,
-    /// The software statement presented is not approved. Never produced by this module
-    /// (statements are verified elsewhere); defined so every RFC 7591 code has a name.
+    /// The software statement presented is not approved: its issuer is not trusted.
     UnapprovedSoftwareStatement,
 }
 

@@ -10,11 +10,13 @@
 //! - [`uri`]: redirect URI and https metadata URI checks, registrable domains.
 //! - [`normalize`]: human text, scope strings, response types, language tags.
 //! - [`validate`]: the member table and the rules between members.
+//! - [`statement`]: software statement verification (RFC 7591 §2.3) and [`check_with`].
 
 mod error;
 mod json;
 mod normalize;
 mod policy;
+mod statement;
 mod uri;
 mod validate;
 
@@ -22,7 +24,8 @@ mod validate;
 mod tests;
 
 pub use error::{ErrorCode, RegistrationError};
-pub use policy::{Policy, SecurityMode};
+pub use policy::{Policy, RegistrationMode, SecurityMode, StatementIssuer};
+pub use statement::{check_with, StatementVerifier};
 
 /// A registration that passed [`check`].
 #[derive(Debug, Clone, PartialEq)]
@@ -42,12 +45,19 @@ pub struct Normalized {
     pub dropped_members: Vec<String>,
     /// Scope tokens removed in permissive mode because they are not in `allowed_scopes`.
     pub removed_scopes: Vec<String>,
+    /// The trusted issuer whose software statement was verified and merged, for the audit log.
+    pub software_statement_issuer: Option<String>,
 }
 
 /// Validates and normalizes a registration request body.
 ///
 /// The body size (`max_body_bytes`) is the proxy's to enforce before calling this.
 /// Normalization is idempotent: checking `Normalized::body` again yields the same body.
+///
+/// Software statements are not verified without a [`StatementVerifier`]: this is
+/// [`check_with`] with [`StatementVerifier::empty`], so a policy that names trusted issuers
+/// refuses every statement here (`unapproved_software_statement`), and one that names none
+/// forwards statements after a shape check.
 pub fn check(body: &[u8], policy: &Policy) -> Result<Normalized, RegistrationError> {
-    validate::check(body, policy)
+    check_with(body, policy, &StatementVerifier::empty())
 }

@@ -21,6 +21,37 @@ pub enum SecurityMode {
     Permissive,
 }
 
+/// Who may register (RFC 7591 §3: open or protected registration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone may register (subject to the ACL and the rest of the policy).
+    #[default]
+    Open,
+    /// Closed registration: every request needs `Authorization: Bearer <initial access token>`
+    /// matching an entry of `token_file` (see `crate::tokens`).
+    Token,
+}
+
+/// A trusted issuer of software statements (RFC 7591 §2.3): `[[dcr.software_statement_issuers]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementIssuer {
+    /// The exact `iss` claim of its statements.
+    pub issuer: String,
+    /// A JWKS file (`{"keys": [...]}`, public keys only), relative to the configuration file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<String>,
+    /// The JWKS inline (`jwks = { keys = [ { kty = "EC", ... } ] }`). Exactly one of
+    /// `jwks_file` and `jwks` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    /// Signature algorithms accepted from this issuer (`RS256`, `PS256`, `ES256`, `EdDSA`, ...).
+    /// `none` and the HMAC algorithms (`HS*`) are refused.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+}
+
 /// Registration policy: the `[dcr]` section of gateway.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -65,6 +96,21 @@ pub struct Policy {
     pub allowed_scopes: Option<Vec<String>>,
     /// The `scope` given to a registration that has none; `None` leaves it absent.
     pub default_scope: Option<String>,
+    /// `open`, or `token` (initial access tokens required, RFC 7591 §3).
+    pub registration: RegistrationMode,
+    /// The initial access token file (`[[token]]` entries, see `crate::tokens`), relative to
+    /// the configuration file. Required when `registration = "token"`.
+    pub token_file: Option<String>,
+    /// In token mode, forward the client's `Authorization` header to the IdP (default: strip
+    /// it, the token is the gateway's).
+    pub forward_authorization: bool,
+    /// Refuse registrations without a `software_statement`.
+    pub require_software_statement: bool,
+    /// Clock skew allowed when checking a statement's `exp`, `nbf` and `iat`.
+    pub software_statement_leeway_seconds: u64,
+    /// Trusted statement issuers. Empty (and `require_software_statement` false): statements
+    /// are only shape-checked and forwarded for the IdP to judge.
+    pub software_statement_issuers: Vec<StatementIssuer>,
 }
 
 impl Default for Policy {
@@ -89,9 +135,18 @@ impl Default for Policy {
             keep_extension_members: Vec::new(),
             allowed_scopes: None,
             default_scope: None,
+            registration: RegistrationMode::Open,
+            token_file: None,
+            forward_authorization: false,
+            require_software_statement: false,
+            software_statement_leeway_seconds: 60,
+            software_statement_issuers: Vec::new(),
         }
     }
 }
+
+/// Largest `software_statement_leeway_seconds`.
+const MAX_STATEMENT_LEEWAY_SECONDS: u64 = 3600;
 
 /// serde_json's own nesting limit; deeper documents fail in the parser anyway.
 const MAX_JSON_DEPTH_LIMIT: usize = 127;
@@ -216,6 +271,26 @@ impl Policy {
                         }
                     }
                 }
+            }
+        }
+
+        match (self.registration, self.token_file.as_deref()) {
+            (_, Some("")) => err("token_file", "must not be empty".into()),
+            (RegistrationMode::Token, None) => err("token_file", "required when dcr.registration = \"token\"".into()),
+            _ => {}
+        }
+        if self.software_statement_leeway_seconds > MAX_STATEMENT_LEEWAY_SECONDS {
+            err(
+                "software_statement_leeway_seconds",
+                format!("must be at most {MAX_STATEMENT_LEEWAY_SECONDS}, got {}", self.software_statement_leeway_seconds),
+            );
+        }
+        if self.require_software_statement && self.software_statement_issuers.is_empty() {
+            err("require_software_statement", "needs at least one dcr.software_statement_issuers entry".into());
+        }
+        for (i, iss) in self.software_statement_issuers.iter().enumerate() {
+            for e in super::statement::validate_issuer(iss, &self.software_statement_issuers[..i]) {
+                errs.push(format!("dcr.software_statement_issuers[{i}]{e}"));
             }
         }
 

@@ -253,8 +253,9 @@ struct Facts {
     removed_scopes: Vec<String>,
 }
 
-pub(crate) fn check(body: &[u8], policy: &Policy) -> Result<Normalized> {
-    let input = super::json::read_object(body, policy.max_json_depth)?;
+/// Validates and normalizes a registration read by [`super::json::read_object`] (with a
+/// verified software statement's claims already merged in, see `statement.rs`).
+pub(crate) fn check_object(input: Map<String, Value>, policy: &Policy) -> Result<Normalized> {
     let mode = policy.security_mode;
     let mut facts = Facts::default();
     let mut out = Map::with_capacity(input.len() + 4);
@@ -303,6 +304,7 @@ pub(crate) fn check(body: &[u8], policy: &Policy) -> Result<Normalized> {
         redirect_hosts,
         dropped_members,
         removed_scopes: facts.removed_scopes,
+        software_statement_issuer: None,
     })
 }
 

@@ -21,6 +21,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use crate::acl::{Decision, Verdict};
 use crate::dcr::{self, RegistrationError};
 use crate::errors::GatewayError;
+use crate::ratelimit::RateDecision;
 use crate::routes::Route;
 use crate::scope::Scope;
 use crate::signals::Signals;
@@ -41,6 +42,7 @@ pub struct Gateway {
     /// Listener addresses that terminate TLS (for `X-Forwarded-Proto`).
     pub tls_listeners: Vec<std::net::SocketAddr>,
     pub drain: Arc<drain::Drain>,
+    pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
 }
 
 /// What happened to the request, for metrics and the audit line.
@@ -52,6 +54,7 @@ pub enum Outcome {
     Invalid,
     Disabled,
     UpstreamError,
+    RateLimited,
 }
 
 impl Outcome {
@@ -63,6 +66,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::Disabled => "disabled",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 }
@@ -271,6 +275,26 @@ impl Gateway {
         r
     }
 
+    /// Count the request against `[rate_limit]`; `Some` when it must be refused.
+    async fn rate_limit(&self, ctx: &mut RequestCtx, snap: &Snapshot) -> Option<GatewayError> {
+        let ip = ctx.signals.as_ref()?.client_ip;
+        let (decision, answered) = self.rate_limiter.check(&snap.config.rate_limit, ip).await;
+        let result = match decision {
+            RateDecision::Allow => "allowed",
+            RateDecision::Limited { .. } => "limited",
+            RateDecision::BackendUnavailable => "unavailable",
+        };
+        self.metrics.rate_limit_decisions.with_label_values(&[answered.as_str(), result]).inc();
+        match decision {
+            RateDecision::Allow => None,
+            RateDecision::Limited { kind, retry_after_secs } => {
+                self.metrics.rate_limited.with_label_values(&[kind.as_str()]).inc();
+                Some(GatewayError::RateLimited { retry_after_secs })
+            }
+            RateDecision::BackendUnavailable => Some(GatewayError::RateLimitUnavailable),
+        }
+    }
+
     fn record_acl(&self, verdict: &Verdict) {
         for id in &verdict.logged {
             self.metrics.acl_matches.with_label_values(&[id, "log"]).inc();
@@ -357,6 +381,13 @@ impl ProxyHttp for Gateway {
             Decision::Allow => {}
         }
         if route.scope == Scope::Dcr {
+            if route.is_registration {
+                ctx.is_registration_post = session.req_header().method == http::Method::POST;
+            }
+            if let Some(err) = self.rate_limit(ctx, &snap).await {
+                ctx.outcome = Outcome::RateLimited;
+                return self.respond(session, ctx, err).await;
+            }
             return self.dcr_filter(session, ctx, &snap).await;
         }
         Ok(false)
@@ -559,6 +590,7 @@ impl ProxyHttp for Gateway {
             let (result, code) = match (&ctx.outcome, &ctx.error) {
                 (Outcome::Blocked, _) | (Outcome::Redirected, _) => ("blocked", ""),
                 (Outcome::Disabled, _) => ("disabled", ""),
+                (Outcome::RateLimited, _) => ("rate_limited", ""),
                 (Outcome::Invalid, Some(GatewayError::InvalidRegistration(RegistrationError { code, .. }))) => {
                     ("invalid", code.as_str())
                 }
@@ -591,6 +623,7 @@ impl ProxyHttp for Gateway {
             Outcome::Invalid => "invalid",
             Outcome::Disabled => "disabled",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::RateLimited => "rate_limited",
         };
         let line = AuditLine {
             timestamp: now_rfc3339(),

@@ -49,10 +49,10 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let store = Arc::new(ArcSwap::from_pointee(snap));
 
     let (lb, peers) = upstream::build(&cfg.upstream)?;
-    let audit = match &cfg.audit_output {
+    let audit = Arc::new(match &cfg.audit_output {
         AuditOutput::Stdout => AuditLog::stdout(),
         AuditOutput::File(p) => AuditLog::file(p).map_err(|e| vec![format!("audit.output: {}: {e}", p.display())])?,
-    };
+    });
     let mut tls_settings = Vec::new();
     for l in &cfg.https_listeners {
         let cb = CertAndSni::load(&l.cert, &l.key).map_err(|e| vec![format!("listen.https: {e}")])?;
@@ -85,11 +85,12 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let drain = Arc::new(Drain::default());
     let gateway = Gateway {
         drain: drain.clone(),
+        rate_limiter: Arc::new(crate::ratelimit::RateLimiter::new()),
         store: store.clone(),
         upstreams: upstreams.clone(),
         peers: Arc::new(peers),
         metrics: metrics.clone(),
-        audit: Arc::new(audit),
+        audit: audit.clone(),
         tls_listeners: cfg.https_listeners.iter().map(|l| l.address).collect(),
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "dcr-gateway");
@@ -102,16 +103,17 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     server.add_service(proxy);
     server.add_service(lb_service);
 
+    let reloader = Arc::new(Reloader::new(config_path.clone(), store.clone(), metrics.clone()));
     if let Some(admin_addr) = cfg.admin_listener {
+        let api = Arc::new(crate::admin::AdminApi::new(reloader.clone(), audit.clone()));
         let mut admin = Service::new(
             "admin".to_string(),
-            AdminApp { store: store.clone(), metrics: metrics.clone(), upstreams: upstreams.clone() },
+            AdminApp { store: store.clone(), metrics: metrics.clone(), upstreams: upstreams.clone(), api },
         );
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
     }
 
-    let reloader = Arc::new(Reloader::new(config_path.clone(), store.clone(), metrics.clone()));
     server.add_service(background_service(
         "reload",
         ReloadService { reloader, watch: cfg.watch, debounce: cfg.reload_debounce },

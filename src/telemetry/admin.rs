@@ -1,5 +1,5 @@
-//! The admin listener (default 127.0.0.1:9464): `/metrics`, `/healthz`, `/readyz`.
-//! Never exposed on the public listener.
+//! The admin listener (default 127.0.0.1:9464): `/metrics`, `/healthz`, `/readyz`, and the
+//! admin API under `/api/v2/` (see [`crate::admin`]). Never exposed on the public listener.
 
 use std::sync::Arc;
 
@@ -10,12 +10,68 @@ use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::protocols::http::ServerSession;
 
 use super::Metrics;
+use crate::admin::{self, AdminApi, ApiBody, RequestHead};
 use crate::snapshot::Store;
 
 pub struct AdminApp {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+    /// `/api/v2/...` (answers 404 while `[admin] api_enabled = false`).
+    pub api: Arc<AdminApi>,
+}
+
+/// The request body of an admin API call, read from the session with a size bound and a
+/// deadline.
+struct SessionBody<'a> {
+    session: &'a mut ServerSession,
+    /// Every byte of the body was read (the connection can be kept alive).
+    complete: bool,
+}
+
+#[async_trait]
+impl ApiBody for SessionBody<'_> {
+    async fn read(&mut self, limit: usize, timeout: std::time::Duration) -> Result<Vec<u8>, admin::error::ApiError> {
+        let declared = self
+            .session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(admin::too_large(limit));
+        }
+        let session = &mut *self.session;
+        let read = async {
+            if session.req_header().headers.get(http::header::EXPECT).is_some() {
+                session.write_continue_response().await.map_err(|_| bad_body())?;
+            }
+            let mut buf = Vec::new();
+            loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => {
+                        if buf.len() + chunk.len() > limit {
+                            return Err(admin::too_large(limit));
+                        }
+                        buf.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => return Ok(buf),
+                    Err(_) => return Err(bad_body()),
+                }
+            }
+        };
+        let r = match tokio::time::timeout(timeout, read).await {
+            Ok(r) => r,
+            Err(_) => Err(admin::body_timeout()),
+        };
+        self.complete = r.is_ok();
+        r
+    }
+}
+
+fn bad_body() -> admin::error::ApiError {
+    admin::error::ApiError::bad_request("invalid_body", "malformed request body")
 }
 
 impl AdminApp {
@@ -47,6 +103,24 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
+        if admin::is_api_path(&path) {
+            let head = RequestHead {
+                method,
+                path,
+                query: session.req_header().uri.query().map(str::to_string),
+                headers: session.req_header().headers.clone(),
+                client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()).unwrap_or_default(),
+            };
+            let mut body = SessionBody { session, complete: false };
+            let resp = self.api.handle(&head, &mut body).await;
+            let has_body = head.headers.contains_key(http::header::CONTENT_LENGTH)
+                || head.headers.contains_key(http::header::TRANSFER_ENCODING);
+            if has_body && !body.complete {
+                // An unread (or partly read) body: close rather than drain it.
+                session.set_keepalive(None);
+            }
+            return resp;
+        }
         if method != http::Method::GET && method != http::Method::HEAD {
             return json(
                 StatusCode::METHOD_NOT_ALLOWED,

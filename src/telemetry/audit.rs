@@ -69,9 +69,10 @@ impl AuditLog {
         !matches!(self.sink, Sink::Disabled)
     }
 
-    /// Write one line. Errors are returned for the caller to count; a full disk must not
+    /// Write one line (an [`AuditLine`], or another line type such as the admin API's
+    /// `AdminAuditLine`). Errors are returned for the caller to count; a full disk must not
     /// fail the request.
-    pub fn write(&self, line: &AuditLine) -> std::io::Result<()> {
+    pub fn write<L: Serialize>(&self, line: &L) -> std::io::Result<()> {
         let mut buf = serde_json::to_vec(line).map_err(std::io::Error::other)?;
         buf.push(b'\n');
         match &self.sink {

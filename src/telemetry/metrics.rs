@@ -24,6 +24,8 @@ pub struct Metrics {
     pub last_reload_success: IntGauge,
     pub body_read_duration: Histogram,
     pub audit_write_errors: IntCounter,
+    pub rate_limited: IntCounterVec,
+    pub rate_limit_decisions: IntCounterVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -118,7 +120,21 @@ impl Metrics {
         let audit_write_errors = IntCounter::new("dcr_gateway_audit_write_errors_total", "Audit lines that could not be written.")
             .expect("static metric definition");
         r.register(Box::new(audit_write_errors.clone())).expect("unique metric name");
+        let rate_limited = counter(
+            r,
+            "dcr_gateway_rate_limited_total",
+            "Requests refused with 429, by the limit exceeded (ip, prefix, global).",
+            &["limit"],
+        );
+        let rate_limit_decisions = counter(
+            r,
+            "dcr_gateway_rate_limit_decisions_total",
+            "Rate-limit checks by the backend that answered (local, redis, local_fallback, fail_open, fail_closed) and result.",
+            &["backend", "result"],
+        );
         Metrics {
+            rate_limited,
+            rate_limit_decisions,
             registry,
             requests,
             acl_matches,

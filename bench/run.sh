@@ -1,0 +1,809 @@
+#!/usr/bin/env bash
+# End-to-end throughput/latency benchmark of dcr-gateway against the upstream itself, nginx,
+# HAProxy and a bare Pingora proxy (issue 7). Writes docs/benchmarks.md. See bench/README.md.
+#
+#   ./bench/run.sh                  # or: make bench
+#   BENCH_DURATION=10s BENCH_REPEAT=3 BENCH_CONNS="16 128" ./bench/run.sh
+#
+# Knobs (environment):
+#   BENCH_DURATION   seconds per measurement (default 10s)
+#   BENCH_REPEAT     repetitions; the tables show the median (default 3)
+#   BENCH_CONNS      wrk connection counts (default "16 128")
+#   BENCH_SIZES      gateway ACL sizes (default "10 10000 100000"; the largest is the one
+#                    nginx and HAProxy get and the one the targets are checked on)
+#   BENCH_FIXED_RATE 1: fixed-rate latency runs with oha (installed with cargo if missing)
+#   BENCH_TUNING     1: try the gateway's engine settings (threads, work_stealing, keepalive pool)
+#   BENCH_PROFILE    1: perf profile of the gateway and of bare Pingora under POST load
+#   BENCH_PORT_BASE  first port (default 18080); ports BASE..BASE+30 are used on 127.0.0.1
+#   BENCH_OUT        output file (default docs/benchmarks.md)
+#   BENCH_KEEP       1: keep the work directory (configs, logs, raw wrk output, perf data)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+DURATION=${BENCH_DURATION:-10s}
+DURATION=${DURATION%s}
+REPEAT=${BENCH_REPEAT:-3}
+CONNS=${BENCH_CONNS:-16 128}
+SIZES=${BENCH_SIZES:-10 10000 100000}
+FIXED_RATE=${BENCH_FIXED_RATE:-1}
+TUNING=${BENCH_TUNING:-1}
+PROFILE=${BENCH_PROFILE:-1}
+PORT_BASE=${BENCH_PORT_BASE:-18080}
+OUT=${BENCH_OUT:-docs/benchmarks.md}
+KEEP=${BENCH_KEEP:-0}
+COMMAND="BENCH_DURATION=${DURATION}s BENCH_REPEAT=$REPEAT BENCH_CONNS=\"$CONNS\" ./bench/run.sh"
+[[ "$SIZES" == "10 10000 100000" ]] || COMMAND="BENCH_SIZES=\"$SIZES\" $COMMAND"
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+BIG=$(tr ' ' '\n' <<<"$SIZES" | sort -n | tail -1)
+SMALL=$(tr ' ' '\n' <<<"$SIZES" | sort -n | head -1)
+HZ=$(getconf CLK_TCK)
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# 1. Tools: Debian packages only when missing; oha (fixed-rate latency) with cargo.
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+[[ -e /usr/lib/nginx/modules/ngx_http_geoip2_module.so ]] || need+=(libnginx-mod-http-geoip2)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
+command -v taskset >/dev/null || need+=(util-linux)
+if [[ $FIXED_RATE == 1 ]] && ! command -v jq >/dev/null; then need+=(jq); fi
+if ((${#need[@]})); then
+    SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
+    log "installing ${need[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+OHA=$(command -v oha || true)
+[[ -z "$OHA" && -x "$HOME/.cargo/bin/oha" ]] && OHA=$HOME/.cargo/bin/oha
+if [[ $FIXED_RATE == 1 && -z "$OHA" ]]; then
+    log "installing oha (cargo install oha --locked)"
+    if cargo install oha --locked >&2; then OHA=$HOME/.cargo/bin/oha; else log "oha unavailable: no fixed-rate runs"; fi
+fi
+[[ -n "$OHA" ]] || FIXED_RATE=0
+
+# ---------------------------------------------------------------------------------------------
+# 2. Build.
+log "building (cargo build --release --bin dcr-gateway --example bare_proxy --example bench_fixtures)"
+cargo build --release --bin dcr-gateway --example bare_proxy --example bench_fixtures >&2
+GW=$ROOT/target/release/dcr-gateway
+BARE=$ROOT/target/release/examples/bare_proxy
+
+# ---------------------------------------------------------------------------------------------
+# 3. Work dir, pinning, cleanup.
+W=$(mktemp -d /tmp/dcr-bench.XXXXXX)
+chmod 755 "$W"
+FX=$W/fixtures
+PIDS=()
+BG=()
+cleanup() {
+    local p
+    for p in "${BG[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    if [[ $KEEP == 1 ]]; then log "work directory kept: $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+NCPU=$(nproc)
+if ((NCPU >= 2)); then
+    CPU_SUT=0; CPU_LOAD=1
+    PIN_SUT=(taskset -c $CPU_SUT); PIN_LOAD=(taskset -c $CPU_LOAD)
+    PINNING="system under test on CPU $CPU_SUT; wrk/oha (1 thread) and the upstream nginx (1 worker) on CPU $CPU_LOAD"
+else
+    PIN_SUT=(); PIN_LOAD=()
+    PINNING="not pinned (1 CPU)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 4. Fixtures and the request body.
+log "generating fixtures ($SIZES entries) in $FX"
+"$ROOT/target/release/examples/bench_fixtures" "$FX" $SIZES >&2
+BODY=$ROOT/bench/body.json
+"$GW" validate "$BODY" >/dev/null || die "bench/body.json fails strict validation"
+grep -qF "$(tr -d '\n' <"$BODY")" "$ROOT/bench/post.lua" || die "bench/post.lua does not carry bench/body.json"
+first_cidr=$(head -1 "$FX/haproxy-$BIG.acl")
+for probe in "127.0.0.1 allow" "${first_cidr%/*} block" "175.45.176.1 block"; do
+    set -- $probe
+    got=$("$GW" explain --rules "$FX/rules-$BIG.json" --geoip-db "$FX/country.mmdb" --ip "$1" --scope dcr --json \
+        | grep -o '"decision": *"[a-z]*"' | grep -o '[a-z]*"$' | tr -d '"' || true)
+    [[ "$got" == "$2" ]] || die "fixture check: $1 should be $2 under rules-$BIG.json, explain says '$got'"
+done
+
+label() { case $1 in 10000) echo 10k ;; 100000) echo 100k ;; *) echo "$1" ;; esac; }
+BIGL=$(label "$BIG")
+SMALLL=$(label "$SMALL")
+
+# ---------------------------------------------------------------------------------------------
+# 5. Systems. Every system has: URL base, the pid whose CPU (with its children) is "the SUT".
+declare -A URL SUTPID
+ORDER=()
+UP_PORT=$((PORT_BASE + 1))
+
+wait_http() { # url expected-code what
+    for _ in $(seq 300); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" == "$2" ]] && return 0
+        sleep 0.2
+    done
+    die "$3 did not come up ($1)"
+}
+
+nginx_temp() { # dir
+    local d=$1
+    printf 'client_body_temp_path %s/cb; proxy_temp_path %s/px; fastcgi_temp_path %s/fc; uwsgi_temp_path %s/uw; scgi_temp_path %s/sc;\n' "$d" "$d" "$d" "$d" "$d"
+}
+
+start_upstream() {
+    local d=$W/upstream; mkdir -p "$d"
+    cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    $(nginx_temp "$d")
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$UP_PORT backlog=4096;
+        default_type application/json;
+        location = /oidc/register { return 201 '{"client_id":"bench","client_secret":"x"}'; }
+        location / { return 200 '{"ok":true}'; }
+    }
+}
+EOF
+    "${PIN_LOAD[@]}" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" -g 'daemon off;' &
+    PIDS+=($!)
+    URL[direct]=http://127.0.0.1:$UP_PORT
+    SUTPID[direct]=
+    wait_http "${URL[direct]}/" 200 "upstream nginx"
+}
+
+start_gateway() { # name size port admin threads work_stealing pool audit(0|1)
+    local name=$1 size=$2 port=$3 admin=$4 threads=$5 ws=$6 pool=$7 audit=$8
+    local d=$W/$name; mkdir -p "$d"
+    cp "$FX/rules-$size.json" "$d/rules.json"
+    cp "$FX/country.mmdb" "$d/country.mmdb"
+    local audit_toml='enabled = false'
+    [[ $audit == 1 ]] && audit_toml=$'enabled = true\noutput = "/dev/null"'
+    local rl_toml=
+    if grep -q '^\[rate_limit\]' "$ROOT/conf/gateway.toml"; then
+        # On, with limits one benchmark client cannot reach: its cost is measured, not its 429s.
+        rl_toml=$'[rate_limit]\nenabled = true\nbackend = "local"\nper_ip = { requests = 1000000000000, window_seconds = 1 }\nper_prefix = { requests = 1000000000000, window_seconds = 1 }\nglobal = { requests = 1000000000000, window_seconds = 1 }\n'
+        RATE_LIMIT_NOTE='`[rate_limit]` on (local backend) with limits the benchmark cannot reach, so its check is paid on every registration;'
+    fi
+    cat >"$d/gateway.toml" <<EOF
+[server]
+threads = $threads
+work_stealing = $ws
+drain_timeout_seconds = 1
+graceful_shutdown_timeout_seconds = 1
+pid_file = "$d/gateway.pid"
+upgrade_sock = "$d/upgrade.sock"
+upstream_keepalive_pool_size = $pool
+
+[listen]
+http = ["127.0.0.1:$port"]
+https = []
+admin = "127.0.0.1:$admin"
+
+[upstream]
+origins = ["http://127.0.0.1:$UP_PORT"]
+
+[routes]
+registration_path = "/oidc/register"
+upstream_registration_path = "/oidc/register"
+
+[network]
+trusted_proxies = []
+
+[acl]
+rules = "rules.json"
+default_action = "allow"
+
+[geoip]
+country_db = "country.mmdb"
+
+[dcr]
+security_mode = "strict"
+
+$rl_toml
+[audit]
+$audit_toml
+
+[reload]
+watch = true
+EOF
+    "$GW" check -c "$d/gateway.toml" >&2 || die "$name: dcr-gateway check failed"
+    "${PIN_SUT[@]}" "$GW" run -c "$d/gateway.toml" >"$d/gateway.log" 2>&1 &
+    PIDS+=($!)
+    SUTPID[$name]=$!
+    URL[$name]=http://127.0.0.1:$port
+    ADMIN[$name]=http://127.0.0.1:$admin
+    wait_http "${ADMIN[$name]}/readyz" 200 "$name"
+    RSS0[$name]=$(grep VmRSS "/proc/${SUTPID[$name]}/status" | awk '{print $2}')
+}
+declare -A ADMIN RSS0
+RATE_LIMIT_NOTE=
+
+start_nginx() { # name size port variant(deny|geo)
+    local name=$1 size=$2 port=$3 variant=$4
+    local d=$W/$name; mkdir -p "$d"
+    local acl
+    if [[ $variant == deny ]]; then
+        acl="include $FX/nginx-deny-$size.conf;
+        allow all;"
+    else
+        acl='if ($blocked_ip) { return 403; }'
+    fi
+    cat >"$d/nginx.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_http_geoip2_module.so;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    $(nginx_temp "$d")
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    geoip2 $FX/country.mmdb { \$geoip2_country_code default=XX country iso_code; }
+    $( [[ $variant == geo ]] && echo "geo \$blocked_ip { default 0; include $FX/nginx-geo-$size.conf; }" )
+    upstream idp {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 128;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        $acl
+        if (\$geoip2_country_code = KP) { return 403; }
+        location / {
+            proxy_pass http://idp;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;
+        }
+    }
+}
+EOF
+    nginx -t -q -e "$d/error.log" -p "$d" -c "$d/nginx.conf" -g 'daemon off;' || die "$name: nginx -t failed"
+    "${PIN_SUT[@]}" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" -g 'daemon off;' &
+    PIDS+=($!)
+    SUTPID[$name]=$!
+    URL[$name]=http://127.0.0.1:$port
+    wait_http "${URL[$name]}/" 200 "$name"
+}
+
+start_haproxy() { # name size port
+    local name=$1 size=$2 port=$3
+    local d=$W/$name; mkdir -p "$d"
+    cat >"$d/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 20000
+    pidfile $d/haproxy.pid
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 2s
+    timeout client 60s
+    timeout server 15s
+    timeout http-keep-alive 300s
+frontend fe
+    bind 127.0.0.1:$port
+    acl blocked_ip src -f $FX/haproxy-$size.acl
+    http-request deny deny_status 403 if blocked_ip
+    http-request deny deny_status 403 if { src,map_ip($FX/haproxy-country.map) -m str KP }
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-var(txn.rid) uuid
+    http-request set-header X-Request-Id %[var(txn.rid)]
+    http-response set-header X-Request-Id %[var(txn.rid)]
+    default_backend idp
+backend idp
+    server s1 127.0.0.1:$UP_PORT
+EOF
+    haproxy -c -q -f "$d/haproxy.cfg" || die "$name: haproxy -c failed"
+    "${PIN_SUT[@]}" haproxy -db -f "$d/haproxy.cfg" >"$d/haproxy.log" 2>&1 &
+    PIDS+=($!)
+    SUTPID[$name]=$!
+    URL[$name]=http://127.0.0.1:$port
+    wait_http "${URL[$name]}/" 200 "$name"
+}
+
+start_bare() { # name port threads work_stealing pool
+    local name=$1
+    "${PIN_SUT[@]}" "$BARE" "127.0.0.1:$2" "127.0.0.1:$UP_PORT" "$3" "$4" "$5" >"$W/$name.log" 2>&1 &
+    PIDS+=($!)
+    SUTPID[$name]=$!
+    URL[$name]=http://127.0.0.1:$2
+    wait_http "${URL[$name]}/" 200 "$name"
+}
+
+log "starting the upstream and the systems under test"
+start_upstream
+ORDER+=(direct)
+i=0
+for s in $SIZES; do
+    start_gateway "gateway-$(label "$s")" "$s" $((PORT_BASE + 10 + i)) $((PORT_BASE + 20 + i)) 1 true 128 0
+    ORDER+=("gateway-$(label "$s")")
+    i=$((i + 1))
+done
+start_gateway "gateway-$BIGL+audit" "$BIG" $((PORT_BASE + 14)) $((PORT_BASE + 24)) 1 true 128 1
+start_nginx "nginx-deny-$BIGL" "$BIG" $((PORT_BASE + 3)) deny
+start_nginx "nginx-geo-$BIGL" "$BIG" $((PORT_BASE + 4)) geo
+start_haproxy "haproxy-$BIGL" "$BIG" $((PORT_BASE + 5))
+start_bare bare-pingora $((PORT_BASE + 2)) 1 true 128
+ORDER+=("nginx-deny-$BIGL" "nginx-geo-$BIGL" "haproxy-$BIGL" bare-pingora)
+POST_ONLY=("gateway-$BIGL+audit")
+GWBIG=gateway-$BIGL
+GWSMALL=gateway-$SMALLL
+NGINX_FAST=nginx-geo-$BIGL
+NGINX_DENY=nginx-deny-$BIGL
+HAP=haproxy-$BIGL
+
+GET_PATH='/authorize?client_id=bench&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A33418%2Foauth%2Fcallback&scope=openid'
+POST_PATH=/oidc/register
+
+sanity() { # name
+    local u=${URL[$1]} code
+    code=$(curl -s -o "$W/sanity.out" -w '%{http_code}' -H 'content-type: application/json' -H 'user-agent: mcp-bench/1.0' \
+        --data-binary @"$BODY" "$u$POST_PATH")
+    [[ $code == 201 ]] && grep -q client_id "$W/sanity.out" || die "$1: POST $POST_PATH answered $code: $(cat "$W/sanity.out")"
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$u$GET_PATH")
+    [[ $code == 200 ]] || die "$1: GET answered $code"
+}
+for s in "${ORDER[@]}" "${POST_ONLY[@]}"; do sanity "$s"; done
+
+# ---------------------------------------------------------------------------------------------
+# 6. Measurement helpers.
+cpu_ticks() { # pid → utime+stime of it and its children (nginx: master + worker)
+    local p t=0 v
+    [[ -z "$1" ]] && { echo 0; return; }
+    for p in $1 $(pgrep -P "$1" || true); do
+        v=$(cut -d')' -f2 "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
+
+RESULTS=$W/results.tsv
+: >"$RESULTS"
+RAW=$W/raw
+mkdir -p "$RAW"
+
+# wrk_run TAG REP SYSTEM WORKLOAD CONNS DURATION → appends a row to $RESULTS:
+# tag rep system workload conns rps p50_ms p99_ms non2xx sockerr sut_cpu_pct sut_us_per_req
+wrk_run() {
+    local tag=$1 rep=$2 sys=$3 wl=$4 c=$5 dur=$6 url args=() t0 t1 f
+    if [[ $wl == post ]]; then url=${URL[$sys]}$POST_PATH; args=(-s "$ROOT/bench/post.lua"); else url=${URL[$sys]}$GET_PATH; fi
+    f=$RAW/$tag-$rep-$sys-$wl-$c.txt
+    t0=$(cpu_ticks "${SUTPID[$sys]}")
+    "${PIN_LOAD[@]}" wrk -t1 -c"$c" -d"${dur}s" --timeout 5s --latency "${args[@]}" "$url" >"$f" 2>&1 || true
+    t1=$(cpu_ticks "${SUTPID[$sys]}")
+    awk -v tag="$tag" -v rep="$rep" -v sys="$sys" -v wl="$wl" -v c="$c" -v dt=$((t1 - t0)) -v hz="$HZ" -v dur="$dur" \
+        -v has="${SUTPID[$sys]}" '
+        function ms(s) {
+            if (s ~ /us$/) return substr(s, 1, length(s) - 2) / 1000
+            if (s ~ /ms$/) return substr(s, 1, length(s) - 2) + 0
+            if (s ~ /m$/)  return substr(s, 1, length(s) - 1) * 60000
+            if (s ~ /s$/)  return substr(s, 1, length(s) - 1) * 1000
+            return s + 0
+        }
+        /requests in/ { reqs = $1 }
+        /Requests\/sec:/ { rps = $2 }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /Non-2xx or 3xx responses:/ { non2xx = $NF }
+        /Socket errors:/ { gsub(",", ""); errs = $4 + $6 + $8 + $10 }
+        END {
+            if (rps == "") { rps = 0; p50 = "nan"; p99 = "nan" }
+            cpu = "nan"; us = "nan"
+            if (has != "") { cpu = 100 * dt / hz / dur; if (reqs > 0) us = 1e6 * dt / hz / reqs }
+            printf "%s\t%s\t%s\t%s\t%s\t%.1f\t%.3f\t%.3f\t%d\t%d\t%s\t%s\n", tag, rep, sys, wl, c, rps, p50, p99, non2xx + 0, errs + 0, cpu, us
+        }' "$f" >>"$RESULTS"
+    tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-22s %-4s c=%-4s %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  non2xx %s err %s  SUT cpu %s%%\n", $3, $4, $5, $6, $7, $8, $9, $10, $11}' >&2
+}
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# med TAG SYSTEM WORKLOAD CONNS COLUMN
+med() { awk -F'\t' -v t="$1" -v s="$2" -v w="$3" -v c="$4" -v k="$5" '$1 == t && $3 == s && $4 == w && $5 == c && $k != "nan" { print $k }' "$RESULTS" | median; }
+errsum() { awk -F'\t' -v t="$1" -v s="$2" -v w="$3" -v c="$4" '$1 == t && $3 == s && $4 == w && $5 == c { n += $9 + $10 } END { print n + 0 }' "$RESULTS"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b == 0) print "nan"; else printf "%.3f", a / b }'; }
+fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN { if (v == "nan" || v == "") print "–"; else printf "%.*f", d, v }'; }
+
+# matrix TAG SYSTEMS... : every repetition runs every system back to back, per workload and
+# connection count, so slow drifts of a noisy machine hit all systems alike.
+matrix() {
+    local tag=$1; shift
+    local rep wl c s
+    for rep in $(seq "$REPEAT"); do
+        for wl in post get; do
+            for c in $CONNS; do
+                log "$tag: repetition $rep/$REPEAT, $wl, $c connections"
+                for s in "$@"; do
+                    if [[ $wl == get ]] && [[ " ${POST_ONLY[*]} " == *" $s "* ]]; then continue; fi
+                    if [[ $wl == get && $tag == tuning ]]; then continue; fi
+                    wrk_run "$tag" "$rep" "$s" "$wl" "$c" "$DURATION"
+                done
+            done
+        done
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# 7. Warm-up, then the main matrix.
+LOAD_START=$(cat /proc/loadavg)
+STEAL0=$(steal_ticks); T0=$(date +%s)
+log "warm-up (2 s per system and workload)"
+for s in "${ORDER[@]}" "${POST_ONLY[@]}"; do
+    for wl in post get; do
+        [[ $wl == get ]] && [[ " ${POST_ONLY[*]} " == *" $s "* ]] && continue
+        wrk_run warmup 1 "$s" "$wl" 16 2 2>/dev/null
+    done
+done
+matrix main "${ORDER[@]}" "${POST_ONLY[@]}"
+
+# Memory after the load (kB): VmRSS and VmHWM of the process and its children.
+declare -A RSS HWM
+memkb() { # pid field
+    local p t=0 v
+    for p in $1 $(pgrep -P "$1" || true); do
+        v=$(awk -v f="$2:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null) || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+for s in "${ORDER[@]}" "${POST_ONLY[@]}"; do
+    [[ -n "${SUTPID[$s]}" ]] || continue
+    RSS[$s]=$(memkb "${SUTPID[$s]}" VmRSS)
+    HWM[$s]=$(memkb "${SUTPID[$s]}" VmHWM)
+done
+
+# ---------------------------------------------------------------------------------------------
+# 8. Reload under load: the big rule set is replaced (atomic rename, picked up by the file
+# watch) or SIGHUP'ed, alternately, every 0.5 s while wrk runs. 127.0.0.1 is allowed by both
+# rule sets, so every request must succeed.
+metric() { curl -s "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { print $NF }' | head -1; }
+reload_loop() { # name
+    local d=$W/$1 pid=${SUTPID[$1]} n=0 src
+    while :; do
+        n=$((n + 1))
+        if ((n % 2)); then
+            src=$FX/rules-$BIG-alt.json; ((n % 4 == 1)) || src=$FX/rules-$BIG.json
+            cp "$src" "$d/.rules.json.tmp" && mv -f "$d/.rules.json.tmp" "$d/rules.json"
+        else
+            kill -HUP "$pid"
+        fi
+        sleep 0.5
+    done
+}
+log "reload under load ($GWBIG)"
+declare -A RL_OK RL_FAIL
+for c in $CONNS; do
+    ok0=$(metric "${ADMIN[$GWBIG]}" 'dcr_gateway_reloads_total{result="success"}'); ok0=${ok0:-0}
+    fail0=$(metric "${ADMIN[$GWBIG]}" 'dcr_gateway_reloads_total{result="failure"}'); fail0=${fail0:-0}
+    reload_loop "$GWBIG" &
+    BG+=($!)
+    wrk_run reload 1 "$GWBIG" post "$c" "$DURATION"
+    kill "${BG[-1]}" 2>/dev/null || true
+    wait "${BG[-1]}" 2>/dev/null || true
+    unset 'BG[-1]'
+    sleep 1
+    ok1=$(metric "${ADMIN[$GWBIG]}" 'dcr_gateway_reloads_total{result="success"}'); ok1=${ok1:-0}
+    fail1=$(metric "${ADMIN[$GWBIG]}" 'dcr_gateway_reloads_total{result="failure"}'); fail1=${fail1:-0}
+    RL_OK[$c]=$(awk -v a="$ok1" -v b="$ok0" 'BEGIN { print a - b }')
+    RL_FAIL[$c]=$(awk -v a="$fail1" -v b="$fail0" 'BEGIN { print a - b }')
+done
+RSS_AFTER_RELOAD=$(memkb "${SUTPID[$GWBIG]}" VmRSS)
+HWM_AFTER_RELOAD=$(memkb "${SUTPID[$GWBIG]}" VmHWM)
+
+# ---------------------------------------------------------------------------------------------
+# 9. Fixed-rate latency (oha, coordinated-omission corrected): half the gateway's saturating
+# POST rate at the lowest connection count, against the upstream directly and through the
+# gateway (and bare Pingora for reference).
+C_LOW=$(tr ' ' '\n' <<<"$CONNS" | sort -n | head -1)
+C_HIGH=$(tr ' ' '\n' <<<"$CONNS" | sort -n | tail -1)
+FR_RATE=
+if [[ $FIXED_RATE == 1 ]]; then
+    sat=$(med main "$GWBIG" post "$C_LOW" 6)
+    FR_RATE=$(awk -v s="$sat" 'BEGIN { printf "%d", s / 2 }')
+    log "fixed rate: $FR_RATE req/s (half of $GWBIG POST at $C_LOW connections)"
+    FR=$W/fixed.tsv; : >"$FR"
+    for rep in $(seq "$REPEAT"); do
+        for s in direct "$GWBIG" bare-pingora; do
+            f=$RAW/fixed-$rep-$s.json
+            "${PIN_LOAD[@]}" "$OHA" -z "${DURATION}s" -c "$C_LOW" -q "$FR_RATE" --latency-correction --no-tui \
+                --output-format json -m POST -T application/json -H 'user-agent: mcp-bench/1.0' -D "$BODY" \
+                "${URL[$s]}$POST_PATH" >"$f" 2>/dev/null || true
+            jq -r --arg s "$s" --arg r "$rep" '[$r, $s, .summary.requestsPerSec,
+                    (.latencyPercentiles.p50 * 1000), (.latencyPercentiles.p99 * 1000),
+                    ([.statusCodeDistribution | to_entries[] | select(.key | startswith("2") | not) | .value] | add // 0),
+                    ([.errorDistribution | to_entries[] | .value] | add // 0)] | @tsv' "$f" >>"$FR" 2>/dev/null || true
+            tail -1 "$FR" | awk -F'\t' '{printf "  fixed %-14s %8.0f req/s p50 %.3f ms p99 %.3f ms\n", $2, $3, $4, $5}' >&2
+        done
+    done
+fi
+frmed() { awk -F'\t' -v s="$1" -v k="$2" '$2 == s { print $k }' "$FR" | median; }
+
+# ---------------------------------------------------------------------------------------------
+# 10. Engine settings the gateway exposes, on the big rule set, POST only.
+TUNE=()
+if [[ $TUNING == 1 ]]; then
+    log "tuning variants"
+    start_gateway "$GWBIG,threads=2" "$BIG" $((PORT_BASE + 15)) $((PORT_BASE + 25)) 2 true 128 0
+    start_gateway "$GWBIG,work_stealing=false" "$BIG" $((PORT_BASE + 16)) $((PORT_BASE + 26)) 1 false 128 0
+    start_gateway "$GWBIG,keepalive_pool=16" "$BIG" $((PORT_BASE + 17)) $((PORT_BASE + 27)) 1 true 16 0
+    start_gateway "$GWBIG,keepalive_pool=1024" "$BIG" $((PORT_BASE + 18)) $((PORT_BASE + 28)) 1 true 1024 0
+    TUNE=("$GWBIG" "$GWBIG,threads=2" "$GWBIG,work_stealing=false" "$GWBIG,keepalive_pool=16" "$GWBIG,keepalive_pool=1024")
+    for s in "${TUNE[@]:1}"; do sanity "$s"; wrk_run warmup 1 "$s" post 16 2 2>/dev/null; done
+    matrix tuning "${TUNE[@]}"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 11. Profile (perf, software cpu-clock event: works in VMs without hardware counters).
+PROF_NOTE=
+declare -A PROF_SELF PROF_CHILD
+if [[ $PROFILE == 1 ]]; then
+    if ! command -v perf >/dev/null; then
+        PROF_NOTE="perf is not installed (apt-get install linux-perf); no profile."
+    elif ! perf record -q -e cpu-clock -o /dev/null true >/dev/null 2>&1; then
+        PROF_NOTE="perf cannot sample here (perf_event_paranoid=$(cat /proc/sys/kernel/perf_event_paranoid)); use valgrind --tool=callgrind on a short run."
+    else
+        for s in "$GWBIG" bare-pingora; do
+            log "profiling $s (POST, $C_HIGH connections)"
+            pd=$W/perf-${s//[^a-z0-9-]/_}.data
+            "${PIN_LOAD[@]}" wrk -t1 -c"$C_HIGH" -d8s -s "$ROOT/bench/post.lua" "${URL[$s]}$POST_PATH" >/dev/null 2>&1 &
+            BG+=($!)
+            sleep 1
+            perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "${SUTPID[$s]}" -o "$pd" -- sleep 5 >/dev/null 2>&1 || true
+            wait "${BG[-1]}" 2>/dev/null || true
+            unset 'BG[-1]'
+            PROF_SELF[$s]=$(perf report -i "$pd" --no-children --stdio -g none --percent-limit 0.7 --sort symbol 2>/dev/null \
+                | grep -v '^#' | grep -v '^$' | head -40 | cut -c1-160)
+            PROF_CHILD[$s]=$(perf report -i "$pd" --children --stdio -g none --percent-limit 3 --sort symbol 2>/dev/null \
+                | grep -v '^#' | grep -v '^$' | head -45 | cut -c1-170)
+        done
+    fi
+fi
+
+T1=$(date +%s); STEAL1=$(steal_ticks)
+LOAD_END=$(cat /proc/loadavg)
+STEAL_PCT=$(awk -v a="$STEAL0" -v b="$STEAL1" -v t=$((T1 - T0)) -v hz="$HZ" -v n="$NCPU" 'BEGIN { printf "%.1f", 100 * (b - a) / hz / t / n }')
+
+# ---------------------------------------------------------------------------------------------
+# 12. Report.
+log "writing $OUT"
+mib() { awk -v k="$1" 'BEGIN { if (k == "") print "–"; else printf "%.1f", k / 1024 }'; }
+pct() { awk -v r="$1" 'BEGIN { if (r == "nan") print "–"; else printf "%+.1f %%", (r - 1) * 100 }'; }
+# verdict VALUE OP LIMIT → met/missed
+verdict() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { if (v == "nan" || v == "") { print "not measured"; exit }
+    ok = (op == ">=") ? (v >= l) : (v <= l); print ok ? "**met**" : "**missed**" }'; }
+
+CPU_MODEL=$(lscpu | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }')
+MEM_TOTAL=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+OS=$(. /etc/os-release && echo "$PRETTY_NAME")
+GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=$(git status --porcelain --untracked-files=no -- src Cargo.toml 2>/dev/null | wc -l)
+mkdir -p "$(dirname "$OUT")"
+{
+cat <<EOF
+# Benchmarks
+
+Produced by \`bench/run.sh\` (\`make bench\`) — see [bench/README.md](../bench/README.md) for what
+each system is and how to read the numbers. Do not edit by hand; re-run the script.
+
+- **Command:** \`$COMMAND\`
+- **Date:** $STARTED, $((T1 - T0)) s of measurement; commit \`$GIT_REV\`$( ((GIT_DIRTY)) && echo " with uncommitted changes in src/ or Cargo.toml" )
+- **Machine:** $CPU_MODEL, $NCPU CPUs ($(lscpu | awk -F: '/^Hypervisor vendor/ { gsub(/ /, "", $2); print $2 " guest, " }')$(lscpu | awk -F: '/^Thread\(s\) per core/ { gsub(/ /, "", $2); print $2 " thread(s) per core" }')), $MEM_TOTAL RAM, $OS, Linux $(uname -r)
+- **Noise:** load average $LOAD_START at the start, $LOAD_END at the end; CPU steal $STEAL_PCT % of the machine during the run
+- **Software:** $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), $( [[ -n "$OHA" ]] && "$OHA" --version ), $(rustc --version | awk '{ print $1, $2 }'), Pingora 0.9.1
+- **Pinning:** $PINNING. One worker each: gateway \`server.threads = 1\`, nginx \`worker_processes 1\`, HAProxy \`nbthread 1\`, bare Pingora \`threads = 1\`. All on 127.0.0.1, keep-alive on both sides everywhere.
+- **Load:** \`wrk -t1 -c{$(tr ' ' ',' <<<"$CONNS")} -d${DURATION}s --latency\`, $REPEAT repetitions, every table cell is the **median**; systems alternate within each repetition.
+  POST: \`POST /oidc/register\` with [bench/body.json]($(realpath --relative-to="$(dirname "$OUT")" "$ROOT/bench/body.json")) ($(tr -d '\n' <"$BODY" | wc -c) bytes, via [bench/post.lua](../bench/post.lua)); GET: \`GET /authorize?…\` (pass-through scope \`authentication\`, ACL checked, no body).
+- **Gateway config:** rules = geo rule (block KP) + N random IPv4 CIDRs (block, 1,000 per rule), GeoIP2-Country fixture, \`[dcr]\` strict defaults (every POST is read, validated, normalized and re-serialized), $RATE_LIMIT_NOTE \`[audit] enabled = false\` (see the \`+audit\` row for its cost), \`[reload] watch = true\`, log level info.
+- **nginx / HAProxy:** the same $BIGL CIDRs — nginx as \`deny\` rules (\`nginx-deny\`, ngx_http_access_module, a linear list) and as a \`geo\` block (\`nginx-geo\`, radix tree), plus geoip2 country blocking on the same mmdb; HAProxy as \`acl … src -f\` plus \`src,map_ip()\` country map. Both add X-Forwarded-* and X-Request-Id like the gateway. Neither reads or validates the body: they stream it.
+
+## Throughput and latency (medians)
+
+"SUT CPU" is the CPU time of the system under test during the run (100 % = its one core is saturated), and per request.
+
+EOF
+for wl in post get; do
+    for c in $CONNS; do
+        echo "### $( [[ $wl == post ]] && echo "POST /oidc/register" || echo "GET pass-through" ), $c connections"
+        echo
+        echo "| system | req/s | p50 ms | p99 ms | SUT CPU | SUT µs/req | failed |"
+        echo "|---|---:|---:|---:|---:|---:|---:|"
+        for s in "${ORDER[@]}" "${POST_ONLY[@]}"; do
+            [[ $wl == get ]] && [[ " ${POST_ONLY[*]} " == *" $s "* ]] && continue
+            cpu=$(med main "$s" "$wl" "$c" 11)
+            echo "| $s | $(fmt "$(med main "$s" "$wl" "$c" 6)") | $(fmt "$(med main "$s" "$wl" "$c" 7)" 2) | $(fmt "$(med main "$s" "$wl" "$c" 8)" 2) | $( [[ $cpu == nan ]] && echo – || echo "$(fmt "$cpu") %" ) | $(fmt "$(med main "$s" "$wl" "$c" 12)" 1) | $(errsum main "$s" "$wl" "$c") |"
+        done
+        echo
+    done
+done
+
+echo "## Ratios (requests/s, medians)"
+echo
+echo "| workload | conns | gateway | /direct | /bare-pingora | /$NGINX_DENY | /$NGINX_FAST | /$HAP |"
+echo "|---|---:|---|---:|---:|---:|---:|---:|"
+for wl in post get; do
+    for c in $CONNS; do
+        for g in "$GWBIG" "$GWSMALL"; do
+            r=$(med main "$g" "$wl" "$c" 6)
+            row="| $wl | $c | $g"
+            for o in direct bare-pingora "$NGINX_DENY" "$NGINX_FAST" "$HAP"; do
+                row+=" | $(ratio "$r" "$(med main "$o" "$wl" "$c" 6)")"
+            done
+            echo "$row |"
+        done
+    done
+done
+echo
+echo "Cost of the rule set size (gateway-$BIGL vs $GWSMALL, medians):"
+echo
+echo "| workload | conns | req/s change | SUT µs/req change |"
+echo "|---|---:|---:|---:|"
+for wl in post get; do
+    for c in $CONNS; do
+        echo "| $wl | $c | $(pct "$(ratio "$(med main "$GWBIG" "$wl" "$c" 6)" "$(med main "$GWSMALL" "$wl" "$c" 6)")") | $(pct "$(ratio "$(med main "$GWBIG" "$wl" "$c" 12)" "$(med main "$GWSMALL" "$wl" "$c" 12)")") |"
+    done
+done
+echo
+echo "Cost of the audit log (\`[audit] enabled = true\`, output /dev/null; one JSON line per registration):"
+echo
+echo "| conns | req/s change | SUT µs/req change |"
+echo "|---:|---:|---:|"
+for c in $CONNS; do
+    echo "| $c | $(pct "$(ratio "$(med main "$GWBIG+audit" post "$c" 6)" "$(med main "$GWBIG" post "$c" 6)")") | $(pct "$(ratio "$(med main "$GWBIG+audit" post "$c" 12)" "$(med main "$GWBIG" post "$c" 12)")") |"
+done
+echo
+
+# Targets.
+post_bare=(); for c in $CONNS; do post_bare+=("$(ratio "$(med main "$GWBIG" post "$c" 6)" "$(med main bare-pingora post "$c" 6)")"); done
+echo "## Targets"
+echo
+echo "| target | measured | verdict | distance |"
+echo "|---|---|---|---|"
+i=0
+for c in $CONNS; do
+    r=${post_bare[$i]}; i=$((i + 1))
+    echo "| POST req/s with $BIGL entries + geo + validation ≥ 0.9 × bare Pingora ($c conns) | $(fmt "$r" 3) × | $(verdict "$r" '>=' 0.9) | $(awk -v r="$r" 'BEGIN { if (r == "nan") print "–"; else if (r >= 0.9) printf "%.0f %% above the bar", (r / 0.9 - 1) * 100; else printf "needs +%.0f %% throughput (%.3f → 0.9)", (0.9 / r - 1) * 100, r }') |"
+done
+for wl in post get; do
+    for c in $CONNS; do
+        for o in "$NGINX_FAST" "$NGINX_DENY"; do
+            r=$(ratio "$(med main "$GWBIG" "$wl" "$c" 6)" "$(med main "$o" "$wl" "$c" 6)")
+            echo "| parity with nginx (long term): $wl, $c conns, vs $o | $(fmt "$r" 3) × | $(verdict "$r" '>=' 1.0) | $(awk -v r="$r" 'BEGIN { if (r == "nan") print "–"; else if (r >= 1) printf "%.0f %% faster", (r - 1) * 100; else printf "needs +%.0f %%", (1 / r - 1) * 100 }') |"
+        done
+    done
+done
+if [[ $FIXED_RATE == 1 && -s "$FR" ]]; then
+    added=$(awk -v a="$(frmed "$GWBIG" 5)" -v b="$(frmed direct 5)" 'BEGIN { printf "%.3f", a - b }')
+    echo "| added p99 over direct ≤ 1 ms at half the saturating load (POST, $FR_RATE req/s, $C_LOW conns, oha) | $added ms | $(verdict "$added" '<=' 1.0) | $(awk -v a="$added" 'BEGIN { if (a <= 1) printf "%.2f ms to spare", 1 - a; else printf "%.2f ms over", a - 1 }') |"
+else
+    echo "| added p99 over direct ≤ 1 ms at half the saturating load | not measured (oha missing: wrk cannot hold a fixed rate) | – | – |"
+fi
+for wl in post get; do
+    for c in $CONNS; do
+        r=$(ratio "$(med main "$GWBIG" "$wl" "$c" 6)" "$(med main "$GWSMALL" "$wl" "$c" 6)")
+        d=$(awk -v r="$r" 'BEGIN { if (r == "nan") print "nan"; else printf "%.2f", (1 - r) * 100 }')
+        echo "| throughput drop ≤ 5 % from $SMALLL to $BIGL entries ($wl, $c conns) | $(awk -v d="$d" 'BEGIN { printf "%+.1f %% drop", d }') | $(verdict "$d" '<=' 5) | $(awk -v d="$d" 'BEGIN { if (d <= 5) printf "%.1f points to spare", 5 - d; else printf "%.1f points over", d - 5 }') |"
+    done
+done
+echo "| resident memory with $BIGL entries < 100 MiB (VmHWM after load) | $(mib "${HWM[$GWBIG]}") MiB | $(verdict "$(mib "${HWM[$GWBIG]}")" '<=' 100) | $(awk -v m="$(mib "${HWM[$GWBIG]}")" 'BEGIN { if (m < 100) printf "%.1f MiB to spare", 100 - m; else printf "%.1f MiB over", m - 100 }') |"
+for c in $CONNS; do
+    f=$(awk -F'\t' -v c="$c" '$1 == "reload" && $5 == c { print $9 + $10 }' "$RESULTS")
+    echo "| no failed request while $BIGL entries reload every 0.5 s ($c conns) | $f failed, ${RL_OK[$c]} reloads ok, ${RL_FAIL[$c]} failed reloads | $(verdict "${f:-nan}" '<=' 0) | – |"
+done
+echo
+
+echo "## Memory"
+echo
+echo "Resident memory of each system under test after the main runs (process and its children; nginx: master + worker)."
+echo
+echo "| system | VmRSS at start MiB | VmRSS MiB | VmHWM MiB |"
+echo "|---|---:|---:|---:|"
+for s in "${ORDER[@]}" "${POST_ONLY[@]}"; do
+    [[ -n "${SUTPID[$s]}" ]] || continue
+    echo "| $s | $( [[ -n "${RSS0[$s]:-}" ]] && mib "${RSS0[$s]}" || echo – ) | $(mib "${RSS[$s]}") | $(mib "${HWM[$s]}") |"
+done
+echo
+echo "After the reload runs below, $GWBIG: VmRSS $(mib "$RSS_AFTER_RELOAD") MiB, VmHWM $(mib "$HWM_AFTER_RELOAD") MiB (two snapshots coexist while a reload builds)."
+echo
+
+echo "## Reload under load"
+echo
+echo "$GWBIG serving POST while, every 0.5 s, the rules file is alternately replaced by an atomic rename (another $BIGL-entry list or the original; picked up by the file watch) or the process gets SIGHUP. The client (127.0.0.1) is allowed by both lists, so every non-2xx response or socket error is a failure."
+echo
+echo "| conns | duration | req/s | p50 ms | p99 ms | non-2xx | socket errors | reloads ok | reloads failed | req/s without reloads |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for c in $CONNS; do
+    awk -F'\t' -v c="$c" -v d="$DURATION" -v ok="${RL_OK[$c]}" -v fl="${RL_FAIL[$c]}" -v base="$(fmt "$(med main "$GWBIG" post "$c" 6)")" \
+        '$1 == "reload" && $5 == c { printf "| %s | %s s | %.0f | %.2f | %.2f | %d | %d | %s | %s | %s |\n", c, d, $6, $7, $8, $9, $10, ok, fl, base }' "$RESULTS"
+done
+echo
+
+if [[ $FIXED_RATE == 1 && -s "$FR" ]]; then
+    echo "## Fixed-rate latency"
+    echo
+    echo "\`oha -z ${DURATION}s -c $C_LOW -q $FR_RATE --latency-correction\` (POST; the rate is half of $GWBIG's median POST throughput at $C_LOW connections; latency is measured from each request's scheduled start, so queueing is not hidden). Medians of $REPEAT runs."
+    echo
+    echo "| system | achieved req/s | p50 ms | p99 ms | added p99 vs direct ms | failed |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for s in direct "$GWBIG" bare-pingora; do
+        p99=$(frmed "$s" 5)
+        echo "| $s | $(fmt "$(frmed "$s" 3)") | $(fmt "$(frmed "$s" 4)" 3) | $(fmt "$p99" 3) | $( [[ $s == direct ]] && echo – || fmt "$(awk -v a="$p99" -v b="$(frmed direct 5)" 'BEGIN { print a - b }')" 3) | $(awk -F'\t' -v s="$s" '$2 == s { n += $6 + $7 } END { print n + 0 }' "$FR") |"
+    done
+    echo
+fi
+
+if ((${#TUNE[@]})); then
+    echo "## Engine settings ([server] in gateway.toml)"
+    echo
+    echo "$GWBIG, POST, medians of $REPEAT runs, all variants alternated. Same pinning: every variant is confined to CPU ${CPU_SUT:-–}, so \`threads = 2\` shows the cost of a second worker on one core, not the gain of a second core."
+    echo
+    echo "| setting | conns | req/s | vs default | p50 ms | p99 ms | SUT µs/req | failed |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for c in $CONNS; do
+        base=$(med tuning "$GWBIG" post "$c" 6)
+        for s in "${TUNE[@]}"; do
+            r=$(med tuning "$s" post "$c" 6)
+            name=${s#"$GWBIG"}; name=${name#,}; [[ -z $name ]] && name="default (threads=1, work_stealing=true, keepalive_pool=128)"
+            echo "| $name | $c | $(fmt "$r") | $(pct "$(ratio "$r" "$base")") | $(fmt "$(med tuning "$s" post "$c" 7)" 2) | $(fmt "$(med tuning "$s" post "$c" 8)" 2) | $(fmt "$(med tuning "$s" post "$c" 12)" 1) | $(errsum tuning "$s" post "$c") |"
+        done
+    done
+    echo
+fi
+
+echo "## Profile"
+echo
+if [[ -n "$PROF_NOTE" ]]; then
+    echo "$PROF_NOTE"
+elif [[ $PROFILE == 1 ]]; then
+    echo "\`perf record -e cpu-clock -F 499 --call-graph dwarf\` on the process for 5 s of POST load at $C_HIGH connections (\`perf report --no-children --sort symbol\`: self time; \`--children\`: inclusive time). The gateway's analysis follows the raw output."
+    for s in "$GWBIG" bare-pingora; do
+        echo
+        echo "### $s — self time (≥ 0.7 %)"
+        echo
+        echo '```'
+        echo "${PROF_SELF[$s]}"
+        echo '```'
+        echo
+        echo "### $s — inclusive time (≥ 3 %)"
+        echo
+        echo '```'
+        echo "${PROF_CHILD[$s]}"
+        echo '```'
+    done
+else
+    echo "Not run (BENCH_PROFILE=0)."
+fi
+echo
+if [[ -f "$ROOT/bench/notes.md" ]]; then
+    cat "$ROOT/bench/notes.md"
+fi
+} >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+[[ $KEEP == 1 ]] && cp "$RESULTS" "$W/results-final.tsv"
+log "done: $OUT"

@@ -1,0 +1,134 @@
+//! `[rate_limit]`: limits on the `dcr` scope. Pure configuration, reloadable.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Requests allowed per window.
+    pub requests: u64,
+    pub window_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In-process counters: each replica enforces its own limits.
+    #[default]
+    Local,
+    /// Counters in a shared Redis: N replicas enforce one limit.
+    Redis,
+}
+
+/// What to do when Redis cannot be reached (the gateway keeps reconnecting by itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackendError {
+    /// Enforce the limits with this replica's in-process counters.
+    #[default]
+    Local,
+    /// Let the request through unlimited.
+    FailOpen,
+    /// Refuse with 503 until Redis is back.
+    FailClosed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitPolicy {
+    pub enabled: bool,
+    /// Per client IP (after trusted-proxy resolution).
+    pub per_ip: Option<Limit>,
+    /// Per client network: the IP truncated to `ipv4_prefix` / `ipv6_prefix`, so address
+    /// rotation inside one block does not escape.
+    pub per_prefix: Option<Limit>,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// All clients together.
+    pub global: Option<Limit>,
+    pub backend: Backend,
+    pub redis_url: String,
+    /// Budget for the one Redis round trip; beyond it the request falls back.
+    pub redis_timeout_ms: u64,
+    pub on_backend_error: OnBackendError,
+    /// Prefix of every Redis key, so several gateways (or tenants) can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RateLimitPolicy {
+    fn default() -> Self {
+        RateLimitPolicy {
+            enabled: true,
+            per_ip: Some(Limit { requests: 30, window_seconds: 3600 }),
+            per_prefix: Some(Limit { requests: 120, window_seconds: 3600 }),
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            global: Some(Limit { requests: 1000, window_seconds: 60 }),
+            backend: Backend::Local,
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis_timeout_ms: 50,
+            on_backend_error: OnBackendError::Local,
+            key_prefix: "dcrgw".into(),
+        }
+    }
+}
+
+impl RateLimitPolicy {
+    /// Configuration problems, each naming its key.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut e = Vec::new();
+        for (k, l) in [("per_ip", self.per_ip), ("per_prefix", self.per_prefix), ("global", self.global)] {
+            if let Some(l) = l {
+                if l.window_seconds == 0 || l.window_seconds > 86_400 * 31 {
+                    e.push((format!("rate_limit.{k}.window_seconds"), "must be between 1 and 2678400".into()));
+                }
+                if l.requests == 0 {
+                    e.push((format!("rate_limit.{k}.requests"), "must be at least 1 (remove the limit to disable it)".into()));
+                }
+            }
+        }
+        if self.ipv4_prefix > 32 {
+            e.push(("rate_limit.ipv4_prefix".into(), "must be 0..=32".into()));
+        }
+        if self.ipv6_prefix > 128 {
+            e.push(("rate_limit.ipv6_prefix".into(), "must be 0..=128".into()));
+        }
+        if self.backend == Backend::Redis {
+            match url::Url::parse(&self.redis_url) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
+                Ok(u) => e.push(("rate_limit.redis_url".into(), format!("scheme {:?} is not redis://", u.scheme()))),
+                Err(err) => e.push(("rate_limit.redis_url".into(), format!("invalid URL: {err}"))),
+            }
+            if self.redis_timeout_ms == 0 {
+                e.push(("rate_limit.redis_timeout_ms".into(), "must be at least 1".into()));
+            }
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            e.push(("rate_limit.key_prefix".into(), "must be non-empty without spaces".into()));
+        }
+        e
+    }
+
+    pub fn limits(&self) -> impl Iterator<Item = (LimitKind, Limit)> + '_ {
+        [(LimitKind::Ip, self.per_ip), (LimitKind::Prefix, self.per_prefix), (LimitKind::Global, self.global)]
+            .into_iter()
+            .filter_map(|(k, l)| l.map(|l| (k, l)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    Ip,
+    Prefix,
+    Global,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Ip => "ip",
+            LimitKind::Prefix => "prefix",
+            LimitKind::Global => "global",
+        }
+    }
+}
