@@ -296,7 +296,7 @@ start_haproxy() { # name size port
     cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 20000
+    maxconn 8000
     pidfile $d/haproxy.pid
 defaults
     mode http

@@ -23,6 +23,8 @@ pub enum GatewayError {
     RateLimited { retry_after_secs: u64 },
     /// The shared rate-limit store is down and the policy is `fail_closed`.
     RateLimitUnavailable,
+    /// `[dcr] registration = "token"` and no valid initial access token.
+    Unauthorized(crate::tokens::TokenError),
 }
 
 impl GatewayError {
@@ -38,6 +40,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => 504,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::RateLimitUnavailable => 503,
+            GatewayError::Unauthorized(_) => 401,
         }
     }
 
@@ -56,6 +59,7 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout
             | GatewayError::RateLimitUnavailable => "temporarily_unavailable",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::Unauthorized(_) => "invalid_token",
         }
     }
 
@@ -76,6 +80,7 @@ impl GatewayError {
                 format!("too many registration requests; retry after {retry_after_secs} seconds")
             }
             GatewayError::RateLimitUnavailable => "registration is temporarily unavailable".into(),
+            GatewayError::Unauthorized(e) => format!("initial access token: {}", e.as_str()),
         }
     }
 
@@ -88,6 +93,11 @@ impl GatewayError {
             }
             GatewayError::RateLimited { retry_after_secs } => vec![("retry-after", retry_after_secs.to_string())],
             GatewayError::RateLimitUnavailable => vec![("retry-after", "5".into())],
+            // RFC 6750 §3; the issue asks for invalid_token even when the header is missing.
+            GatewayError::Unauthorized(e) => vec![(
+                "www-authenticate",
+                format!("Bearer error=\"invalid_token\", error_description=\"{}\"", e.as_str()),
+            )],
             _ => vec![],
         }
     }

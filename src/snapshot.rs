@@ -14,6 +14,7 @@ use crate::acl::RuleSet;
 use crate::admin::settings::Overrides;
 use crate::config::{self, Config};
 use crate::signals::geo::{AsnDb, GeoDb};
+use crate::dcr::{RegistrationMode, StatementVerifier};
 use crate::tokens::TokenSet;
 
 pub struct Snapshot {
@@ -30,6 +31,10 @@ pub struct Snapshot {
     pub settings_sha256: String,
     /// Admin API bearer tokens (`[admin] tokens_file`); empty when none is configured.
     pub admin_tokens: TokenSet,
+    /// Initial access tokens for `[dcr] registration = "token"` (`[dcr] token_file`).
+    pub registration_tokens: TokenSet,
+    /// Trusted software statement issuers with their keys (`[dcr] software_statement_issuers`).
+    pub statements: StatementVerifier,
     /// Files whose change should trigger a reload.
     pub watched_files: Vec<PathBuf>,
 }
@@ -124,6 +129,36 @@ impl Snapshot {
             }
         };
 
+        let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        let registration_tokens = match (&config.dcr.registration, config.dcr.token_file.as_deref()) {
+            (RegistrationMode::Token, None) => {
+                errors.push(format!("{}: dcr.token_file: required when dcr.registration = \"token\"", config.path.display()));
+                TokenSet::empty()
+            }
+            (_, None) => TokenSet::empty(),
+            (_, Some(f)) => {
+                let p = resolve(f);
+                watched.push(p.clone());
+                let parsed = read(&p, "token file", &mut errors)
+                    .map(|b| String::from_utf8(b).map_err(|_| vec!["not valid UTF-8".to_string()]).and_then(|t| TokenSet::parse(&t)));
+                match parsed {
+                    Some(Ok(set)) => {
+                        if let Err(errs) = set.validate_against(&config.dcr) {
+                            errors.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
+                        }
+                        set
+                    }
+                    Some(Err(errs)) => {
+                        errors.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
+                        TokenSet::empty()
+                    }
+                    None => TokenSet::empty(),
+                }
+            }
+        };
+        let statements = statement_verifier(&config, &mut watched, &mut errors);
+
         let geo = config.country_db.as_ref().and_then(|p| {
             watched.push(p.clone());
             let bytes = read(p, "GeoIP country database", &mut errors)?;
@@ -195,9 +230,45 @@ impl Snapshot {
                 rules_sha256,
                 settings_sha256,
                 admin_tokens,
+                registration_tokens,
+                statements,
                 watched_files: watched,
             }),
             _ => Err(BuildErrors(errors)),
+        }
+    }
+}
+
+/// The software statement verifier `[dcr] software_statement_issuers` describes, reading
+/// `jwks_file`s relative to the config file. Problems are pushed onto `errors`.
+pub fn statement_verifier(config: &Config, watched: &mut Vec<PathBuf>, errors: &mut Vec<String>) -> StatementVerifier {
+    let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut issuers = Vec::new();
+    for (i, iss) in config.dcr.software_statement_issuers.iter().enumerate() {
+        let doc = match (&iss.jwks, iss.jwks_file.as_deref()) {
+            (Some(inline), _) => Some(inline.clone()),
+            (None, Some(f)) => {
+                let p = if Path::new(f).is_absolute() { PathBuf::from(f) } else { base.join(f) };
+                watched.push(p.clone());
+                read(&p, "JWKS file", errors).and_then(|b| match serde_json::from_slice::<serde_json::Value>(&b) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        errors.push(format!("{}: dcr.software_statement_issuers[{i}].jwks_file: {e}", p.display()));
+                        None
+                    }
+                })
+            }
+            (None, None) => None,
+        };
+        if let Some(doc) = doc {
+            issuers.push((iss.clone(), doc));
+        }
+    }
+    match StatementVerifier::new(&issuers) {
+        Ok(v) => v,
+        Err(errs) => {
+            errors.extend(errs.iter().map(|e| format!("{}: {e}", config.path.display())));
+            StatementVerifier::empty()
         }
     }
 }

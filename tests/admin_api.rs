@@ -479,3 +479,33 @@ fn the_settings_file_is_reloadable_and_a_bad_one_is_rejected_naming_it() {
     let r = call("PATCH", &gw.admin_url("/api/v2/tenants/settings"), Some(&admin), None, Some(r#"{"enable_dynamic_client_registration":false}"#));
     assert_eq!(r.status, 409, "{}", r.body);
 }
+
+#[test]
+fn a_write_the_reload_refuses_is_rolled_back() {
+    let up = Upstream::start();
+    let admin = Token::new("sec-team", ALL_SCOPES);
+    let gw = builder(&up, &[&admin]).rules("[]").start();
+    let acls = gw.admin_url("/api/v2/network-acls");
+    let rule = r#"{"active":true,"rule":{"action":{"block":true},"scope":"dcr","match":{"geo_country_codes":["GB"]}}}"#;
+
+    // A rule needing a database the gateway does not have: 400 naming the signal.
+    let r = call("POST", &acls, Some(&admin), None, Some(rule));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("geo_country_codes") && r.body.contains("geoip.country_db"), "{}", r.body);
+
+    // gateway.toml broken on disk (not yet fixed by its editor): the rule itself is fine, but
+    // the reload that would enforce it fails, so the rules file is put back.
+    let cfg = gw.config_path();
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    write_file(&cfg, &format!("{good}\n[bogus]\nx = 1\n"));
+    assert!(wait_until(Duration::from_secs(5), || gw.stderr_text().contains("bogus")));
+    let r = call("POST", &acls, Some(&admin), None, Some(r#"{"active":true,"rule":{"action":{"log":true},"scope":"dcr","match":{"user_agents":["x"]}}}"#));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("restored") && r.body.contains("bogus"), "{}", r.body);
+    assert_eq!(std::fs::read_to_string(gw.path("rules.json")).unwrap(), "[]", "byte-identical");
+    let r = call("PATCH", &gw.admin_url("/api/v2/tenants/settings"), Some(&admin), None, Some(r#"{"enable_dynamic_client_registration":false}"#));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(!gw.path("tenant-settings.json").exists());
+    assert_eq!(call("GET", &acls, Some(&admin), None, None).json(), serde_json::json!([]));
+    assert!(gw.audit_lines().iter().all(|l| l["scope"] != "admin"), "nothing changed, nothing audited");
+}

@@ -422,7 +422,7 @@ impl AdminApi {
         // Validate against the [dcr] section the reload will read.
         let base = self.base_policy()?;
         merged.overlay(&base).map_err(ApiError::invalid_body)?;
-        if merged == on_disk && current.bytes.is_some() {
+        if merged == on_disk {
             // Nothing changes: no write, no reload, no audit line.
             return Ok((Reply::ok(settings::view(&snap.config.dcr), &current.sha256), None));
         }
@@ -430,7 +430,7 @@ impl AdminApi {
         let before_policy = snap.config.dcr.clone();
         let after = self.commit(&path, current.bytes, bytes, "admin API: tenant settings").await?;
         let now = self.snapshot();
-        let changes = settings::changes(&before_policy, &now.config.dcr)
+        let changes = settings::changes(&on_disk, &merged, &before_policy, &now.config.dcr)
             .into_iter()
             .map(|(f, from, to)| Change::new(f, Some(&from), Some(&to)))
             .collect();

@@ -355,8 +355,10 @@ mod tests {
         let fields: Vec<&str> = o.changes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["active", "priority"]);
 
-        let o = run(Op::Put("rule-0".into(), json!({"active": true, "rule": {"action": {"allow": true}, "scope": "tenant"}}))).unwrap();
-        assert!(o.rule.unwrap().rule.match_.is_none());
+        let o = run(Op::Put("rule-0".into(), json!({"active": true, "rule": {"action": {"allow": true}, "scope": "tenant", "not_match": {"user_agents": ["x"]}}}))).unwrap();
+        let r = o.rule.unwrap();
+        assert!(r.rule.match_.is_none() && r.description.is_none());
+        assert_eq!(r.id.as_deref(), Some("rule-0"));
 
         let e = run(Op::Patch("b".into(), json!({"id": "c"}))).unwrap_err();
         assert_eq!(e.fields[0].field, "id");

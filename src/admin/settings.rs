@@ -271,24 +271,30 @@ pub fn view(policy: &Policy) -> Value {
     })
 }
 
-/// Members whose effective value differs between two policies, for the audit line:
-/// `(member, before, after)`.
-pub fn changes(before: &Policy, after: &Policy) -> Vec<(&'static str, Value, Value)> {
+/// Members a write changed, for the audit line: `(member, effective before, effective after)`.
+/// A member counts when its effective value changed or when the write set (or replaced) its
+/// override, even to the value `gateway.toml` already had.
+pub fn changes(
+    file_before: &Overrides,
+    file_after: &Overrides,
+    before: &Policy,
+    after: &Policy,
+) -> Vec<(&'static str, Value, Value)> {
     let mut out = Vec::new();
-    if before.enabled != after.enabled {
+    if file_before.enabled != file_after.enabled || before.enabled != after.enabled {
         out.push(("flags.enable_dynamic_client_registration", json!(before.enabled), json!(after.enabled)));
     }
-    if before.security_mode != after.security_mode {
+    if file_before.security_mode != file_after.security_mode || before.security_mode != after.security_mode {
         out.push((
             "dynamic_client_registration_security_mode",
             mode_value(before.security_mode),
             mode_value(after.security_mode),
         ));
     }
-    if before.allowed_scopes != after.allowed_scopes {
+    if file_before.allowed_scopes != file_after.allowed_scopes || before.allowed_scopes != after.allowed_scopes {
         out.push(("default_dcr_scopes.allowed", json!(before.allowed_scopes), json!(after.allowed_scopes)));
     }
-    if before.default_scope != after.default_scope {
+    if file_before.default_scope != file_after.default_scope || before.default_scope != after.default_scope {
         out.push(("default_dcr_scopes.default", json!(before.default_scope), json!(after.default_scope)));
     }
     out
@@ -357,8 +363,12 @@ mod tests {
         assert_eq!(v["flags"]["enable_dynamic_client_registration"], false);
         assert_eq!(v["dynamic_client_registration_security_mode"], "permissive");
         assert_eq!(v["default_dcr_scopes"]["default"], "openid");
-        let c = changes(&Policy::default(), &p);
+        let c = changes(&Overrides::default(), &merged, &Policy::default(), &p);
         assert_eq!(c.len(), 4);
+        // Pinning a value gateway.toml already has is a change of the file.
+        let pin = parse(r#"{"flags":{"enable_dynamic_client_registration":true}}"#).unwrap();
+        let c = changes(&Overrides::default(), &pin, &Policy::default(), &Policy::default());
+        assert_eq!(c, [("flags.enable_dynamic_client_registration", json!(true), json!(true))]);
     }
 
     #[test]

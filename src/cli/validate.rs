@@ -26,6 +26,7 @@ pub struct ValidateArgs {
 }
 
 pub fn validate(a: &ValidateArgs) -> i32 {
+    let mut statements = dcr::StatementVerifier::empty();
     let mut policy = match &a.config {
         None => Policy::default(),
         Some(path) => {
@@ -37,7 +38,17 @@ pub fn validate(a: &ValidateArgs) -> i32 {
                 }
             };
             match crate::config::parse(&text, path) {
-                Ok(c) => c.dcr,
+                Ok(c) => {
+                    let mut problems = Vec::new();
+                    statements = crate::snapshot::statement_verifier(&c, &mut Vec::new(), &mut problems);
+                    if !problems.is_empty() {
+                        for p in problems {
+                            eprintln!("error: {p}");
+                        }
+                        return 2;
+                    }
+                    c.dcr
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     return 2;
@@ -61,7 +72,7 @@ pub fn validate(a: &ValidateArgs) -> i32 {
         eprintln!("error: cannot read the registration document: {e}");
         return 2;
     }
-    match dcr::check(&body, &policy) {
+    match dcr::check_with(&body, &policy, &statements) {
         Ok(n) => {
             println!("{}", String::from_utf8_lossy(&n.body));
             0

@@ -510,4 +510,18 @@ management_prefixes = ["/"]
         assert_eq!(parse_net("::1"), Some("::1/128".parse().unwrap()));
         assert_eq!(parse_net("x"), None);
     }
+
+    #[test]
+    fn admin_section_defaults_and_paths() {
+        let c = p("").unwrap();
+        assert!(c.admin.api_enabled);
+        assert_eq!(c.admin.tokens_file, None);
+        assert_eq!(c.admin.settings_file, Path::new("/etc/dcr/tenant-settings.json"));
+        let c = p("[admin]\napi_enabled = false\ntokens_file = \"admin-tokens.toml\"\nsettings_file = \"/var/lib/dcr/s.json\"\n").unwrap();
+        assert!(!c.admin.api_enabled);
+        assert_eq!(c.admin.tokens_file.as_deref(), Some(Path::new("/etc/dcr/admin-tokens.toml")));
+        assert_eq!(c.admin.settings_file, Path::new("/var/lib/dcr/s.json"));
+        assert!(keys(p("[admin]\nsettings_file = \"\"\n")).contains(&"admin.settings_file".to_string()));
+        assert!(p("[admin]\ntoken_file = \"x\"\n").unwrap_err().to_string().contains("token_file"));
+    }
 }

@@ -243,7 +243,7 @@ fn usable(keys: &[Key], algs: &[Algorithm]) -> Result<(), String> {
 
 impl Key {
     fn fits(&self, alg: Algorithm) -> bool {
-        family_of(alg) == Some(self.family) && self.alg.map_or(true, |a| a == alg)
+        family_of(alg) == Some(self.family) && self.alg.is_none_or(|a| a == alg)
     }
 }
 

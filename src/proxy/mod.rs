@@ -43,6 +43,8 @@ pub struct Gateway {
     pub tls_listeners: Vec<std::net::SocketAddr>,
     pub drain: Arc<drain::Drain>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// Initial access token uses (`max_uses`), per process, across reloads.
+    pub token_uses: Arc<crate::tokens::UseCounter>,
 }
 
 /// What happened to the request, for metrics and the audit line.
@@ -55,6 +57,7 @@ pub enum Outcome {
     Disabled,
     UpstreamError,
     RateLimited,
+    Unauthorized,
 }
 
 impl Outcome {
@@ -67,6 +70,7 @@ impl Outcome {
             Outcome::Disabled => "disabled",
             Outcome::UpstreamError => "upstream_error",
             Outcome::RateLimited => "rate_limited",
+            Outcome::Unauthorized => "unauthorized",
         }
     }
 }
@@ -93,10 +97,14 @@ pub struct RequestCtx {
     capture: Option<Vec<u8>>,
     client_id: Option<String>,
     status: u16,
+    /// The initial access token that admitted this registration.
+    token: Option<crate::tokens::TokenEntry>,
+    strip_authorization: bool,
 }
 
 #[derive(Default)]
 struct RegistrationAudit {
+    software_statement_issuer: Option<String>,
     client_name: Option<String>,
     redirect_hosts: Vec<String>,
     dropped_members: Vec<String>,
@@ -165,7 +173,7 @@ impl Gateway {
     async fn dcr_filter(&self, session: &mut Session, ctx: &mut RequestCtx, snap: &Snapshot) -> Result<bool> {
         let route = ctx.route.clone().unwrap_or(Route { scope: Scope::Dcr, is_registration: true, upstream_path: None });
         let method = session.req_header().method.clone();
-        let policy = &snap.config.dcr;
+        let mut policy = std::borrow::Cow::Borrowed(&snap.config.dcr);
         let validate_body = if route.is_registration {
             if method != http::Method::POST {
                 ctx.outcome = Outcome::Invalid;
@@ -175,6 +183,30 @@ impl Gateway {
             if !policy.enabled {
                 ctx.outcome = Outcome::Disabled;
                 return self.respond(session, ctx, GatewayError::RegistrationDisabled).await;
+            }
+            if policy.registration == crate::dcr::RegistrationMode::Token {
+                let auth = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                let verified = crate::tokens::bearer(auth)
+                    .and_then(|t| snap.registration_tokens.verify(t, std::time::SystemTime::now()).cloned());
+                let verified = verified.and_then(|e| match e.max_uses {
+                    // Refuse a used-up token before reading the body; the atomic count is
+                    // taken after validation.
+                    Some(max) if self.token_uses.uses(&e) >= max => Err(crate::tokens::TokenError::Exhausted),
+                    _ => Ok(e),
+                });
+                match verified {
+                    Ok(entry) => {
+                        if !entry.overrides.is_empty() {
+                            policy = std::borrow::Cow::Owned(entry.overrides.apply(&snap.config.dcr));
+                        }
+                        ctx.strip_authorization = !snap.config.dcr.forward_authorization;
+                        ctx.token = Some(entry);
+                    }
+                    Err(e) => {
+                        ctx.outcome = Outcome::Unauthorized;
+                        return self.respond(session, ctx, GatewayError::Unauthorized(e)).await;
+                    }
+                }
             }
             true
         } else {
@@ -215,16 +247,26 @@ impl Gateway {
             }
         };
         let t = Instant::now();
-        let checked = dcr::check(&body, policy);
+        let checked = dcr::check_with(&body, &policy, &snap.statements);
         ctx.check_time += t.elapsed();
         match checked {
             Ok(n) => {
+                if let Some(entry) = &ctx.token {
+                    // Counted only for registrations that will reach the IdP.
+                    if !self.token_uses.try_use(entry) {
+                        ctx.outcome = Outcome::Unauthorized;
+                        return self
+                            .respond(session, ctx, GatewayError::Unauthorized(crate::tokens::TokenError::Exhausted))
+                            .await;
+                    }
+                }
                 let mut out = n.body;
                 if !route.is_registration {
                     // RFC 7592 §2.2: an update carries the client_id, which must reach the IdP.
                     out = restore_client_id(&body, n.document).unwrap_or(out);
                 }
                 ctx.registration = Some(RegistrationAudit {
+                    software_statement_issuer: n.software_statement_issuer,
                     client_name: n.client_name,
                     redirect_hosts: n.redirect_hosts,
                     dropped_members: n.dropped_members,
@@ -344,6 +386,8 @@ impl ProxyHttp for Gateway {
             capture: None,
             client_id: None,
             status: 0,
+            token: None,
+            strip_authorization: false,
         }
     }
 
@@ -461,6 +505,9 @@ impl ProxyHttp for Gateway {
         if let Some(path) = ctx.route.as_ref().and_then(|r| r.upstream_path.as_ref()) {
             req.set_raw_path(path.as_bytes())?;
         }
+        if ctx.strip_authorization {
+            req.remove_header(&http::header::AUTHORIZATION);
+        }
         if let Some(body) = &ctx.replacement_body {
             req.remove_header(&http::header::TRANSFER_ENCODING);
             req.remove_header(&http::header::EXPECT);
@@ -493,6 +540,12 @@ impl ProxyHttp for Gateway {
             _ => "5xx",
         };
         self.metrics.upstream_responses.with_label_values(&[class]).inc();
+        if let Some(entry) = &ctx.token {
+            if !(200..300).contains(&status) {
+                // The IdP refused: the partner did not get a client for this use.
+                self.token_uses.refund(entry);
+            }
+        }
         if ctx.is_registration_post && resp.headers.get(http::header::CONTENT_ENCODING).is_none() {
             ctx.capture = Some(Vec::new());
         }
@@ -591,6 +644,7 @@ impl ProxyHttp for Gateway {
                 (Outcome::Blocked, _) | (Outcome::Redirected, _) => ("blocked", ""),
                 (Outcome::Disabled, _) => ("disabled", ""),
                 (Outcome::RateLimited, _) => ("rate_limited", ""),
+                (Outcome::Unauthorized, _) => ("unauthorized", ""),
                 (Outcome::Invalid, Some(GatewayError::InvalidRegistration(RegistrationError { code, .. }))) => {
                     ("invalid", code.as_str())
                 }
@@ -624,6 +678,7 @@ impl ProxyHttp for Gateway {
             Outcome::Disabled => "disabled",
             Outcome::UpstreamError => "upstream_error",
             Outcome::RateLimited => "rate_limited",
+            Outcome::Unauthorized => "unauthorized",
         };
         let line = AuditLine {
             timestamp: now_rfc3339(),
@@ -652,6 +707,9 @@ impl ProxyHttp for Gateway {
             upstream_status: ctx.upstream_status,
             upstream_latency_ms: ctx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
             client_id: ctx.client_id.clone(),
+            token_label: ctx.token.as_ref().map(|t| t.label.clone()),
+            token_hash_prefix: ctx.token.as_ref().map(|t| t.hash_prefix().to_string()),
+            software_statement_issuer: reg.software_statement_issuer,
             status: ctx.status,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
         };

@@ -86,6 +86,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let gateway = Gateway {
         drain: drain.clone(),
         rate_limiter: Arc::new(crate::ratelimit::RateLimiter::new()),
+        token_uses: Arc::new(crate::tokens::UseCounter::new()),
         store: store.clone(),
         upstreams: upstreams.clone(),
         peers: Arc::new(peers),

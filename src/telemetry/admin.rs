@@ -29,6 +29,10 @@ struct SessionBody<'a> {
     complete: bool,
 }
 
+/// An oversized body is still read (and dropped) up to this many bytes, so that the client,
+/// still sending, gets to read the 413 instead of a reset connection.
+const DISCARD_LIMIT: usize = 1024 * 1024;
+
 #[async_trait]
 impl ApiBody for SessionBody<'_> {
     async fn read(&mut self, limit: usize, timeout: std::time::Duration) -> Result<Vec<u8>, admin::error::ApiError> {
@@ -39,33 +43,43 @@ impl ApiBody for SessionBody<'_> {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
+        if declared.is_some_and(|n| n > DISCARD_LIMIT as u64) {
             return Err(admin::too_large(limit));
         }
         let session = &mut *self.session;
         let read = async {
             if session.req_header().headers.get(http::header::EXPECT).is_some() {
-                session.write_continue_response().await.map_err(|_| bad_body())?;
+                if declared.is_some_and(|n| n > limit as u64) {
+                    return (Err(admin::too_large(limit)), false);
+                }
+                if session.write_continue_response().await.is_err() {
+                    return (Err(bad_body()), false);
+                }
             }
             let mut buf = Vec::new();
+            let mut seen = 0usize;
             loop {
                 match session.read_request_body().await {
                     Ok(Some(chunk)) => {
-                        if buf.len() + chunk.len() > limit {
-                            return Err(admin::too_large(limit));
+                        seen += chunk.len();
+                        if seen > DISCARD_LIMIT {
+                            return (Err(admin::too_large(limit)), false);
                         }
-                        buf.extend_from_slice(&chunk);
+                        if seen <= limit {
+                            buf.extend_from_slice(&chunk);
+                        }
                     }
-                    Ok(None) => return Ok(buf),
-                    Err(_) => return Err(bad_body()),
+                    Ok(None) if seen > limit => return (Err(admin::too_large(limit)), true),
+                    Ok(None) => return (Ok(buf), true),
+                    Err(_) => return (Err(bad_body()), false),
                 }
             }
         };
-        let r = match tokio::time::timeout(timeout, read).await {
+        let (r, complete) = match tokio::time::timeout(timeout, read).await {
             Ok(r) => r,
-            Err(_) => Err(admin::body_timeout()),
+            Err(_) => (Err(admin::body_timeout()), false),
         };
-        self.complete = r.is_ok();
+        self.complete = complete;
         r
     }
 }

@@ -37,6 +37,12 @@ pub struct AuditLine {
     pub upstream_status: Option<u16>,
     pub upstream_latency_ms: Option<f64>,
     pub client_id: Option<String>,
+    /// Label of the initial access token that admitted the registration (never the token).
+    pub token_label: Option<String>,
+    /// First hex digits of the token's SHA-256, to tell rotated tokens apart.
+    pub token_hash_prefix: Option<String>,
+    /// `iss` of a verified software statement.
+    pub software_statement_issuer: Option<String>,
     pub status: u16,
     pub duration_ms: f64,
 }
