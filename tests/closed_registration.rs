@@ -72,14 +72,14 @@ fn token_mode_requires_a_valid_initial_access_token() {
     assert_eq!(register(&gw, implicit, Some(&permissive)).0, 201);
     assert_eq!(register(&gw, implicit, Some(&basic)).0, 401, "exhausted token stays refused");
 
-    let audit = gw.audit_lines();
+    let audit = gw.wait_audit(8);
     assert!(audit.iter().any(|l| l["token_label"] == "partner-x" && l["decision"] == "allow"));
     assert!(audit.iter().any(|l| l["decision"] == "unauthorized"));
     let everything = format!("{}{}{}", gw.stdout_text(), gw.stderr_text(), gw.metrics());
     for secret in [&basic, &expired, &permissive] {
         assert!(!everything.contains(secret.as_str()), "a token leaked into logs or metrics");
     }
-    assert!(gw.metric("dcr_gateway_requests_total{outcome=\"unauthorized\",scope=\"dcr\"}") >= 4.0);
+    assert!(gw.wait_metric("dcr_gateway_requests_total{outcome=\"unauthorized\",scope=\"dcr\"}", 4.0) >= 4.0);
 }
 
 struct Signer {
@@ -146,7 +146,8 @@ fn software_statements_from_trusted_issuers_vouch_for_metadata() {
     assert_eq!(status, 400, "required: {body}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"], "invalid_software_statement");
     assert_eq!(up.count(), calls, "no rejected statement reached the IdP");
-    assert!(gw.metric("dcr_gateway_registrations_total{error=\"unapproved_software_statement\",result=\"invalid\"}") >= 1.0);
-    let audit = gw.audit_lines();
-    assert_eq!(audit[0]["software_statement_issuer"], "https://registry.example");
+    assert!(gw.wait_metric("dcr_gateway_registrations_total{error=\"unapproved_software_statement\",result=\"invalid\"}", 1.0) >= 1.0);
+    let audit = gw.wait_audit(1);
+    let allowed = audit.iter().find(|l| l["decision"] == "allow").expect("the accepted registration's line");
+    assert_eq!(allowed["software_statement_issuer"], "https://registry.example");
 }

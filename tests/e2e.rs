@@ -122,7 +122,7 @@ fn openid_client_discovers_and_registers_through_the_gateway() {
         assert!(!text.contains(secret), "client_secret leaked");
         assert!(!text.contains(rat), "registration_access_token leaked");
     }
-    assert!(s.gw.metric("dcr_gateway_registrations_total{error=\"\",result=\"created\"}") >= 2.0);
+    assert!(s.gw.wait_metric("dcr_gateway_registrations_total{error=\"\",result=\"created\"}", 2.0) >= 2.0);
 }
 
 #[test]

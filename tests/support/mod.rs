@@ -230,6 +230,17 @@ impl Gateway {
         http_get(&self.admin_url("/metrics")).1
     }
 
+    /// Wait until a sample reaches at least `at_least` (metrics of a request are recorded in
+    /// its logging phase, just after the client has its response). Returns the last value.
+    pub fn wait_metric(&self, name_and_labels: &str, at_least: f64) -> f64 {
+        let mut v = 0.0;
+        wait_until(Duration::from_secs(5), || {
+            v = self.metric(name_and_labels);
+            v >= at_least
+        });
+        v
+    }
+
     /// Value of one sample in the Prometheus text output, 0 when absent.
     pub fn metric(&self, name_and_labels: &str) -> f64 {
         metric_value(&self.metrics(), name_and_labels)
