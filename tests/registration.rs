@@ -97,6 +97,10 @@ fn client_configuration_updates_are_validated_and_keep_the_client_id() {
     assert_eq!(response_parts(agent().delete(&gw.url("/oidc/register/client-7")).call()).0, 200);
     let (status, _) = post(&gw, "/oidc/register/client-7", "application/json", GOOD);
     assert_eq!(status, 405);
+    // CORS preflight reaches the IdP.
+    let pre = raw_request(gw.http, b"OPTIONS /oidc/register HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: POST\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw_status(&pre), 200, "{pre}");
+    assert_eq!(up.last().method, "OPTIONS");
 }
 
 #[test]

@@ -174,10 +174,14 @@ impl Gateway {
         let route = ctx.route.clone().unwrap_or(Route { scope: Scope::Dcr, is_registration: true, upstream_path: None });
         let method = session.req_header().method.clone();
         let mut policy = std::borrow::Cow::Borrowed(&snap.config.dcr);
+        if method == http::Method::OPTIONS {
+            // CORS preflight for browser-based clients: the IdP answers it; there is no body.
+            return Ok(false);
+        }
         let validate_body = if route.is_registration {
             if method != http::Method::POST {
                 ctx.outcome = Outcome::Invalid;
-                return self.respond(session, ctx, GatewayError::MethodNotAllowed { allow: "POST" }).await;
+                return self.respond(session, ctx, GatewayError::MethodNotAllowed { allow: "POST, OPTIONS" }).await;
             }
             ctx.is_registration_post = true;
             if !policy.enabled {
@@ -216,7 +220,7 @@ impl Gateway {
                 _ => {
                     ctx.outcome = Outcome::Invalid;
                     return self
-                        .respond(session, ctx, GatewayError::MethodNotAllowed { allow: "GET, PUT, DELETE" })
+                        .respond(session, ctx, GatewayError::MethodNotAllowed { allow: "GET, PUT, DELETE, OPTIONS" })
                         .await;
                 }
             }
