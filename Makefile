@@ -48,6 +48,14 @@ check: release $(GEOIP_DB)
 bench-micro:
 	$(CARGO) bench --bench acl --bench dcr
 
+# Coverage-guided fuzzing of the registration check (needs a nightly toolchain and cargo-fuzz).
+fuzz:
+	cd fuzz && cargo +nightly fuzz run dcr_check corpus/dcr_check -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096
+
 clean:
 	$(CARGO) clean
 	rm -rf $(DEMO_IDP)/node_modules $(GEOIP_DB)
+
+# End-to-end benchmark against nginx, HAProxy and bare Pingora; writes docs/benchmarks.md (bench/README.md).
+bench:
+	./bench/run.sh
