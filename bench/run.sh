@@ -37,7 +37,7 @@ COMMAND="BENCH_DURATION=${DURATION}s BENCH_REPEAT=$REPEAT BENCH_CONNS=\"$CONNS\"
 [[ "$SIZES" == "10 10000 100000" ]] || COMMAND="BENCH_SIZES=\"$SIZES\" $COMMAND"
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 BIG=$(tr ' ' '\n' <<<"$SIZES" | sort -n | tail -1)
-SMALL=$(tr ' ' '\n' <<<"$SIZES" | sort -n | head -1)
+SMALL=$(tr ' ' '\n' <<<"$SIZES" | sort -n | sed -n 1p)
 HZ=$(getconf CLK_TCK)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -53,6 +53,13 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v curl >/dev/null || need+=(curl)
 command -v taskset >/dev/null || need+=(util-linux)
 if [[ $FIXED_RATE == 1 ]] && ! command -v jq >/dev/null; then need+=(jq); fi
+if [[ ${BENCH_PROFILE:-1} == 1 ]] && ! command -v strace >/dev/null; then need+=(strace); fi
+JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+MIMALLOC=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2
+if [[ ${BENCH_TUNING:-1} == 1 && $(uname -m) == x86_64 ]]; then
+    [[ -e $JEMALLOC ]] || need+=(libjemalloc2)
+    [[ -e $MIMALLOC ]] || need+=(libmimalloc2.0)
+fi
 if ((${#need[@]})); then
     SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
     log "installing ${need[*]}"
@@ -111,7 +118,7 @@ log "generating fixtures ($SIZES entries) in $FX"
 BODY=$ROOT/bench/body.json
 "$GW" validate "$BODY" >/dev/null || die "bench/body.json fails strict validation"
 grep -qF "$(tr -d '\n' <"$BODY")" "$ROOT/bench/post.lua" || die "bench/post.lua does not carry bench/body.json"
-first_cidr=$(head -1 "$FX/haproxy-$BIG.acl")
+first_cidr=$(sed -n 1p "$FX/haproxy-$BIG.acl")
 for probe in "127.0.0.1 allow" "${first_cidr%/*} block" "175.45.176.1 block"; do
     set -- $probe
     got=$("$GW" explain --rules "$FX/rules-$BIG.json" --geoip-db "$FX/country.mmdb" --ip "$1" --scope dcr --json \
@@ -159,6 +166,7 @@ http {
         default_type application/json;
         location = /oidc/register { return 201 '{"client_id":"bench","client_secret":"x"}'; }
         location / { return 200 '{"ok":true}'; }
+        location = /_status { stub_status; }
     }
 }
 EOF
@@ -169,8 +177,8 @@ EOF
     wait_http "${URL[direct]}/" 200 "upstream nginx"
 }
 
-start_gateway() { # name size port admin threads work_stealing pool audit(0|1)
-    local name=$1 size=$2 port=$3 admin=$4 threads=$5 ws=$6 pool=$7 audit=$8
+start_gateway() { # name size port admin threads work_stealing pool audit(0|1) [LD_PRELOAD]
+    local name=$1 size=$2 port=$3 admin=$4 threads=$5 ws=$6 pool=$7 audit=$8 preload=${9:-}
     local d=$W/$name; mkdir -p "$d"
     cp "$FX/rules-$size.json" "$d/rules.json"
     cp "$FX/country.mmdb" "$d/country.mmdb"
@@ -225,7 +233,7 @@ $audit_toml
 watch = true
 EOF
     "$GW" check -c "$d/gateway.toml" >&2 || die "$name: dcr-gateway check failed"
-    "${PIN_SUT[@]}" "$GW" run -c "$d/gateway.toml" >"$d/gateway.log" 2>&1 &
+    "${PIN_SUT[@]}" env ${preload:+LD_PRELOAD=$preload} "$GW" run -c "$d/gateway.toml" >"$d/gateway.log" 2>&1 &
     PIDS+=($!)
     SUTPID[$name]=$!
     URL[$name]=http://127.0.0.1:$port
@@ -431,18 +439,17 @@ errsum() { awk -F'\t' -v t="$1" -v s="$2" -v w="$3" -v c="$4" '$1 == t && $3 == 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b == 0) print "nan"; else printf "%.3f", a / b }'; }
 fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN { if (v == "nan" || v == "") print "–"; else printf "%.*f", d, v }'; }
 
-# matrix TAG SYSTEMS... : every repetition runs every system back to back, per workload and
-# connection count, so slow drifts of a noisy machine hit all systems alike.
+# matrix TAG "WORKLOADS" SYSTEMS... : every repetition runs every system back to back, per
+# workload and connection count, so slow drifts of a noisy machine hit all systems alike.
 matrix() {
-    local tag=$1; shift
+    local tag=$1 wls=$2; shift 2
     local rep wl c s
     for rep in $(seq "$REPEAT"); do
-        for wl in post get; do
+        for wl in $wls; do
             for c in $CONNS; do
                 log "$tag: repetition $rep/$REPEAT, $wl, $c connections"
                 for s in "$@"; do
                     if [[ $wl == get ]] && [[ " ${POST_ONLY[*]} " == *" $s "* ]]; then continue; fi
-                    if [[ $wl == get && $tag == tuning ]]; then continue; fi
                     wrk_run "$tag" "$rep" "$s" "$wl" "$c" "$DURATION"
                 done
             done
@@ -461,10 +468,10 @@ for s in "${ORDER[@]}" "${POST_ONLY[@]}"; do
         wrk_run warmup 1 "$s" "$wl" 16 2 2>/dev/null
     done
 done
-matrix main "${ORDER[@]}" "${POST_ONLY[@]}"
+matrix main "post get" "${ORDER[@]}" "${POST_ONLY[@]}"
 
 # Memory after the load (kB): VmRSS and VmHWM of the process and its children.
-declare -A RSS HWM
+declare -A RSS HWM PSS
 memkb() { # pid field
     local p t=0 v
     for p in $1 $(pgrep -P "$1" || true); do
@@ -477,13 +484,22 @@ for s in "${ORDER[@]}" "${POST_ONLY[@]}"; do
     [[ -n "${SUTPID[$s]}" ]] || continue
     RSS[$s]=$(memkb "${SUTPID[$s]}" VmRSS)
     HWM[$s]=$(memkb "${SUTPID[$s]}" VmHWM)
+    PSS[$s]=0
+    for p in ${SUTPID[$s]} $(pgrep -P "${SUTPID[$s]}" || true); do
+        PSS[$s]=$((PSS[$s] + $(awk '$1 == "Pss:" { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
+    done
 done
 
 # ---------------------------------------------------------------------------------------------
 # 8. Reload under load: the big rule set is replaced (atomic rename, picked up by the file
 # watch) or SIGHUP'ed, alternately, every 0.5 s while wrk runs. 127.0.0.1 is allowed by both
 # rule sets, so every request must succeed.
-metric() { curl -s "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { print $NF }' | head -1; }
+# Requests the upstream has served (all systems forward 1:1), from its stub_status.
+metric_requests() { curl -s "${URL[direct]}/_status" | awk 'NR == 3 { print $3 }'; }
+metric() {
+    curl -s -o "$W/metrics.txt" "$1/metrics" || : >"$W/metrics.txt"
+    awk -v m="$2" 'index($0, m) == 1 && !done { print $NF; done = 1 }' "$W/metrics.txt"
+}
 reload_loop() { # name
     local d=$W/$1 pid=${SUTPID[$1]} n=0 src
     while :; do
@@ -521,7 +537,7 @@ HWM_AFTER_RELOAD=$(memkb "${SUTPID[$GWBIG]}" VmHWM)
 # 9. Fixed-rate latency (oha, coordinated-omission corrected): half the gateway's saturating
 # POST rate at the lowest connection count, against the upstream directly and through the
 # gateway (and bare Pingora for reference).
-C_LOW=$(tr ' ' '\n' <<<"$CONNS" | sort -n | head -1)
+C_LOW=$(tr ' ' '\n' <<<"$CONNS" | sort -n | sed -n 1p)
 C_HIGH=$(tr ' ' '\n' <<<"$CONNS" | sort -n | tail -1)
 FR_RATE=
 if [[ $FIXED_RATE == 1 ]]; then
@@ -532,7 +548,7 @@ if [[ $FIXED_RATE == 1 ]]; then
     for rep in $(seq "$REPEAT"); do
         for s in direct "$GWBIG" bare-pingora; do
             f=$RAW/fixed-$rep-$s.json
-            "${PIN_LOAD[@]}" "$OHA" -z "${DURATION}s" -c "$C_LOW" -q "$FR_RATE" --latency-correction --no-tui \
+            "${PIN_LOAD[@]}" "$OHA" -z "${DURATION}s" -c "$C_LOW" -q "$FR_RATE" --latency-correction -w --no-tui \
                 --output-format json -m POST -T application/json -H 'user-agent: mcp-bench/1.0' -D "$BODY" \
                 "${URL[$s]}$POST_PATH" >"$f" 2>/dev/null || true
             jq -r --arg s "$s" --arg r "$rep" '[$r, $s, .summary.requestsPerSec,
@@ -555,15 +571,33 @@ if [[ $TUNING == 1 ]]; then
     start_gateway "$GWBIG,keepalive_pool=16" "$BIG" $((PORT_BASE + 17)) $((PORT_BASE + 27)) 1 true 16 0
     start_gateway "$GWBIG,keepalive_pool=1024" "$BIG" $((PORT_BASE + 18)) $((PORT_BASE + 28)) 1 true 1024 0
     TUNE=("$GWBIG" "$GWBIG,threads=2" "$GWBIG,work_stealing=false" "$GWBIG,keepalive_pool=16" "$GWBIG,keepalive_pool=1024")
+    # Not a setting: the allocator, swapped without a rebuild, to size what a global allocator
+    # in the binary would give.
+    if [[ -e $JEMALLOC ]]; then
+        start_gateway "$GWBIG,LD_PRELOAD=jemalloc" "$BIG" $((PORT_BASE + 19)) $((PORT_BASE + 29)) 1 true 128 0 "$JEMALLOC"
+        TUNE+=("$GWBIG,LD_PRELOAD=jemalloc")
+    fi
+    if [[ -e $MIMALLOC ]]; then
+        start_gateway "$GWBIG,LD_PRELOAD=mimalloc" "$BIG" $((PORT_BASE + 9)) $((PORT_BASE + 30)) 1 true 128 0 "$MIMALLOC"
+        TUNE+=("$GWBIG,LD_PRELOAD=mimalloc")
+    fi
     for s in "${TUNE[@]:1}"; do sanity "$s"; wrk_run warmup 1 "$s" post 16 2 2>/dev/null; done
-    matrix tuning "${TUNE[@]}"
+    matrix tuning post "${TUNE[@]}"
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 11. Profile (perf, software cpu-clock event: works in VMs without hardware counters).
+# 11. Profile: perf with the software cpu-clock event (works in VMs without hardware counters),
+# and the system calls each system makes per POST (strace -c; its overhead slows the run but
+# does not change the counts).
 PROF_NOTE=
-declare -A PROF_SELF PROF_CHILD
+declare -A PROF_DSO PROF_SELF PROF_CHILD PROF_OWN SYSC SYSN
+HWCOUNTERS=
+perf_top() { # data args...
+    local d=$1; shift
+    perf report -i "$d" --stdio -g none "$@" 2>/dev/null | grep -v '^#' | grep -v '^$' | cut -c1-170 | sed 's/ *$//' || true
+}
 if [[ $PROFILE == 1 ]]; then
+    HWCOUNTERS=$(perf stat -e instructions true 2>&1 | grep -q 'not supported' && echo "not available (perf stat -e instructions: <not supported>)" || echo available)
     if ! command -v perf >/dev/null; then
         PROF_NOTE="perf is not installed (apt-get install linux-perf); no profile."
     elif ! perf record -q -e cpu-clock -o /dev/null true >/dev/null 2>&1; then
@@ -578,10 +612,33 @@ if [[ $PROFILE == 1 ]]; then
             perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "${SUTPID[$s]}" -o "$pd" -- sleep 5 >/dev/null 2>&1 || true
             wait "${BG[-1]}" 2>/dev/null || true
             unset 'BG[-1]'
-            PROF_SELF[$s]=$(perf report -i "$pd" --no-children --stdio -g none --percent-limit 0.7 --sort symbol 2>/dev/null \
-                | grep -v '^#' | grep -v '^$' | head -40 | cut -c1-160)
-            PROF_CHILD[$s]=$(perf report -i "$pd" --children --stdio -g none --percent-limit 3 --sort symbol 2>/dev/null \
-                | grep -v '^#' | grep -v '^$' | head -45 | cut -c1-170)
+            PROF_DSO[$s]=$(perf_top "$pd" --no-children --sort dso | sed -n 1,6p)
+            PROF_SELF[$s]=$(perf_top "$pd" --no-children --sort symbol --percent-limit 0.7 | sed -n 1,30p)
+            PROF_CHILD[$s]=$(perf_top "$pd" --children --sort symbol --percent-limit 4 \
+                | grep -v -e ' 0xffffffffffffffff$' -e '(inlined)$' | sed -n 1,40p || true)
+            [[ $s == "$GWBIG" ]] && PROF_OWN[$s]=$(perf_top "$pd" --children --sort symbol --percent-limit 0.4 \
+                | grep -e 'dcr_gateway::' -e 'maxminddb' -e 'serde_json' -e 'url::' -e 'prometheus' -e 'idna' -e 'unicode' \
+                | sed -n 1,45p || true)
+        done
+    fi
+    if command -v strace >/dev/null; then
+        for s in "$GWBIG" bare-pingora "$NGINX_FAST" "$HAP"; do
+            log "counting system calls of $s (POST, $C_LOW connections)"
+            sf=$W/strace-${s//[^a-z0-9-]/_}.txt
+            tgt=${SUTPID[$s]}
+            [[ $s == nginx-* ]] && tgt=$(pgrep -P "${SUTPID[$s]}" | sed -n 1p)
+            "${PIN_LOAD[@]}" wrk -t1 -c"$C_LOW" -d6s -s "$ROOT/bench/post.lua" "${URL[$s]}$POST_PATH" >"$W/strace-wrk.txt" 2>&1 &
+            BG+=($!)
+            sleep 1
+            m0=$(metric_requests "$s")
+            timeout -s INT 3 strace -c -f -p "$tgt" -o "$sf" >/dev/null 2>&1 || true
+            m1=$(metric_requests "$s")
+            wait "${BG[-1]}" 2>/dev/null || true
+            unset 'BG[-1]'
+            SYSC[$s]=$(awk -v n=$((m1 - m0)) 'n > 0 && $NF ~ /^[a-z_0-9]+$/ && $NF != "syscall" && $NF != "total" {
+                    c = $4
+                    if (c / n >= 0.05 && $NF != "clock_nanosleep" && $NF != "futex" && $NF != "restart_syscall") printf "%s %.2f, ", $NF, c / n }' "$sf" | sed 's/, $//')
+            SYSN[$s]=$((m1 - m0))
         done
     fi
 fi
@@ -599,7 +656,7 @@ pct() { awk -v r="$1" 'BEGIN { if (r == "nan") print "–"; else printf "%+.1f %
 verdict() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { if (v == "nan" || v == "") { print "not measured"; exit }
     ok = (op == ">=") ? (v >= l) : (v <= l); print ok ? "**met**" : "**missed**" }'; }
 
-CPU_MODEL=$(lscpu | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }')
+CPU_MODEL=$(lscpu | awk -F: '/^Model name/ && !done { gsub(/^ +/, "", $2); print $2; done = 1 }')
 MEM_TOTAL=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 OS=$(. /etc/os-release && echo "$PRETTY_NAME")
 GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -619,7 +676,7 @@ each system is and how to read the numbers. Do not edit by hand; re-run the scri
 - **Software:** $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), $( [[ -n "$OHA" ]] && "$OHA" --version ), $(rustc --version | awk '{ print $1, $2 }'), Pingora 0.9.1
 - **Pinning:** $PINNING. One worker each: gateway \`server.threads = 1\`, nginx \`worker_processes 1\`, HAProxy \`nbthread 1\`, bare Pingora \`threads = 1\`. All on 127.0.0.1, keep-alive on both sides everywhere.
 - **Load:** \`wrk -t1 -c{$(tr ' ' ',' <<<"$CONNS")} -d${DURATION}s --latency\`, $REPEAT repetitions, every table cell is the **median**; systems alternate within each repetition.
-  POST: \`POST /oidc/register\` with [bench/body.json]($(realpath --relative-to="$(dirname "$OUT")" "$ROOT/bench/body.json")) ($(tr -d '\n' <"$BODY" | wc -c) bytes, via [bench/post.lua](../bench/post.lua)); GET: \`GET /authorize?…\` (pass-through scope \`authentication\`, ACL checked, no body).
+  POST: \`POST /oidc/register\` with [bench/body.json](../bench/body.json) ($(tr -d '\n' <"$BODY" | wc -c) bytes, via [bench/post.lua](../bench/post.lua)); GET: \`GET /authorize?…\` (pass-through scope \`authentication\`, ACL checked, no body).
 - **Gateway config:** rules = geo rule (block KP) + N random IPv4 CIDRs (block, 1,000 per rule), GeoIP2-Country fixture, \`[dcr]\` strict defaults (every POST is read, validated, normalized and re-serialized), $RATE_LIMIT_NOTE \`[audit] enabled = false\` (see the \`+audit\` row for its cost), \`[reload] watch = true\`, log level info.
 - **nginx / HAProxy:** the same $BIGL CIDRs — nginx as \`deny\` rules (\`nginx-deny\`, ngx_http_access_module, a linear list) and as a \`geo\` block (\`nginx-geo\`, radix tree), plus geoip2 country blocking on the same mmdb; HAProxy as \`acl … src -f\` plus \`src,map_ip()\` country map. Both add X-Forwarded-* and X-Request-Id like the gateway. Neither reads or validates the body: they stream it.
 
@@ -720,13 +777,13 @@ echo
 
 echo "## Memory"
 echo
-echo "Resident memory of each system under test after the main runs (process and its children; nginx: master + worker)."
+echo "Resident memory of each system under test after the main runs, from /proc/<pid>/status and smaps_rollup (process and its children: nginx master + worker, whose RSS both count the pages they share; PSS splits shared pages between them)."
 echo
-echo "| system | VmRSS at start MiB | VmRSS MiB | VmHWM MiB |"
-echo "|---|---:|---:|---:|"
+echo "| system | VmRSS at start MiB | VmRSS MiB | VmHWM MiB | PSS MiB |"
+echo "|---|---:|---:|---:|---:|"
 for s in "${ORDER[@]}" "${POST_ONLY[@]}"; do
     [[ -n "${SUTPID[$s]}" ]] || continue
-    echo "| $s | $( [[ -n "${RSS0[$s]:-}" ]] && mib "${RSS0[$s]}" || echo – ) | $(mib "${RSS[$s]}") | $(mib "${HWM[$s]}") |"
+    echo "| $s | $( [[ -n "${RSS0[$s]:-}" ]] && mib "${RSS0[$s]}" || echo – ) | $(mib "${RSS[$s]}") | $(mib "${HWM[$s]}") | $(mib "${PSS[$s]}") |"
 done
 echo
 echo "After the reload runs below, $GWBIG: VmRSS $(mib "$RSS_AFTER_RELOAD") MiB, VmHWM $(mib "$HWM_AFTER_RELOAD") MiB (two snapshots coexist while a reload builds)."
@@ -761,7 +818,7 @@ fi
 if ((${#TUNE[@]})); then
     echo "## Engine settings ([server] in gateway.toml)"
     echo
-    echo "$GWBIG, POST, medians of $REPEAT runs, all variants alternated. Same pinning: every variant is confined to CPU ${CPU_SUT:-–}, so \`threads = 2\` shows the cost of a second worker on one core, not the gain of a second core."
+    echo "$GWBIG, POST, medians of $REPEAT runs, all variants alternated. Same pinning: every variant is confined to CPU ${CPU_SUT:-–}, so \`threads = 2\` shows the cost of a second worker on one core, not the gain of a second core. The \`LD_PRELOAD\` rows are not settings: they swap glibc malloc for jemalloc / mimalloc without a rebuild, to size what a global allocator in the binary would give."
     echo
     echo "| setting | conns | req/s | vs default | p50 ms | p99 ms | SUT µs/req | failed |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -778,26 +835,54 @@ fi
 
 echo "## Profile"
 echo
-if [[ -n "$PROF_NOTE" ]]; then
+if [[ $PROFILE != 1 ]]; then
+    echo "Not run (BENCH_PROFILE=0)."
+elif [[ -n "$PROF_NOTE" ]]; then
     echo "$PROF_NOTE"
-elif [[ $PROFILE == 1 ]]; then
-    echo "\`perf record -e cpu-clock -F 499 --call-graph dwarf\` on the process for 5 s of POST load at $C_HIGH connections (\`perf report --no-children --sort symbol\`: self time; \`--children\`: inclusive time). The gateway's analysis follows the raw output."
+else
+    echo "Hardware counters: $HWCOUNTERS. Sampling uses the software \`cpu-clock\` event: \`perf record -e cpu-clock -F 499 --call-graph dwarf\` on the process for 5 s of POST load at $C_HIGH connections (perf itself slows the process; shares are what matter). Self time is \`perf report --no-children --sort symbol\`, inclusive time \`--children\`."
     for s in "$GWBIG" bare-pingora; do
         echo
-        echo "### $s — self time (≥ 0.7 %)"
+        echo "### $s"
+        echo
+        echo "Where the time goes (self time by binary):"
+        echo
+        echo '```'
+        echo "${PROF_DSO[$s]}"
+        echo '```'
+        echo
+        echo "Top self time (≥ 0.7 %):"
         echo
         echo '```'
         echo "${PROF_SELF[$s]}"
         echo '```'
         echo
-        echo "### $s — inclusive time (≥ 3 %)"
+        echo "Top inclusive time (≥ 4 %, inlined frames omitted):"
         echo
         echo '```'
         echo "${PROF_CHILD[$s]}"
         echo '```'
+        if [[ $s == "$GWBIG" ]]; then
+            echo
+            echo "The gateway's own code and its libraries, inclusive (≥ 0.4 %, inlined frames kept):"
+            echo
+            echo '```'
+            echo "${PROF_OWN[$s]}"
+            echo '```'
+        fi
     done
-else
-    echo "Not run (BENCH_PROFILE=0)."
+fi
+if [[ $PROFILE == 1 ]] && ((${#SYSC[@]})); then
+    echo
+    echo "### System calls per POST request"
+    echo
+    echo "\`strace -c -f\` on the process (nginx: its worker) for 3 s of POST load at $C_LOW connections, divided by the requests the upstream served meanwhile (calls ≥ 0.05 per request; timer sleeps of idle threads left out). On loopback every send runs the receiver's TCP stack and wakes it, so sends dominate the kernel share above."
+    echo
+    echo "| system | requests counted | calls per request |"
+    echo "|---|---:|---|"
+    for s in "$GWBIG" bare-pingora "$NGINX_FAST" "$HAP"; do
+        [[ -n "${SYSN[$s]:-}" ]] && echo "| $s | ${SYSN[$s]} | ${SYSC[$s]} |"
+    done
 fi
 echo
 if [[ -f "$ROOT/bench/notes.md" ]]; then
