@@ -49,8 +49,10 @@ bench-micro:
 	$(CARGO) bench --bench acl --bench dcr
 
 # Coverage-guided fuzzing of the registration check (needs a nightly toolchain and cargo-fuzz).
+# New inputs go to fuzz/work (git-ignored); the committed seed corpus is read only.
 fuzz:
-	cd fuzz && cargo +nightly fuzz run dcr_check corpus/dcr_check -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096
+	mkdir -p fuzz/work
+	cd fuzz && cargo +nightly fuzz run dcr_check work corpus/dcr_check -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096
 
 clean:
 	$(CARGO) clean
