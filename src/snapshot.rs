@@ -115,17 +115,7 @@ impl Snapshot {
             None => TokenSet::empty(),
             Some(p) => {
                 watched.push(p.clone());
-                let text = read(&p, "admin token file", &mut errors).and_then(|b| {
-                    String::from_utf8(b).map_err(|_| errors.push(format!("{}: not valid UTF-8", p.display()))).ok()
-                });
-                match text.map(|t| TokenSet::parse(&t)) {
-                    Some(Ok(set)) => set,
-                    Some(Err(errs)) => {
-                        errors.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
-                        TokenSet::empty()
-                    }
-                    None => TokenSet::empty(),
-                }
+                load_tokens(&p, "admin token file", &mut errors)
             }
         };
 
@@ -140,21 +130,11 @@ impl Snapshot {
             (_, Some(f)) => {
                 let p = resolve(f);
                 watched.push(p.clone());
-                let parsed = read(&p, "token file", &mut errors)
-                    .map(|b| String::from_utf8(b).map_err(|_| vec!["not valid UTF-8".to_string()]).and_then(|t| TokenSet::parse(&t)));
-                match parsed {
-                    Some(Ok(set)) => {
-                        if let Err(errs) = set.validate_against(&config.dcr) {
-                            errors.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
-                        }
-                        set
-                    }
-                    Some(Err(errs)) => {
-                        errors.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
-                        TokenSet::empty()
-                    }
-                    None => TokenSet::empty(),
+                let set = load_tokens(&p, "token file", &mut errors);
+                if let Err(errs) = set.validate_against(&config.dcr) {
+                    errors.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
                 }
+                set
             }
         };
         let statements = statement_verifier(&config, &mut watched, &mut errors);
@@ -235,6 +215,18 @@ impl Snapshot {
                 watched_files: watched,
             }),
             _ => Err(BuildErrors(errors)),
+        }
+    }
+}
+
+/// A token file, parsed; problems (naming the file) go to `errors` and leave an empty set.
+fn load_tokens(path: &Path, what: &str, errors: &mut Vec<String>) -> TokenSet {
+    let Some(bytes) = read(path, what, errors) else { return TokenSet::empty() };
+    match String::from_utf8(bytes).map_err(|_| vec!["not valid UTF-8".to_string()]).and_then(|t| TokenSet::parse(&t)) {
+        Ok(set) => set,
+        Err(errs) => {
+            errors.extend(errs.iter().map(|e| format!("{}: {e}", path.display())));
+            TokenSet::empty()
         }
     }
 }

@@ -14,14 +14,7 @@ use support::*;
 
 const REG: &str = r#"{"client_name":"Test App","redirect_uris":["https://app.example.com/cb"]}"#;
 
-const ALL_SCOPES: &[&str] = &[
-    "read:network_acls",
-    "create:network_acls",
-    "update:network_acls",
-    "delete:network_acls",
-    "read:tenant_settings",
-    "update:tenant_settings",
-];
+const ALL_SCOPES: &[&str] = &dcr_gateway::tokens::ADMIN_SCOPES;
 
 struct Token {
     label: &'static str,

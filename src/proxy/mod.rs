@@ -61,6 +61,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The audit line's `decision`: the outcome, with ACL actions in the rule file's words.
+    fn decision(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allow",
+            Outcome::Blocked => "block",
+            Outcome::Redirected => "redirect",
+            other => other.as_str(),
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Allowed => "allowed",
@@ -183,7 +193,6 @@ impl Gateway {
                 ctx.outcome = Outcome::Invalid;
                 return self.respond(session, ctx, GatewayError::MethodNotAllowed { allow: "POST, OPTIONS" }).await;
             }
-            ctx.is_registration_post = true;
             if !policy.enabled {
                 ctx.outcome = Outcome::Disabled;
                 return self.respond(session, ctx, GatewayError::RegistrationDisabled).await;
@@ -411,15 +420,13 @@ impl ProxyHttp for Gateway {
         ctx.check_time += t.elapsed();
         self.record_acl(&verdict);
         ctx.signals = Some(extracted.signals);
+        ctx.is_registration_post = route.is_registration && session.req_header().method == http::Method::POST;
         ctx.route = Some(route.clone());
         let decision = verdict.decision.clone();
         ctx.verdict = Some(verdict);
         match decision {
             Decision::Block => {
                 ctx.outcome = Outcome::Blocked;
-                if route.is_registration {
-                    ctx.is_registration_post = session.req_header().method == http::Method::POST;
-                }
                 return self.respond(session, ctx, GatewayError::AccessDenied).await;
             }
             Decision::Redirect(uri) => {
@@ -429,9 +436,6 @@ impl ProxyHttp for Gateway {
             Decision::Allow => {}
         }
         if route.scope == Scope::Dcr {
-            if route.is_registration {
-                ctx.is_registration_post = session.req_header().method == http::Method::POST;
-            }
             if let Some(err) = self.rate_limit(ctx, &snap).await {
                 ctx.outcome = Outcome::RateLimited;
                 return self.respond(session, ctx, err).await;
@@ -674,16 +678,7 @@ impl ProxyHttp for Gateway {
             Some(e) => (Some(e.code()), Some(e.description())),
             None => (None, None),
         };
-        let decision = match ctx.outcome {
-            Outcome::Allowed => "allow",
-            Outcome::Blocked => "block",
-            Outcome::Redirected => "redirect",
-            Outcome::Invalid => "invalid",
-            Outcome::Disabled => "disabled",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::Unauthorized => "unauthorized",
-        };
+        let decision = ctx.outcome.decision();
         let line = AuditLine {
             timestamp: now_rfc3339(),
             request_id: ctx.request_id.clone(),
