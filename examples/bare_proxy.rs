@@ -1,5 +1,5 @@
 //! The ceiling of the engine: a Pingora 0.9.1 HTTP proxy that implements `upstream_peer` and
-//! nothing else, with the same `ServerConf` settings dcr-gateway uses. `bench/run.sh` compares
+//! nothing else, with the same `ServerConf` settings and allocator dcr-gateway uses. `bench/run.sh` compares
 //! the gateway with it.
 //!
 //! ```sh
@@ -12,6 +12,10 @@ use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
+
+// The gateway's allocator (src/main.rs), so that the comparison measures the gateway's own work.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare {
     upstream: String,
