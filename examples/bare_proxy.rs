@@ -45,7 +45,7 @@ fn main() {
     // The gateway's [server] settings, with the bench's values.
     let conf = ServerConf {
         threads,
-        work_stealing,
+        work_stealing: work_stealing && threads > 1, // as src/proxy/server.rs does
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(5),
         pid_file: format!("/tmp/bare-proxy-{pid}.pid"),

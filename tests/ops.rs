@@ -1,5 +1,6 @@
 //! Operations: metrics move with outcomes, audit lines are complete and secret-free,
-//! readiness follows upstream health, graceful upgrade hands sockets over.
+//! readiness follows upstream health, graceful upgrade hands sockets over, a single worker
+//! (single-threaded runtime) does all of it too.
 
 mod support;
 
@@ -138,4 +139,43 @@ fn graceful_upgrade_hands_over_the_sockets() {
     assert!(new.try_wait().unwrap().is_none(), "new process is serving: {}", std::fs::read_to_string(&new_stderr).unwrap_or_default());
     let _ = new.kill();
     let _ = new.wait();
+}
+
+#[test]
+fn single_worker_serves_reloads_and_drains() {
+    // threads = 1 runs on a single-threaded runtime (work stealing is off with one worker):
+    // concurrent clients, the reload's blocking task and the SIGTERM drain must all work there.
+    let up = Upstream::start();
+    let mut gw = GatewayBuilder::new(&up.origin()).threads(1).rules(RULES).start();
+    let body = r#"{"client_name":"Single Worker","redirect_uris":["https://one.example.com/cb"]}"#;
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let url = gw.url("/oidc/register");
+            std::thread::spawn(move || {
+                let r = agent()
+                    .post(&url)
+                    .set("x-forwarded-for", &format!("203.0.113.{}", i + 1))
+                    .set("content-type", "application/json")
+                    .send_string(body);
+                response_parts(r)
+            })
+        })
+        .collect();
+    for c in clients {
+        let (status, text) = c.join().unwrap();
+        assert_eq!(status, 201, "{text}");
+    }
+    assert_eq!(http_get(&gw.url("/authorize")).0, 200);
+    let blocked = RULES.replace("192.0.2.0/24", "203.0.113.0/24");
+    write_file(&gw.path("rules.json"), &blocked);
+    gw.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || register(&gw, "203.0.113.9", body, None).0 == 403),
+        "the reload did not take effect: {}",
+        gw.stderr_text()
+    );
+    assert_eq!(register(&gw, "198.51.100.7", body, None).0, 201);
+    gw.signal("TERM");
+    let status = gw.wait_exit(Duration::from_secs(15)).expect("the gateway did not exit on SIGTERM");
+    assert!(status.success(), "exit status {status:?}: {}", gw.stderr_text());
 }

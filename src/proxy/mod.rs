@@ -33,6 +33,16 @@ use upstream::PeerTemplate;
 /// Upper bound on the upstream response we buffer to learn the issued `client_id`.
 const CLIENT_ID_CAPTURE_LIMIT: usize = 64 * 1024;
 
+const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The one member of the IdP's registration response the gateway reads. Deserializing into
+/// this skips everything else (secrets included) without building a `Value` tree.
+#[derive(serde::Deserialize)]
+struct IssuedClient<'a> {
+    #[serde(borrow)]
+    client_id: Option<std::borrow::Cow<'a, str>>,
+}
+
 pub struct Gateway {
     pub store: Arc<Store>,
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
@@ -478,17 +488,17 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let Some(snap) = ctx.snapshot.clone() else { return Ok(()) };
         let connecting = ctx.signals.as_ref().map(|s| s.connecting_ip.to_string()).unwrap_or_default();
-        let xff = if ctx.peer_trusted {
-            let prior: Vec<String> = req
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_string))
-                .collect();
-            if prior.is_empty() { connecting.clone() } else { format!("{}, {connecting}", prior.join(", ")) }
+        let xff = if ctx.peer_trusted && req.headers.contains_key("x-forwarded-for") {
+            let mut joined = String::with_capacity(64);
+            for v in req.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
+                joined.push_str(v);
+                joined.push_str(", ");
+            }
+            joined.push_str(&connecting);
+            joined
         } else {
             // An untrusted peer's X-Forwarded-For is whatever it chose to write: drop it.
-            connecting.clone()
+            connecting
         };
         req.insert_header("x-forwarded-for", xff)?;
         let is_tls = signals::is_tls(session, &self.tls_listeners);
@@ -496,12 +506,10 @@ impl ProxyHttp for Gateway {
             req.insert_header("x-forwarded-proto", if is_tls { "https" } else { "http" })?;
         }
         if !(ctx.peer_trusted && req.headers.contains_key("x-forwarded-host")) {
-            let host = req
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-                .or_else(|| req.uri.authority().map(|a| a.to_string()));
+            // A HeaderValue clone shares the bytes; no copy of the Host value.
+            let host = req.headers.get(http::header::HOST).cloned().or_else(|| {
+                req.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            });
             match host {
                 Some(h) => req.insert_header("x-forwarded-host", h)?,
                 None => {
@@ -509,7 +517,12 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        req.insert_header(snap.config.request_id_header.clone(), ctx.request_id.as_str())?;
+        let request_id = http::HeaderValue::from_str(&ctx.request_id).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
+        match snap.config.request_id_header.as_str() {
+            // The usual name costs no allocation for the header name.
+            DEFAULT_REQUEST_ID_HEADER => req.insert_header(DEFAULT_REQUEST_ID_HEADER, request_id)?,
+            other => req.insert_header(other.to_string(), request_id)?,
+        }
         if let Some(path) = ctx.route.as_ref().and_then(|r| r.upstream_path.as_ref()) {
             req.set_raw_path(path.as_bytes())?;
         }
@@ -519,7 +532,7 @@ impl ProxyHttp for Gateway {
         if let Some(body) = &ctx.replacement_body {
             req.remove_header(&http::header::TRANSFER_ENCODING);
             req.remove_header(&http::header::EXPECT);
-            req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+            req.insert_header(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()))?;
             req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         }
         if ctx.is_registration_post {
@@ -567,7 +580,7 @@ impl ProxyHttp for Gateway {
         }
         if !resp.status.is_informational() {
             ctx.status = resp.status.as_u16();
-            resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+            resp.insert_header(DEFAULT_REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         }
         Ok(())
     }
@@ -590,9 +603,9 @@ impl ProxyHttp for Gateway {
             if end_of_stream {
                 if let Some(buf) = ctx.capture.take() {
                     // Only client_id is read; the secrets in the same document are dropped here.
-                    ctx.client_id = serde_json::from_slice::<serde_json::Value>(&buf)
+                    ctx.client_id = serde_json::from_slice::<IssuedClient>(&buf)
                         .ok()
-                        .and_then(|v| v.get("client_id").and_then(|c| c.as_str()).map(|s| truncate_chars(s, 256)));
+                        .and_then(|v| v.client_id.map(|s| truncate_chars(&s, 256)));
                 }
             }
         }

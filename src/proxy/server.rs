@@ -67,7 +67,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let s = &cfg.server;
     let conf = ServerConf {
         threads: s.threads,
-        work_stealing: s.work_stealing,
+        // One worker has nobody to steal from: its multi-thread runtime only adds cross-thread
+        // wake-ups (+9-18 % POST throughput without it, docs/benchmarks.md).
+        work_stealing: s.work_stealing && s.threads > 1,
         grace_period_seconds: Some(s.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
         pid_file: s.pid_file.clone(),

@@ -13,11 +13,11 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{HealthCheckKind, Upstream};
 
-/// Carried in each backend's extensions: how to talk to it.
+/// Carried in each backend's extensions: the peer (TLS, SNI, CA, timeouts) to reach it, built
+/// once at startup so a request only clones it.
 #[derive(Debug, Clone)]
 pub struct OriginMeta {
-    pub tls: bool,
-    pub sni: String,
+    pub peer: HttpPeer,
 }
 
 /// Settings shared by every peer we build.
@@ -30,7 +30,7 @@ pub struct PeerTemplate {
 /// balancer. Errors name the config key.
 pub fn build(up: &Upstream) -> Result<(LoadBalancer<RoundRobin>, PeerTemplate), Vec<String>> {
     let mut errors = Vec::new();
-    let mut backends = BTreeSet::new();
+    let mut origins = Vec::new();
     let tls_modes: BTreeSet<bool> = up.origins.iter().map(|o| o.tls).collect();
     if tls_modes.len() > 1 {
         errors.push("upstream.origins: mixing http and https origins is not supported".to_string());
@@ -47,10 +47,9 @@ pub fn build(up: &Upstream) -> Result<(LoadBalancer<RoundRobin>, PeerTemplate), 
             errors.push(format!("upstream.origins[{i}]: {} resolves to no address", o.host));
             continue;
         };
-        let mut b = Backend { addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr), weight: 1, ext: Default::default() };
+        let b = Backend { addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr), weight: 1, ext: Default::default() };
         let sni = up.sni.clone().unwrap_or_else(|| o.host.clone());
-        b.ext.insert(OriginMeta { tls: o.tls, sni });
-        backends.insert(b);
+        origins.push((b, o.tls, sni));
     }
     let ca = match &up.ca_file {
         None => None,
@@ -69,6 +68,15 @@ pub fn build(up: &Upstream) -> Result<(LoadBalancer<RoundRobin>, PeerTemplate), 
     if !errors.is_empty() {
         return Err(errors);
     }
+    let template = PeerTemplate { upstream: up.clone(), ca: ca.clone() };
+    let backends: BTreeSet<Backend> = origins
+        .into_iter()
+        .map(|(mut b, tls, sni)| {
+            let peer = template.build(b.addr.clone(), tls, sni);
+            b.ext.insert(OriginMeta { peer });
+            b
+        })
+        .collect();
     let tls = up.origins.first().is_some_and(|o| o.tls);
     let sni = up.sni.clone().or_else(|| up.origins.first().map(|o| o.host.clone())).unwrap_or_default();
     let mut backends = Backends::new(Static::new(backends));
@@ -95,13 +103,20 @@ pub fn build(up: &Upstream) -> Result<(LoadBalancer<RoundRobin>, PeerTemplate), 
         lb.health_check_frequency = Some(up.health_check_interval);
     }
     lb.parallel_health_check = true;
-    Ok((lb, PeerTemplate { upstream: up.clone(), ca }))
+    Ok((lb, template))
 }
 
 impl PeerTemplate {
+    /// The peer for a backend selected by the load balancer.
     pub fn peer(&self, backend: &Backend) -> HttpPeer {
-        let meta = backend.ext.get::<OriginMeta>().cloned().unwrap_or(OriginMeta { tls: false, sni: String::new() });
-        let mut peer = HttpPeer::new(backend.addr.clone(), meta.tls, meta.sni);
+        match backend.ext.get::<OriginMeta>() {
+            Some(meta) => meta.peer.clone(),
+            None => self.build(backend.addr.clone(), false, String::new()),
+        }
+    }
+
+    fn build(&self, addr: pingora::protocols::l4::socket::SocketAddr, tls: bool, sni: String) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, tls, sni);
         let o = &mut peer.options;
         o.connection_timeout = Some(self.upstream.connect_timeout);
         o.read_timeout = Some(self.upstream.read_timeout);

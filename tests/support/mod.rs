@@ -51,6 +51,7 @@ pub struct GatewayBuilder {
     http_port: Option<u16>,
     listen_extra: String,
     acl_extra: String,
+    threads: usize,
 }
 
 impl GatewayBuilder {
@@ -65,7 +66,13 @@ impl GatewayBuilder {
             http_port: None,
             listen_extra: String::new(),
             acl_extra: String::new(),
+            threads: 2,
         }
+    }
+    /// `[server] threads` (2 unless set).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
     }
     /// Extra keys for [upstream].
     pub fn upstream_keys(mut self, keys: &str) -> Self {
@@ -131,12 +138,13 @@ impl GatewayBuilder {
             None => format!("[acl]\n{}", self.acl_extra),
         };
         let config = format!(
-            "[server]\nthreads = 2\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\ngraceful_shutdown_timeout_seconds = 5\n\
+            "[server]\nthreads = {threads}\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\ngraceful_shutdown_timeout_seconds = 5\n\
              [listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n{listen_extra}\n\
              [upstream]\n{up}connect_timeout_ms = 1000\nread_timeout_ms = 2000\nhealth_check_interval_ms = 200\n\
              [network]\n{net}\n{acl}\n[dcr]\n{dcr}\n[reload]\ndebounce_ms = 50\n{extra}",
             pid = dir.path().join("gw.pid").display(),
             sock = dir.path().join("upgrade.sock").display(),
+            threads = self.threads,
             up = self.upstream,
             net = self.network,
             dcr = self.dcr,
