@@ -54,12 +54,6 @@ command -v curl >/dev/null || need+=(curl)
 command -v taskset >/dev/null || need+=(util-linux)
 if [[ $FIXED_RATE == 1 ]] && ! command -v jq >/dev/null; then need+=(jq); fi
 if [[ ${BENCH_PROFILE:-1} == 1 ]] && ! command -v strace >/dev/null; then need+=(strace); fi
-JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
-MIMALLOC=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2
-if [[ ${BENCH_TUNING:-1} == 1 && $(uname -m) == x86_64 ]]; then
-    [[ -e $JEMALLOC ]] || need+=(libjemalloc2)
-    [[ -e $MIMALLOC ]] || need+=(libmimalloc2.0)
-fi
 if ((${#need[@]})); then
     SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
     log "installing ${need[*]}"
@@ -567,20 +561,14 @@ TUNE=()
 if [[ $TUNING == 1 ]]; then
     log "tuning variants"
     start_gateway "$GWBIG,threads=2" "$BIG" $((PORT_BASE + 15)) $((PORT_BASE + 25)) 2 true 128 0
-    start_gateway "$GWBIG,work_stealing=false" "$BIG" $((PORT_BASE + 16)) $((PORT_BASE + 26)) 1 false 128 0
+    # With threads = 1 the gateway ignores work_stealing (single-threaded runtime); with two
+    # workers it is a real choice.
+    start_gateway "$GWBIG,threads=2,work_stealing=false" "$BIG" $((PORT_BASE + 16)) $((PORT_BASE + 26)) 2 false 128 0
     start_gateway "$GWBIG,keepalive_pool=16" "$BIG" $((PORT_BASE + 17)) $((PORT_BASE + 27)) 1 true 16 0
     start_gateway "$GWBIG,keepalive_pool=1024" "$BIG" $((PORT_BASE + 18)) $((PORT_BASE + 28)) 1 true 1024 0
-    TUNE=("$GWBIG" "$GWBIG,threads=2" "$GWBIG,work_stealing=false" "$GWBIG,keepalive_pool=16" "$GWBIG,keepalive_pool=1024")
-    # Not a setting: the allocator, swapped without a rebuild, to size what a global allocator
-    # in the binary would give.
-    if [[ -e $JEMALLOC ]]; then
-        start_gateway "$GWBIG,LD_PRELOAD=jemalloc" "$BIG" $((PORT_BASE + 19)) $((PORT_BASE + 29)) 1 true 128 0 "$JEMALLOC"
-        TUNE+=("$GWBIG,LD_PRELOAD=jemalloc")
-    fi
-    if [[ -e $MIMALLOC ]]; then
-        start_gateway "$GWBIG,LD_PRELOAD=mimalloc" "$BIG" $((PORT_BASE + 9)) $((PORT_BASE + 30)) 1 true 128 0 "$MIMALLOC"
-        TUNE+=("$GWBIG,LD_PRELOAD=mimalloc")
-    fi
+    TUNE=("$GWBIG" "$GWBIG,threads=2" "$GWBIG,threads=2,work_stealing=false" "$GWBIG,keepalive_pool=16" "$GWBIG,keepalive_pool=1024")
+    # The allocator is not a setting: mimalloc is linked in (#[global_allocator] in src/main.rs),
+    # so LD_PRELOAD of another malloc would only reach OpenSSL's C allocations.
     for s in "${TUNE[@]:1}"; do sanity "$s"; wrk_run warmup 1 "$s" post 16 2 2>/dev/null; done
     matrix tuning post "${TUNE[@]}"
 fi
@@ -818,7 +806,7 @@ fi
 if ((${#TUNE[@]})); then
     echo "## Engine settings ([server] in gateway.toml)"
     echo
-    echo "$GWBIG, POST, medians of $REPEAT runs, all variants alternated. Same pinning: every variant is confined to CPU ${CPU_SUT:-–}, so \`threads = 2\` shows the cost of a second worker on one core, not the gain of a second core. The \`LD_PRELOAD\` rows are not settings: they swap glibc malloc for jemalloc / mimalloc without a rebuild, to size what a global allocator in the binary would give."
+    echo "$GWBIG, POST, medians of $REPEAT runs, all variants alternated. Same pinning: every variant is confined to CPU ${CPU_SUT:-–}, so \`threads = 2\` shows the cost of a second worker on one core, not the gain of a second core. With \`threads = 1\` (the rows without \`threads=2\`) \`work_stealing\` is ignored: one worker runs on a single-threaded runtime. The allocator is not in the table: mimalloc is linked into the gateway and into bare Pingora (\`#[global_allocator]\`)."
     echo
     echo "| setting | conns | req/s | vs default | p50 ms | p99 ms | SUT µs/req | failed |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
