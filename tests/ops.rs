@@ -36,6 +36,10 @@ fn metrics_follow_outcomes() {
     // Every request has been through its logging phase once the last one is counted.
     gw.wait_metric("dcr_gateway_requests_total{outcome=\"allowed\",scope=\"authentication\"}", 1.0);
     gw.wait_metric("dcr_gateway_request_duration_seconds_count{scope=\"dcr\"}", 3.0);
+    // The logging phase counts the registration result after the duration: wait for it too.
+    gw.wait_metric("dcr_gateway_registrations_total{error=\"\",result=\"created\"}", 1.0);
+    gw.wait_metric("dcr_gateway_registrations_total{error=\"\",result=\"blocked\"}", 1.0);
+    gw.wait_metric("dcr_gateway_registrations_total{error=\"invalid_redirect_uri\",result=\"invalid\"}", 1.0);
     let text = gw.metrics();
     let v = |s: &str| metric_value(&text, s);
     assert_eq!(v("dcr_gateway_requests_total{outcome=\"allowed\",scope=\"dcr\"}"), 1.0, "{text}");
