@@ -70,6 +70,9 @@ pub enum Outcome {
     Unauthorized,
 }
 
+// Outcomes index the metrics' cached `requests_total` series.
+const _: () = assert!((Outcome::Unauthorized as usize) < crate::telemetry::metrics::OUTCOMES);
+
 impl Outcome {
     /// The audit line's `decision`: the outcome, with ACL actions in the rule file's words.
     fn decision(self) -> &'static str {
@@ -554,13 +557,7 @@ impl ProxyHttp for Gateway {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
         ctx.upstream_latency = ctx.upstream_start.map(|s| s.elapsed());
-        let class = match status {
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.metrics.upstream_responses.with_label_values(&[class]).inc();
+        self.metrics.count_upstream_response(status);
         if let Some(entry) = &ctx.token {
             if !(200..300).contains(&status) {
                 // The IdP refused: the partner did not get a client for this use.
@@ -654,9 +651,8 @@ impl ProxyHttp for Gateway {
         let scope = ctx.scope();
         let elapsed = ctx.start.elapsed();
         let Some(snap) = ctx.snapshot.clone() else { return };
-        self.metrics.requests.with_label_values(&[scope.as_str(), ctx.outcome.as_str()]).inc();
-        self.metrics.request_duration.with_label_values(&[scope.as_str()]).observe(elapsed.as_secs_f64());
-        self.metrics.check_duration.with_label_values(&[scope.as_str()]).observe(ctx.check_time.as_secs_f64());
+        self.metrics.count_request(scope, ctx.outcome as usize, ctx.outcome.as_str());
+        self.metrics.observe_durations(scope, elapsed.as_secs_f64(), ctx.check_time.as_secs_f64());
         if ctx.status == 0 {
             ctx.status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         }

@@ -2,13 +2,18 @@
 //! are scopes, outcomes, RFC 7591 error codes, status classes and rule ids (bounded by the
 //! rules file).
 
+use std::sync::OnceLock;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::scope::Scope;
+
 pub struct Metrics {
     registry: Registry,
+    hot: Hot,
     pub requests: IntCounterVec,
     pub acl_matches: IntCounterVec,
     pub registrations: IntCounterVec,
@@ -26,6 +31,28 @@ pub struct Metrics {
     pub audit_write_errors: IntCounter,
     pub rate_limited: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
+}
+
+/// Series every request touches, resolved on first use: `with_label_values` hashes the label
+/// values and takes a lock on each call. Lazily, so /metrics shows the same series as before.
+struct Hot {
+    /// `requests_total` by scope × outcome index (see [`Metrics::count_request`]).
+    requests: [OnceLock<IntCounter>; 3 * OUTCOMES],
+    request_duration: [OnceLock<Histogram>; 3],
+    check_duration: [OnceLock<Histogram>; 3],
+    /// `upstream_responses_total` by status class 2xx..5xx.
+    upstream_class: [OnceLock<IntCounter>; 4],
+}
+
+/// Upper bound on the outcome indexes callers pass to [`Metrics::count_request`].
+pub const OUTCOMES: usize = 16;
+
+fn scope_index(scope: Scope) -> usize {
+    match scope {
+        Scope::Dcr => 0,
+        Scope::Management => 1,
+        Scope::Authentication => 2,
+    }
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -132,7 +159,14 @@ impl Metrics {
             "Rate-limit checks by the backend that answered (local, redis, local_fallback, fail_open, fail_closed) and result.",
             &["backend", "result"],
         );
+        let hot = Hot {
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            request_duration: std::array::from_fn(|_| OnceLock::new()),
+            check_duration: std::array::from_fn(|_| OnceLock::new()),
+            upstream_class: std::array::from_fn(|_| OnceLock::new()),
+        };
         Metrics {
+            hot,
             rate_limited,
             rate_limit_decisions,
             registry,
@@ -152,6 +186,38 @@ impl Metrics {
             body_read_duration,
             audit_write_errors,
         }
+    }
+
+    /// One finished request: `requests_total{scope, outcome}`. `outcome_index` identifies
+    /// `outcome` (< [`OUTCOMES`]); an index out of range falls back to the uncached lookup.
+    pub fn count_request(&self, scope: Scope, outcome_index: usize, outcome: &str) {
+        let make = || self.requests.with_label_values(&[scope.as_str(), outcome]);
+        match self.hot.requests.get(scope_index(scope) * OUTCOMES + outcome_index) {
+            Some(slot) if outcome_index < OUTCOMES => slot.get_or_init(make).inc(),
+            _ => make().inc(),
+        }
+    }
+
+    /// `request_duration_seconds` and `check_duration_seconds` of one request.
+    pub fn observe_durations(&self, scope: Scope, total_secs: f64, check_secs: f64) {
+        let i = scope_index(scope);
+        self.hot.request_duration[i]
+            .get_or_init(|| self.request_duration.with_label_values(&[scope.as_str()]))
+            .observe(total_secs);
+        self.hot.check_duration[i]
+            .get_or_init(|| self.check_duration.with_label_values(&[scope.as_str()]))
+            .observe(check_secs);
+    }
+
+    /// `upstream_responses_total{class}` for a final (non-1xx) upstream status.
+    pub fn count_upstream_response(&self, status: u16) {
+        let (i, class) = match status {
+            200..=299 => (0, "2xx"),
+            300..=399 => (1, "3xx"),
+            400..=499 => (2, "4xx"),
+            _ => (3, "5xx"),
+        };
+        self.hot.upstream_class[i].get_or_init(|| self.upstream_responses.with_label_values(&[class])).inc();
     }
 
     /// Publish the identity of a newly active snapshot.
