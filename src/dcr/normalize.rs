@@ -1,5 +1,7 @@
 //! Value-level normalization: human text, scope strings, response types, language tags.
 
+use std::borrow::Cow;
+
 use unicode_normalization::UnicodeNormalization;
 
 use super::error::is_invisible;
@@ -29,26 +31,44 @@ impl std::fmt::Display for TextError {
 /// Trims and NFC-normalizes human text, then checks it: 1..=max characters, no control
 /// characters (Unicode Cc), no bidi or other invisible format controls, and in strict mode
 /// no `<` / `>`. The result is a fixed point: `human_text(result) == result`.
+#[cfg(test)]
 pub(crate) fn human_text(raw: &str, max_chars: usize, mode: SecurityMode) -> Result<String, TextError> {
-    let mut s = trim_nfc(raw);
-    // Trimming an NFC string can, in rare cases, expose text that NFC would change again.
-    for _ in 0..4 {
-        let again = trim_nfc(&s);
-        if again == s {
-            break;
+    human_text_cow(raw, max_chars, mode).map(Cow::into_owned)
+}
+
+/// [`human_text`], borrowing `raw` (trimmed) when that is already the result.
+pub(crate) fn human_text_cow(raw: &str, max_chars: usize, mode: SecurityMode) -> Result<Cow<'_, str>, TextError> {
+    let t = raw.trim();
+    // Fast path: an NFC (e.g. ASCII) trimmed text is its own fixed point below.
+    let s: Cow<'_, str> = if t.is_ascii() || unicode_normalization::is_nfc_quick(t.chars()) == unicode_normalization::IsNormalized::Yes {
+        Cow::Borrowed(t)
+    } else {
+        let mut s = trim_nfc(raw);
+        // Trimming an NFC string can, in rare cases, expose text that NFC would change again.
+        for _ in 0..4 {
+            let again = trim_nfc(&s);
+            if again == s {
+                break;
+            }
+            s = again;
         }
-        s = again;
-    }
+        Cow::Owned(s)
+    };
     if s.is_empty() {
         return Err(TextError::Empty);
     }
-    if s.chars().any(|c| c.is_control() || is_invisible(c)) {
+    let ascii = s.is_ascii();
+    if ascii {
+        if s.bytes().any(|b| b.is_ascii_control()) {
+            return Err(TextError::Control);
+        }
+    } else if s.chars().any(|c| c.is_control() || is_invisible(c)) {
         return Err(TextError::Control);
     }
     if mode == SecurityMode::Strict && s.contains(['<', '>']) {
         return Err(TextError::AngleBracket);
     }
-    if s.chars().count() > max_chars {
+    if s.len() > max_chars && (ascii || s.chars().count() > max_chars) {
         return Err(TextError::TooLong(max_chars));
     }
     Ok(s)
@@ -76,13 +96,18 @@ pub(crate) fn fold_confusable(s: &str) -> String {
 /// output joins them with single spaces); each token is 1*NQCHAR (%x21 / %x23-5B / %x5D-7E).
 /// Duplicates are removed, first occurrence kept. No token at all is an error.
 pub(crate) fn parse_scope(s: &str) -> Result<Vec<String>, &'static str> {
-    let mut out: Vec<String> = Vec::new();
+    parse_scope_tokens(s).map(|t| t.into_iter().map(str::to_string).collect())
+}
+
+/// [`parse_scope`], borrowing the tokens.
+pub(crate) fn parse_scope_tokens(s: &str) -> Result<Vec<&str>, &'static str> {
+    let mut out: Vec<&str> = Vec::new();
     for tok in s.split(|c: char| c.is_ascii_whitespace()).filter(|t| !t.is_empty()) {
         if !tok.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)) {
             return Err("scope tokens may only contain printable ASCII other than '\"' and '\\'");
         }
-        if !out.iter().any(|o| o == tok) {
-            out.push(tok.to_string());
+        if !out.contains(&tok) {
+            out.push(tok);
         }
     }
     if out.is_empty() {
@@ -153,6 +178,35 @@ impl ResponseType {
 
     /// The canonical spelling: the values in the order `code id_token token`.
     pub(crate) fn canonical(self) -> String {
+        self.canonical_str().to_string()
+    }
+
+    /// [`Self::canonical`], from a table indexed by the bits.
+    pub(crate) fn canonical_str(self) -> &'static str {
+        const SPELLINGS: [&str; 16] = [
+            "",
+            "code",
+            "token",
+            "code token",
+            "id_token",
+            "code id_token",
+            "id_token token",
+            "code id_token token",
+            "none",
+            "code none",
+            "token none",
+            "code token none",
+            "id_token none",
+            "code id_token none",
+            "id_token token none",
+            "code id_token token none",
+        ];
+        SPELLINGS[usize::from(self.0 & 15)]
+    }
+
+    /// The spelling [`Self::canonical_str`] tabulates, built part by part.
+    #[cfg(test)]
+    fn canonical_built(self) -> String {
         let mut parts = Vec::new();
         if self.0 & Self::CODE != 0 {
             parts.push("code");
@@ -189,11 +243,16 @@ pub(crate) fn is_email(s: &str) -> bool {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local.chars().all(|c| !c.is_control() && !c.is_whitespace() && !is_invisible(c) && !"<>()[]\\,;:\"@".contains(c));
+        && local.chars().all(|c| {
+            !c.is_control()
+                && !c.is_whitespace()
+                && !is_invisible(c)
+                && !matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | '\\' | ',' | ';' | ':' | '"' | '@')
+        });
     if !local_ok || domain.is_empty() || domain.len() > 253 || !domain.contains('.') || domain.ends_with('.') {
         return false;
     }
-    idna::domain_to_ascii_strict(domain).is_ok()
+    super::uri::domain_to_ascii_strict(domain).is_ok()
 }
 
 #[cfg(test)]
@@ -246,6 +305,9 @@ mod tests {
         assert!(!rt("token").unwrap().allowed_in(SecurityMode::Strict));
         assert!(rt("code id_token").unwrap().allowed_in(SecurityMode::Permissive));
         assert!(!rt("none").unwrap().allowed_in(SecurityMode::Permissive));
+        for bits in 1..16u8 {
+            assert_eq!(ResponseType(bits).canonical(), ResponseType(bits).canonical_built(), "{bits}");
+        }
     }
 
     #[test]

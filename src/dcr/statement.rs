@@ -445,7 +445,7 @@ pub(crate) fn check_at(
             Some(_) => {}
         }
     }
-    let mut n = validate::check_object(input, policy)?;
+    let mut n = validate::check_object(input, policy, body.len())?;
     n.software_statement_issuer = issuer;
     Ok(n)
 }

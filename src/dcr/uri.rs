@@ -1,6 +1,9 @@
 //! URI checks: redirect URIs (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §2.1/§4.1) and the
 //! https-only metadata URIs. The URI string itself is never changed: only judged.
 
+use std::borrow::Cow;
+use std::net::Ipv4Addr;
+
 use unicode_security::MixedScript;
 use url::{Host, Url};
 
@@ -47,16 +50,16 @@ pub(crate) struct RedirectCtx<'a> {
 /// on failure is to be prefixed by the member name.
 pub(crate) fn check_redirect(raw: &str, ctx: &RedirectCtx<'_>) -> Result<UriInfo, String> {
     let policy = ctx.policy;
-    let parsed = parse_common(raw)?;
+    let mut parsed = parse_common(raw)?;
     // RFC 6749 §3.1.2: no fragment; RFC 9700 §4.1: exact matching, so no wildcard (checked
     // with the host) and, against phishing look-alikes, no userinfo. In both modes.
     if raw.contains('#') {
         return Err("must not contain a fragment".into());
     }
-    let info = match parsed.url.scheme() {
-        "https" => host_info(&parsed, UriKind::Https, policy)?,
+    let info = match &*parsed.scheme {
+        "https" => host_info(&mut parsed, UriKind::Https, policy)?,
         "http" => {
-            let info = host_info(&parsed, UriKind::HttpLoopback, policy)?;
+            let info = host_info(&mut parsed, UriKind::HttpLoopback, policy)?;
             if !info.is_loopback {
                 return Err("scheme \"http\" is only allowed for loopback hosts".into());
             }
@@ -92,20 +95,27 @@ pub(crate) fn check_redirect(raw: &str, ctx: &RedirectCtx<'_>) -> Result<UriInfo
 /// Checks an https-only metadata URI (`logo_uri`, `jwks_uri`, ...). Strict mode also refuses
 /// a fragment; userinfo and wildcard hosts are refused in both modes.
 pub(crate) fn check_https(raw: &str, policy: &Policy) -> Result<UriInfo, String> {
-    let parsed = parse_common(raw)?;
-    if parsed.url.scheme() != "https" {
-        return Err(format!("scheme {} is not allowed (https is required)", quoted_scheme(parsed.url.scheme())));
+    let mut parsed = parse_common(raw)?;
+    if parsed.scheme != "https" {
+        return Err(format!("scheme {} is not allowed (https is required)", quoted_scheme(&parsed.scheme)));
     }
     if policy.security_mode == SecurityMode::Strict && raw.contains('#') {
         return Err("must not contain a fragment".into());
     }
-    host_info(&parsed, UriKind::Https, policy)
+    host_info(&mut parsed, UriKind::Https, policy)
 }
 
+/// What the url crate (or [`parse_simple`], for URIs where it would say the same) read.
 struct Parsed<'a> {
-    url: Url,
+    /// The scheme, lower-cased.
+    scheme: Cow<'static, str>,
+    /// The host the parser uses (taken by [`host_info`]).
+    host: Option<Host<String>>,
     /// The authority as written (between `//` and the path), when there is one.
     authority: Option<&'a str>,
+    /// Read by [`parse_simple`]: the host as written is already known to be in canonical
+    /// form (what [`domain_to_ascii_strict`] would say).
+    simple: bool,
 }
 
 /// Length, dangerous schemes, characters, absolute-URI parse.
@@ -116,30 +126,134 @@ fn parse_common(raw: &str) -> Result<Parsed<'_>, String> {
     if raw.len() > MAX_URI_CHARS && raw.chars().count() > MAX_URI_CHARS {
         return Err(format!("longer than {MAX_URI_CHARS} characters"));
     }
-    if let Some(scheme) = loose_scheme(raw) {
-        if DANGEROUS_SCHEMES.contains(&scheme.as_str()) {
-            return Err(format!("scheme {scheme:?} is not allowed"));
-        }
+    if let Some(scheme) = dangerous_scheme(raw) {
+        return Err(format!("scheme {scheme:?} is not allowed"));
     }
     check_chars(raw)?;
+    if let Some(parsed) = parse_simple(raw) {
+        return Ok(parsed);
+    }
     let url = Url::parse(raw).map_err(|_| "not an absolute URI".to_string())?;
     // The raw string starts with the scheme (check_chars refused the leading whitespace and
     // controls a parser would skip), so this is the text after `scheme:`.
     let rest = raw.get(url.scheme().len() + 1..).ok_or_else(|| "not an absolute URI".to_string())?;
-    let authority = rest.strip_prefix("//").map(|a| a.find(['/', '?', '#']).map_or(a, |end| &a[..end]));
+    let authority = authority_of(rest);
     if url.is_special() && authority.is_none() {
         return Err("must be an absolute URI of the form scheme://host/...".into());
     }
-    Ok(Parsed { url, authority })
+    Ok(Parsed {
+        scheme: Cow::Owned(url.scheme().to_owned()),
+        host: url.host().map(|h| h.to_owned()),
+        authority,
+        simple: false,
+    })
 }
 
-/// The scheme as a lenient parser would see it: leading/trailing whitespace and controls
-/// trimmed, embedded ones removed, lower-cased. `None` when there is no `:`.
-fn loose_scheme(raw: &str) -> Option<String> {
+/// The authority in the text after `scheme:`, when it starts with `//`.
+fn authority_of(rest: &str) -> Option<&str> {
+    rest.strip_prefix("//").map(|a| a.find(['/', '?', '#']).map_or(a, |end| &a[..end]))
+}
+
+/// The common case without the url crate: `http(s)://host[:port]...` (already through
+/// [`check_chars`]) whose host is a plain LDH domain name that [`ldh_to_ascii`] accepts (the
+/// last label starting with a letter) or a dotted-decimal IPv4 address written canonically,
+/// and whose port, if any, is 1 to 5 digits up to 65535. For such a URI `Url::parse`
+/// succeeds (paths, queries and fragments never make it fail) with the same scheme and host,
+/// so this returns what the slow path would. `None`: take the slow path.
+fn parse_simple(raw: &str) -> Option<Parsed<'_>> {
+    let (scheme, rest) = raw.split_once(':')?;
+    let scheme = if scheme.eq_ignore_ascii_case("https") {
+        "https"
+    } else if scheme.eq_ignore_ascii_case("http") {
+        "http"
+    } else {
+        return None;
+    };
+    let authority = authority_of(rest)?;
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().ok()? > 65535 {
+            return None;
+        }
+    }
+    let host = if let Some(ip) = canonical_ipv4(host) {
+        Host::Ipv4(ip)
+    } else {
+        let last = host.rsplit('.').next()?;
+        if !last.as_bytes().first()?.is_ascii_alphabetic() {
+            return None;
+        }
+        Host::Domain(ldh_to_ascii(host)?.into_owned())
+    };
+    Some(Parsed { scheme: Cow::Borrowed(scheme), host: Some(host), authority: Some(authority), simple: true })
+}
+
+/// `a.b.c.d`, four decimal numbers 0-255 without leading zeros.
+fn canonical_ipv4(host: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = host.split('.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(Ipv4Addr::from(octets))
+}
+
+/// `idna::domain_to_ascii_strict` for the plain case, without the UTS 46 machinery: a name
+/// of 1 to 253 bytes whose labels are 1 to 63 ASCII letters, digits and hyphens, neither
+/// starting nor ending with a hyphen nor having hyphens in the third and fourth positions
+/// (so no `xn--` label). UTS 46 maps such a name to its ASCII lower case and accepts it.
+/// `None` when the name is not of that form: ask idna.
+fn ldh_to_ascii(host: &str) -> Option<Cow<'_, str>> {
+    let b = host.as_bytes();
+    if b.is_empty() || b.len() > 253 {
+        return None;
+    }
+    let mut upper = false;
+    // Start of the current label.
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'a'..=b'z' | b'0'..=b'9' => {}
+            b'A'..=b'Z' => upper = true,
+            // Not first in a label, nor in the third and fourth positions together.
+            b'-' if i > start && !(i == start + 3 && b[i - 1] == b'-') => {}
+            b'.' if i > start && i - start <= 63 && b[i - 1] != b'-' => start = i + 1,
+            _ => return None,
+        }
+    }
+    // The last label: non-empty, at most 63 bytes, not ending with a hyphen.
+    if start == b.len() || b.len() - start > 63 || b[b.len() - 1] == b'-' {
+        return None;
+    }
+    Some(if upper { Cow::Owned(host.to_ascii_lowercase()) } else { Cow::Borrowed(host) })
+}
+
+/// `idna::domain_to_ascii_strict`, with [`ldh_to_ascii`] as the fast path.
+pub(crate) fn domain_to_ascii_strict(domain: &str) -> Result<Cow<'_, str>, ()> {
+    match ldh_to_ascii(domain) {
+        Some(a) => Ok(a),
+        None => idna::domain_to_ascii_strict(domain).map(Cow::Owned).map_err(|_| ()),
+    }
+}
+
+/// A dangerous scheme as a lenient parser would see it: leading/trailing whitespace and
+/// controls trimmed, embedded ones removed, compared case-insensitively.
+fn dangerous_scheme(raw: &str) -> Option<&'static str> {
     let t = raw.trim_matches(|c: char| c.is_whitespace() || c.is_control());
     let (scheme, _) = t.split_once(':')?;
-    let s: String = scheme.chars().filter(|c| !c.is_whitespace() && !c.is_control()).collect::<String>().to_ascii_lowercase();
-    (!s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))).then_some(s)
+    let loose = |c: char| c.is_whitespace() || c.is_control();
+    if !scheme.contains(loose) {
+        return DANGEROUS_SCHEMES.into_iter().find(|d| scheme.eq_ignore_ascii_case(d));
+    }
+    let s: String = scheme.chars().filter(|c| !loose(*c)).collect();
+    DANGEROUS_SCHEMES.into_iter().find(|d| s.eq_ignore_ascii_case(d))
 }
 
 /// A scheme to print: at most 32 characters (url already limited it to `[a-z0-9+.-]`).
@@ -153,23 +267,29 @@ fn quoted_scheme(scheme: &str) -> String {
 /// newlines and backslashes that WHATWG parsers silently drop or reinterpret.
 fn check_chars(raw: &str) -> Result<(), String> {
     let bytes = raw.as_bytes();
-    for (at, c) in raw.char_indices() {
-        if c.is_ascii() {
-            if is_uri_ascii(c as u8) {
+    let mut at = 0;
+    while at < bytes.len() {
+        let b = bytes[at];
+        if b.is_ascii() {
+            at += 1;
+            if is_uri_ascii(b) {
                 continue;
             }
-            if c == '%' {
+            if b == b'%' {
                 let hex = |j: usize| bytes.get(j).is_some_and(|b| b.is_ascii_hexdigit());
-                if hex(at + 1) && hex(at + 2) {
+                if hex(at) && hex(at + 1) {
                     continue;
                 }
                 return Err("contains an invalid percent-encoding".into());
             }
             return Err("contains a character that is not allowed in a URI (whitespace, control, quote, backslash, ...)".into());
         }
+        // `at` is on a char boundary (the previous chars were whole), and not at the end.
+        let Some(c) = raw[at..].chars().next() else { break };
         if c.is_control() || c.is_whitespace() || is_invisible(c) {
             return Err("contains a control, whitespace or invisible formatting character".into());
         }
+        at += c.len_utf8();
     }
     Ok(())
 }
@@ -198,13 +318,13 @@ fn no_userinfo_or_wildcard(parsed: &Parsed<'_>) -> Result<(), String> {
 /// canonical form (the host as written must convert to exactly the host the parser uses, so
 /// `127.1`, `0x7f.0.0.1` or `ex%61mple.com` are refused), no trailing dot, and in strict
 /// mode no label mixing scripts.
-fn host_info(parsed: &Parsed<'_>, kind: UriKind, policy: &Policy) -> Result<UriInfo, String> {
+fn host_info(parsed: &mut Parsed<'_>, kind: UriKind, policy: &Policy) -> Result<UriInfo, String> {
     no_userinfo_or_wildcard(parsed)?;
     let authority = parsed.authority.unwrap_or("");
-    let (host, is_ip) = match parsed.url.host() {
+    let (host, is_ip) = match parsed.host.take() {
         Some(Host::Ipv6(ip)) => (format!("[{ip}]"), true),
         Some(Host::Ipv4(ip)) => (ip.to_string(), true),
-        Some(Host::Domain(d)) => (d.to_string(), false),
+        Some(Host::Domain(d)) => (d, false),
         None => return Err("missing host".into()),
     };
     let raw_host = if authority.starts_with('[') {
@@ -221,9 +341,9 @@ fn host_info(parsed: &Parsed<'_>, kind: UriKind, policy: &Policy) -> Result<UriI
     if raw_host.ends_with('.') {
         return Err("host must not end with a dot".into());
     }
-    if !raw_host.starts_with('[') {
-        let ascii = idna::domain_to_ascii_strict(raw_host).map_err(|_| "host is not a valid (internationalized) domain name".to_string())?;
-        if ascii != host {
+    if !raw_host.starts_with('[') && !parsed.simple {
+        let ascii = domain_to_ascii_strict(raw_host).map_err(|_| "host is not a valid (internationalized) domain name".to_string())?;
+        if *ascii != *host {
             return Err("host is not written in canonical form".into());
         }
     }
@@ -299,7 +419,36 @@ pub(crate) fn same_site(a: &UriInfo, b: &UriInfo) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// The fast paths say what idna and the url crate say, whenever they answer.
+        #[test]
+        fn fast_paths_agree_with_idna_and_url(
+            host in prop_oneof![
+                "[a-zA-Z0-9.-]{0,24}",
+                "([a-z0-9-]{0,6}\\.){0,4}[a-zA-Z]{1,4}",
+                "([0-9]{1,4}\\.){3,4}[0-9]{1,4}",
+                "[a-z]{0,2}--[a-z]{0,3}\\.com",
+                "[a-z]{60,66}\\.com",
+            ],
+            port in prop::option::of("[0-9]{0,6}"),
+            https in any::<bool>(),
+        ) {
+            if let Some(fast) = ldh_to_ascii(&host) {
+                prop_assert_eq!(Ok(fast.into_owned()), idna::domain_to_ascii_strict(&host).map_err(|_| ()), "{}", host);
+            }
+            let raw = format!("{}://{host}{}/cb?x#y", if https { "HTTPS" } else { "http" }, port.map(|p| format!(":{p}")).unwrap_or_default());
+            if let Some(p) = parse_simple(&raw) {
+                let url = Url::parse(&raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+                prop_assert_eq!(&*p.scheme, url.scheme());
+                prop_assert_eq!(p.host, url.host().map(|h| h.to_owned()));
+                prop_assert_eq!(p.authority, authority_of(&raw[url.scheme().len() + 1..]));
+            }
+        }
+    }
 
     fn redirect(raw: &str, native: bool, policy: &Policy) -> Result<UriInfo, String> {
         check_redirect(raw, &RedirectCtx { policy, native, implicit: false })

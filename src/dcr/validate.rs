@@ -1,10 +1,12 @@
 //! Member-by-member validation and normalization of a registration (RFC 7591 §2, OIDC DCR 1.0
 //! §2, RFC 8252, RFC 9700), then the rules that tie members together.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::error::{display_name, ErrorCode, RegistrationError};
-use super::normalize::{fold_confusable, human_text, is_email, is_language_tag, parse_scope, ResponseType};
+use super::normalize::{fold_confusable, human_text_cow, is_email, is_language_tag, parse_scope_tokens, ResponseType};
 use super::policy::{Policy, SecurityMode};
 use super::uri::{check_https, check_redirect, same_site, RedirectCtx, UriInfo, UriKind};
 use super::Normalized;
@@ -193,8 +195,9 @@ const CLIENT_FORBIDDEN: [&str; 6] = [
     "registration_client_uri",
 ];
 
-fn lookup(name: &str) -> Option<Member> {
-    MEMBERS.iter().chain(MORE_MEMBERS.iter()).find(|(n, _)| *n == name).map(|(_, m)| *m)
+/// The member and its name (as a `'static` string).
+fn lookup(name: &str) -> Option<(&'static str, Member)> {
+    MEMBERS.iter().chain(MORE_MEMBERS.iter()).find(|(n, _)| *n == name).copied()
 }
 
 pub(crate) fn is_known_member(name: &str) -> bool {
@@ -207,22 +210,22 @@ pub(crate) fn is_client_forbidden(name: &str) -> bool {
 
 enum Class<'a> {
     /// A known member, with the base name and the language tag of a `#lang` variant.
-    Known(Member, &'a str, Option<&'a str>),
+    Known(Member, &'static str, Option<&'a str>),
     Forbidden,
     BadLanguageTag,
     Unknown,
 }
 
 fn classify(name: &str) -> Class<'_> {
-    if let Some(m) = lookup(name) {
-        return Class::Known(m, name, None);
+    if let Some((base, m)) = lookup(name) {
+        return Class::Known(m, base, None);
     }
     if is_client_forbidden(name) {
         return Class::Forbidden;
     }
     // RFC 7591 §2.2: human-readable values may carry a language tag.
     if let Some((base, tag)) = name.split_once('#') {
-        if let Some(m @ (Member::ClientName | Member::SiteUri)) = lookup(base) {
+        if let Some((base, m @ (Member::ClientName | Member::SiteUri))) = lookup(base) {
             return if is_language_tag(tag) { Class::Known(m, base, Some(tag)) } else { Class::BadLanguageTag };
         }
     }
@@ -232,8 +235,10 @@ fn classify(name: &str) -> Class<'_> {
 /// What the first pass learned, for the rules between members.
 #[derive(Default)]
 struct Facts {
-    redirect_uris: Option<Vec<String>>,
-    post_logout_redirect_uris: Option<Vec<String>>,
+    /// Present (and then, in the output, forwarded exactly as sent): `redirect_uris` and
+    /// `post_logout_redirect_uris`, checked once the other members are known.
+    redirect_uris: bool,
+    post_logout_redirect_uris: bool,
     grant_types: Option<Vec<GrantType>>,
     response_types: Option<Vec<ResponseType>>,
     auth_method: Option<AuthMethod>,
@@ -242,60 +247,88 @@ struct Facts {
     has_jwks_uri: bool,
     has_scope: bool,
     /// `(member name, info)` of client_uri / logo_uri / policy_uri / tos_uri and variants.
-    site_uris: Vec<(String, UriInfo)>,
+    site_uris: Vec<(Cow<'static, str>, UriInfo)>,
     client_name: Option<String>,
     first_localized_name: Option<String>,
     /// Lower-cased language tags seen, per base member.
     language_tags: Vec<(&'static str, String)>,
     /// Names of present `*_alg` members and `(enc member, required alg member)` pairs.
-    algs: Vec<String>,
-    encs: Vec<(String, &'static str)>,
+    algs: Vec<Cow<'static, str>>,
+    encs: Vec<(Cow<'static, str>, &'static str)>,
     removed_scopes: Vec<String>,
 }
 
 /// Validates and normalizes a registration read by [`super::json::read_object`] (with a
 /// verified software statement's claims already merged in, see `statement.rs`).
-pub(crate) fn check_object(input: Map<String, Value>, policy: &Policy) -> Result<Normalized> {
+/// The output document is `input` itself, normalized in place: members keep their order,
+/// removed members are taken out, defaults are appended. `body_len` (the size of the request
+/// body) sizes the output buffer.
+pub(crate) fn check_object(input: Map<String, Value>, policy: &Policy, body_len: usize) -> Result<Normalized> {
     let mode = policy.security_mode;
     let mut facts = Facts::default();
-    let mut out = Map::with_capacity(input.len() + 4);
+    let mut out = input;
     let mut dropped_members = Vec::new();
+    // Positions of the members to remove, in increasing order.
+    let mut removed: Vec<usize> = Vec::new();
 
-    for (name, value) in input {
-        match classify(&name) {
-            Class::Forbidden => dropped_members.push(name),
+    for (i, (name, slot)) in out.iter_mut().enumerate() {
+        let keep = match classify(name) {
+            Class::Forbidden => {
+                dropped_members.push(name.clone());
+                false
+            }
             Class::Unknown => {
-                if mode == SecurityMode::Strict && !policy.keep_extension_members.contains(&name) {
-                    dropped_members.push(name);
+                if mode == SecurityMode::Strict && !policy.keep_extension_members.contains(name) {
+                    dropped_members.push(name.clone());
+                    false
                 } else {
-                    out.insert(name, value);
+                    true
                 }
             }
             Class::BadLanguageTag => {
-                return Err(RegistrationError::metadata(&display_name(&name), "invalid language tag"));
+                return Err(RegistrationError::metadata(&display_name(name), "invalid language tag"));
             }
             // A known member set to null is treated as absent (and removed).
-            Class::Known(..) if value.is_null() => {}
+            Class::Known(..) if slot.is_null() => false,
             Class::Known(member, base, tag) => {
                 if let Some(tag) = tag {
-                    let base = static_base(base);
                     let lower = tag.to_ascii_lowercase();
                     if facts.language_tags.iter().any(|(b, t)| *b == base && *t == lower) {
-                        return Err(RegistrationError::metadata(&name, "duplicate language tag"));
+                        return Err(RegistrationError::metadata(name, "duplicate language tag"));
                     }
                     facts.language_tags.push((base, lower));
                 }
-                if let Some(v) = member_value(member, &name, tag, value, policy, &mut facts)? {
-                    out.insert(name, v);
+                // Without a tag, `base` is the name itself.
+                let static_name = if tag.is_none() { Cow::Borrowed(base) } else { Cow::Owned(name.clone()) };
+                match member_value(member, static_name, tag, std::mem::take(slot), policy, &mut facts)? {
+                    Some(v) => {
+                        *slot = v;
+                        true
+                    }
+                    None => false,
                 }
             }
+        };
+        if !keep {
+            removed.push(i);
         }
+    }
+    if !removed.is_empty() {
+        let mut i = 0;
+        let mut next = removed.iter().peekable();
+        // `retain` visits the members in order.
+        out.retain(|_, _| {
+            let drop = next.next_if_eq(&&i).is_some();
+            i += 1;
+            !drop
+        });
     }
 
     cross_check(policy, &mut facts, &mut out)?;
-    let redirect_hosts = check_redirect_uris(policy, &facts)?;
+    let redirect_hosts = check_redirect_uris(policy, &facts, &out)?;
 
-    let body = serde_json::to_vec(&out)
+    let mut body = Vec::with_capacity(body_len + 128);
+    serde_json::to_writer(&mut body, &out)
         .map_err(|_| RegistrationError::new(ErrorCode::InvalidClientMetadata, "body: cannot be serialized".into()))?;
     Ok(Normalized {
         document: out,
@@ -306,10 +339,6 @@ pub(crate) fn check_object(input: Map<String, Value>, policy: &Policy) -> Result
         removed_scopes: facts.removed_scopes,
         software_statement_issuer: None,
     })
-}
-
-fn static_base(base: &str) -> &'static str {
-    ["client_name", "client_uri", "logo_uri", "policy_uri", "tos_uri"].into_iter().find(|b| *b == base).unwrap_or("")
 }
 
 fn redirect_err(member: &str, reason: impl std::fmt::Display) -> RegistrationError {
@@ -324,41 +353,50 @@ fn as_str<'v>(name: &str, v: &'v Value) -> Result<&'v str> {
     v.as_str().ok_or_else(|| meta(name, "must be a string"))
 }
 
-/// An array of strings, element errors naming `name[i]`.
-fn string_array(name: &str, v: &Value, code: ErrorCode) -> Result<Vec<String>> {
-    let err = |member: &str, reason: &str| RegistrationError::new(code, format!("{member}: {reason}"));
-    let arr = v.as_array().ok_or_else(|| err(name, "must be an array of strings"))?;
-    arr.iter()
-        .enumerate()
-        .map(|(i, e)| e.as_str().map(str::to_owned).ok_or_else(|| err(&format!("{name}[{i}]"), "must be a string")))
-        .collect()
+/// `name[i]`, the name of an array element in an error (built only on the error path).
+fn elem(name: &str, i: usize) -> String {
+    format!("{name}[{i}]")
 }
 
-fn dedupe(items: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(items.len());
+/// An array of strings, element errors naming `name[i]`: the strings, borrowed.
+fn string_array<'v>(name: &str, v: &'v Value, code: ErrorCode) -> Result<Vec<&'v str>> {
+    let err = |member: &str, reason: &str| RegistrationError::new(code, format!("{member}: {reason}"));
+    let arr = v.as_array().ok_or_else(|| err(name, "must be an array of strings"))?;
+    arr.iter().enumerate().map(|(i, e)| e.as_str().ok_or_else(|| err(&elem(name, i), "must be a string"))).collect()
+}
+
+fn dedupe<'s>(items: &[&'s str]) -> Vec<&'s str> {
+    let mut out: Vec<&str> = Vec::with_capacity(items.len());
     for s in items {
-        if !out.contains(&s) {
+        if !out.contains(s) {
             out.push(s);
         }
     }
     out
 }
 
-fn strings_value(items: Vec<String>) -> Value {
-    Value::Array(items.into_iter().map(Value::String).collect())
+fn strings_value<S: Into<String>>(items: impl IntoIterator<Item = S>) -> Value {
+    Value::Array(items.into_iter().map(|s| Value::String(s.into())).collect())
+}
+
+/// A new array of `items`, or `None` when `value` already is that array (to be kept).
+fn changed_strings(value: &Value, items: &[&str]) -> Option<Value> {
+    let same = value.as_array().is_some_and(|a| a.len() == items.len() && a.iter().zip(items).all(|(v, s)| v.as_str() == Some(s)));
+    (!same).then(|| strings_value(items.iter().copied()))
 }
 
 /// Validates one known, non-null member; returns its normalized value, or `None` when the
-/// member is to be left out of the output.
+/// member is to be left out of the output. Unchanged values are forwarded as they are.
 fn member_value(
     member: Member,
-    name: &str,
+    name_cow: Cow<'static, str>,
     tag: Option<&str>,
     value: Value,
     policy: &Policy,
     facts: &mut Facts,
 ) -> Result<Option<Value>> {
     let mode = policy.security_mode;
+    let name: &str = &name_cow;
     let v = match member {
         Member::RedirectUris | Member::PostLogoutRedirectUris => {
             let code = if member == Member::RedirectUris { ErrorCode::InvalidRedirectUri } else { ErrorCode::InvalidClientMetadata };
@@ -372,11 +410,11 @@ fn member_value(
                 }
             }
             if member == Member::RedirectUris {
-                facts.redirect_uris = Some(uris);
+                facts.redirect_uris = true;
             } else {
-                facts.post_logout_redirect_uris = Some(uris);
+                facts.post_logout_redirect_uris = true;
             }
-            // Forwarded exactly as sent; checked once the other members are known.
+            // Forwarded exactly as sent; checked (in the output) once the other members are known.
             value
         }
         Member::TokenEndpointAuthMethod => {
@@ -389,49 +427,55 @@ fn member_value(
             if raw.is_empty() {
                 return Err(meta(name, "must not be empty"));
             }
-            let mut grants = Vec::new();
+            let mut grants = Vec::with_capacity(raw.len());
             for (i, g) in raw.iter().enumerate() {
-                let gt = grant_type(&format!("{name}[{i}]"), g, mode)?;
+                let gt = grant_type(g, mode).map_err(|e| meta(&elem(name, i), e))?;
                 if !grants.contains(&gt) {
                     grants.push(gt);
                 }
             }
-            let v = strings_value(grants.iter().map(|g| g.as_str().to_string()).collect());
+            // A grant type is only recognized as spelled by `as_str`: without duplicates, the
+            // normalized array is the one sent.
+            let v = if grants.len() == raw.len() { value } else { strings_value(grants.iter().map(|g| g.as_str())) };
             facts.grant_types = Some(grants);
             v
         }
         Member::ResponseTypes => {
             let raw = string_array(name, &value, ErrorCode::InvalidClientMetadata)?;
-            let mut types = Vec::new();
+            let mut types = Vec::with_capacity(raw.len());
             for (i, r) in raw.iter().enumerate() {
-                let rt = response_type(&format!("{name}[{i}]"), r, mode)?;
+                let rt = response_type(r, mode).map_err(|e| meta(&elem(name, i), e))?;
                 if !types.contains(&rt) {
                     types.push(rt);
                 }
             }
-            let v = strings_value(types.iter().map(|r| r.canonical()).collect());
+            let canonical: Vec<&str> = types.iter().map(|r| r.canonical_str()).collect();
+            let v = changed_strings(&value, &canonical).unwrap_or(value);
             facts.response_types = Some(types);
             v
         }
         Member::ClientName => {
             let s = as_str(name, &value)?;
-            let text = human_text(s, policy.max_client_name_chars, mode).map_err(|e| meta(name, e))?;
+            let text = human_text_cow(s, policy.max_client_name_chars, mode).map_err(|e| meta(name, e))?;
             if !policy.reserved_names.is_empty() {
                 let folded = fold_confusable(&text);
                 if policy.reserved_names.iter().any(|r| folded.contains(&fold_confusable(r.trim()))) {
                     return Err(meta(name, "contains a reserved name"));
                 }
             }
+            let unchanged = matches!(text, Cow::Borrowed(t) if t.len() == s.len());
+            let text = text.into_owned();
+            let v = if unchanged { value } else { Value::String(text.clone()) };
             if tag.is_none() {
-                facts.client_name = Some(text.clone());
+                facts.client_name = Some(text);
             } else if facts.first_localized_name.is_none() {
-                facts.first_localized_name = Some(text.clone());
+                facts.first_localized_name = Some(text);
             }
-            Value::String(text)
+            v
         }
         Member::SiteUri => {
             let info = check_https(as_str(name, &value)?, policy).map_err(|e| meta(name, e))?;
-            facts.site_uris.push((name.to_string(), info));
+            facts.site_uris.push((name_cow, info));
             value
         }
         Member::HttpsUri => {
@@ -440,14 +484,19 @@ fn member_value(
             value
         }
         Member::Scope => {
-            let tokens = parse_scope(as_str(name, &value)?).map_err(|e| meta(name, e))?;
+            let s = as_str(name, &value)?;
+            let tokens = parse_scope_tokens(s).map_err(|e| meta(name, e))?;
             let kept = filter_scopes(name, tokens, policy, &mut facts.removed_scopes)?;
             if kept.is_empty() {
                 // Every token was removed (permissive): as if no scope had been sent.
                 return Ok(None);
             }
             facts.has_scope = true;
-            Value::String(kept.join(" "))
+            if is_joined(s, &kept) {
+                value
+            } else {
+                Value::String(kept.join(" "))
+            }
         }
         Member::Contacts => {
             let raw = string_array(name, &value, ErrorCode::InvalidClientMetadata)?;
@@ -455,11 +504,12 @@ fn member_value(
             for (i, c) in raw.iter().enumerate() {
                 let c = c.trim();
                 if !is_email(c) {
-                    return Err(meta(&format!("{name}[{i}]"), "not an email address"));
+                    return Err(meta(&elem(name, i), "not an email address"));
                 }
-                out.push(c.to_string());
+                out.push(c);
             }
-            strings_value(dedupe(out))
+            let v = changed_strings(&value, &dedupe(&out));
+            v.unwrap_or(value)
         }
         Member::Jwks => {
             check_jwks(name, &value)?;
@@ -468,7 +518,7 @@ fn member_value(
         }
         Member::Identifier => {
             let s = as_str(name, &value)?;
-            if s.is_empty() || s.chars().count() > 255 {
+            if s.is_empty() || (s.len() > 255 && s.chars().count() > 255) {
                 return Err(meta(name, "must be 1 to 255 characters"));
             }
             if s.chars().any(|c| c.is_control() || super::error::is_invisible(c)) {
@@ -510,14 +560,14 @@ fn member_value(
             if none_forbidden && s == "none" {
                 return Err(meta(name, "\"none\" is not allowed"));
             }
-            facts.algs.push(name.to_string());
+            facts.algs.push(name_cow);
             value
         }
         Member::Enc(alg) => {
             if !is_algorithm_name(as_str(name, &value)?) {
                 return Err(meta(name, "not an algorithm name"));
             }
-            facts.encs.push((name.to_string(), alg));
+            facts.encs.push((name_cow, alg));
             value
         }
         Member::DefaultMaxAge => {
@@ -536,20 +586,36 @@ fn member_value(
             let raw = string_array(name, &value, ErrorCode::InvalidClientMetadata)?;
             for (i, a) in raw.iter().enumerate() {
                 if a.is_empty() || a.chars().count() > 255 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(meta(&format!("{name}[{i}]"), "must be 1 to 255 characters without whitespace"));
+                    return Err(meta(&elem(name, i), "must be 1 to 255 characters without whitespace"));
                 }
             }
-            strings_value(dedupe(raw))
+            let v = changed_strings(&value, &dedupe(&raw));
+            v.unwrap_or(value)
         }
         Member::RequestUris => {
             let raw = string_array(name, &value, ErrorCode::InvalidClientMetadata)?;
             for (i, u) in raw.iter().enumerate() {
-                check_https(u, policy).map_err(|e| meta(&format!("{name}[{i}]"), e))?;
+                check_https(u, policy).map_err(|e| meta(&elem(name, i), e))?;
             }
-            strings_value(dedupe(raw))
+            let v = changed_strings(&value, &dedupe(&raw));
+            v.unwrap_or(value)
         }
     };
     Ok(Some(v))
+}
+
+/// `s` is exactly `parts` joined with single spaces.
+fn is_joined(s: &str, parts: &[&str]) -> bool {
+    let mut rest = s;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            let Some(r) = rest.strip_prefix(' ') else { return false };
+            rest = r;
+        }
+        let Some(r) = rest.strip_prefix(p) else { return false };
+        rest = r;
+    }
+    rest.is_empty()
 }
 
 fn auth_method(name: &str, s: &str, policy: &Policy) -> Result<AuthMethod> {
@@ -562,40 +628,42 @@ fn auth_method(name: &str, s: &str, policy: &Policy) -> Result<AuthMethod> {
     Ok(m)
 }
 
-fn grant_type(name: &str, s: &str, mode: SecurityMode) -> Result<GrantType> {
+/// A grant type allowed in `mode`, else the reason (to be prefixed by the member name).
+fn grant_type(s: &str, mode: SecurityMode) -> std::result::Result<GrantType, Cow<'static, str>> {
     match GrantType::parse(s) {
         Some(g) if g.allowed_in(mode) => Ok(g),
-        Some(g) => Err(meta(name, format!("grant type {:?} is not allowed in strict mode", g.as_str()))),
-        None if REFUSED_GRANTS.contains(&s) => Err(meta(name, format!("grant type {s:?} is not allowed"))),
-        None => Err(meta(name, "unsupported grant type")),
+        Some(g) => Err(format!("grant type {:?} is not allowed in strict mode", g.as_str()).into()),
+        None if REFUSED_GRANTS.contains(&s) => Err(format!("grant type {s:?} is not allowed").into()),
+        None => Err("unsupported grant type".into()),
     }
 }
 
-fn response_type(name: &str, s: &str, mode: SecurityMode) -> Result<ResponseType> {
+/// A response type allowed in `mode`, else the reason (to be prefixed by the member name).
+fn response_type(s: &str, mode: SecurityMode) -> std::result::Result<ResponseType, Cow<'static, str>> {
     match ResponseType::parse(s) {
         Some(r) if r.allowed_in(mode) => Ok(r),
         Some(r) => {
             let m = if mode == SecurityMode::Strict { " in strict mode" } else { "" };
-            Err(meta(name, format!("response type {:?} is not allowed{m}", r.canonical())))
+            Err(format!("response type {:?} is not allowed{m}", r.canonical()).into())
         }
-        None => Err(meta(name, "unsupported response type")),
+        None => Err("unsupported response type".into()),
     }
 }
 
 /// Applies `allowed_scopes`: strict refuses a scope outside it, permissive removes it.
-fn filter_scopes(name: &str, tokens: Vec<String>, policy: &Policy, removed: &mut Vec<String>) -> Result<Vec<String>> {
+fn filter_scopes<'s>(name: &str, tokens: Vec<&'s str>, policy: &Policy, removed: &mut Vec<String>) -> Result<Vec<&'s str>> {
     let Some(allowed) = &policy.allowed_scopes else {
         return Ok(tokens);
     };
     let mut kept = Vec::with_capacity(tokens.len());
     for t in tokens {
-        if allowed.contains(&t) {
+        if allowed.iter().any(|a| a == t) {
             kept.push(t);
         } else if policy.security_mode == SecurityMode::Strict {
             let shown: String = t.chars().take(64).collect();
             return Err(meta(name, format!("scope {shown:?} is not allowed")));
         } else {
-            removed.push(t);
+            removed.push(t.to_string());
         }
     }
     Ok(kept)
@@ -609,14 +677,14 @@ fn check_jwks(name: &str, v: &Value) -> Result<()> {
         return Err(meta(name, "\"keys\" must not be empty"));
     }
     for (i, k) in keys.iter().enumerate() {
-        let member = format!("{name}.keys[{i}]");
-        let key = k.as_object().ok_or_else(|| meta(&member, "must be a JSON object"))?;
+        let member = || format!("{name}.keys[{i}]");
+        let key = k.as_object().ok_or_else(|| meta(&member(), "must be a JSON object"))?;
         if !key.get("kty").is_some_and(Value::is_string) {
-            return Err(meta(&member, "must have a string \"kty\""));
+            return Err(meta(&member(), "must have a string \"kty\""));
         }
         for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
             if key.contains_key(private) {
-                return Err(meta(&member, format!("must not contain private or symmetric key material ({private:?})")));
+                return Err(meta(&member(), format!("must not contain private or symmetric key material ({private:?})")));
             }
         }
     }
@@ -645,12 +713,12 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>)
     let mode = policy.security_mode;
 
     // grant_types (default from policy)
-    let grants = match &facts.grant_types {
-        Some(g) => g.clone(),
+    let grants = match facts.grant_types.take() {
+        Some(g) => g,
         None => {
             let mut g = Vec::new();
             for s in &policy.default_grant_types {
-                let gt = grant_type("grant_types", s, mode)?;
+                let gt = grant_type(s, mode).map_err(|e| meta("grant_types", e))?;
                 if !g.contains(&gt) {
                     g.push(gt);
                 }
@@ -658,32 +726,34 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>)
             if g.is_empty() {
                 return Err(meta("grant_types", "required (the policy has no default)"));
             }
-            out.insert("grant_types".into(), strings_value(g.iter().map(|x| x.as_str().to_string()).collect()));
+            out.insert("grant_types".into(), strings_value(g.iter().map(|x| x.as_str())));
             g
         }
     };
     GrantType::check_refresh(&grants, mode).map_err(|e| meta("grant_types", e))?;
 
     // response_types (default: the policy's defaults that fit the grant types)
-    let responses = match &facts.response_types {
+    let defaulted;
+    let responses: &[ResponseType] = match &facts.response_types {
         Some(r) => {
             for (i, rt) in r.iter().enumerate() {
                 if let Some(g) = rt.missing_grant(&grants) {
-                    return Err(meta(&format!("response_types[{i}]"), format!("{:?} requires grant type {g:?}", rt.canonical())));
+                    return Err(meta(&elem("response_types", i), format!("{:?} requires grant type {g:?}", rt.canonical())));
                 }
             }
-            r.clone()
+            r
         }
         None => {
             let mut r = Vec::new();
             for s in &policy.default_response_types {
-                let rt = response_type("response_types", s, mode)?;
+                let rt = response_type(s, mode).map_err(|e| meta("response_types", e))?;
                 if rt.missing_grant(&grants).is_none() && !r.contains(&rt) {
                     r.push(rt);
                 }
             }
-            out.insert("response_types".into(), strings_value(r.iter().map(|x| x.canonical()).collect()));
-            r
+            out.insert("response_types".into(), strings_value(r.iter().map(|x| x.canonical_str())));
+            defaulted = r;
+            &defaulted
         }
     };
     if grants.contains(&GrantType::AuthorizationCode) && !responses.iter().any(|r| r.has_code()) {
@@ -721,9 +791,9 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>)
     // scope (default from policy)
     if !facts.has_scope {
         if let Some(def) = &policy.default_scope {
-            let tokens = parse_scope(def).map_err(|e| meta("scope", format!("policy default: {e}")))?;
-            let tokens: Vec<String> = match &policy.allowed_scopes {
-                Some(allowed) => tokens.into_iter().filter(|t| allowed.contains(t)).collect(),
+            let tokens = parse_scope_tokens(def).map_err(|e| meta("scope", format!("policy default: {e}")))?;
+            let tokens: Vec<&str> = match &policy.allowed_scopes {
+                Some(allowed) => tokens.into_iter().filter(|t| allowed.iter().any(|a| a == t)).collect(),
                 None => tokens,
             };
             if !tokens.is_empty() {
@@ -737,19 +807,23 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>)
 
 /// Checks `redirect_uris` and `post_logout_redirect_uris` with the context now known, then
 /// the strict same-site rule; returns the redirect hosts for the audit log.
-fn check_redirect_uris(policy: &Policy, facts: &Facts) -> Result<Vec<String>> {
+fn check_redirect_uris(policy: &Policy, facts: &Facts, out: &Map<String, Value>) -> Result<Vec<String>> {
+    // Present members were forwarded exactly as sent: arrays of strings.
+    let uris = |present: bool, name: &str| -> Option<Vec<&str>> {
+        present.then(|| out.get(name).and_then(Value::as_array).map_or(Vec::new(), |a| a.iter().filter_map(Value::as_str).collect()))
+    };
     let grants = facts.grant_types.as_deref().unwrap_or(&[]);
     let required = grants.iter().any(|g| g.is_redirect_based());
     let ctx = RedirectCtx { policy, native: facts.native, implicit: grants.contains(&GrantType::Implicit) };
     let mut hosts: Vec<String> = Vec::new();
     let mut web: Vec<UriInfo> = Vec::new();
-    match &facts.redirect_uris {
+    match &uris(facts.redirect_uris, "redirect_uris") {
         None if required => return Err(redirect_err("redirect_uris", "required for the authorization_code and implicit grants")),
         Some(u) if u.is_empty() && required => return Err(redirect_err("redirect_uris", "must not be empty")),
         None => {}
         Some(uris) => {
             for (i, u) in uris.iter().enumerate() {
-                let info = check_redirect(u, &ctx).map_err(|e| redirect_err(&format!("redirect_uris[{i}]"), e))?;
+                let info = check_redirect(u, &ctx).map_err(|e| redirect_err(&elem("redirect_uris", i), e))?;
                 if let Some(h) = &info.host {
                     if !hosts.contains(h) {
                         hosts.push(h.clone());
@@ -761,10 +835,10 @@ fn check_redirect_uris(policy: &Policy, facts: &Facts) -> Result<Vec<String>> {
             }
         }
     }
-    if let Some(uris) = &facts.post_logout_redirect_uris {
+    if let Some(uris) = uris(facts.post_logout_redirect_uris, "post_logout_redirect_uris") {
         let ctx = RedirectCtx { implicit: false, ..ctx };
         for (i, u) in uris.iter().enumerate() {
-            check_redirect(u, &ctx).map_err(|e| meta(&format!("post_logout_redirect_uris[{i}]"), e))?;
+            check_redirect(u, &ctx).map_err(|e| meta(&elem("post_logout_redirect_uris", i), e))?;
         }
     }
     // Strict: a client's home page, logo, policy and terms live on the site it redirects to.
