@@ -5,6 +5,9 @@
 #
 #   ./bench/ab.sh [ROUNDS=5] [SECONDS=5] [CONNS=16]
 #   AB_GW=/path/to/other/dcr-gateway ./bench/ab.sh      # compare another gateway build
+#   AB_THREADS=2 ./bench/ab.sh                           # [server] threads of the gateway
+#   AB_OHA_RATE=4400 ./bench/ab.sh 1 10                  # then fixed-rate p50/p99 with oha
+#   AB_PERF=/tmp/p ./bench/ab.sh 1                       # then perf record both
 #
 # Prints per round: req/s, CPU µs per request (user+system) and user-space CPU µs per request
 # for both, and the medians. On this shared VM req/s and system time move by ±20 % between runs
@@ -36,7 +39,7 @@ taskset -c 1 nginx -e "$W/up/error.log" -p "$W/up" -c "$W/up/nginx.conf" -g 'dae
 cp "$W/fx/rules-100000.json" "$W/rules.json"; cp "$W/fx/country.mmdb" "$W/country.mmdb"
 cat >"$W/gateway.toml" <<TOML
 [server]
-threads = 1
+threads = ${AB_THREADS:-1}
 pid_file = "$W/gw.pid"
 upgrade_sock = "$W/gw.sock"
 [listen]
@@ -84,6 +87,13 @@ done | tee "$W/rows"
 med() { awk -v k="$1" '{ print $k }' "$W/rows" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "median: gateway $(med 2) req/s, $(med 3) µs/req, $(med 4) user µs/req; bare $(med 5) req/s, $(med 6) µs/req, $(med 7) user µs/req"
 echo "median gateway/bare: throughput $(med 8)×, CPU per request $(med 9)×, user CPU per request $(med 10)×"
+if [[ -n ${AB_OHA_RATE:-} ]]; then # fixed-rate tail latency (oha), gateway then bare
+  for who in gateway:$((PORT + 2)) bare:$((PORT + 4)); do
+    oha_out=$(taskset -c 1 oha --no-tui -z "${SECS}s" -c "$CONNS" -q "$AB_OHA_RATE" --latency-correction -m POST \
+      -H 'content-type: application/json' -D "$ROOT/bench/body.json" --output-format json "http://127.0.0.1:${who#*:}/oidc/register")
+    echo "${who%%:*} at $AB_OHA_RATE req/s: $(jq -r '"p50 \(.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000) ms, p99 \(.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000) ms, max \(.summary.slowest * 1000 | . * 1000 | round / 1000) ms"' <<<"$oha_out")"
+  done
+fi
 if [[ -n ${AB_PERF:-} ]]; then # perf profile of both under the same load, flat (self) and with call graphs
   for who in gw:$GWPID:$((PORT + 2)) bare:$BAREPID:$((PORT + 4)); do
     IFS=: read -r n p port <<<"$who"
