@@ -27,7 +27,7 @@ use crate::scope::Scope;
 use crate::signals::Signals;
 use crate::snapshot::{Snapshot, Store};
 use crate::telemetry::audit::{now_rfc3339, truncate_chars};
-use crate::telemetry::{AuditLine, AuditLog, Metrics};
+use crate::telemetry::{AuditLine, AuditLog, Metrics, Outcome};
 use upstream::PeerTemplate;
 
 /// Upper bound on the upstream response we buffer to learn the issued `client_id`.
@@ -55,47 +55,6 @@ pub struct Gateway {
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Initial access token uses (`max_uses`), per process, across reloads.
     pub token_uses: Arc<crate::tokens::UseCounter>,
-}
-
-/// What happened to the request, for metrics and the audit line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Allowed,
-    Blocked,
-    Redirected,
-    Invalid,
-    Disabled,
-    UpstreamError,
-    RateLimited,
-    Unauthorized,
-}
-
-// Outcomes index the metrics' cached `requests_total` series.
-const _: () = assert!((Outcome::Unauthorized as usize) < crate::telemetry::metrics::OUTCOMES);
-
-impl Outcome {
-    /// The audit line's `decision`: the outcome, with ACL actions in the rule file's words.
-    fn decision(self) -> &'static str {
-        match self {
-            Outcome::Allowed => "allow",
-            Outcome::Blocked => "block",
-            Outcome::Redirected => "redirect",
-            other => other.as_str(),
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Blocked => "blocked",
-            Outcome::Redirected => "redirected",
-            Outcome::Invalid => "invalid",
-            Outcome::Disabled => "disabled",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::Unauthorized => "unauthorized",
-        }
-    }
 }
 
 pub struct RequestCtx {
@@ -651,7 +610,7 @@ impl ProxyHttp for Gateway {
         let scope = ctx.scope();
         let elapsed = ctx.start.elapsed();
         let Some(snap) = ctx.snapshot.clone() else { return };
-        self.metrics.count_request(scope, ctx.outcome as usize, ctx.outcome.as_str());
+        self.metrics.count_request(scope, ctx.outcome);
         self.metrics.observe_durations(scope, elapsed.as_secs_f64(), ctx.check_time.as_secs_f64());
         if ctx.status == 0 {
             ctx.status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);

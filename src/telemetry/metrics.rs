@@ -9,6 +9,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use super::Outcome;
 use crate::scope::Scope;
 
 pub struct Metrics {
@@ -36,16 +37,13 @@ pub struct Metrics {
 /// Series every request touches, resolved on first use: `with_label_values` hashes the label
 /// values and takes a lock on each call. Lazily, so /metrics shows the same series as before.
 struct Hot {
-    /// `requests_total` by scope × outcome index (see [`Metrics::count_request`]).
-    requests: [OnceLock<IntCounter>; 3 * OUTCOMES],
+    /// `requests_total` by scope × outcome.
+    requests: [OnceLock<IntCounter>; 3 * Outcome::COUNT],
     request_duration: [OnceLock<Histogram>; 3],
     check_duration: [OnceLock<Histogram>; 3],
     /// `upstream_responses_total` by status class 2xx..5xx.
     upstream_class: [OnceLock<IntCounter>; 4],
 }
-
-/// Upper bound on the outcome indexes callers pass to [`Metrics::count_request`].
-pub const OUTCOMES: usize = 16;
 
 fn scope_index(scope: Scope) -> usize {
     match scope {
@@ -188,14 +186,11 @@ impl Metrics {
         }
     }
 
-    /// One finished request: `requests_total{scope, outcome}`. `outcome_index` identifies
-    /// `outcome` (< [`OUTCOMES`]); an index out of range falls back to the uncached lookup.
-    pub fn count_request(&self, scope: Scope, outcome_index: usize, outcome: &str) {
-        let make = || self.requests.with_label_values(&[scope.as_str(), outcome]);
-        match self.hot.requests.get(scope_index(scope) * OUTCOMES + outcome_index) {
-            Some(slot) if outcome_index < OUTCOMES => slot.get_or_init(make).inc(),
-            _ => make().inc(),
-        }
+    /// One finished request: `requests_total{scope, outcome}`.
+    pub fn count_request(&self, scope: Scope, outcome: Outcome) {
+        self.hot.requests[scope_index(scope) * Outcome::COUNT + outcome as usize]
+            .get_or_init(|| self.requests.with_label_values(&[scope.as_str(), outcome.as_str()]))
+            .inc();
     }
 
     /// `request_duration_seconds` and `check_duration_seconds` of one request.
