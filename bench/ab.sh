@@ -37,33 +37,9 @@ http { access_log off; client_body_temp_path $W/up; proxy_temp_path $W/up;
 NGX
 taskset -c 1 nginx -e "$W/up/error.log" -p "$W/up" -c "$W/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 cp "$W/fx/rules-100000.json" "$W/rules.json"; cp "$W/fx/country.mmdb" "$W/country.mmdb"
-cat >"$W/gateway.toml" <<TOML
-[server]
-threads = ${AB_THREADS:-1}
-pid_file = "$W/gw.pid"
-upgrade_sock = "$W/gw.sock"
-[listen]
-http = ["127.0.0.1:$((PORT + 2))"]
-https = []
-admin = "127.0.0.1:$((PORT + 3))"
-[upstream]
-origins = ["http://127.0.0.1:$((PORT + 1))"]
-[acl]
-rules = "rules.json"
-default_action = "allow"
-[geoip]
-country_db = "country.mmdb"
-[dcr]
-security_mode = "strict"
-[rate_limit]
-enabled = true
-backend = "local"
-per_ip = { requests = 1000000000000, window_seconds = 1 }
-per_prefix = { requests = 1000000000000, window_seconds = 1 }
-global = { requests = 1000000000000, window_seconds = 1 }
-[audit]
-enabled = false
-TOML
+# shellcheck source=bench/gateway-config.sh
+source "$ROOT/bench/gateway-config.sh"
+gateway_toml "$W" $((PORT + 2)) $((PORT + 3)) $((PORT + 1)) "${AB_THREADS:-1}" true 128 0 >"$W/gateway.toml"
 taskset -c 0 "$GW" run -c "$W/gateway.toml" >"$W/gw.log" 2>&1 & GWPID=$!; PIDS+=($GWPID)
 taskset -c 0 "$BARE" "127.0.0.1:$((PORT + 4))" "127.0.0.1:$((PORT + 1))" 1 >"$W/bare.log" 2>&1 & BAREPID=$!; PIDS+=($BAREPID)
 for u in "http://127.0.0.1:$((PORT + 3))/readyz" "http://127.0.0.1:$((PORT + 4))/"; do

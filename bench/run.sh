@@ -40,6 +40,9 @@ BIG=$(tr ' ' '\n' <<<"$SIZES" | sort -n | tail -1)
 SMALL=$(tr ' ' '\n' <<<"$SIZES" | sort -n | sed -n 1p)
 HZ=$(getconf CLK_TCK)
 
+# shellcheck source=bench/gateway-config.sh
+source "$ROOT/bench/gateway-config.sh"
+
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -171,63 +174,14 @@ EOF
     wait_http "${URL[direct]}/" 200 "upstream nginx"
 }
 
-start_gateway() { # name size port admin threads work_stealing pool audit(0|1) [LD_PRELOAD]
-    local name=$1 size=$2 port=$3 admin=$4 threads=$5 ws=$6 pool=$7 audit=$8 preload=${9:-}
+start_gateway() { # name size port admin threads work_stealing pool audit(0|1)
+    local name=$1 size=$2 port=$3 admin=$4 threads=$5 ws=$6 pool=$7 audit=$8
     local d=$W/$name; mkdir -p "$d"
     cp "$FX/rules-$size.json" "$d/rules.json"
     cp "$FX/country.mmdb" "$d/country.mmdb"
-    local audit_toml='enabled = false'
-    [[ $audit == 1 ]] && audit_toml=$'enabled = true\noutput = "/dev/null"'
-    local rl_toml=
-    if grep -q '^\[rate_limit\]' "$ROOT/conf/gateway.toml"; then
-        # On, with limits one benchmark client cannot reach: its cost is measured, not its 429s.
-        rl_toml=$'[rate_limit]\nenabled = true\nbackend = "local"\nper_ip = { requests = 1000000000000, window_seconds = 1 }\nper_prefix = { requests = 1000000000000, window_seconds = 1 }\nglobal = { requests = 1000000000000, window_seconds = 1 }\n'
-        RATE_LIMIT_NOTE='`[rate_limit]` on (local backend) with limits the benchmark cannot reach, so its check is paid on every registration;'
-    fi
-    cat >"$d/gateway.toml" <<EOF
-[server]
-threads = $threads
-work_stealing = $ws
-drain_timeout_seconds = 1
-graceful_shutdown_timeout_seconds = 1
-pid_file = "$d/gateway.pid"
-upgrade_sock = "$d/upgrade.sock"
-upstream_keepalive_pool_size = $pool
-
-[listen]
-http = ["127.0.0.1:$port"]
-https = []
-admin = "127.0.0.1:$admin"
-
-[upstream]
-origins = ["http://127.0.0.1:$UP_PORT"]
-
-[routes]
-registration_path = "/oidc/register"
-upstream_registration_path = "/oidc/register"
-
-[network]
-trusted_proxies = []
-
-[acl]
-rules = "rules.json"
-default_action = "allow"
-
-[geoip]
-country_db = "country.mmdb"
-
-[dcr]
-security_mode = "strict"
-
-$rl_toml
-[audit]
-$audit_toml
-
-[reload]
-watch = true
-EOF
+    gateway_toml "$d" "$port" "$admin" "$UP_PORT" "$threads" "$ws" "$pool" "$audit" >"$d/gateway.toml"
     "$GW" check -c "$d/gateway.toml" >&2 || die "$name: dcr-gateway check failed"
-    "${PIN_SUT[@]}" env ${preload:+LD_PRELOAD=$preload} "$GW" run -c "$d/gateway.toml" >"$d/gateway.log" 2>&1 &
+    "${PIN_SUT[@]}" "$GW" run -c "$d/gateway.toml" >"$d/gateway.log" 2>&1 &
     PIDS+=($!)
     SUTPID[$name]=$!
     URL[$name]=http://127.0.0.1:$port
@@ -236,7 +190,6 @@ EOF
     RSS0[$name]=$(grep VmRSS "/proc/${SUTPID[$name]}/status" | awk '{print $2}')
 }
 declare -A ADMIN RSS0
-RATE_LIMIT_NOTE=
 
 start_nginx() { # name size port variant(deny|geo)
     local name=$1 size=$2 port=$3 variant=$4
@@ -665,7 +618,7 @@ each system is and how to read the numbers. Do not edit by hand; re-run the scri
 - **Pinning:** $PINNING. One worker each: gateway \`server.threads = 1\`, nginx \`worker_processes 1\`, HAProxy \`nbthread 1\`, bare Pingora \`threads = 1\`. All on 127.0.0.1, keep-alive on both sides everywhere.
 - **Load:** \`wrk -t1 -c{$(tr ' ' ',' <<<"$CONNS")} -d${DURATION}s --latency\`, $REPEAT repetitions, every table cell is the **median**; systems alternate within each repetition.
   POST: \`POST /oidc/register\` with [bench/body.json](../bench/body.json) ($(tr -d '\n' <"$BODY" | wc -c) bytes, via [bench/post.lua](../bench/post.lua)); GET: \`GET /authorize?…\` (pass-through scope \`authentication\`, ACL checked, no body).
-- **Gateway config:** rules = geo rule (block KP) + N random IPv4 CIDRs (block, 1,000 per rule), GeoIP2-Country fixture, \`[dcr]\` strict defaults (every POST is read, validated, normalized and re-serialized), $RATE_LIMIT_NOTE \`[audit] enabled = false\` (see the \`+audit\` row for its cost), \`[reload] watch = true\`, log level info.
+- **Gateway config:** rules = geo rule (block KP) + N random IPv4 CIDRs (block, 1,000 per rule), GeoIP2-Country fixture, \`[dcr]\` strict defaults (every POST is read, validated, normalized and re-serialized), \`[rate_limit]\` on (local backend) with limits the benchmark cannot reach, so its check is paid on every registration; \`[audit] enabled = false\` (see the \`+audit\` row for its cost), \`[reload] watch = true\`, log level info.
 - **nginx / HAProxy:** the same $BIGL CIDRs — nginx as \`deny\` rules (\`nginx-deny\`, ngx_http_access_module, a linear list) and as a \`geo\` block (\`nginx-geo\`, radix tree), plus geoip2 country blocking on the same mmdb; HAProxy as \`acl … src -f\` plus \`src,map_ip()\` country map. Both add X-Forwarded-* and X-Request-Id like the gateway. Neither reads or validates the body: they stream it.
 
 ## Throughput and latency (medians)
