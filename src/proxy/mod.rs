@@ -153,14 +153,14 @@ impl Gateway {
 
     /// The `dcr` scope after the ACL allowed it: method, switch, media type, body, payload.
     async fn dcr_filter(&self, session: &mut Session, ctx: &mut RequestCtx, snap: &Snapshot) -> Result<bool> {
-        let route = ctx.route.clone().unwrap_or(Route { scope: Scope::Dcr, is_registration: true, upstream_path: None });
+        let is_registration = ctx.route.as_ref().map_or(true, |r| r.is_registration);
         let method = session.req_header().method.clone();
         let mut policy = std::borrow::Cow::Borrowed(&snap.config.dcr);
         if method == http::Method::OPTIONS {
             // CORS preflight for browser-based clients: the IdP answers it; there is no body.
             return Ok(false);
         }
-        let validate_body = if route.is_registration {
+        let validate_body = if is_registration {
             if method != http::Method::POST {
                 ctx.outcome = Outcome::Invalid;
                 return self.respond(session, ctx, GatewayError::MethodNotAllowed { allow: "POST, OPTIONS" }).await;
@@ -246,7 +246,7 @@ impl Gateway {
                     }
                 }
                 let mut out = n.body;
-                if !route.is_registration {
+                if !is_registration {
                     // RFC 7592 §2.2: an update carries the client_id, which must reach the IdP.
                     out = restore_client_id(&body, n.document).unwrap_or(out);
                 }
@@ -393,7 +393,8 @@ impl ProxyHttp for Gateway {
         self.record_acl(&verdict);
         ctx.signals = Some(extracted.signals);
         ctx.is_registration_post = route.is_registration && session.req_header().method == http::Method::POST;
-        ctx.route = Some(route.clone());
+        let scope = route.scope;
+        ctx.route = Some(route);
         let decision = verdict.decision.clone();
         ctx.verdict = Some(verdict);
         match decision {
@@ -407,7 +408,7 @@ impl ProxyHttp for Gateway {
             }
             Decision::Allow => {}
         }
-        if route.scope == Scope::Dcr {
+        if scope == Scope::Dcr {
             if let Some(err) = self.rate_limit(ctx, &snap).await {
                 ctx.outcome = Outcome::RateLimited;
                 return self.respond(session, ctx, err).await;
