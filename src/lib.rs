@@ -12,6 +12,7 @@ pub mod dcr;
 pub mod errors;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redact;
 pub mod reload;
 pub mod routes;
 pub mod scope;

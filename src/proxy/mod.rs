@@ -21,7 +21,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use crate::acl::{Decision, Verdict};
 use crate::dcr::{self, RegistrationError};
 use crate::errors::GatewayError;
-use crate::ratelimit::RateDecision;
+use crate::ratelimit::{RateClass, RateDecision};
 use crate::routes::Route;
 use crate::scope::Scope;
 use crate::signals::Signals;
@@ -160,6 +160,9 @@ impl Gateway {
             // CORS preflight for browser-based clients: the IdP answers it; there is no body.
             return Ok(false);
         }
+        // A token error is answered only after the request is counted, in its own class.
+        let token_mode = policy.registration == crate::dcr::RegistrationMode::Token;
+        let mut token_error = None;
         let validate_body = if is_registration {
             if method != http::Method::POST {
                 ctx.outcome = Outcome::Invalid;
@@ -187,10 +190,7 @@ impl Gateway {
                         ctx.strip_authorization = !snap.config.dcr.forward_authorization;
                         ctx.token = Some(entry);
                     }
-                    Err(e) => {
-                        ctx.outcome = Outcome::Unauthorized;
-                        return self.respond(session, ctx, GatewayError::Unauthorized(e)).await;
-                    }
+                    Err(e) => token_error = Some(e),
                 }
             }
             true
@@ -206,6 +206,17 @@ impl Gateway {
                 }
             }
         };
+        // Token mode: only registrations with a valid token count in the main buckets, so an
+        // unauthenticated flood cannot lock token holders out.
+        let class = if token_mode && ctx.token.is_none() { RateClass::Unauthenticated } else { RateClass::Main };
+        if let Some(err) = self.rate_limit(ctx, snap, class).await {
+            ctx.outcome = Outcome::RateLimited;
+            return self.respond(session, ctx, err).await;
+        }
+        if let Some(e) = token_error {
+            ctx.outcome = Outcome::Unauthorized;
+            return self.respond(session, ctx, GatewayError::Unauthorized(e)).await;
+        }
         if !validate_body {
             return Ok(false);
         }
@@ -303,9 +314,9 @@ impl Gateway {
     }
 
     /// Count the request against `[rate_limit]`; `Some` when it must be refused.
-    async fn rate_limit(&self, ctx: &mut RequestCtx, snap: &Snapshot) -> Option<GatewayError> {
+    async fn rate_limit(&self, ctx: &mut RequestCtx, snap: &Snapshot, class: RateClass) -> Option<GatewayError> {
         let ip = ctx.signals.as_ref()?.client_ip;
-        let (decision, answered) = self.rate_limiter.check(&snap.config.rate_limit, ip).await;
+        let (decision, answered) = self.rate_limiter.check(&snap.config.rate_limit, ip, class).await;
         let result = match decision {
             RateDecision::Allow => "allowed",
             RateDecision::Limited { .. } => "limited",
@@ -409,10 +420,7 @@ impl ProxyHttp for Gateway {
             Decision::Allow => {}
         }
         if scope == Scope::Dcr {
-            if let Some(err) = self.rate_limit(ctx, &snap).await {
-                ctx.outcome = Outcome::RateLimited;
-                return self.respond(session, ctx, err).await;
-            }
+            // Rate limits are counted in dcr_filter, after the token check.
             return self.dcr_filter(session, ctx, &snap).await;
         }
         Ok(false)

@@ -85,9 +85,11 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let upstreams = lb_service.task();
 
     let drain = Arc::new(Drain::default());
+    let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::new());
+    metrics.register_collector(Box::new(rate_limiter.sketch_collector()));
     let gateway = Gateway {
         drain: drain.clone(),
-        rate_limiter: Arc::new(crate::ratelimit::RateLimiter::new()),
+        rate_limiter,
         token_uses: Arc::new(crate::tokens::UseCounter::new()),
         store: store.clone(),
         upstreams: upstreams.clone(),

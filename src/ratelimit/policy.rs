@@ -1,4 +1,9 @@
 //! `[rate_limit]`: limits on the `dcr` scope. Pure configuration, reloadable.
+//!
+//! Without a `[rate_limit]` section the built-in limits apply ([`RateLimitPolicy::default`]).
+//! In a `[rate_limit]` section a limit applies only when its line is present: a missing
+//! `per_ip`, `per_prefix` or `global` line is no limit of that kind, and so is
+//! `requests = 0`.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,18 +42,21 @@ pub enum OnBackendError {
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitPolicy {
     pub enabled: bool,
-    /// Per client IP (after trusted-proxy resolution).
+    /// Per client IP (after trusted-proxy resolution). Absent from the section: no limit.
+    #[serde(default)]
     pub per_ip: Option<Limit>,
     /// Per client network: the IP truncated to `ipv4_prefix` / `ipv6_prefix`, so address
-    /// rotation inside one block does not escape.
+    /// rotation inside one block does not escape. Absent from the section: no limit.
+    #[serde(default)]
     pub per_prefix: Option<Limit>,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
-    /// All clients together.
+    /// All clients together. Absent from the section: no limit.
+    #[serde(default)]
     pub global: Option<Limit>,
     pub backend: Backend,
     pub redis_url: String,
-    /// Budget for the one Redis round trip; beyond it the request falls back.
+    /// Budget for the whole Redis call (connecting included); beyond it the request falls back.
     pub redis_timeout_ms: u64,
     pub on_backend_error: OnBackendError,
     /// Prefix of every Redis key, so several gateways (or tenants) can share one Redis.
@@ -59,11 +67,20 @@ impl Default for RateLimitPolicy {
     fn default() -> Self {
         RateLimitPolicy {
             enabled: true,
-            per_ip: Some(Limit { requests: 30, window_seconds: 3600 }),
-            per_prefix: Some(Limit { requests: 120, window_seconds: 3600 }),
+            per_ip: Some(Limit {
+                requests: 30,
+                window_seconds: 3600,
+            }),
+            per_prefix: Some(Limit {
+                requests: 120,
+                window_seconds: 3600,
+            }),
             ipv4_prefix: 24,
             ipv6_prefix: 56,
-            global: Some(Limit { requests: 1000, window_seconds: 60 }),
+            global: Some(Limit {
+                requests: 1000,
+                window_seconds: 60,
+            }),
             backend: Backend::Local,
             redis_url: "redis://127.0.0.1:6379/0".into(),
             redis_timeout_ms: 50,
@@ -77,13 +94,18 @@ impl RateLimitPolicy {
     /// Configuration problems, each naming its key.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut e = Vec::new();
-        for (k, l) in [("per_ip", self.per_ip), ("per_prefix", self.per_prefix), ("global", self.global)] {
-            if let Some(l) = l {
+        for (k, l) in [
+            ("per_ip", self.per_ip),
+            ("per_prefix", self.per_prefix),
+            ("global", self.global),
+        ] {
+            // `requests = 0` turns the limit off; its window is then not read.
+            if let Some(l) = l.filter(|l| l.requests > 0) {
                 if l.window_seconds == 0 || l.window_seconds > 86_400 * 31 {
-                    e.push((format!("rate_limit.{k}.window_seconds"), "must be between 1 and 2678400".into()));
-                }
-                if l.requests == 0 {
-                    e.push((format!("rate_limit.{k}.requests"), "must be at least 1 (remove the limit to disable it)".into()));
+                    e.push((
+                        format!("rate_limit.{k}.window_seconds"),
+                        "must be between 1 and 2678400".into(),
+                    ));
                 }
             }
         }
@@ -96,23 +118,37 @@ impl RateLimitPolicy {
         if self.backend == Backend::Redis {
             match url::Url::parse(&self.redis_url) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
-                Ok(u) => e.push(("rate_limit.redis_url".into(), format!("scheme {:?} is not redis://", u.scheme()))),
+                Ok(u) => e.push((
+                    "rate_limit.redis_url".into(),
+                    format!("scheme {:?} is not redis://", u.scheme()),
+                )),
                 Err(err) => e.push(("rate_limit.redis_url".into(), format!("invalid URL: {err}"))),
             }
             if self.redis_timeout_ms == 0 {
-                e.push(("rate_limit.redis_timeout_ms".into(), "must be at least 1".into()));
+                e.push((
+                    "rate_limit.redis_timeout_ms".into(),
+                    "must be at least 1".into(),
+                ));
             }
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
-            e.push(("rate_limit.key_prefix".into(), "must be non-empty without spaces".into()));
+            e.push((
+                "rate_limit.key_prefix".into(),
+                "must be non-empty without spaces".into(),
+            ));
         }
         e
     }
 
+    /// The limits in force, narrowest first (absent ones and `requests = 0` are off).
     pub fn limits(&self) -> impl Iterator<Item = (LimitKind, Limit)> + '_ {
-        [(LimitKind::Ip, self.per_ip), (LimitKind::Prefix, self.per_prefix), (LimitKind::Global, self.global)]
-            .into_iter()
-            .filter_map(|(k, l)| l.map(|l| (k, l)))
+        [
+            (LimitKind::Ip, self.per_ip),
+            (LimitKind::Prefix, self.per_prefix),
+            (LimitKind::Global, self.global),
+        ]
+        .into_iter()
+        .filter_map(|(k, l)| l.filter(|l| l.requests > 0).map(|l| (k, l)))
     }
 }
 
@@ -130,5 +166,53 @@ impl LimitKind {
             LimitKind::Prefix => "prefix",
             LimitKind::Global => "global",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct File {
+        #[serde(default)]
+        rate_limit: RateLimitPolicy,
+    }
+
+    fn kinds(toml_text: &str) -> Vec<LimitKind> {
+        let f: File = toml::from_str(toml_text).unwrap();
+        f.rate_limit.limits().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn no_section_means_the_built_in_limits() {
+        assert_eq!(
+            kinds(""),
+            [LimitKind::Ip, LimitKind::Prefix, LimitKind::Global]
+        );
+    }
+
+    #[test]
+    fn a_missing_line_is_no_limit() {
+        assert_eq!(
+            kinds("[rate_limit]\nper_ip = { requests = 3, window_seconds = 60 }\n"),
+            [LimitKind::Ip]
+        );
+        assert_eq!(kinds("[rate_limit]\nbackend = \"local\"\n"), []);
+    }
+
+    #[test]
+    fn zero_requests_is_off_and_valid() {
+        let text = "[rate_limit]\nper_ip = { requests = 0, window_seconds = 0 }\nglobal = { requests = 5, window_seconds = 60 }\n";
+        let f: File = toml::from_str(text).unwrap();
+        assert!(
+            f.rate_limit.validate().is_empty(),
+            "{:?}",
+            f.rate_limit.validate()
+        );
+        assert_eq!(
+            f.rate_limit.limits().map(|(k, _)| k).collect::<Vec<_>>(),
+            [LimitKind::Global]
+        );
     }
 }

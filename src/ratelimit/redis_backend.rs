@@ -1,30 +1,43 @@
-//! Shared counters in Redis: one round trip per request (a Lua script increments every
-//! bucket and reads its TTL atomically). The connection is created lazily and re-created
-//! when it fails; attempts are throttled so a dead Redis costs one fast failure per second,
-//! not one timeout per request.
+//! Shared counters in Redis: one round trip per request. A Lua script checks every bucket
+//! narrow to wide and, only when all admit the request, increments them (setting the
+//! window's TTL on a new key); a refused request creates and changes no key. Keys therefore
+//! exist only for admitted requests and expire with their window: Redis memory is bounded by
+//! the admitted requests per window (at most three keys each).
+//!
+//! `redis_timeout_ms` bounds the whole call, connection (re)establishment included. A
+//! connection is established in a background task, so a call that gives up does not abandon
+//! the attempt: the next call finds the connection ready. Attempts are throttled so a dead
+//! Redis costs one attempt per second, not one per request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::Bucket;
+use super::{Admission, Bucket};
 
+/// KEYS: the buckets, narrowest first. ARGV: limit and TTL (seconds) of each, in turn.
+/// Returns `{0, 0}` when admitted (and counted), `{i, ttl}` when bucket `i` (1-based) refused.
 const SCRIPT: &str = r#"
-local out = {}
+for i, key in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', key) or '0')
+  if n >= tonumber(ARGV[2 * i - 1]) then
+    local ttl = redis.call('TTL', key)
+    if ttl < 0 then ttl = tonumber(ARGV[2 * i]) end
+    return {i, ttl}
+  end
+end
 for i, key in ipairs(KEYS) do
   local n = redis.call('INCR', key)
-  if n == 1 then redis.call('EXPIRE', key, tonumber(ARGV[i])) end
-  local ttl = redis.call('TTL', key)
-  if ttl < 0 then redis.call('EXPIRE', key, tonumber(ARGV[i])); ttl = tonumber(ARGV[i]) end
-  out[#out + 1] = n
-  out[#out + 1] = ttl
+  if n == 1 or redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, tonumber(ARGV[2 * i])) end
 end
-return out
+return {0, 0}
 "#;
 
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// Longest a background connection attempt may take, whatever the per-call budget.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct BackendError(pub String);
@@ -35,12 +48,19 @@ impl std::fmt::Display for BackendError {
     }
 }
 
-pub struct RedisLimiter {
+struct Shared {
     conn: RwLock<Option<(String, ConnectionManager)>>,
-    script: redis::Script,
+    connecting: AtomicBool,
     started: Instant,
     /// Milliseconds since `started` of the last connection attempt.
     last_attempt_ms: AtomicU64,
+    /// Notified when an attempt ends (either way).
+    attempt_done: tokio::sync::Notify,
+}
+
+pub struct RedisLimiter {
+    shared: Arc<Shared>,
+    script: redis::Script,
 }
 
 impl Default for RedisLimiter {
@@ -52,64 +72,141 @@ impl Default for RedisLimiter {
 impl RedisLimiter {
     pub fn new() -> RedisLimiter {
         RedisLimiter {
-            conn: RwLock::new(None),
+            shared: Arc::new(Shared {
+                conn: RwLock::new(None),
+                connecting: AtomicBool::new(false),
+                started: Instant::now(),
+                last_attempt_ms: AtomicU64::new(u64::MAX),
+                attempt_done: tokio::sync::Notify::new(),
+            }),
             script: redis::Script::new(SCRIPT),
-            started: Instant::now(),
-            last_attempt_ms: AtomicU64::new(u64::MAX),
         }
     }
 
     fn current(&self, url: &str) -> Option<ConnectionManager> {
-        let g = self.conn.read().unwrap_or_else(|p| p.into_inner());
+        let g = self.shared.conn.read().unwrap_or_else(|p| p.into_inner());
         g.as_ref().filter(|(u, _)| u == url).map(|(_, c)| c.clone())
     }
 
-    async fn connection(&self, url: &str, timeout: Duration) -> Result<ConnectionManager, BackendError> {
+    /// The connection for `url`, starting a (throttled) background attempt when there is
+    /// none and waiting for it. Callers bound the wait.
+    async fn connection(&self, url: &str) -> Result<ConnectionManager, BackendError> {
         if let Some(c) = self.current(url) {
             return Ok(c);
         }
-        let now = self.started.elapsed().as_millis() as u64;
-        let last = self.last_attempt_ms.load(Ordering::Acquire);
-        if last != u64::MAX && now.saturating_sub(last) < RECONNECT_EVERY.as_millis() as u64 {
-            return Err(BackendError("not connected (next attempt within 1s)".into()));
+        let s = &self.shared;
+        let notified = s.attempt_done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(c) = self.current(url) {
+            // An attempt finished between the first look and `enable`.
+            return Ok(c);
         }
-        self.last_attempt_ms.store(now, Ordering::Release);
-        let client = redis::Client::open(url).map_err(|e| BackendError(format!("bad redis_url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let mgr = tokio::time::timeout(timeout.max(Duration::from_millis(200)) * 2, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| BackendError("connect timed out".into()))?
-            .map_err(|e| BackendError(format!("connect failed: {e}")))?;
-        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some((url.to_string(), mgr.clone()));
-        Ok(mgr)
+        if !s.connecting.load(Ordering::Acquire) {
+            let now = s.started.elapsed().as_millis() as u64;
+            let last = s.last_attempt_ms.load(Ordering::Acquire);
+            if last != u64::MAX && now.saturating_sub(last) < RECONNECT_EVERY.as_millis() as u64 {
+                return Err(BackendError(
+                    "not connected (next attempt within 1s)".into(),
+                ));
+            }
+            if s.connecting
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                s.last_attempt_ms.store(now, Ordering::Release);
+                let client = match redis::Client::open(url) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        s.connecting.store(false, Ordering::Release);
+                        return Err(BackendError(format!(
+                            "bad redis_url: {}",
+                            crate::redact::redact(&e.to_string())
+                        )));
+                    }
+                };
+                let shared = s.clone();
+                let url = url.to_string();
+                tokio::spawn(async move {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                        .set_response_timeout(Some(CONNECT_TIMEOUT))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_millis(500));
+                    let made = tokio::time::timeout(
+                        CONNECT_TIMEOUT,
+                        ConnectionManager::new_with_config(client, config),
+                    )
+                    .await;
+                    match made {
+                        Ok(Ok(mgr)) => {
+                            *shared.conn.write().unwrap_or_else(|p| p.into_inner()) =
+                                Some((url, mgr));
+                        }
+                        Ok(Err(e)) => tracing::debug!(
+                            "rate limit: Redis connection failed: {}",
+                            crate::redact::redact(&e.to_string())
+                        ),
+                        Err(_) => tracing::debug!("rate limit: Redis connection timed out"),
+                    }
+                    shared.connecting.store(false, Ordering::Release);
+                    shared.attempt_done.notify_waiters();
+                });
+            }
+        }
+        notified.await;
+        self.current(url)
+            .ok_or_else(|| BackendError("connect failed".into()))
     }
 
-    /// Increment every bucket; (count, seconds to reset) per bucket.
-    pub async fn incr(
+    /// Check and count one request (see the module doc). `timeout` bounds the whole call.
+    pub async fn admit(
         &self,
         url: &str,
         prefix: &str,
         buckets: &[Bucket],
         timeout: Duration,
-    ) -> Result<Vec<(u64, u64)>, BackendError> {
-        let mut conn = self.connection(url, timeout).await?;
+    ) -> Result<Admission, BackendError> {
+        match tokio::time::timeout(timeout, self.admit_unbounded(url, prefix, buckets)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError(format!(
+                "no answer within {}ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn admit_unbounded(
+        &self,
+        url: &str,
+        prefix: &str,
+        buckets: &[Bucket],
+    ) -> Result<Admission, BackendError> {
+        let mut conn = self.connection(url).await?;
         let mut inv = self.script.prepare_invoke();
         for b in buckets {
-            inv.key(format!("{prefix}:rl:{}:{}:{}", b.kind.as_str(), b.key, b.window));
+            inv.key(format!(
+                "{prefix}:rl:{}:{}:{}",
+                b.kind.as_str(),
+                b.key,
+                b.window
+            ));
+            inv.arg(b.limit.requests);
             inv.arg(b.remaining_secs.max(1));
         }
-        let res: Vec<i64> = match tokio::time::timeout(timeout, inv.invoke_async(&mut conn)).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(BackendError(format!("script failed: {e}"))),
-            Err(_) => return Err(BackendError(format!("no answer within {}ms", timeout.as_millis()))),
-        };
-        if res.len() != buckets.len() * 2 {
-            return Err(BackendError("unexpected script reply".into()));
+        let res: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| {
+            BackendError(format!(
+                "script failed: {}",
+                crate::redact::redact(&e.to_string())
+            ))
+        })?;
+        match res.as_slice() {
+            [0, _] => Ok(Admission::Admitted),
+            [i, ttl] if *i >= 1 && (*i as usize) <= buckets.len() => Ok(Admission::Refused {
+                index: *i as usize - 1,
+                reset_secs: (*ttl).max(0) as u64,
+            }),
+            _ => Err(BackendError("unexpected script reply".into())),
         }
-        Ok(res.chunks(2).map(|c| (c[0].max(0) as u64, c[1].max(0) as u64)).collect())
     }
 }

@@ -223,6 +223,13 @@ impl Metrics {
     }
 
     /// Text exposition format.
+    /// Add a collector computed at scrape time (e.g. the rate-limit sketch estimate).
+    pub fn register_collector(&self, c: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            tracing::warn!("metrics: collector not registered: {e}");
+        }
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         let families = self.registry.gather();
