@@ -25,6 +25,20 @@ pub enum GatewayError {
     RateLimitUnavailable,
     /// `[dcr] registration = "token"` and no valid initial access token.
     Unauthorized(crate::tokens::TokenError),
+    /// The request target or host could not be made unambiguous (`core::target`).
+    BadTarget(crate::core::target::TargetError),
+    /// A header the gateway must understand could not be read.
+    BadHeader(&'static str),
+    /// A `dcr`-scope request whose method does not take a body carried one.
+    BodyNotAllowed,
+    /// TLS SNI names another host than the request (`[network] sni_host_mismatch = "reject"`).
+    Misdirected,
+    /// The request head was not complete within `[server] header_timeout_ms`.
+    HeaderTimeout,
+    /// A malformed request head (written for Pingora's own parse errors).
+    MalformedRequest { status: u16 },
+    /// Something failed inside the gateway (details in the log, never in the answer).
+    Internal,
 }
 
 impl GatewayError {
@@ -41,6 +55,11 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => 429,
             GatewayError::RateLimitUnavailable => 503,
             GatewayError::Unauthorized(_) => 401,
+            GatewayError::BadTarget(_) | GatewayError::BadHeader(_) | GatewayError::BodyNotAllowed => 400,
+            GatewayError::Misdirected => 421,
+            GatewayError::HeaderTimeout => 408,
+            GatewayError::MalformedRequest { status } => *status,
+            GatewayError::Internal => 500,
         }
     }
 
@@ -52,13 +71,20 @@ impl GatewayError {
             | GatewayError::UnsupportedMediaType
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::RequestTimeout
-            | GatewayError::BadRequestBody => "invalid_request",
+            | GatewayError::BadRequestBody
+            | GatewayError::BadTarget(_)
+            | GatewayError::BadHeader(_)
+            | GatewayError::BodyNotAllowed
+            | GatewayError::Misdirected
+            | GatewayError::HeaderTimeout
+            | GatewayError::MalformedRequest { .. } => "invalid_request",
             GatewayError::InvalidRegistration(e) => e.code.as_str(),
             GatewayError::NoHealthyUpstream
             | GatewayError::UpstreamUnavailable
             | GatewayError::UpstreamTimeout
             | GatewayError::RateLimitUnavailable => "temporarily_unavailable",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::Internal => "server_error",
             GatewayError::Unauthorized(_) => "invalid_token",
         }
     }
@@ -81,6 +107,14 @@ impl GatewayError {
             }
             GatewayError::RateLimitUnavailable => "registration is temporarily unavailable".into(),
             GatewayError::Unauthorized(e) => format!("initial access token: {}", e.as_str()),
+            GatewayError::BadTarget(e) => e.description().into(),
+            GatewayError::BadHeader(what) => format!("unreadable {what} header"),
+            GatewayError::BodyNotAllowed => "this request must not carry a body".into(),
+            GatewayError::Misdirected => "the TLS server name does not match the requested host".into(),
+            GatewayError::HeaderTimeout => "request head not received in time".into(),
+            GatewayError::MalformedRequest { status: 431 } => "request header fields too large".into(),
+            GatewayError::MalformedRequest { .. } => "malformed request".into(),
+            GatewayError::Internal => "internal error".into(),
         }
     }
 

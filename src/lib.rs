@@ -8,6 +8,7 @@ pub mod acl;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod dcr;
 pub mod errors;
 pub mod proxy;

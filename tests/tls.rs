@@ -1,5 +1,5 @@
-//! The HTTPS listener: certificate served, SNI used as the `hostnames` signal,
-//! `X-Forwarded-Proto: https` sent upstream.
+//! The HTTPS listener: certificate served, one host decided (SNI must agree with the
+//! request's host unless allowed), `X-Forwarded-Proto: https` sent upstream.
 
 mod support;
 
@@ -61,12 +61,11 @@ fn https_get(addr: std::net::SocketAddr, sni: &str, host: &str, path: &str) -> (
     (raw_status(&text), text)
 }
 
-#[test]
-fn https_listener_uses_sni_for_hostnames_and_sets_forwarded_proto() {
-    let up = Upstream::start();
+fn tls_gateway(up: &Upstream, network: &str) -> (Gateway, std::net::SocketAddr) {
     let (cert, key) = self_signed();
     let tls_port = free_port();
     let gw = GatewayBuilder::new(&up.origin())
+        .network(network)
         .file("cert.pem", cert)
         .file("key.pem", key)
         .listen_extra(&format!("https = [{{ address = \"127.0.0.1:{tls_port}\", cert = \"cert.pem\", key = \"key.pem\" }}]"))
@@ -74,14 +73,39 @@ fn https_listener_uses_sni_for_hostnames_and_sets_forwarded_proto() {
         .start();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
     assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()));
-    // SNI decides, whatever the Host header says.
-    let (status, text) = https_get(addr, "idp.example.com", "other.example.com", "/authorize");
+    (gw, addr)
+}
+
+#[test]
+fn https_listener_decides_the_host_once_and_sets_forwarded_proto() {
+    let up = Upstream::start();
+    let (gw, addr) = tls_gateway(&up, "trusted_proxies = []");
+    let (status, text) = https_get(addr, "idp.example.com", "idp.example.com", "/authorize");
     assert_eq!(status, 200, "{text}");
     let r = up.last();
     assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
-    let (status, _) = https_get(addr, "evil.example.com", "idp.example.com", "/authorize");
-    assert_eq!(status, 403);
-    // Plain HTTP falls back to the Host header.
+    assert_eq!(r.header("host").as_deref(), Some("idp.example.com"));
+    let seen = up.count();
+    // SNI and Host disagree: 421 by default, whichever of the two is the allowed name.
+    for (sni, host) in [("idp.example.com", "other.example.com"), ("evil.example.com", "idp.example.com")] {
+        let (status, text) = https_get(addr, sni, host, "/authorize");
+        assert_eq!(status, 421, "{sni} / {host}: {text}");
+        assert!(text.contains("\"request_id\""), "{text}");
+    }
+    assert_eq!(up.count(), seen, "nothing forwarded on a mismatch");
+    // Plain HTTP: the Host header is the host.
     assert_eq!(response_parts(agent().get(&gw.url("/authorize")).set("host", "idp.example.com").call()).0, 200);
     assert_eq!(response_parts(agent().get(&gw.url("/authorize")).set("host", "nope.example.com").call()).0, 403);
+}
+
+#[test]
+fn sni_host_mismatch_allowed_judges_and_forwards_the_request_host() {
+    let up = Upstream::start();
+    let (_gw, addr) = tls_gateway(&up, "trusted_proxies = []\nsni_host_mismatch = \"allow\"");
+    // The client-chosen SNI does not win: the Host it sends is judged and forwarded.
+    let (status, _) = https_get(addr, "idp.example.com", "other.example.com", "/authorize");
+    assert_eq!(status, 403);
+    let (status, text) = https_get(addr, "evil.example.com", "idp.example.com", "/authorize");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(up.last().header("host").as_deref(), Some("idp.example.com"));
 }

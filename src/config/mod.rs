@@ -124,6 +124,10 @@ pub struct Config {
     pub request_id_header: String,
     pub ja3_header: Option<String>,
     pub ja4_header: Option<String>,
+    pub sni_host_mismatch: schema::SniHostMismatch,
+    /// Header names removed from requests of untrusted peers (lower case).
+    pub strip_untrusted_headers: Vec<http::HeaderName>,
+    pub set_forwarded: bool,
     pub rules_file: Option<PathBuf>,
     pub default_action: DefaultAction,
     pub country_db: Option<PathBuf>,
@@ -269,6 +273,26 @@ impl Validator {
             }
         }
 
+        let mut strip_untrusted_headers = Vec::new();
+        let strip_names: Vec<String> = match &raw.network.strip_untrusted_headers {
+            Some(list) => list.clone(),
+            None => crate::core::headers::DEFAULT_UNTRUSTED_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .chain(raw.network.ja3_header.clone())
+                .chain(raw.network.ja4_header.clone())
+                .collect(),
+        };
+        for (i, h) in strip_names.iter().enumerate() {
+            match http::HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes()) {
+                Ok(n) => strip_untrusted_headers.push(n),
+                Err(_) => self.err(format!("network.strip_untrusted_headers[{i}]"), format!("{h:?} is not a valid header name")),
+            }
+        }
+        if raw.server.header_timeout_ms == 0 {
+            self.err("server.header_timeout_ms", "must be at least 1");
+        }
+
         let rules_file = raw.acl.rules.as_deref().and_then(|p| self.path_key("acl.rules", p));
         let country_db = raw.geoip.country_db.as_deref().and_then(|p| self.path_key("geoip.country_db", p));
         let asn_db = raw.geoip.asn_db.as_deref().and_then(|p| self.path_key("geoip.asn_db", p));
@@ -323,6 +347,9 @@ impl Validator {
             request_id_header: raw.network.request_id_header.to_ascii_lowercase(),
             ja3_header: raw.network.ja3_header.map(|h| h.to_ascii_lowercase()),
             ja4_header: raw.network.ja4_header.map(|h| h.to_ascii_lowercase()),
+            sni_host_mismatch: raw.network.sni_host_mismatch,
+            strip_untrusted_headers,
+            set_forwarded: raw.network.set_forwarded,
             rules_file,
             default_action: raw.acl.default_action,
             country_db,

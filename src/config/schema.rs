@@ -36,6 +36,12 @@ pub struct ServerSection {
     pub pid_file: String,
     pub upgrade_sock: String,
     pub upstream_keepalive_pool_size: usize,
+    /// Whole-head deadline: a request head not complete this long after its first byte (or
+    /// after the connection opened) is answered 408 and the connection closed.
+    pub header_timeout_ms: u64,
+    /// Open downstream connections per process; beyond it new connections are closed at
+    /// once and counted (`dcr_gateway_connections_refused_total`). 0 = no cap.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSection {
@@ -49,6 +55,8 @@ impl Default for ServerSection {
             pid_file: "/tmp/dcr-gateway.pid".into(),
             upgrade_sock: "/tmp/dcr-gateway-upgrade.sock".into(),
             upstream_keepalive_pool_size: 128,
+            header_timeout_ms: 10_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -152,6 +160,14 @@ pub struct NetworkSection {
     pub request_id_header: String,
     pub ja3_header: Option<String>,
     pub ja4_header: Option<String>,
+    /// What to do when a TLS client's SNI names another host than the request's host.
+    pub sni_host_mismatch: SniHostMismatch,
+    /// Client headers removed before forwarding when the peer is not a trusted proxy.
+    /// Absent: `core::headers::DEFAULT_UNTRUSTED_HEADERS` plus the JA3/JA4 header names.
+    pub strip_untrusted_headers: Option<Vec<String>>,
+    /// Send an RFC 7239 `Forwarded` header upstream (built by the gateway; any client value
+    /// from an untrusted peer is removed either way).
+    pub set_forwarded: bool,
 }
 
 impl Default for NetworkSection {
@@ -161,8 +177,20 @@ impl Default for NetworkSection {
             request_id_header: "x-request-id".into(),
             ja3_header: None,
             ja4_header: None,
+            sni_host_mismatch: SniHostMismatch::Reject,
+            strip_untrusted_headers: None,
+            set_forwarded: false,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SniHostMismatch {
+    /// 421 Misdirected Request (RFC 9110 §15.5.20).
+    Reject,
+    /// Serve it; the request's host (not the SNI) is the `hostnames` signal and goes upstream.
+    Allow,
 }
 
 #[derive(Debug, Clone, Deserialize)]

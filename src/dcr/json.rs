@@ -96,11 +96,19 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
     }
 }
 
+/// Member names refused at any depth: they address a JavaScript object's prototype.
+pub(crate) const PROTOTYPE_NAMES: [&str; 3] = ["__proto__", "constructor", "prototype"];
+
 fn read_map<'de, A: MapAccess<'de>>(ctx: &Ctx, depth: usize, mut map: A) -> Result<Map<String, Value>, A::Error> {
     ctx.enter::<A::Error>(depth)?;
     // The top-level object of a registration typically has 5 to 15 members.
     let mut out = if depth == 1 { Map::with_capacity(16) } else { Map::new() };
     while let Some(key) = map.next_key::<String>()? {
+        if PROTOTYPE_NAMES.contains(&key.as_str()) {
+            // A JavaScript IdP merging this object would change its prototype: `__proto__`
+            // inside `jwks.keys[]` smuggled a private `d` past the top-level checks.
+            return Err(ctx.abort(format!("member name \"{key}\" is not allowed")));
+        }
         match out.entry(key) {
             Entry::Occupied(e) => return Err(ctx.abort(format!("duplicate member \"{}\"", display_name(e.key())))),
             Entry::Vacant(e) => {
@@ -237,6 +245,11 @@ mod tests {
             (r#"{"a":1,}"#, 16, "body: malformed JSON"),
             (r#"{"a":"\ud800"}"#, 16, "body: malformed JSON"),
             ("{\"a\":1e400}", 16, "body: malformed JSON"),
+            (r#"{"__proto__":{}}"#, 16, r#"body: member name "__proto__" is not allowed"#),
+            (r#"{"jwks":{"keys":[{"kty":"RSA","__proto__":{"d":"x"}}]}}"#, 16, r#"body: member name "__proto__""#),
+            (r#"{"a":[{"b":{"constructor":1}}]}"#, 16, r#"body: member name "constructor""#),
+            (r#"{"a":{"prototype":1}}"#, 16, r#"body: member name "prototype""#),
+            (r#"{"a":{"\u005f_proto__":1}}"#, 16, r#"body: member name "__proto__""#),
         ];
         for (body, depth, want) in cases {
             let got = err(body, *depth);

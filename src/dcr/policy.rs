@@ -101,6 +101,9 @@ pub struct Policy {
     /// The initial access token file (`[[token]]` entries, see `crate::tokens`), relative to
     /// the configuration file. Required when `registration = "token"`.
     pub token_file: Option<String>,
+    /// Forward the client's `Cookie` header on `dcr`-scope requests (default false: an IdP
+    /// session cookie is ambient authority on an API call).
+    pub forward_cookie: bool,
     /// In token mode, forward the client's `Authorization` header to the IdP (default: strip
     /// it, the token is the gateway's).
     pub forward_authorization: bool,
@@ -138,6 +141,7 @@ impl Default for Policy {
             registration: RegistrationMode::Open,
             token_file: None,
             forward_authorization: false,
+            forward_cookie: false,
             require_software_statement: false,
             software_statement_leeway_seconds: 60,
             software_statement_issuers: Vec::new(),

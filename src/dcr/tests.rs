@@ -113,6 +113,7 @@ fn bad_in_both_modes() -> Vec<Bad> {
         ("jwks empty keys", web(json!({"jwks": {"keys": []}})), ICM, "jwks: \"keys\" must not be empty"),
         ("jwks key not object", web(json!({"jwks": {"keys": ["k"]}})), ICM, "jwks.keys[0]: must be a JSON object"),
         ("jwks key without kty", web(json!({"jwks": {"keys": [{"kty": "EC"}, {"kid": "1"}]}})), ICM, "jwks.keys[1]: must have a string \"kty\""),
+        ("jwks nested private key", web(json!({"jwks": {"keys": [{"kty": "RSA", "n": "x", "e": "AQAB", "x5": {"d": "secret"}}]}})), ICM, "jwks.keys[0]: must not contain private"),
         ("jwks private key", web(json!({"jwks": {"keys": [{"kty": "RSA", "n": "x", "e": "AQAB", "d": "secret"}]}})), ICM, "jwks.keys[0]: must not contain private"),
         ("jwks_uri http", web(json!({"jwks_uri": "http://app.example.com/jwks"})), ICM, "jwks_uri: scheme \"http\" is not allowed (https is required)"),
         ("jwks_uri type", web(json!({"jwks_uri": 1})), ICM, "jwks_uri: must be a string"),

@@ -682,13 +682,24 @@ fn check_jwks(name: &str, v: &Value) -> Result<()> {
         if !key.get("kty").is_some_and(Value::is_string) {
             return Err(meta(&member(), "must have a string \"kty\""));
         }
-        for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
-            if key.contains_key(private) {
-                return Err(meta(&member(), format!("must not contain private or symmetric key material ({private:?})")));
-            }
+        if let Some(private) = private_member(k) {
+            return Err(meta(&member(), format!("must not contain private or symmetric key material ({private:?})")));
         }
     }
     Ok(())
+}
+
+/// A private or symmetric JWK member name anywhere inside `v` (nested objects and arrays
+/// included: a key hidden one level down is still a key).
+fn private_member(v: &Value) -> Option<&'static str> {
+    const PRIVATE: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+    match v {
+        Value::Object(o) => {
+            PRIVATE.iter().copied().find(|m| o.contains_key(*m)).or_else(|| o.values().find_map(private_member))
+        }
+        Value::Array(a) => a.iter().find_map(private_member),
+        _ => None,
+    }
 }
 
 /// `header.payload.signature`, each part non-empty base64url (an unsecured JWS, with an empty

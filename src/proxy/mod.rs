@@ -22,6 +22,8 @@ use crate::acl::{Decision, Verdict};
 use crate::dcr::{self, RegistrationError};
 use crate::errors::GatewayError;
 use crate::ratelimit::{RateClass, RateDecision};
+use crate::config::schema::SniHostMismatch;
+use crate::core::target::TargetError;
 use crate::routes::Route;
 use crate::scope::Scope;
 use crate::signals::Signals;
@@ -81,7 +83,11 @@ pub struct RequestCtx {
     status: u16,
     /// The initial access token that admitted this registration.
     token: Option<crate::tokens::TokenEntry>,
+    /// Its `max_uses` use, committed when the IdP answers 2xx, else given back on drop.
+    token_lease: Option<crate::tokens::UseLease>,
     strip_authorization: bool,
+    /// The request's host as decided by `core::target` (`Host` value sent upstream).
+    upstream_host: Option<http::HeaderValue>,
 }
 
 #[derive(Default)]
@@ -158,7 +164,7 @@ impl Gateway {
         let mut policy = std::borrow::Cow::Borrowed(&snap.config.dcr);
         if method == http::Method::OPTIONS {
             // CORS preflight for browser-based clients: the IdP answers it; there is no body.
-            return Ok(false);
+            return self.refuse_body(session, ctx).await;
         }
         // A token error is answered only after the request is counted, in its own class.
         let token_mode = policy.registration == crate::dcr::RegistrationMode::Token;
@@ -218,7 +224,9 @@ impl Gateway {
             return self.respond(session, ctx, GatewayError::Unauthorized(e)).await;
         }
         if !validate_body {
-            return Ok(false);
+            // A body here is either read and validated or refused — never forwarded unread
+            // (an IdP may read it whatever the method).
+            return self.refuse_body(session, ctx).await;
         }
         if !is_json_content_type(session.req_header().headers.get(http::header::CONTENT_TYPE)) {
             ctx.outcome = Outcome::Invalid;
@@ -248,12 +256,16 @@ impl Gateway {
         match checked {
             Ok(n) => {
                 if let Some(entry) = &ctx.token {
-                    // Counted only for registrations that will reach the IdP.
-                    if !self.token_uses.try_use(entry) {
-                        ctx.outcome = Outcome::Unauthorized;
-                        return self
-                            .respond(session, ctx, GatewayError::Unauthorized(crate::tokens::TokenError::Exhausted))
-                            .await;
+                    // Leased only for registrations that will reach the IdP; spent only when
+                    // it answers 2xx (upstream_response_filter), given back otherwise.
+                    match self.token_uses.lease(entry) {
+                        Some(lease) => ctx.token_lease = Some(lease),
+                        None => {
+                            ctx.outcome = Outcome::Unauthorized;
+                            return self
+                                .respond(session, ctx, GatewayError::Unauthorized(crate::tokens::TokenError::Exhausted))
+                                .await;
+                        }
                     }
                 }
                 let mut out = n.body;
@@ -276,6 +288,15 @@ impl Gateway {
                 self.respond(session, ctx, GatewayError::InvalidRegistration(e)).await
             }
         }
+    }
+
+    /// `Ok(false)` (go on) when the request has no body, else a 400 answer.
+    async fn refuse_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if session.is_body_empty() {
+            return Ok(false);
+        }
+        ctx.outcome = Outcome::Invalid;
+        self.respond(session, ctx, GatewayError::BodyNotAllowed).await
     }
 
     /// Read the whole body, bounded in size and time. The bytes also land in Pingora's retry
@@ -348,6 +369,15 @@ impl Gateway {
     }
 }
 
+/// An RFC 7239 node: IPv6 addresses quoted and bracketed.
+fn forwarded_node(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    }
+}
+
 /// Put the client's `client_id` back into a validated RFC 7592 update.
 fn restore_client_id(raw: &[u8], mut doc: serde_json::Map<String, serde_json::Value>) -> Option<Vec<u8>> {
     let v: serde_json::Value = serde_json::from_slice(raw).ok()?;
@@ -383,26 +413,63 @@ impl ProxyHttp for Gateway {
             client_id: None,
             status: 0,
             token: None,
+            token_lease: None,
             strip_authorization: false,
+            upstream_host: None,
         }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        // Answer pipelined requests one after another instead of dropping the ones that
+        // arrived with the first (Pingora's default closes the connection on them).
+        session.set_pipelining_enabled(true);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snap = self.store.load_full();
         ctx.snapshot = Some(snap.clone());
         let t = Instant::now();
-        let extracted = signals::extract(session, &snap, &self.metrics);
+        // One parse of the head; everything below decides on this view (core::target).
+        let view = signals::request_view(session);
+        let host = view.as_ref().ok().and_then(|v| v.authority.as_ref()).map(|a| a.host.clone());
+        let extracted = signals::extract(session, &snap, &self.metrics, host);
         ctx.peer_trusted = extracted.peer_trusted;
         ctx.request_id = extracted
             .request_id
             .filter(|id| acceptable_request_id(id))
             .unwrap_or_else(generate_request_id);
-        let target = String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
-        let route = snap.config.router.classify(&target);
-        let verdict = snap.acl.evaluate(route.scope, &extracted.signals);
+        let sni = extracted.sni;
+        ctx.signals = Some(extracted.signals);
+        let classified = view.and_then(|v| snap.config.router.classify(&v).map(|r| (v, r)));
+        let (view, route) = match classified {
+            Ok(x) => x,
+            Err(e) => {
+                ctx.outcome = Outcome::Invalid;
+                return self.respond(session, ctx, GatewayError::BadTarget(e)).await;
+            }
+        };
+        if let Some(err) = extracted.header_error {
+            ctx.outcome = Outcome::Invalid;
+            return self.respond(session, ctx, GatewayError::BadHeader(err)).await;
+        }
+        if let (Some(sni), Some(a)) = (sni.as_deref(), view.authority.as_ref()) {
+            if snap.config.sni_host_mismatch == SniHostMismatch::Reject && !sni.eq_ignore_ascii_case(&a.host) {
+                ctx.outcome = Outcome::Invalid;
+                return self.respond(session, ctx, GatewayError::Misdirected).await;
+            }
+        }
+        ctx.upstream_host = match view.authority.as_ref().map(|a| http::HeaderValue::from_str(&a.header_value())) {
+            Some(Ok(h)) => Some(h),
+            Some(Err(_)) => {
+                ctx.outcome = Outcome::Invalid;
+                return self.respond(session, ctx, GatewayError::BadTarget(TargetError::InvalidHost)).await;
+            }
+            None => None,
+        };
+        let verdict = snap.acl.evaluate(route.scope, ctx.signals.as_ref().expect("signals set above"));
         ctx.check_time += t.elapsed();
         self.record_acl(&verdict);
-        ctx.signals = Some(extracted.signals);
         ctx.is_registration_post = route.is_registration && session.req_header().method == http::Method::POST;
         let scope = route.scope;
         ctx.route = Some(route);
@@ -460,32 +527,57 @@ impl ProxyHttp for Gateway {
         let Some(snap) = ctx.snapshot.clone() else { return Ok(()) };
         let connecting = ctx.signals.as_ref().map(|s| s.connecting_ip.to_string()).unwrap_or_default();
         let xff = if ctx.peer_trusted && req.headers.contains_key("x-forwarded-for") {
-            let mut joined = String::with_capacity(64);
-            for v in req.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
-                joined.push_str(v);
-                joined.push_str(", ");
+            // Read from the bytes: a non-ASCII byte must not drop the hops before it.
+            let mut joined = Vec::with_capacity(64);
+            for v in req.headers.get_all("x-forwarded-for").iter() {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
             }
-            joined.push_str(&connecting);
-            joined
+            joined.extend_from_slice(connecting.as_bytes());
+            http::HeaderValue::from_bytes(&joined).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?
         } else {
             // An untrusted peer's X-Forwarded-For is whatever it chose to write: drop it.
-            connecting
+            http::HeaderValue::from_str(&connecting).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?
         };
         req.insert_header("x-forwarded-for", xff)?;
+        if !ctx.peer_trusted {
+            // Address, port and fingerprint claims of a client that is not a trusted proxy.
+            for name in &snap.config.strip_untrusted_headers {
+                req.remove_header(name);
+            }
+        }
+        // The host decided in request_filter is the host the IdP sees.
+        match ctx.upstream_host.clone() {
+            Some(h) => req.insert_header(http::header::HOST, h)?,
+            None => {
+                req.remove_header(&http::header::HOST);
+            }
+        }
         let is_tls = signals::is_tls(session, &self.tls_listeners);
         if !(ctx.peer_trusted && req.headers.contains_key("x-forwarded-proto")) {
             req.insert_header("x-forwarded-proto", if is_tls { "https" } else { "http" })?;
         }
         if !(ctx.peer_trusted && req.headers.contains_key("x-forwarded-host")) {
             // A HeaderValue clone shares the bytes; no copy of the Host value.
-            let host = req.headers.get(http::header::HOST).cloned().or_else(|| {
-                req.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            });
-            match host {
+            match ctx.upstream_host.clone() {
                 Some(h) => req.insert_header("x-forwarded-host", h)?,
                 None => {
                     req.remove_header("x-forwarded-host");
                 }
+            }
+        }
+        if snap.config.set_forwarded {
+            let proto = if is_tls { "https" } else { "http" };
+            let mut fwd = format!("for={};proto={proto}", forwarded_node(&connecting));
+            if let Some(h) = ctx.upstream_host.as_ref().and_then(|h| h.to_str().ok()) {
+                fwd.push_str(";host=\"");
+                fwd.push_str(h);
+                fwd.push('"');
+            }
+            if ctx.peer_trusted {
+                req.append_header("forwarded", fwd)?;
+            } else {
+                req.insert_header("forwarded", fwd)?;
             }
         }
         let request_id = http::HeaderValue::from_str(&ctx.request_id).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
@@ -494,15 +586,21 @@ impl ProxyHttp for Gateway {
             DEFAULT_REQUEST_ID_HEADER => req.insert_header(DEFAULT_REQUEST_ID_HEADER, request_id)?,
             other => req.insert_header(other.to_string(), request_id)?,
         }
-        if let Some(path) = ctx.route.as_ref().and_then(|r| r.upstream_path.as_ref()) {
-            req.set_raw_path(path.as_bytes())?;
+        if let Some(route) = ctx.route.as_ref() {
+            // Origin-form, rebuilt from the segments the route was decided on.
+            req.set_raw_path(route.upstream_target.as_bytes())?;
+            if route.scope == Scope::Dcr && !snap.config.dcr.forward_cookie {
+                req.remove_header(&http::header::COOKIE);
+            }
         }
         if ctx.strip_authorization {
             req.remove_header(&http::header::AUTHORIZATION);
         }
         if let Some(body) = &ctx.replacement_body {
-            req.remove_header(&http::header::TRANSFER_ENCODING);
-            req.remove_header(&http::header::EXPECT);
+            // The body is the gateway's own bytes: nothing that described the client's stays.
+            for name in crate::core::headers::BODY_DESCRIBING_HEADERS {
+                req.remove_header(*name);
+            }
             req.insert_header(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()))?;
             req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         }
@@ -526,10 +624,11 @@ impl ProxyHttp for Gateway {
         ctx.upstream_status = Some(status);
         ctx.upstream_latency = ctx.upstream_start.map(|s| s.elapsed());
         self.metrics.count_upstream_response(status);
-        if let Some(entry) = &ctx.token {
-            if !(200..300).contains(&status) {
-                // The IdP refused: the partner did not get a client for this use.
-                self.token_uses.refund(entry);
+        if let Some(lease) = ctx.token_lease.take() {
+            if (200..300).contains(&status) {
+                // The IdP accepted the registration: the use is spent. Any other answer drops
+                // the lease and gives the use back (as do 502/504 and aborted requests).
+                lease.commit();
             }
         }
         if ctx.is_registration_post && resp.headers.get(http::header::CONTENT_ENCODING).is_none() {
@@ -607,7 +706,11 @@ impl ProxyHttp for Gateway {
             None => match e.esource() {
                 ErrorSource::Downstream => 0,
                 _ => {
-                    let _ = session.respond_error(500).await;
+                    // Our own answer, JSON like every other; the cause goes to the log only.
+                    tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed inside the gateway");
+                    if self.respond(session, ctx, GatewayError::Internal).await.is_err() {
+                        tracing::debug!(request_id = %ctx.request_id, "could not write error response");
+                    }
                     500
                 }
             },

@@ -22,6 +22,12 @@ use crate::snapshot::Snapshot;
 use crate::telemetry::admin::AdminApp;
 use crate::telemetry::{logging, AuditLog, Metrics};
 
+/// HTTP/2 stream bounds per connection (h2's defaults are 20 and 1024; a registration
+/// client needs a handful of streams).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 10;
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 64;
+const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
 pub struct RunOptions {
     /// Take over listening sockets from a running instance (graceful upgrade).
     pub upgrade: bool,
@@ -49,6 +55,11 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let store = Arc::new(ArcSwap::from_pointee(snap));
 
     let (lb, peers) = upstream::build(&cfg.upstream)?;
+    // Pingora's load balancer starts with an empty backend set until its background service
+    // first runs, and the listeners may open before that: the first requests of a start (and
+    // of a graceful upgrade's new process) got 502 "no healthy upstream". Fill it, and run
+    // the first health check, before any listener exists.
+    upstream::prime(&lb);
     let audit = Arc::new(match &cfg.audit_output {
         AuditOutput::Stdout => AuditLog::stdout(),
         AuditOutput::File(p) => AuditLog::file(p).map_err(|e| vec![format!("audit.output: {}: {e}", p.display())])?,
@@ -99,6 +110,16 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         tls_listeners: cfg.https_listeners.iter().map(|l| l.address).collect(),
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "dcr-gateway");
+    if let Some(app) = proxy.app_logic_mut() {
+        // HTTP/2 rapid reset (CVE-2023-44487): a client that resets streams right after the
+        // server accepted them made hundreds of upstream requests per connection before
+        // GOAWAY. Bound accepted-then-reset and locally errored streams per connection.
+        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+        h2.max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+            .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+        app.h2_options = Some(h2);
+    }
     for a in &cfg.http_listeners {
         proxy.add_tcp(&a.to_string());
     }

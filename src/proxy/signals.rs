@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use pingora::proxy::Session;
 
 use super::tls::ServerName;
+use crate::core::headers;
+use crate::core::target::{self, RequestView, TargetError};
 use crate::signals::{canonical_ip, Signals};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
@@ -14,6 +16,10 @@ pub struct Extracted {
     pub peer_trusted: bool,
     /// The request id a trusted proxy sent, if any.
     pub request_id: Option<String>,
+    /// The TLS server name the client sent, lower case.
+    pub sni: Option<String>,
+    /// A header the gateway needs could not be read unambiguously (→ 400).
+    pub header_error: Option<&'static str>,
 }
 
 fn peer_ip(session: &Session) -> IpAddr {
@@ -25,8 +31,9 @@ fn peer_ip(session: &Session) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
-fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
-    session.req_header().headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
+/// A header's value as text, read from its bytes (`core::headers::text`).
+fn header_text(session: &Session, name: &str) -> Option<String> {
+    session.req_header().headers.get(name).and_then(|v| headers::text(v.as_bytes()))
 }
 
 pub fn is_tls(session: &Session, tls_listeners: &[SocketAddr]) -> bool {
@@ -44,38 +51,47 @@ fn sni(session: &Session) -> Option<String> {
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .and_then(|d| d.extension.get::<ServerName>())
-        .map(|s| s.0.clone())
+        .map(|s| s.0.trim_end_matches('.').to_ascii_lowercase())
 }
 
-/// `Host` without port, lower case (`[::1]:8080` → `[::1]`).
-fn host_without_port(host: &str) -> String {
-    let h = host.trim();
-    let h = if h.starts_with('[') {
-        match h.find(']') {
-            Some(i) => &h[..=i],
-            None => h,
+/// The canonical view of the request head (`core::target::parse`). HTTP/1 gives the target as
+/// received (absolute-form included) and its `Host` headers; HTTP/2 gives `:path` and
+/// `:authority` (Pingora keeps the latter in the URI), else `Host`.
+pub fn request_view(session: &Session) -> Result<RequestView, TargetError> {
+    let req = session.req_header();
+    let host_values: Vec<&[u8]> = req.headers.get_all(http::header::HOST).iter().map(|v| v.as_bytes()).collect();
+    let h2_authority;
+    let hosts: &[&[u8]] = match req.uri.authority() {
+        Some(a) if session.is_http2() => {
+            h2_authority = [a.as_str().as_bytes()];
+            &h2_authority
         }
-    } else {
-        match h.rfind(':') {
-            Some(i) if h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],
-            _ => h,
-        }
+        _ => &host_values,
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    let head = target::Head {
+        method_is_options: req.method == http::Method::OPTIONS,
+        target: req.raw_path(),
+        hosts,
+        host_required: req.version >= http::Version::HTTP_11,
+    };
+    target::parse(&head)
 }
 
-pub fn extract(session: &Session, snap: &Snapshot, metrics: &Metrics) -> Extracted {
+/// Gather the ACL signals. `host` is the request's host decided by [`request_view`].
+pub fn extract(session: &Session, snap: &Snapshot, metrics: &Metrics, host: Option<String>) -> Extracted {
     let cfg = &snap.config;
     let peer = peer_ip(session);
     let peer_trusted = cfg.trusted_proxies.contains(peer);
     let client_ip = if peer_trusted {
-        let xff = session
+        // From the bytes: a value with a non-ASCII byte still has its other hops read.
+        let values: Vec<std::borrow::Cow<'_, str>> = session
             .req_header()
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok());
-        cfg.trusted_proxies.client_ip(peer, xff)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect();
+        cfg.trusted_proxies.client_ip(peer, values.iter().map(|v| v.as_ref()))
     } else {
         peer
     };
@@ -94,33 +110,21 @@ pub fn extract(session: &Session, snap: &Snapshot, metrics: &Metrics) -> Extract
             metrics.geoip_misses.with_label_values(&["asn"]).inc();
         }
     }
-    signals.user_agent = header_str(session, "user-agent").map(str::to_string);
+    let mut header_error = None;
+    if session.req_header().headers.get_all(http::header::USER_AGENT).iter().nth(1).is_some() {
+        // The signal would judge one value while the IdP receives both.
+        header_error = Some("User-Agent");
+    }
+    signals.user_agent = header_text(session, "user-agent");
     if peer_trusted {
-        signals.ja3 = cfg.ja3_header.as_deref().and_then(|h| header_str(session, h)).map(str::to_string);
-        signals.ja4 = cfg.ja4_header.as_deref().and_then(|h| header_str(session, h)).map(str::to_string);
+        signals.ja3 = cfg.ja3_header.as_deref().and_then(|h| header_text(session, h));
+        signals.ja4 = cfg.ja4_header.as_deref().and_then(|h| header_text(session, h));
     }
-    signals.hostname = sni(session).or_else(|| {
-        header_str(session, "host")
-            .map(host_without_port)
-            .or_else(|| session.req_header().uri.host().map(|h| h.to_ascii_lowercase()))
-    });
-    let request_id = if peer_trusted {
-        header_str(session, &cfg.request_id_header).map(str::to_string)
-    } else {
-        None
-    };
-    Extracted { signals, peer_trusted, request_id }
+    let sni = sni(session);
+    // The request's host (target authority, else Host) is the one signal and the one host
+    // forwarded; an SNI that disagrees is refused or ignored by the adapter.
+    signals.hostname = host.or_else(|| sni.clone());
+    let request_id = if peer_trusted { header_text(session, &cfg.request_id_header) } else { None };
+    Extracted { signals, peer_trusted, request_id, sni, header_error }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::host_without_port;
-
-    #[test]
-    fn host_port_is_stripped() {
-        assert_eq!(host_without_port("Example.COM:8443"), "example.com");
-        assert_eq!(host_without_port("example.com."), "example.com");
-        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
-        assert_eq!(host_without_port("idp"), "idp");
-    }
-}

@@ -106,6 +106,19 @@ pub fn build(up: &Upstream) -> Result<(LoadBalancer<RoundRobin>, PeerTemplate), 
     Ok((lb, template))
 }
 
+/// Load the static backend list and run one round of health checks now, synchronously
+/// (bounded by the configured connect/read timeouts), so the balancer can select an origin
+/// from the first request on.
+pub fn prime(lb: &LoadBalancer<RoundRobin>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    rt.block_on(async {
+        if let Err(e) = lb.update().await {
+            tracing::warn!(error = %e, "could not load the upstream origins before start");
+        }
+        lb.backends().run_health_check(lb.parallel_health_check).await;
+    });
+}
+
 impl PeerTemplate {
     /// The peer for a backend selected by the load balancer.
     pub fn peer(&self, backend: &Backend) -> HttpPeer {

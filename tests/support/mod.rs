@@ -3,6 +3,7 @@
 //! readiness polling instead of sleeps.
 #![allow(dead_code)]
 
+pub mod raw_upstream;
 pub mod upstream;
 
 use std::io::{Read, Write};
@@ -15,7 +16,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_dcr-gateway");
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Poll `f` until it returns true, at most `timeout`.
@@ -125,7 +130,9 @@ impl GatewayBuilder {
 
     pub fn start(self) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", self.http_port.unwrap_or_else(free_port)).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", self.http_port.unwrap_or_else(free_port))
+            .parse()
+            .unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         for (name, bytes) in &self.files {
             std::fs::write(dir.path().join(name), bytes).unwrap();
@@ -162,7 +169,14 @@ impl GatewayBuilder {
             .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
             .spawn()
             .unwrap();
-        let mut gw = Gateway { child: Some(child), dir, http, admin, stdout, stderr };
+        let mut gw = Gateway {
+            child: Some(child),
+            dir,
+            http,
+            admin,
+            stdout,
+            stderr,
+        };
         gw.wait_ready();
         gw
     }
@@ -189,7 +203,9 @@ impl Gateway {
                     panic!("gateway exited early with {status}: {}", self.stderr_text());
                 }
             }
-            TcpStream::connect(self.http).is_ok() && TcpStream::connect(self.admin).is_ok()
+            // /readyz answers once the server runs; the upstream set is loaded (and health
+            // checked once) before any listener opens, so a 200 here means requests are served.
+            TcpStream::connect(self.http).is_ok() && readyz_answers(self.admin)
         });
         assert!(ok, "gateway did not become ready: {}", self.stderr_text());
     }
@@ -205,7 +221,10 @@ impl Gateway {
         self.stdout_text()
             .lines()
             .filter(|l| l.starts_with('{'))
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+            })
             .collect()
     }
     /// Wait until the audit log has at least `n` lines.
@@ -219,7 +238,10 @@ impl Gateway {
     }
 
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 
@@ -275,8 +297,19 @@ impl Drop for Gateway {
     }
 }
 
+/// The admin listener answers `/readyz` (200 ready or 503 not ready: both mean it runs).
+pub fn readyz_answers(admin: SocketAddr) -> bool {
+    match agent().get(&format!("http://{admin}/readyz")).call() {
+        Ok(_) | Err(ureq::Error::Status(_, _)) => true,
+        Err(_) => false,
+    }
+}
+
 pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().redirects(0).timeout(Duration::from_secs(10)).build()
+    ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout(Duration::from_secs(10))
+        .build()
 }
 
 /// (status, body) of a GET, whatever the status.
@@ -304,7 +337,10 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
 
 /// Status code of a raw HTTP/1.1 response.
 pub fn raw_status(resp: &str) -> u16 {
-    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn write_file(path: &Path, text: &str) {

@@ -1,0 +1,11 @@
+//! The pure core: synchronous functions over plain data, no Pingora, no tokio, no files.
+//! Everything the gateway decides about a request is decided here, so it can be tested in
+//! microseconds and fuzzed without a socket.
+//!
+//! - [`target`]: one parse of the request head into the canonical [`target::RequestView`]
+//!   that every later decision — scope, host signal, the request forwarded upstream — reads.
+//! - [`headers`]: reading header values from their bytes, and which client headers the
+//!   gateway strips before forwarding.
+
+pub mod headers;
+pub mod target;
