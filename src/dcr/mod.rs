@@ -25,7 +25,7 @@ mod tests;
 
 pub use error::{ErrorCode, RegistrationError};
 pub use policy::{Policy, RegistrationMode, SecurityMode, StatementIssuer};
-pub use statement::{check_with, StatementVerifier};
+pub use statement::{check_update_with, check_with, StatementVerifier};
 
 /// A registration that passed [`check`].
 #[derive(Debug, Clone, PartialEq)]

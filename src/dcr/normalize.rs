@@ -15,6 +15,8 @@ pub(crate) enum TextError {
     TooLong(usize),
     Control,
     AngleBracket,
+    /// A quote or backtick (HTML attribute break-out) in strict mode.
+    Quote(char),
 }
 
 impl std::fmt::Display for TextError {
@@ -24,6 +26,7 @@ impl std::fmt::Display for TextError {
             TextError::TooLong(max) => write!(f, "longer than {max} characters"),
             TextError::Control => f.write_str("must not contain control or invisible formatting characters"),
             TextError::AngleBracket => f.write_str("must not contain '<' or '>' in strict mode"),
+            TextError::Quote(c) => write!(f, "must not contain {c:?} in strict mode"),
         }
     }
 }
@@ -33,11 +36,15 @@ impl std::fmt::Display for TextError {
 /// no `<` / `>`. The result is a fixed point: `human_text(result) == result`.
 #[cfg(test)]
 pub(crate) fn human_text(raw: &str, max_chars: usize, mode: SecurityMode) -> Result<String, TextError> {
-    human_text_cow(raw, max_chars, mode).map(Cow::into_owned)
+    human_text_cow(raw, max_chars, mode, false).map(Cow::into_owned)
 }
 
 /// [`human_text`], borrowing `raw` (trimmed) when that is already the result.
-pub(crate) fn human_text_cow(raw: &str, max_chars: usize, mode: SecurityMode) -> Result<Cow<'_, str>, TextError> {
+///
+/// Strict mode also refuses `"`, `` ` `` and (unless `apostrophe_ok`, `[dcr]
+/// allow_apostrophe`) `'`: a consent page that puts the name unescaped into an HTML attribute
+/// (LemonLDAP::NG 2.16) runs `Acme" autofocus onfocus="…`.
+pub(crate) fn human_text_cow(raw: &str, max_chars: usize, mode: SecurityMode, apostrophe_ok: bool) -> Result<Cow<'_, str>, TextError> {
     let t = raw.trim();
     // Fast path: an NFC (e.g. ASCII) trimmed text is its own fixed point below.
     let s: Cow<'_, str> = if t.is_ascii() || unicode_normalization::is_nfc_quick(t.chars()) == unicode_normalization::IsNormalized::Yes {
@@ -65,8 +72,13 @@ pub(crate) fn human_text_cow(raw: &str, max_chars: usize, mode: SecurityMode) ->
     } else if s.chars().any(|c| c.is_control() || is_invisible(c)) {
         return Err(TextError::Control);
     }
-    if mode == SecurityMode::Strict && s.contains(['<', '>']) {
-        return Err(TextError::AngleBracket);
+    if mode == SecurityMode::Strict {
+        if s.contains(['<', '>']) {
+            return Err(TextError::AngleBracket);
+        }
+        if let Some(c) = s.chars().find(|&c| c == '"' || c == '`' || (c == '\'' && !apostrophe_ok)) {
+            return Err(TextError::Quote(c));
+        }
     }
     if s.len() > max_chars && (ascii || s.chars().count() > max_chars) {
         return Err(TextError::TooLong(max_chars));
@@ -273,6 +285,11 @@ mod tests {
         assert_eq!(human_text("evil\u{202E}gpj", 20, s), Err(TextError::Control));
         assert_eq!(human_text("<b>x</b>", 20, s), Err(TextError::AngleBracket));
         assert_eq!(human_text("<b>x</b>", 20, p), Ok("<b>x</b>".into()));
+        assert_eq!(human_text("Acme\" autofocus onfocus=\"x", 40, s), Err(TextError::Quote('"')));
+        assert_eq!(human_text("a`b", 40, s), Err(TextError::Quote('`')));
+        assert_eq!(human_text("O'Reilly", 40, s), Err(TextError::Quote('\'')));
+        assert_eq!(human_text_cow("O'Reilly", 40, s, true).map(Cow::into_owned), Ok("O'Reilly".to_string()));
+        assert_eq!(human_text("Acme\"", 40, p), Ok("Acme\"".into()));
     }
 
     #[test]

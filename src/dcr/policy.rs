@@ -101,6 +101,8 @@ pub struct Policy {
     /// The initial access token file (`[[token]]` entries, see `crate::tokens`), relative to
     /// the configuration file. Required when `registration = "token"`.
     pub token_file: Option<String>,
+    /// Strict mode: allow `'` in client names (O'Reilly). `"` and `` ` `` stay refused.
+    pub allow_apostrophe: bool,
     /// Forward the client's `Cookie` header on `dcr`-scope requests (default false: an IdP
     /// session cookie is ambient authority on an API call).
     pub forward_cookie: bool,
@@ -142,6 +144,7 @@ impl Default for Policy {
             token_file: None,
             forward_authorization: false,
             forward_cookie: false,
+            allow_apostrophe: false,
             require_software_statement: false,
             software_statement_leeway_seconds: 60,
             software_statement_issuers: Vec::new(),

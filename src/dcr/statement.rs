@@ -31,6 +31,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
 use super::error::{ErrorCode, RegistrationError};
+use super::validate::Kind;
 use super::policy::{Policy, StatementIssuer};
 use super::{json, validate, Normalized};
 
@@ -413,7 +414,13 @@ fn verifying(policy: &Policy, statements: &StatementVerifier) -> bool {
 
 /// [`check`](super::check) with software statement verification. See the module doc.
 pub fn check_with(body: &[u8], policy: &Policy, statements: &StatementVerifier) -> Result<Normalized, RegistrationError> {
-    check_at(body, policy, statements, SystemTime::now())
+    check_at(body, policy, statements, SystemTime::now(), Kind::Registration)
+}
+
+/// [`check_with`] for an RFC 7592 client update (PUT): the same rules, no registration
+/// defaults filled in.
+pub fn check_update_with(body: &[u8], policy: &Policy, statements: &StatementVerifier) -> Result<Normalized, RegistrationError> {
+    check_at(body, policy, statements, SystemTime::now(), Kind::Update)
 }
 
 pub(crate) fn check_at(
@@ -421,6 +428,7 @@ pub(crate) fn check_at(
     policy: &Policy,
     statements: &StatementVerifier,
     now: SystemTime,
+    kind: Kind,
 ) -> Result<Normalized, RegistrationError> {
     let mut input = json::read_object(body, policy.max_json_depth)?;
     let mut issuer = None;
@@ -433,6 +441,14 @@ pub(crate) fn check_at(
             }
             Some(Value::String(s)) => {
                 let v = statements.verify(s, policy.software_statement_leeway_seconds, policy.max_json_depth, now)?;
+                // A vouched member wins over every language-tagged variant the client added
+                // next to it (`client_name#en` beside a replayed statement's `client_name`
+                // would otherwise put the client's text on a localized consent screen).
+                let vouched: Vec<String> = v.claims.keys().filter(|k| !k.contains('#')).cloned().collect();
+                input.retain(|k, _| match k.split_once('#') {
+                    Some((base, _)) => !vouched.iter().any(|b| b == base),
+                    None => true,
+                });
                 for (name, value) in v.claims {
                     if !REGISTERED_CLAIMS.contains(&name.as_str()) && name != "software_statement" {
                         // Replaces in place (member order kept) or appends.
@@ -445,7 +461,7 @@ pub(crate) fn check_at(
             Some(_) => {}
         }
     }
-    let mut n = validate::check_object(input, policy, body.len())?;
+    let mut n = validate::check_object(input, policy, body.len(), kind)?;
     n.software_statement_issuer = issuer;
     Ok(n)
 }
@@ -593,6 +609,26 @@ mod tests {
     }
 
     #[test]
+    fn tagged_variants_of_vouched_members_are_dropped() {
+        let signer = ec("e1");
+        let (policy, v) = setup(&[&signer]);
+        let jws = signer.sign(&claims(json!({})));
+        let body = serde_json::to_vec(&json!({
+            "client_name#en": "Spoofed Bank Login",
+            "client_name#fr": "Banque",
+            "tos_uri#en": "https://vouched.example.com/tos",
+            "redirect_uris": ["https://vouched.example.com/cb"],
+            "software_statement": jws,
+        }))
+        .unwrap();
+        let n = check_with(&body, &policy, &v).unwrap();
+        assert_eq!(n.document["client_name"], "Vouched App");
+        assert!(!n.document.contains_key("client_name#en"), "{:?}", n.document);
+        assert!(!n.document.contains_key("client_name#fr"));
+        assert_eq!(n.document["tos_uri#en"], "https://vouched.example.com/tos", "members the statement does not set stay");
+    }
+
+    #[test]
     fn key_selection_by_kid_and_type() {
         let (r1, r2, e1) = (rsa("r1"), rsa("r2"), ec("e1"));
         let (policy, v) = setup(&[&r1, &r2, &e1]);
@@ -651,7 +687,7 @@ mod tests {
         // Time checks use the given clock.
         let jws = good.sign(&claims(json!({})));
         let later = SystemTime::now() + Duration::from_secs(3600);
-        assert_eq!(check_at(&body(&jws), &policy, &v, later).unwrap_err().description, "software_statement: expired");
+        assert_eq!(check_at(&body(&jws), &policy, &v, later, Kind::Registration).unwrap_err().description, "software_statement: expired");
     }
 
     #[test]

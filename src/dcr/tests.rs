@@ -756,3 +756,36 @@ fn generated_registrations_are_mostly_accepted() {
     }
     assert!(ok > 50, "only {ok} of 200 generated registrations accepted");
 }
+
+#[test]
+fn updates_are_checked_whole_without_registration_defaults() {
+    let policy = strict();
+    let body = bytes(&json!({"client_id": "abc", "redirect_uris": ["https://app.example.com/cb"], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]}));
+    let n = check_update_with(&body, &policy, &StatementVerifier::empty()).unwrap();
+    assert_eq!(n.document["token_endpoint_auth_method"], "none");
+    assert!(!n.document.contains_key("response_types"), "no default filled into an update: {:?}", n.document);
+    let body = bytes(&json!({"redirect_uris": ["https://app.example.com/cb"]}));
+    let n = check_update_with(&body, &policy, &StatementVerifier::empty()).unwrap();
+    for absent in ["token_endpoint_auth_method", "grant_types", "response_types", "scope"] {
+        assert!(!n.document.contains_key(absent), "{absent} filled in: {:?}", n.document);
+    }
+    // The same rules still apply.
+    let body = bytes(&json!({"redirect_uris": ["javascript:alert(1)"]}));
+    assert_eq!(check_update_with(&body, &policy, &StatementVerifier::empty()).unwrap_err().code, IRI);
+    // A registration gets them.
+    let n = check(&bytes(&json!({"redirect_uris": ["https://app.example.com/cb"]})), &policy).unwrap();
+    assert!(n.document.contains_key("token_endpoint_auth_method"));
+}
+
+#[test]
+fn strict_names_refuse_attribute_breakouts() {
+    for name in ["Acme\" autofocus onfocus=\"alert(1)", "Acme`x`", "O'Reilly"] {
+        let e = err_with(&strict(), &web(json!({"client_name": name})));
+        assert_eq!(e.code, ICM, "{name}");
+        let e = err_with(&strict(), &web(json!({"client_name#en": name})));
+        assert_eq!(e.code, ICM, "tagged {name}");
+    }
+    let p = Policy { allow_apostrophe: true, ..strict() };
+    ok_with(&p, &web(json!({"client_name": "O'Reilly"})));
+    ok_with(&permissive(), &web(json!({"client_name": "Acme \"Pro\""})));
+}

@@ -263,7 +263,7 @@ struct Facts {
 /// The output document is `input` itself, normalized in place: members keep their order,
 /// removed members are taken out, defaults are appended. `body_len` (the size of the request
 /// body) sizes the output buffer.
-pub(crate) fn check_object(input: Map<String, Value>, policy: &Policy, body_len: usize) -> Result<Normalized> {
+pub(crate) fn check_object(input: Map<String, Value>, policy: &Policy, body_len: usize, kind: Kind) -> Result<Normalized> {
     let mode = policy.security_mode;
     let mut facts = Facts::default();
     let mut out = input;
@@ -324,7 +324,7 @@ pub(crate) fn check_object(input: Map<String, Value>, policy: &Policy, body_len:
         });
     }
 
-    cross_check(policy, &mut facts, &mut out)?;
+    cross_check(policy, &mut facts, &mut out, kind)?;
     let redirect_hosts = check_redirect_uris(policy, &facts, &out)?;
 
     let mut body = Vec::with_capacity(body_len + 128);
@@ -456,7 +456,7 @@ fn member_value(
         }
         Member::ClientName => {
             let s = as_str(name, &value)?;
-            let text = human_text_cow(s, policy.max_client_name_chars, mode).map_err(|e| meta(name, e))?;
+            let text = human_text_cow(s, policy.max_client_name_chars, mode, policy.allow_apostrophe).map_err(|e| meta(name, e))?;
             if !policy.reserved_names.is_empty() {
                 let folded = fold_confusable(&text);
                 if policy.reserved_names.iter().any(|r| folded.contains(&fold_confusable(r.trim()))) {
@@ -719,9 +719,21 @@ fn is_algorithm_name(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._".contains(&b))
 }
 
-/// Rules between members, and the defaults for absent members.
-fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>) -> Result<()> {
+/// What the document is: a new registration gets the policy's defaults for absent members;
+/// an RFC 7592 update is the whole client as the client wants it (§2.2), checked with the
+/// same rules but forwarded without defaults filled in (the IdP applies its own; filling in
+/// ours changed public clients into confidential ones and dropped their refresh grant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Registration,
+    Update,
+}
+
+/// Rules between members, and the defaults for absent members (inserted for registrations
+/// only; an update is checked as if they applied, and forwarded as sent).
+fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>, kind: Kind) -> Result<()> {
     let mode = policy.security_mode;
+    let fill = kind == Kind::Registration;
 
     // grant_types (default from policy)
     let grants = match facts.grant_types.take() {
@@ -737,7 +749,9 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>)
             if g.is_empty() {
                 return Err(meta("grant_types", "required (the policy has no default)"));
             }
-            out.insert("grant_types".into(), strings_value(g.iter().map(|x| x.as_str())));
+            if fill {
+                out.insert("grant_types".into(), strings_value(g.iter().map(|x| x.as_str())));
+            }
             g
         }
     };
@@ -762,7 +776,9 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>)
                     r.push(rt);
                 }
             }
-            out.insert("response_types".into(), strings_value(r.iter().map(|x| x.canonical_str())));
+            if fill {
+                out.insert("response_types".into(), strings_value(r.iter().map(|x| x.canonical_str())));
+            }
             defaulted = r;
             &defaulted
         }
@@ -780,7 +796,9 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>)
         None => {
             let name = "token_endpoint_auth_method";
             let m = auth_method(name, &policy.default_token_endpoint_auth_method, policy)?;
-            out.insert(name.into(), Value::String(policy.default_token_endpoint_auth_method.clone()));
+            if fill {
+                out.insert(name.into(), Value::String(policy.default_token_endpoint_auth_method.clone()));
+            }
             m
         }
     };
@@ -800,7 +818,7 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>)
     }
 
     // scope (default from policy)
-    if !facts.has_scope {
+    if !facts.has_scope && fill {
         if let Some(def) = &policy.default_scope {
             let tokens = parse_scope_tokens(def).map_err(|e| meta("scope", format!("policy default: {e}")))?;
             let tokens: Vec<&str> = match &policy.allowed_scopes {

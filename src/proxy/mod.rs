@@ -251,7 +251,11 @@ impl Gateway {
             }
         };
         let t = Instant::now();
-        let checked = dcr::check_with(&body, &policy, &snap.statements);
+        let checked = if is_registration {
+            dcr::check_with(&body, &policy, &snap.statements)
+        } else {
+            dcr::check_update_with(&body, &policy, &snap.statements)
+        };
         ctx.check_time += t.elapsed();
         match checked {
             Ok(n) => {
