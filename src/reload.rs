@@ -3,11 +3,22 @@
 //!
 //! Files are watched through their directories, not their inodes, so an editor's
 //! write-to-temp-and-rename and a Kubernetes ConfigMap `..data` symlink swap are both seen.
+//! After a change the watcher waits until every watched file is stable (size and mtime
+//! unchanged across one debounce) before reading.
+//!
+//! A reload is judged against the last good snapshot ([`guard`]): a file that is missing,
+//! empty, a prefix of what loaded, or lost whole sections after it once loaded keeps the old
+//! snapshot. A SIGHUP while `<config>.force-reload` exists forces the reload (the marker is
+//! removed once it succeeded); admin API writes are exempt for the file they wrote.
+
+pub mod guard;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+pub use guard::Judge;
 
 use async_trait::async_trait;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -16,6 +27,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::snapshot::{BuildErrors, Snapshot, Store};
 use crate::telemetry::Metrics;
+use crate::tokens::UseCounter;
 
 pub struct Reloader {
     pub config_path: PathBuf,
@@ -23,22 +35,70 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     /// Serializes reloads: two triggers at once build twice but swap in order.
     lock: Mutex<()>,
+    /// Initial access token uses, trimmed to the loaded tokens after every reload.
+    token_uses: OnceLock<Arc<UseCounter>>,
 }
 
 impl Reloader {
     pub fn new(config_path: PathBuf, store: Arc<Store>, metrics: Arc<Metrics>) -> Reloader {
-        Reloader { config_path, store, metrics, lock: Mutex::new(()) }
+        Reloader {
+            config_path,
+            store,
+            metrics,
+            lock: Mutex::new(()),
+            token_uses: OnceLock::new(),
+        }
     }
 
-    /// Build a new snapshot and swap it in. On error the current snapshot stays.
+    /// The `max_uses` counter to trim ([`UseCounter::retain`]) after every successful reload.
+    pub fn set_token_uses(&self, counter: Arc<UseCounter>) {
+        let _ = self.token_uses.set(counter);
+    }
+
+    /// Build a new snapshot and swap it in, judged against the current one. On error the
+    /// current snapshot stays.
     pub fn reload(&self, why: &str) -> Result<(), BuildErrors> {
+        self.reload_with(why, &Judge::Guarded)
+    }
+
+    /// [`Reloader::reload`] after an admin API write of `written`: that file is not judged
+    /// against its previous contents (the API validated it and the operator asked for it).
+    pub fn reload_written(&self, why: &str, written: &Path) -> Result<(), BuildErrors> {
+        self.reload_with(why, &Judge::Exempt(written.to_path_buf()))
+    }
+
+    pub fn reload_with(&self, why: &str, mode: &Judge) -> Result<(), BuildErrors> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        match Snapshot::load(&self.config_path) {
+        let loaded = Snapshot::load(&self.config_path).and_then(|new| {
+            let refused = guard::judge(&self.store.load().sources, &new.sources, mode);
+            if refused.is_empty() {
+                Ok(new)
+            } else {
+                let force = guard::force_marker(&self.config_path);
+                Err(BuildErrors(
+                    refused
+                        .into_iter()
+                        .map(|r| {
+                            format!(
+                                "{r} (to load it anyway: touch {} and send SIGHUP)",
+                                force.display()
+                            )
+                        })
+                        .collect(),
+                ))
+            }
+        });
+        match loaded {
             Ok(new) => {
                 let old = self.store.load();
                 warn_static_changes(&old, &new);
-                let changed = old.config_sha256 != new.config_sha256 || old.rules_sha256 != new.rules_sha256;
-                self.metrics.set_active(&new.config_sha256, &new.rules_sha256, new.acl.rule_count());
+                let changed =
+                    old.config_sha256 != new.config_sha256 || old.rules_sha256 != new.rules_sha256;
+                self.metrics.set_active(
+                    &new.config_sha256,
+                    &new.rules_sha256,
+                    new.acl.rule_count(),
+                );
                 tracing::info!(
                     trigger = why,
                     rules = new.acl.rule_count(),
@@ -48,6 +108,9 @@ impl Reloader {
                     changed,
                     "reloaded"
                 );
+                if let Some(uses) = self.token_uses.get() {
+                    uses.retain(&new.registration_tokens);
+                }
                 self.store.store(Arc::new(new));
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 self.metrics.last_reload_success.set(1);
@@ -55,7 +118,11 @@ impl Reloader {
             }
             Err(e) => {
                 for line in &e.0 {
-                    tracing::error!(trigger = why, "reload rejected, keeping the last good configuration: {line}");
+                    tracing::error!(
+                        trigger = why,
+                        "reload rejected, keeping the last good configuration: {}",
+                        crate::redact::redact(line)
+                    );
                 }
                 self.metrics.reloads.with_label_values(&["failure"]).inc();
                 self.metrics.last_reload_success.set(0);
@@ -72,7 +139,10 @@ fn warn_static_changes(old: &Snapshot, new: &Snapshot) {
     let mut keys = Vec::new();
     if o.http_listeners != n.http_listeners
         || o.admin_listener != n.admin_listener
-        || o.https_listeners.iter().map(|l| l.address).ne(n.https_listeners.iter().map(|l| l.address))
+        || o.https_listeners
+            .iter()
+            .map(|l| l.address)
+            .ne(n.https_listeners.iter().map(|l| l.address))
     {
         keys.push("listen");
     }
@@ -83,8 +153,27 @@ fn warn_static_changes(old: &Snapshot, new: &Snapshot) {
         keys.push("server.threads");
     }
     if !keys.is_empty() {
-        tracing::warn!("changes to {} take effect only after a restart or graceful upgrade", keys.join(", "));
+        tracing::warn!(
+            "changes to {} take effect only after a restart or graceful upgrade",
+            keys.join(", ")
+        );
     }
+}
+
+/// Most debounce periods to wait for files to settle before reading them anyway (the
+/// judgement against the last good snapshot still applies).
+const STABLE_ROUNDS: usize = 20;
+
+/// Size and mtime of each file (following symlinks); `None` for a file that cannot be read.
+fn file_states(files: &[PathBuf]) -> Vec<Option<(u64, SystemTime)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+        })
+        .collect()
 }
 
 /// Directories to watch and the file names in them that matter.
@@ -92,7 +181,10 @@ fn watch_set(files: &[PathBuf]) -> (BTreeSet<PathBuf>, BTreeSet<String>) {
     let mut dirs = BTreeSet::new();
     let mut names = BTreeSet::new();
     for f in files {
-        let dir = f.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = f
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         dirs.insert(dir.to_path_buf());
         if let Some(n) = f.file_name() {
             names.insert(n.to_string_lossy().into_owned());
@@ -102,14 +194,22 @@ fn watch_set(files: &[PathBuf]) -> (BTreeSet<PathBuf>, BTreeSet<String>) {
 }
 
 fn relevant(event: &notify::Event, names: &BTreeSet<String>) -> bool {
-    if !matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any) {
+    if !matches!(
+        event.kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    ) {
         return false;
     }
-    if matches!(event.kind, EventKind::Modify(notify::event::ModifyKind::Metadata(_))) {
+    if matches!(
+        event.kind,
+        EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+    ) {
         return false;
     }
     event.paths.iter().any(|p| {
-        p.file_name().map(|n| n.to_string_lossy()).is_some_and(|n| names.contains(n.as_ref()) || n.starts_with("..data"))
+        p.file_name()
+            .map(|n| n.to_string_lossy())
+            .is_some_and(|n| names.contains(n.as_ref()) || n.starts_with("..data"))
     })
 }
 
@@ -160,21 +260,57 @@ impl BackgroundService for ReloadService {
             }
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut watcher = if self.watch { self.start_watcher(tx.clone()) } else { None };
+        let mut watcher = if self.watch {
+            self.start_watcher(tx.clone())
+        } else {
+            None
+        };
         loop {
             let trigger = tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
                 Some(_) = rx.recv() => {
-                    // Editors and ConfigMap swaps produce bursts of events: settle first.
-                    tokio::time::sleep(self.debounce).await;
-                    while rx.try_recv().is_ok() {}
+                    // Editors and ConfigMap swaps produce bursts of events, and a file written
+                    // in place is seen while it is being written: wait until every watched
+                    // file keeps its size and mtime across one debounce.
+                    let files = self.reloader.store.load().watched_files.clone();
+                    let mut before = tokio::task::spawn_blocking({
+                        let f = files.clone();
+                        move || file_states(&f)
+                    })
+                    .await
+                    .unwrap_or_default();
+                    for _ in 0..STABLE_ROUNDS {
+                        tokio::time::sleep(self.debounce).await;
+                        while rx.try_recv().is_ok() {}
+                        let f = files.clone();
+                        let now = tokio::task::spawn_blocking(move || file_states(&f)).await.unwrap_or_default();
+                        if now == before {
+                            break;
+                        }
+                        before = now;
+                    }
                     "file change"
                 }
             };
             let reloader = self.reloader.clone();
             let why = trigger.to_string();
-            let result = tokio::task::spawn_blocking(move || reloader.reload(&why)).await;
+            let marker = guard::force_marker(&reloader.config_path);
+            let forced = trigger == "SIGHUP" && marker.exists();
+            let result = tokio::task::spawn_blocking(move || {
+                if !forced {
+                    return reloader.reload(&why);
+                }
+                tracing::warn!(marker = %marker.display(), "forced reload: the files are not judged against the last good ones");
+                let r = reloader.reload_with("SIGHUP (forced)", &Judge::Forced);
+                if r.is_ok() {
+                    if let Err(e) = std::fs::remove_file(&marker) {
+                        tracing::error!(marker = %marker.display(), "cannot remove the force-reload marker: {e}");
+                    }
+                }
+                r
+            })
+            .await;
             if matches!(result, Ok(Ok(()))) && self.watch {
                 // The set of referenced files may have changed.
                 drop(watcher.take());
@@ -188,9 +324,131 @@ impl BackgroundService for ReloadService {
 mod tests {
     use super::*;
 
+    fn tokens_file(labels: &[(&str, &str)]) -> String {
+        labels
+            .iter()
+            .map(|(l, t)| {
+                format!(
+                    "[[token]]\nlabel = \"{l}\"\nsha256 = \"{}\"\n",
+                    crate::tokens::hash_token(t)
+                )
+            })
+            .collect()
+    }
+
+    fn reloader(dir: &Path, config: &str) -> Reloader {
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        let snap = Snapshot::load(&path).unwrap();
+        Reloader::new(
+            path,
+            Arc::new(Store::from_pointee(snap)),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[test]
+    fn reloads_are_judged_against_the_last_good_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[admin]\nsettings_file = \"{}\"\n[dcr]\nregistration = \"token\"\ntoken_file = \"tokens.toml\"\n[rate_limit]\nglobal = {{ requests = 5, window_seconds = 60 }}\n",
+            dir.path().join("settings.json").display()
+        );
+        std::fs::write(
+            dir.path().join("tokens.toml"),
+            tokens_file(&[("a", "dcrgw_iat_a"), ("b", "dcrgw_iat_b")]),
+        )
+        .unwrap();
+        let r = reloader(dir.path(), &config);
+        let path = r.config_path.clone();
+        let open_mode = |r: &Reloader| {
+            r.store.load().config.dcr.registration != crate::dcr::RegistrationMode::Token
+        };
+        // Emptied, truncated mid-write, deleted: each is valid TOML or a plain read error, and
+        // the first two would load with open defaults. All keep the token-mode snapshot.
+        for bad in [
+            Some(""),
+            Some(&config[..config.find("[dcr]").unwrap() + 6]),
+            None,
+        ] {
+            match bad {
+                Some(text) => std::fs::write(&path, text).unwrap(),
+                None => std::fs::remove_file(&path).unwrap(),
+            }
+            let e = r.reload("test").unwrap_err();
+            assert!(!open_mode(&r), "{e}");
+            assert_eq!(r.metrics.last_reload_success.get(), 0);
+        }
+        // The settings file appears and vanishes again: missing after it loaded is refused.
+        std::fs::write(&path, &config).unwrap();
+        std::fs::write(
+            dir.path().join("settings.json"),
+            "{\"flags\": {\"enable_dynamic_client_registration\": false}}",
+        )
+        .unwrap();
+        r.reload("test").unwrap();
+        std::fs::remove_file(dir.path().join("settings.json")).unwrap();
+        assert!(r.reload("test").unwrap_err().0[0].contains("missing"));
+        assert!(
+            !r.store.load().config.dcr.enabled,
+            "the last good settings still apply"
+        );
+        // The operator means it: forced.
+        r.reload_with("test", &Judge::Forced).unwrap();
+        assert!(r.store.load().config.dcr.enabled);
+        // A token file emptied of tokens is refused; one token fewer is an edit.
+        std::fs::write(dir.path().join("tokens.toml"), "# none\n").unwrap();
+        assert!(r.reload("test").unwrap_err().0[0].contains("[[token]]"));
+        assert_eq!(r.store.load().registration_tokens.len(), 2);
+        std::fs::write(
+            dir.path().join("tokens.toml"),
+            tokens_file(&[("b", "dcrgw_iat_b")]),
+        )
+        .unwrap();
+        r.reload("test").unwrap();
+        assert_eq!(r.metrics.last_reload_success.get(), 1);
+    }
+
+    #[test]
+    fn token_uses_are_trimmed_after_every_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[admin]\nsettings_file = \"{}\"\n[dcr]\nregistration = \"token\"\ntoken_file = \"tokens.toml\"\n",
+            dir.path().join("settings.json").display()
+        );
+        std::fs::write(
+            dir.path().join("tokens.toml"),
+            tokens_file(&[("a", "dcrgw_iat_a"), ("b", "dcrgw_iat_b")]),
+        )
+        .unwrap();
+        let r = reloader(dir.path(), &config);
+        let uses = Arc::new(UseCounter::new());
+        r.set_token_uses(uses.clone());
+        let snap = r.store.load_full();
+        for t in ["dcrgw_iat_a", "dcrgw_iat_b"] {
+            let e = snap
+                .registration_tokens
+                .verify(t, SystemTime::now())
+                .unwrap();
+            uses.lease(e).unwrap().commit();
+        }
+        assert_eq!(uses.len(), 2);
+        std::fs::write(
+            dir.path().join("tokens.toml"),
+            tokens_file(&[("b", "dcrgw_iat_b")]),
+        )
+        .unwrap();
+        r.reload("test").unwrap();
+        assert_eq!(uses.len(), 1, "the removed token's count is gone");
+    }
+
     #[test]
     fn watch_set_uses_directories() {
-        let (dirs, names) = watch_set(&[PathBuf::from("/etc/gw/gateway.toml"), PathBuf::from("/etc/gw/rules.json"), PathBuf::from("/var/geo/c.mmdb")]);
+        let (dirs, names) = watch_set(&[
+            PathBuf::from("/etc/gw/gateway.toml"),
+            PathBuf::from("/etc/gw/rules.json"),
+            PathBuf::from("/var/geo/c.mmdb"),
+        ]);
         assert_eq!(dirs.len(), 2);
         assert!(names.contains("rules.json") && names.contains("c.mmdb"));
     }
@@ -198,10 +456,40 @@ mod tests {
     #[test]
     fn configmap_swaps_and_renames_are_relevant() {
         let names: BTreeSet<String> = ["rules.json".to_string()].into();
-        let ev = |kind, p: &str| notify::Event { kind, paths: vec![PathBuf::from(p)], attrs: Default::default() };
-        assert!(relevant(&ev(EventKind::Create(notify::event::CreateKind::Any), "/c/..data"), &names));
-        assert!(relevant(&ev(EventKind::Modify(notify::event::ModifyKind::Name(notify::event::RenameMode::To)), "/c/rules.json"), &names));
-        assert!(!relevant(&ev(EventKind::Modify(notify::event::ModifyKind::Any), "/c/other.txt"), &names));
-        assert!(!relevant(&ev(EventKind::Access(notify::event::AccessKind::Any), "/c/rules.json"), &names));
+        let ev = |kind, p: &str| notify::Event {
+            kind,
+            paths: vec![PathBuf::from(p)],
+            attrs: Default::default(),
+        };
+        assert!(relevant(
+            &ev(
+                EventKind::Create(notify::event::CreateKind::Any),
+                "/c/..data"
+            ),
+            &names
+        ));
+        assert!(relevant(
+            &ev(
+                EventKind::Modify(notify::event::ModifyKind::Name(
+                    notify::event::RenameMode::To
+                )),
+                "/c/rules.json"
+            ),
+            &names
+        ));
+        assert!(!relevant(
+            &ev(
+                EventKind::Modify(notify::event::ModifyKind::Any),
+                "/c/other.txt"
+            ),
+            &names
+        ));
+        assert!(!relevant(
+            &ev(
+                EventKind::Access(notify::event::AccessKind::Any),
+                "/c/rules.json"
+            ),
+            &names
+        ));
     }
 }

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use crate::acl::RuleSet;
 use crate::admin::settings::Overrides;
 use crate::config::{self, Config};
-use crate::signals::geo::{AsnDb, GeoDb};
 use crate::dcr::{RegistrationMode, StatementVerifier};
+use crate::signals::geo::{AsnDb, GeoDb};
 use crate::tokens::TokenSet;
 
 pub struct Snapshot {
@@ -37,6 +37,53 @@ pub struct Snapshot {
     pub statements: StatementVerifier,
     /// Files whose change should trigger a reload.
     pub watched_files: Vec<PathBuf>,
+    /// The bytes of the configuration, rules, tenant settings and token files as loaded: a
+    /// reload is judged against them (`reload::guard`).
+    pub sources: Vec<Source>,
+}
+
+/// What a file held when a snapshot was built from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The TOML configuration file.
+    Config,
+    /// The JSON rules file (`[acl] rules`).
+    Rules,
+    /// The JSON tenant settings file (`[admin] settings_file`); may not exist.
+    Settings,
+    /// A TOML token file (`[dcr] token_file`, `[admin] tokens_file`).
+    Tokens,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Source {
+    pub path: PathBuf,
+    pub kind: SourceKind,
+    /// `None`: the file did not exist (only allowed for the tenant settings file).
+    pub bytes: Option<Arc<[u8]>>,
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the bytes: token files and settings are not for logs.
+        write!(
+            f,
+            "Source({:?}, {}, {:?} bytes)",
+            self.kind,
+            self.path.display(),
+            self.bytes.as_ref().map(|b| b.len())
+        )
+    }
+}
+
+impl Source {
+    fn new(path: &Path, kind: SourceKind, bytes: Option<&[u8]>) -> Source {
+        Source {
+            path: path.to_path_buf(),
+            kind,
+            bytes: bytes.map(Arc::from),
+        }
+    }
 }
 
 impl fmt::Debug for Snapshot {
@@ -79,21 +126,37 @@ fn read(path: &Path, what: &str, errors: &mut Vec<String>) -> Option<Vec<u8>> {
 }
 
 impl Snapshot {
-    /// Read the config file and every file it references, and build a snapshot.
+    /// Read the config file and every file it references, and build a snapshot. Error
+    /// messages are redacted (`crate::redact`): they may quote configuration lines.
     pub fn load(config_path: &Path) -> Result<Snapshot, BuildErrors> {
-        let bytes = std::fs::read(config_path)
-            .map_err(|e| BuildErrors(vec![format!("{}: cannot read configuration: {e}", config_path.display())]))?;
-        let text = String::from_utf8(bytes.clone())
-            .map_err(|_| BuildErrors(vec![format!("{}: not valid UTF-8", config_path.display())]))?;
+        Self::load_unredacted(config_path).map_err(|e| BuildErrors(crate::redact::redact_all(&e.0)))
+    }
+
+    fn load_unredacted(config_path: &Path) -> Result<Snapshot, BuildErrors> {
+        let bytes = std::fs::read(config_path).map_err(|e| {
+            BuildErrors(vec![format!(
+                "{}: cannot read configuration: {e}",
+                config_path.display()
+            )])
+        })?;
+        let text = String::from_utf8(bytes.clone()).map_err(|_| {
+            BuildErrors(vec![format!("{}: not valid UTF-8", config_path.display())])
+        })?;
         let config = config::parse(&text, config_path)
             .map_err(|e| BuildErrors(e.0.iter().map(|e| e.to_string()).collect()))?;
-        Self::from_config(config, sha256_hex(&bytes))
+        let mut snap = Self::from_config(config, sha256_hex(&bytes))?;
+        snap.sources.insert(
+            0,
+            Source::new(config_path, SourceKind::Config, Some(&bytes)),
+        );
+        Ok(snap)
     }
 
     /// Build from an already parsed config (reads the rules and GeoIP files it references).
     pub fn from_config(mut config: Config, config_sha256: String) -> Result<Snapshot, BuildErrors> {
         let mut errors = Vec::new();
         let mut watched = vec![config.path.clone()];
+        let mut sources = Vec::new();
 
         // Tenant settings (written by the admin API) override [dcr]; no file, no overrides.
         let settings_path = config.admin.settings_file.clone();
@@ -101,36 +164,61 @@ impl Snapshot {
         let mut settings_sha256 = String::new();
         match crate::admin::store::read(&settings_path) {
             Ok(current) => {
+                sources.push(Source::new(
+                    &settings_path,
+                    SourceKind::Settings,
+                    current.bytes.as_deref(),
+                ));
                 settings_sha256 = current.sha256;
                 match Overrides::from_file_bytes(current.bytes.as_deref().unwrap_or_default())
                     .and_then(|o| o.overlay(&config.dcr))
                 {
                     Ok(policy) => config.dcr = policy,
-                    Err(errs) => errors.extend(errs.iter().map(|e| format!("{}: {e}", settings_path.display()))),
+                    Err(errs) => errors.extend(
+                        errs.iter()
+                            .map(|e| format!("{}: {e}", settings_path.display())),
+                    ),
                 }
             }
-            Err(e) => errors.push(format!("{}: cannot read tenant settings: {e}", settings_path.display())),
+            Err(e) => errors.push(format!(
+                "{}: cannot read tenant settings: {e}",
+                settings_path.display()
+            )),
         }
         let admin_tokens = match config.admin.tokens_file.clone() {
             None => TokenSet::empty(),
             Some(p) => {
                 watched.push(p.clone());
-                load_tokens(&p, "admin token file", &mut errors)
+                load_tokens(&p, "admin token file", &mut errors, &mut sources)
             }
         };
 
-        let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
-        let registration_tokens = match (&config.dcr.registration, config.dcr.token_file.as_deref()) {
+        let base = config
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let resolve = |p: &str| {
+            if Path::new(p).is_absolute() {
+                PathBuf::from(p)
+            } else {
+                base.join(p)
+            }
+        };
+        let registration_tokens = match (&config.dcr.registration, config.dcr.token_file.as_deref())
+        {
             (RegistrationMode::Token, None) => {
-                errors.push(format!("{}: dcr.token_file: required when dcr.registration = \"token\"", config.path.display()));
+                errors.push(format!(
+                    "{}: dcr.token_file: required when dcr.registration = \"token\"",
+                    config.path.display()
+                ));
                 TokenSet::empty()
             }
             (_, None) => TokenSet::empty(),
             (_, Some(f)) => {
                 let p = resolve(f);
                 watched.push(p.clone());
-                let set = load_tokens(&p, "token file", &mut errors);
+                let set = load_tokens(&p, "token file", &mut errors, &mut sources);
                 if let Err(errs) = set.validate_against(&config.dcr) {
                     errors.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
                 }
@@ -160,6 +248,7 @@ impl Snapshot {
             Some(p) => {
                 watched.push(p.clone());
                 read(p, "rules file", &mut errors).and_then(|bytes| {
+                    sources.push(Source::new(p, SourceKind::Rules, Some(&bytes)));
                     rules_sha256 = sha256_hex(&bytes);
                     match RuleSet::load(&bytes, config.default_action) {
                         Ok(rs) => Some(rs),
@@ -175,8 +264,13 @@ impl Snapshot {
         };
 
         if let Some(acl) = &acl {
-            let rules = config.rules_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-            if (acl.uses_geo_country() || acl.uses_geo_subdivision()) && config.country_db.is_none() {
+            let rules = config
+                .rules_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            if (acl.uses_geo_country() || acl.uses_geo_subdivision()) && config.country_db.is_none()
+            {
                 errors.push(format!(
                     "{rules}: rules use geo_country_codes/geo_subdivision_codes but geoip.country_db is not set in {}",
                     config.path.display()
@@ -213,6 +307,7 @@ impl Snapshot {
                 registration_tokens,
                 statements,
                 watched_files: watched,
+                sources,
             }),
             _ => Err(BuildErrors(errors)),
         }
@@ -220,9 +315,20 @@ impl Snapshot {
 }
 
 /// A token file, parsed; problems (naming the file) go to `errors` and leave an empty set.
-fn load_tokens(path: &Path, what: &str, errors: &mut Vec<String>) -> TokenSet {
-    let Some(bytes) = read(path, what, errors) else { return TokenSet::empty() };
-    match String::from_utf8(bytes).map_err(|_| vec!["not valid UTF-8".to_string()]).and_then(|t| TokenSet::parse(&t)) {
+fn load_tokens(
+    path: &Path,
+    what: &str,
+    errors: &mut Vec<String>,
+    sources: &mut Vec<Source>,
+) -> TokenSet {
+    let Some(bytes) = read(path, what, errors) else {
+        return TokenSet::empty();
+    };
+    sources.push(Source::new(path, SourceKind::Tokens, Some(&bytes)));
+    match String::from_utf8(bytes)
+        .map_err(|_| vec!["not valid UTF-8".to_string()])
+        .and_then(|t| TokenSet::parse(&t))
+    {
         Ok(set) => set,
         Err(errs) => {
             errors.extend(errs.iter().map(|e| format!("{}: {e}", path.display())));
@@ -233,20 +339,37 @@ fn load_tokens(path: &Path, what: &str, errors: &mut Vec<String>) -> TokenSet {
 
 /// The software statement verifier `[dcr] software_statement_issuers` describes, reading
 /// `jwks_file`s relative to the config file. Problems are pushed onto `errors`.
-pub fn statement_verifier(config: &Config, watched: &mut Vec<PathBuf>, errors: &mut Vec<String>) -> StatementVerifier {
-    let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
+pub fn statement_verifier(
+    config: &Config,
+    watched: &mut Vec<PathBuf>,
+    errors: &mut Vec<String>,
+) -> StatementVerifier {
+    let base = config
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let mut issuers = Vec::new();
     for (i, iss) in config.dcr.software_statement_issuers.iter().enumerate() {
         let doc = match (&iss.jwks, iss.jwks_file.as_deref()) {
             (Some(inline), _) => Some(inline.clone()),
             (None, Some(f)) => {
-                let p = if Path::new(f).is_absolute() { PathBuf::from(f) } else { base.join(f) };
+                let p = if Path::new(f).is_absolute() {
+                    PathBuf::from(f)
+                } else {
+                    base.join(f)
+                };
                 watched.push(p.clone());
-                read(&p, "JWKS file", errors).and_then(|b| match serde_json::from_slice::<serde_json::Value>(&b) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        errors.push(format!("{}: dcr.software_statement_issuers[{i}].jwks_file: {e}", p.display()));
-                        None
+                read(&p, "JWKS file", errors).and_then(|b| {
+                    match serde_json::from_slice::<serde_json::Value>(&b) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            errors.push(format!(
+                                "{}: dcr.software_statement_issuers[{i}].jwks_file: {e}",
+                                p.display()
+                            ));
+                            None
+                        }
                     }
                 })
             }
@@ -259,7 +382,10 @@ pub fn statement_verifier(config: &Config, watched: &mut Vec<PathBuf>, errors: &
     match StatementVerifier::new(&issuers) {
         Ok(v) => v,
         Err(errs) => {
-            errors.extend(errs.iter().map(|e| format!("{}: {e}", config.path.display())));
+            errors.extend(
+                errs.iter()
+                    .map(|e| format!("{}: {e}", config.path.display())),
+            );
             StatementVerifier::empty()
         }
     }

@@ -83,7 +83,7 @@ fn local_limits_per_ip_and_prefix_answer_429_without_calling_the_idp() {
     let (status, retry, body) = register(&gw, "203.0.113.10");
     assert_eq!(status, 429, "{body}");
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
-    assert!(retry >= 1 && retry <= LONG);
+    assert!((1..=LONG).contains(&retry));
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"], "rate_limit_exceeded");
     assert!(v["request_id"].is_string());

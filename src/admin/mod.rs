@@ -496,7 +496,7 @@ impl AdminApi {
         let sha = store::sha256_hex(&bytes);
         tokio::task::spawn_blocking(move || {
             store::write_atomic(&path, &bytes).map_err(|e| io_error("write", &path, e))?;
-            match reloader.reload(why) {
+            match reloader.reload_written(why, &path) {
                 Ok(()) => Ok(()),
                 Err(errs) => {
                     let reasons = errs.0.join("; ");

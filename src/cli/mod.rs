@@ -74,7 +74,7 @@ fn run(a: &RunArgs) -> i32 {
         Ok(never) => match never {},
         Err(errors) => {
             for e in errors {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::redact::redact(&e.to_string()));
             }
             eprintln!("dcr-gateway: not started");
             1
@@ -112,7 +112,7 @@ pub fn check(config: &Path) -> i32 {
     }
     if !problems.is_empty() {
         for p in &problems {
-            eprintln!("error: {p}");
+            eprintln!("error: {}", crate::redact::redact(p));
         }
         eprintln!("{}: configuration check failed ({} problem(s))", config.display(), problems.len());
         return 1;

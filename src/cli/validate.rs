@@ -43,14 +43,14 @@ pub fn validate(a: &ValidateArgs) -> i32 {
                     statements = crate::snapshot::statement_verifier(&c, &mut Vec::new(), &mut problems);
                     if !problems.is_empty() {
                         for p in problems {
-                            eprintln!("error: {p}");
+                            eprintln!("error: {}", crate::redact::redact(&p));
                         }
                         return 2;
                     }
                     c.dcr
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", crate::redact::redact(&e.to_string()));
                     return 2;
                 }
             }

@@ -97,11 +97,12 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
 
     let drain = Arc::new(Drain::default());
     let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::new());
+    let token_uses = Arc::new(crate::tokens::UseCounter::new());
     metrics.register_collector(Box::new(rate_limiter.sketch_collector()));
     let gateway = Gateway {
         drain: drain.clone(),
         rate_limiter,
-        token_uses: Arc::new(crate::tokens::UseCounter::new()),
+        token_uses: token_uses.clone(),
         store: store.clone(),
         upstreams: upstreams.clone(),
         peers: Arc::new(peers),
@@ -130,6 +131,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     server.add_service(lb_service);
 
     let reloader = Arc::new(Reloader::new(config_path.clone(), store.clone(), metrics.clone()));
+    reloader.set_token_uses(token_uses);
     if let Some(admin_addr) = cfg.admin_listener {
         let api = Arc::new(crate::admin::AdminApi::new(reloader.clone(), audit.clone()));
         let mut admin = Service::new(

@@ -1,13 +1,20 @@
 //! `max_uses` accounting: per-process, in memory, keyed by the token's SHA-256.
 //!
+//! A registration takes a [`UseLease`] before it is forwarded: the use counts at once (so
+//! concurrent registrations never exceed `max_uses` together) and is given back when the
+//! lease is dropped without [`UseLease::commit`]. The proxy commits only when the IdP answered
+//! the registration with 2xx, so a registration the IdP refused, an unreachable IdP (502/504)
+//! and an aborted request do not spend a use.
+//!
 //! Counts survive reloads (a reloaded file does not reset them) as long as the same
-//! `UseCounter` is kept; [`UseCounter::retain`] drops tokens no longer in the file, so memory
-//! stays bounded by the number of entries. With several gateway processes each counts its own
-//! uses: `max_uses` is then a per-process limit.
+//! `UseCounter` is kept; the reloader calls [`UseCounter::retain`] after every successful
+//! reload, which drops tokens no longer in the file, so memory stays bounded by the number of
+//! entries (a token removed and added back starts from zero). With several gateway processes
+//! each counts its own uses: `max_uses` is then a per-process limit.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{TokenEntry, TokenSet};
 
@@ -23,7 +30,9 @@ impl fmt::Debug for UseCounter {
 }
 
 fn key(entry: &TokenEntry) -> Option<[u8; 32]> {
-    hex::decode(&entry.sha256_hex).ok().and_then(|v| v.try_into().ok())
+    hex::decode(&entry.sha256_hex)
+        .ok()
+        .and_then(|v| v.try_into().ok())
 }
 
 impl UseCounter {
@@ -52,18 +61,32 @@ impl UseCounter {
         true
     }
 
-    /// Gives back one use (the registration it was counted for failed upstream).
-    pub fn refund(&self, entry: &TokenEntry) {
-        if let Some(k) = key(entry) {
-            if let Some(n) = self.lock().get_mut(&k) {
-                *n = n.saturating_sub(1);
-            }
+    /// Counts one use of `entry` provisionally; `None` (and nothing counted) when its
+    /// `max_uses` are already used up. The use is given back when the lease is dropped
+    /// uncommitted.
+    pub fn lease(self: &Arc<Self>, entry: &TokenEntry) -> Option<UseLease> {
+        if !self.try_use(entry) {
+            return None;
+        }
+        Some(UseLease {
+            counter: self.clone(),
+            key: key(entry),
+            committed: false,
+        })
+    }
+
+    /// Gives back one use of the token with digest `k`.
+    fn refund(&self, k: &[u8; 32]) {
+        if let Some(n) = self.lock().get_mut(k) {
+            *n = n.saturating_sub(1);
         }
     }
 
     /// Uses counted so far for `entry`.
     pub fn uses(&self, entry: &TokenEntry) -> u64 {
-        key(entry).and_then(|k| self.lock().get(&k).copied()).unwrap_or(0)
+        key(entry)
+            .and_then(|k| self.lock().get(&k).copied())
+            .unwrap_or(0)
     }
 
     /// Forgets the tokens that are not in `set` (call after a reload).
@@ -78,5 +101,37 @@ impl UseCounter {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// One provisional use of a token (see [`UseCounter::lease`]): given back on drop unless
+/// committed.
+#[must_use = "dropping the lease gives the use back"]
+pub struct UseLease {
+    counter: Arc<UseCounter>,
+    key: Option<[u8; 32]>,
+    committed: bool,
+}
+
+impl UseLease {
+    /// The use is spent (the IdP accepted the registration).
+    pub fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for UseLease {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Some(k) = &self.key {
+                self.counter.refund(k);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for UseLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UseLease(committed: {})", self.committed)
     }
 }
