@@ -39,6 +39,8 @@ pub enum GatewayError {
     MalformedRequest { status: u16 },
     /// Something failed inside the gateway (details in the log, never in the answer).
     Internal,
+    /// `[server] max_connections` connections are open.
+    TooManyConnections,
 }
 
 impl GatewayError {
@@ -60,6 +62,7 @@ impl GatewayError {
             GatewayError::HeaderTimeout => 408,
             GatewayError::MalformedRequest { status } => *status,
             GatewayError::Internal => 500,
+            GatewayError::TooManyConnections => 503,
         }
     }
 
@@ -82,7 +85,8 @@ impl GatewayError {
             GatewayError::NoHealthyUpstream
             | GatewayError::UpstreamUnavailable
             | GatewayError::UpstreamTimeout
-            | GatewayError::RateLimitUnavailable => "temporarily_unavailable",
+            | GatewayError::RateLimitUnavailable
+            | GatewayError::TooManyConnections => "temporarily_unavailable",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::Internal => "server_error",
             GatewayError::Unauthorized(_) => "invalid_token",
@@ -115,6 +119,7 @@ impl GatewayError {
             GatewayError::MalformedRequest { status: 431 } => "request header fields too large".into(),
             GatewayError::MalformedRequest { .. } => "malformed request".into(),
             GatewayError::Internal => "internal error".into(),
+            GatewayError::TooManyConnections => "too many open connections".into(),
         }
     }
 
@@ -126,7 +131,7 @@ impl GatewayError {
                 vec![("retry-after", "5".into())]
             }
             GatewayError::RateLimited { retry_after_secs } => vec![("retry-after", retry_after_secs.to_string())],
-            GatewayError::RateLimitUnavailable => vec![("retry-after", "5".into())],
+            GatewayError::RateLimitUnavailable | GatewayError::TooManyConnections => vec![("retry-after", "5".into())],
             // RFC 6750 §3; the issue asks for invalid_token even when the header is missing.
             GatewayError::Unauthorized(e) => vec![(
                 "www-authenticate",

@@ -284,3 +284,90 @@ fn pipelined_requests_are_all_answered_in_order() {
     let got: Vec<String> = forwarded(&up).iter().map(|r| r.target_str()).collect();
     assert_eq!(got, ["/first", "/second"]);
 }
+
+#[test]
+fn a_pipelined_registration_and_request_are_both_answered() {
+    let up = RawUpstream::start();
+    let gw = gateway(&up);
+    let h = gw.http.to_string();
+    let mut s = TcpStream::connect(gw.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut both = post("/oidc/register", Some(&h), GOOD, "");
+    // The first without `Connection: close`.
+    let text = String::from_utf8(both).unwrap().replace("Connection: close\r\n", "");
+    both = text.into_bytes();
+    both.extend_from_slice(format!("GET /after HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n").as_bytes());
+    s.write_all(&both).unwrap();
+    let out = read_all(&mut s);
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 1, "{out}");
+    let got: Vec<String> = forwarded(&up).iter().map(|r| r.target_str()).collect();
+    assert_eq!(got, ["/oidc/register", "/after"]);
+}
+
+fn read_all(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_trickled_head_gets_408_json_at_the_deadline() {
+    let up = RawUpstream::start();
+    let gw = GatewayBuilder::new(&up.origin())
+        .upstream_keys("health_check = \"none\"")
+        .server_keys("header_timeout_ms = 300")
+        .start();
+    let mut s = TcpStream::connect(gw.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /authorize HTTP/1.1\r\nHost: a\r\n").unwrap();
+    // No further byte: the deadline, not a per-read timeout, ends it.
+    let started = std::time::Instant::now();
+    let resp = read_all(&mut s);
+    assert_eq!(raw_status(&resp), 408, "{resp}");
+    assert_eq!(body_of(&resp)["error"], "invalid_request");
+    assert!(started.elapsed() < Duration::from_secs(9), "answered by the deadline, not the read timeout");
+    assert_eq!(gw.wait_metric("dcr_gateway_request_head_errors_total{kind=\"timeout\"}", 1.0), 1.0);
+    assert_eq!(forwarded(&up).len(), 0);
+}
+
+#[test]
+fn malformed_and_oversized_heads_get_json() {
+    let up = RawUpstream::start();
+    let gw = gateway(&up);
+    let resp = raw_request(gw.http, b"GET / HTTP/1.1\r\nHost: a\r\nBad Header Line\r\n\r\n");
+    assert_eq!(raw_status(&resp), 400, "{resp}");
+    assert!(body_of(&resp)["request_id"].is_string());
+    let many: String = (0..300).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let resp = raw_request(gw.http, format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes());
+    assert_eq!(raw_status(&resp), 431, "{resp}");
+    assert_eq!(body_of(&resp)["error"], "invalid_request");
+    let big = "x".repeat(70 * 1024);
+    let resp = raw_request(gw.http, format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    assert_eq!(raw_status(&resp), 431, "{resp}");
+    assert!(forwarded(&up).is_empty());
+}
+
+#[test]
+fn connections_beyond_the_cap_are_refused_and_counted() {
+    let up = RawUpstream::start();
+    let gw = GatewayBuilder::new(&up.origin())
+        .upstream_keys("health_check = \"none\"")
+        .server_keys("max_connections = 2")
+        .start();
+    // The harness's readiness probes have come and gone; hold two idle connections.
+    assert!(wait_until(Duration::from_secs(5), || gw.metric("dcr_gateway_connections_open") == 0.0));
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(gw.http).unwrap()).collect();
+    assert!(wait_until(Duration::from_secs(5), || gw.metric("dcr_gateway_connections_open") == 2.0));
+    let mut third = TcpStream::connect(gw.http).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let resp = read_all(&mut third);
+    assert_eq!(raw_status(&resp), 503, "{resp}");
+    assert_eq!(body_of(&resp)["error"], "temporarily_unavailable");
+    assert_eq!(gw.wait_metric("dcr_gateway_connections_refused_total", 1.0), 1.0);
+    drop(held);
+    // Room again once they close.
+    assert!(wait_until(Duration::from_secs(5), || gw.metric("dcr_gateway_connections_open") == 0.0));
+    let resp = raw_request(gw.http, &request("GET", "/authorize", "a", "", ""));
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+}

@@ -42,6 +42,8 @@ pub struct ServerSection {
     /// Open downstream connections per process; beyond it new connections are closed at
     /// once and counted (`dcr_gateway_connections_refused_total`). 0 = no cap.
     pub max_connections: usize,
+    /// How long a kept-alive client connection may wait for its next request.
+    pub keepalive_timeout_seconds: u64,
 }
 
 impl Default for ServerSection {
@@ -57,6 +59,7 @@ impl Default for ServerSection {
             upstream_keepalive_pool_size: 128,
             header_timeout_ms: 10_000,
             max_connections: 10_000,
+            keepalive_timeout_seconds: 60,
         }
     }
 }

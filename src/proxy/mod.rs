@@ -3,6 +3,7 @@
 //! into responses or upstream requests.
 
 mod drain;
+pub mod listener;
 pub mod server;
 mod signals;
 pub mod tls;

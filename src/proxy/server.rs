@@ -15,7 +15,7 @@ use pingora::services::listening::Service;
 
 use super::drain::{Drain, DrainingSignalWatch};
 use super::tls::CertAndSni;
-use super::{upstream, Gateway};
+use super::{listener, upstream, Gateway};
 use crate::config::AuditOutput;
 use crate::reload::{ReloadService, Reloader};
 use crate::snapshot::Snapshot;
@@ -27,6 +27,8 @@ use crate::telemetry::{logging, AuditLog, Metrics};
 const H2_MAX_PENDING_ACCEPT_RESETS: usize = 10;
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 64;
 const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Largest HTTP/1 request head (431 beyond); Pingora's own limit is 1 MiB.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 pub struct RunOptions {
     /// Take over listening sockets from a running instance (graceful upgrade).
@@ -110,17 +112,22 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         audit: audit.clone(),
         tls_listeners: cfg.https_listeners.iter().map(|l| l.address).collect(),
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "dcr-gateway");
-    if let Some(app) = proxy.app_logic_mut() {
-        // HTTP/2 rapid reset (CVE-2023-44487): a client that resets streams right after the
-        // server accepted them made hundreds of upstream requests per connection before
-        // GOAWAY. Bound accepted-then-reset and locally errored streams per connection.
-        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
-        h2.max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-            .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
-            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
-        app.h2_options = Some(h2);
-    }
+    let mut http_proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    // HTTP/2 rapid reset (CVE-2023-44487): a client that resets streams right after the
+    // server accepted them made hundreds of upstream requests per connection before GOAWAY.
+    // Bound accepted-then-reset and locally errored streams per connection.
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+    http_proxy.h2_options = Some(h2);
+    let limits = listener::Limits {
+        header_timeout: std::time::Duration::from_millis(s.header_timeout_ms),
+        idle_timeout: std::time::Duration::from_secs(s.keepalive_timeout_seconds),
+        max_head_bytes: MAX_HEAD_BYTES,
+        max_connections: s.max_connections,
+    };
+    let mut proxy = Service::new("dcr-gateway".to_string(), listener::GatewayApp::new(http_proxy, limits, metrics.clone()));
     for a in &cfg.http_listeners {
         proxy.add_tcp(&a.to_string());
     }

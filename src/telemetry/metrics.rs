@@ -32,6 +32,13 @@ pub struct Metrics {
     pub audit_write_errors: IntCounter,
     pub rate_limited: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
+    /// Open client connections (public listeners).
+    pub connections_open: IntGauge,
+    /// Client connections closed at once because `[server] max_connections` were open.
+    pub connections_refused: IntCounter,
+    /// Request heads the gateway answered itself before Pingora parsed them, by kind
+    /// (timeout, too_large, malformed).
+    pub head_errors: IntCounterVec,
 }
 
 /// Series every request touches, resolved on first use: `with_label_values` hashes the label
@@ -157,6 +164,24 @@ impl Metrics {
             "Rate-limit checks by the backend that answered (local, redis, local_fallback, fail_open, fail_closed) and result.",
             &["backend", "result"],
         );
+        let connections_open = IntGauge::new("dcr_gateway_connections_open", "Open client connections on the public listeners.")
+            .expect("static metric definition");
+        r.register(Box::new(connections_open.clone())).expect("unique metric name");
+        let connections_refused = IntCounter::new(
+            "dcr_gateway_connections_refused_total",
+            "Client connections closed at once because [server] max_connections were open.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(connections_refused.clone())).expect("unique metric name");
+        let head_errors = counter(
+            r,
+            "dcr_gateway_request_head_errors_total",
+            "Request heads answered by the gateway before parsing: timeout (408), too_large (431), malformed (400).",
+            &["kind"],
+        );
+        for kind in ["timeout", "too_large", "malformed"] {
+            head_errors.with_label_values(&[kind]);
+        }
         let hot = Hot {
             requests: std::array::from_fn(|_| OnceLock::new()),
             request_duration: std::array::from_fn(|_| OnceLock::new()),
@@ -164,6 +189,9 @@ impl Metrics {
             upstream_class: std::array::from_fn(|_| OnceLock::new()),
         };
         Metrics {
+            connections_open,
+            connections_refused,
+            head_errors,
             hot,
             rate_limited,
             rate_limit_decisions,

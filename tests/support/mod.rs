@@ -57,6 +57,7 @@ pub struct GatewayBuilder {
     listen_extra: String,
     acl_extra: String,
     threads: usize,
+    server_extra: String,
 }
 
 impl GatewayBuilder {
@@ -72,11 +73,18 @@ impl GatewayBuilder {
             listen_extra: String::new(),
             acl_extra: String::new(),
             threads: 2,
+            server_extra: String::new(),
         }
     }
     /// `[server] threads` (2 unless set).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n;
+        self
+    }
+    /// Extra keys for [server].
+    pub fn server_keys(mut self, keys: &str) -> Self {
+        self.server_extra.push_str(keys);
+        self.server_extra.push('\n');
         self
     }
     /// Extra keys for [upstream].
@@ -145,13 +153,14 @@ impl GatewayBuilder {
             None => format!("[acl]\n{}", self.acl_extra),
         };
         let config = format!(
-            "[server]\nthreads = {threads}\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\ngraceful_shutdown_timeout_seconds = 5\n\
+            "[server]\nthreads = {threads}\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\ngraceful_shutdown_timeout_seconds = 5\n{server_extra}\
              [listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n{listen_extra}\n\
              [upstream]\n{up}connect_timeout_ms = 1000\nread_timeout_ms = 2000\nhealth_check_interval_ms = 200\n\
              [network]\n{net}\n{acl}\n[dcr]\n{dcr}\n[reload]\ndebounce_ms = 50\n{extra}",
             pid = dir.path().join("gw.pid").display(),
             sock = dir.path().join("upgrade.sock").display(),
             threads = self.threads,
+            server_extra = self.server_extra,
             up = self.upstream,
             net = self.network,
             dcr = self.dcr,

@@ -1,0 +1,245 @@
+//! The public listeners' connection handling, in front of Pingora's HTTP/1 session loop:
+//! a cap on open connections and a whole-head deadline, and JSON answers for heads the
+//! gateway refuses before Pingora parses them.
+//!
+//! Why: Pingora bounds each *read* of a request head (60 s), not the head as a whole, and
+//! keeps reused keep-alive connections open without a deadline; 2,000 connections each
+//! holding a partial header held ~87 KB apiece, and a header trickled one line every 25 s was
+//! still accepted after 75 s. Pingora also answers unparsable heads itself with an empty 400.
+//! So for HTTP/1 this wrapper reads each request head first — with an idle deadline before the
+//! first byte and `[server] header_timeout_ms` from the first byte (from the accept for the
+//! first request) — parses it with the same parser Pingora uses (httparse), answers 408 / 431 /
+//! 400 JSON itself, and hands a complete head to Pingora as already-read bytes. HTTP/2 (ALPN
+//! `h2`) goes to Pingora directly; its streams are bounded by the h2 options in `server.rs`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::errors::GatewayError;
+use crate::telemetry::Metrics;
+
+/// Pingora's limit on header lines (`MAX_HEADERS`); more is a 431 here.
+const MAX_HEADERS: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// From the first byte of a head (from the accept, for the first request) to its end.
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for the next request's first byte.
+    pub idle_timeout: Duration,
+    /// Largest request head accepted (431 beyond).
+    pub max_head_bytes: usize,
+    /// Open connections; 0 = no cap.
+    pub max_connections: usize,
+}
+
+pub struct GatewayApp<A> {
+    pub inner: Arc<A>,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    open: AtomicUsize,
+}
+
+impl<A> GatewayApp<A> {
+    pub fn new(inner: A, limits: Limits, metrics: Arc<Metrics>) -> Self {
+        GatewayApp { inner: Arc::new(inner), limits, metrics, open: AtomicUsize::new(0) }
+    }
+}
+
+/// One open connection, counted while it lives.
+struct Open<'a>(&'a AtomicUsize, &'a Metrics);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.connections_open.dec();
+    }
+}
+
+/// Why no complete head was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadError {
+    /// Closed, idle past the deadline before any byte, or shutting down: close quietly.
+    Quiet,
+    Timeout,
+    TooLarge,
+    Malformed,
+}
+
+/// What httparse makes of the bytes so far.
+fn parse_state(buf: &[u8]) -> Result<bool, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Ok(true),
+        Ok(httparse::Status::Partial) => Ok(false),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        // Pingora retries these with the target percent-escaped (non-ASCII request targets):
+        // leave them to it, the gateway's own target rules judge the result.
+        Err(httparse::Error::Token | httparse::Error::Version) => Ok(true),
+        Err(_) => Err(HeadError::Malformed),
+    }
+}
+
+/// Read until `buf` holds a complete request head.
+async fn read_head(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    limits: &Limits,
+    first_deadline: Instant,
+    shutdown: &ShutdownWatch,
+) -> Result<(), HeadError> {
+    let mut shutdown = shutdown.clone();
+    let mut deadline = first_deadline;
+    loop {
+        if !buf.is_empty() {
+            if parse_state(buf)? {
+                return Ok(());
+            }
+            if buf.len() >= limits.max_head_bytes {
+                return Err(HeadError::TooLarge);
+            }
+        }
+        let was_empty = buf.is_empty();
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => r,
+            _ = shutdown.changed(), if was_empty => return Err(HeadError::Quiet),
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadError::Quiet),
+            Ok(Ok(_)) => {
+                if was_empty {
+                    // The head's clock runs from its first byte.
+                    deadline = deadline.min(Instant::now() + limits.header_timeout);
+                }
+            }
+            Err(_) if buf.is_empty() => return Err(HeadError::Quiet),
+            Err(_) => return Err(HeadError::Timeout),
+        }
+    }
+}
+
+/// The JSON answer for a refused head, written straight to the connection.
+async fn answer(stream: &mut Stream, err: GatewayError) {
+    let request_id = hex::encode(rand::random::<[u8; 16]>());
+    let body = err.body(&request_id);
+    let reason = match err.status() {
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Bad Request",
+    };
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n",
+        err.status(),
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.flush().await
+    };
+    // A peer that does not read does not hold the task.
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// A persistent session that already carries pipelined bytes: Pingora parses them itself (they
+/// are in hand, so no deadline is needed for what has arrived). The settings expose no getter,
+/// so their `Debug` form is read; `tests/request_view.rs` pipelining tests guard this.
+fn has_pipelined_prefix(settings: &HttpPersistentSettings) -> bool {
+    format!("{settings:?}").contains("pipelined_prefix: Some")
+}
+
+#[async_trait]
+impl<A> ServerApp for GatewayApp<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let accepted = Instant::now();
+        let n = self.open.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections_open.inc();
+        let _open = Open(&self.open, &self.metrics);
+        if self.limits.max_connections > 0 && n >= self.limits.max_connections {
+            self.metrics.connections_refused.inc();
+            if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                answer(&mut stream, GatewayError::TooManyConnections).await;
+            }
+            return None;
+        }
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.inner, stream, shutdown).await;
+        }
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let carried = settings.as_ref().is_some_and(has_pipelined_prefix);
+            let mut prefix = None;
+            if !carried {
+                let mut buf = BytesMut::with_capacity(1024);
+                let deadline = if first {
+                    accepted + self.limits.header_timeout
+                } else {
+                    Instant::now() + self.limits.idle_timeout
+                };
+                match read_head(&mut stream, &mut buf, &self.limits, deadline, shutdown).await {
+                    Ok(()) => prefix = Some(buf),
+                    Err(HeadError::Quiet) => return None,
+                    Err(e) => {
+                        let (kind, err) = match e {
+                            HeadError::Timeout => ("timeout", GatewayError::HeaderTimeout),
+                            HeadError::TooLarge => ("too_large", GatewayError::MalformedRequest { status: 431 }),
+                            _ => ("malformed", GatewayError::MalformedRequest { status: 400 }),
+                        };
+                        self.metrics.head_errors.with_label_values(&[kind]).inc();
+                        answer(&mut stream, err).await;
+                        return None;
+                    }
+                }
+            }
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => {
+                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(self.limits.idle_timeout.as_secs().max(1)) });
+                }
+            }
+            if let Some(p) = prefix {
+                session.set_pipelined_prefix(p);
+            }
+            first = false;
+            let reused = self.inner.process_new_http(session, shutdown).await?;
+            let (s, next) = reused.consume();
+            stream = s;
+            settings = next;
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_states() {
+        assert_eq!(parse_state(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(true));
+        assert_eq!(parse_state(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(false));
+        assert_eq!(parse_state(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), Err(HeadError::Malformed));
+        let many: String = (0..300).map(|i| format!("x{i}: y\r\n")).collect();
+        assert_eq!(parse_state(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()), Err(HeadError::TooLarge));
+    }
+}
