@@ -5,59 +5,44 @@
 //! returns either the normalized registration to forward to the IdP or the RFC 7591 §3.2.2
 //! error to answer with. The rules are documented in `docs/dcr-validation.md`.
 //!
-//! - [`json`]: the strict JSON reader (duplicates, depth, UTF-8, trailing data).
-//! - [`policy`]: [`Policy`], the `[dcr]` configuration section, and host patterns.
-//! - [`uri`]: redirect URI and https metadata URI checks, registrable domains.
-//! - [`normalize`]: human text, scope strings, response types, language tags.
-//! - [`validate`]: the member table and the rules between members.
-//! - [`statement`]: software statement verification (RFC 7591 §2.3) and [`check_with`].
+//! The modules, in reading order. Each imports (`use super::…`) only modules above it, never
+//! this root's re-exports, so there is no cycle (`layering.rs` checks this list against the
+//! code):
+//!
+//! 1. [`error`]: [`ErrorCode`] and [`RegistrationError`], the §3.2.2 error response.
+//! 2. [`vocab`]: the shared vocabulary: [`SecurityMode`], [`RegistrationMode`], grant types,
+//!    authentication methods, response types, [`Normalized`].
+//! 3. [`host`]: host patterns (`redirect_host_allow` / `_deny`) and loopback host literals.
+//! 4. [`json`]: the strict JSON reader (duplicates, depth, UTF-8, trailing data).
+//! 5. [`policy`]: [`Policy`], the `[dcr]` configuration section, and its defaults.
+//! 6. [`uri`]: redirect URI and https metadata URI checks, registrable domains.
+//! 7. [`normalize`]: human text, scope strings, language tags, email addresses.
+//! 8. [`validate`]: the member table and the rules between members.
+//! 9. [`statement`]: software statement verification (RFC 7591 §2.3), [`StatementVerifier`].
+//! 10. [`policy_check`]: [`Policy::validate`], the configuration checks, which reuse the rules
+//!     above.
+//! 11. [`pipeline`]: the entry points [`check`], [`check_with`] and [`check_update_with`].
 
+// Declared in alphabetical order (as rustfmt keeps them); the reading order is the list above.
 mod error;
+mod host;
 mod json;
 mod normalize;
+mod pipeline;
 mod policy;
+mod policy_check;
 mod statement;
 mod uri;
 mod validate;
+mod vocab;
 
+#[cfg(test)]
+mod layering;
 #[cfg(test)]
 mod tests;
 
 pub use error::{ErrorCode, RegistrationError};
-pub use policy::{Policy, RegistrationMode, SecurityMode, StatementIssuer};
-pub use statement::{check_update_with, check_with, StatementVerifier};
-
-/// A registration that passed [`check`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Normalized {
-    /// The normalized registration.
-    pub document: serde_json::Map<String, serde_json::Value>,
-    /// `serde_json::to_vec(&document)`: exactly what is forwarded to the IdP.
-    pub body: Vec<u8>,
-    /// The (normalized) `client_name`, else the first `client_name#<lang>`, for the audit log.
-    pub client_name: Option<String>,
-    /// ASCII hosts of the redirect URIs, first occurrence order, for the audit log
-    /// (private-use scheme URIs have none).
-    pub redirect_hosts: Vec<String>,
-    /// Names of the members removed: unknown members in strict mode (unless listed in
-    /// `keep_extension_members`) and, in both modes, the members only the server may set
-    /// (`client_id`, `client_secret`, ...). Names only, never values.
-    pub dropped_members: Vec<String>,
-    /// Scope tokens removed in permissive mode because they are not in `allowed_scopes`.
-    pub removed_scopes: Vec<String>,
-    /// The trusted issuer whose software statement was verified and merged, for the audit log.
-    pub software_statement_issuer: Option<String>,
-}
-
-/// Validates and normalizes a registration request body.
-///
-/// The body size (`max_body_bytes`) is the proxy's to enforce before calling this.
-/// Normalization is idempotent: checking `Normalized::body` again yields the same body.
-///
-/// Software statements are not verified without a [`StatementVerifier`]: this is
-/// [`check_with`] with [`StatementVerifier::empty`], so a policy that names trusted issuers
-/// refuses every statement here (`unapproved_software_statement`), and one that names none
-/// forwards statements after a shape check.
-pub fn check(body: &[u8], policy: &Policy) -> Result<Normalized, RegistrationError> {
-    check_with(body, policy, &StatementVerifier::empty())
-}
+pub use pipeline::{check, check_update_with, check_with};
+pub use policy::{Policy, StatementIssuer};
+pub use statement::StatementVerifier;
+pub use vocab::{Normalized, RegistrationMode, SecurityMode};

@@ -1,12 +1,12 @@
-//! Value-level normalization: human text, scope strings, response types, language tags.
+//! Value-level normalization: human text, scope strings, language tags, email addresses.
 
 use std::borrow::Cow;
 
 use unicode_normalization::UnicodeNormalization;
 
 use super::error::is_invisible;
-use super::policy::SecurityMode;
-use super::validate::GrantType;
+use super::uri::domain_to_ascii_strict;
+use super::vocab::SecurityMode;
 
 /// Why a piece of human text was refused (the caller prefixes the member name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,114 +128,6 @@ pub(crate) fn parse_scope_tokens(s: &str) -> Result<Vec<&str>, &'static str> {
     Ok(out)
 }
 
-/// A `response_types` entry as a set of OAuth response type values (order-insensitive, per
-/// OAuth 2.0 Multiple Response Type Encoding Practices).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ResponseType(u8);
-
-impl ResponseType {
-    const CODE: u8 = 1;
-    const TOKEN: u8 = 2;
-    const ID_TOKEN: u8 = 4;
-    const NONE: u8 = 8;
-
-    /// Parses a space-separated response type; `None` for unknown or repeated values.
-    pub(crate) fn parse(s: &str) -> Option<ResponseType> {
-        let mut bits = 0u8;
-        for tok in s.split(' ').filter(|t| !t.is_empty()) {
-            let b = match tok {
-                "code" => Self::CODE,
-                "token" => Self::TOKEN,
-                "id_token" => Self::ID_TOKEN,
-                "none" => Self::NONE,
-                _ => return None,
-            };
-            if bits & b != 0 {
-                return None;
-            }
-            bits |= b;
-        }
-        (bits != 0).then_some(ResponseType(bits))
-    }
-
-    /// Strict: `code` only. Permissive: also the implicit and hybrid combinations of `code`,
-    /// `token` and `id_token`. `none` (and any combination with it) is refused in both
-    /// modes: it issues no credential and has no grant type in RFC 7591 §2.1 / OIDC DCR §2.
-    pub(crate) fn allowed_in(self, mode: SecurityMode) -> bool {
-        match mode {
-            SecurityMode::Strict => self.0 == Self::CODE,
-            SecurityMode::Permissive => self.0 & Self::NONE == 0,
-        }
-    }
-
-    pub(crate) fn has_code(self) -> bool {
-        self.0 & Self::CODE != 0
-    }
-
-    /// Returns anything from the authorization endpoint's front channel (`token`/`id_token`).
-    pub(crate) fn is_implicit(self) -> bool {
-        self.0 & (Self::TOKEN | Self::ID_TOKEN) != 0
-    }
-
-    /// RFC 7591 §2.1: `code` needs `authorization_code`; `token`/`id_token` need `implicit`.
-    pub(crate) fn missing_grant(self, grants: &[GrantType]) -> Option<&'static str> {
-        if self.has_code() && !grants.contains(&GrantType::AuthorizationCode) {
-            return Some(GrantType::AuthorizationCode.as_str());
-        }
-        if self.is_implicit() && !grants.contains(&GrantType::Implicit) {
-            return Some(GrantType::Implicit.as_str());
-        }
-        None
-    }
-
-    /// The canonical spelling: the values in the order `code id_token token`.
-    pub(crate) fn canonical(self) -> String {
-        self.canonical_str().to_string()
-    }
-
-    /// [`Self::canonical`], from a table indexed by the bits.
-    pub(crate) fn canonical_str(self) -> &'static str {
-        const SPELLINGS: [&str; 16] = [
-            "",
-            "code",
-            "token",
-            "code token",
-            "id_token",
-            "code id_token",
-            "id_token token",
-            "code id_token token",
-            "none",
-            "code none",
-            "token none",
-            "code token none",
-            "id_token none",
-            "code id_token none",
-            "id_token token none",
-            "code id_token token none",
-        ];
-        SPELLINGS[usize::from(self.0 & 15)]
-    }
-
-    /// The spelling [`Self::canonical_str`] tabulates, built part by part.
-    #[cfg(test)]
-    fn canonical_built(self) -> String {
-        let mut parts = Vec::new();
-        if self.0 & Self::CODE != 0 {
-            parts.push("code");
-        }
-        if self.0 & Self::ID_TOKEN != 0 {
-            parts.push("id_token");
-        }
-        if self.0 & Self::TOKEN != 0 {
-            parts.push("token");
-        }
-        if self.0 & Self::NONE != 0 {
-            parts.push("none");
-        }
-        parts.join(" ")
-    }
-}
-
 /// A BCP 47-shaped language tag (as in `client_name#en-US`): an alphabetic primary subtag of
 /// 2-8 letters, then alphanumeric subtags of 1-8 characters, separated by `-`. Not checked
 /// against the IANA registry.
@@ -264,7 +156,7 @@ pub(crate) fn is_email(s: &str) -> bool {
     if !local_ok || domain.is_empty() || domain.len() > 253 || !domain.contains('.') || domain.ends_with('.') {
         return false;
     }
-    super::uri::domain_to_ascii_strict(domain).is_ok()
+    domain_to_ascii_strict(domain).is_ok()
 }
 
 #[cfg(test)]
@@ -308,23 +200,6 @@ mod tests {
         assert!(parse_scope("a\\b").is_err());
         assert!(parse_scope("caf\u{e9}").is_err());
         assert_eq!(parse_scope("read:all https://api.example.com/x"), Ok(vec!["read:all".into(), "https://api.example.com/x".into()]));
-    }
-
-    #[test]
-    fn response_types() {
-        let rt = |s| ResponseType::parse(s);
-        assert_eq!(rt("code").map(|r| r.canonical()), Some("code".into()));
-        assert_eq!(rt("token id_token code").map(|r| r.canonical()), Some("code id_token token".into()));
-        assert_eq!(rt("code code"), None);
-        assert_eq!(rt(""), None);
-        assert_eq!(rt("device"), None);
-        assert!(rt("code").unwrap().allowed_in(SecurityMode::Strict));
-        assert!(!rt("token").unwrap().allowed_in(SecurityMode::Strict));
-        assert!(rt("code id_token").unwrap().allowed_in(SecurityMode::Permissive));
-        assert!(!rt("none").unwrap().allowed_in(SecurityMode::Permissive));
-        for bits in 1..16u8 {
-            assert_eq!(ResponseType(bits).canonical(), ResponseType(bits).canonical_built(), "{bits}");
-        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! for by a trusted issuer.
 //!
 //! [`StatementVerifier`] holds the public keys of the `[[dcr.software_statement_issuers]]`
-//! (built once per configuration snapshot); [`check_with`] verifies the `software_statement`
-//! member of a registration, merges its claims over the plain members and runs the normal
+//! (built once per configuration snapshot) and verifies a statement; [`Verified::merge_into`]
+//! merges its claims over the plain members. The pipeline (`check_with`) then runs the normal
 //! validation on the result.
 //!
 //! Signatures are checked with `jsonwebtoken` (keys from `DecodingKey::from_jwk`,
@@ -31,9 +31,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
 use super::error::{ErrorCode, RegistrationError};
-use super::validate::Kind;
-use super::policy::{Policy, StatementIssuer};
-use super::{json, validate, Normalized};
+use super::json;
+use super::policy::StatementIssuer;
 
 /// JWT registered claims (RFC 7519 §4.1) describe the statement, not the client: never merged.
 const REGISTERED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
@@ -270,9 +269,32 @@ impl fmt::Debug for StatementVerifier {
 }
 
 /// A statement that passed [`StatementVerifier::verify`].
-struct Verified {
+pub(crate) struct Verified {
     issuer: String,
     claims: Map<String, Value>,
+}
+
+impl Verified {
+    /// Merges the vouched claims over the registration's own members and returns the issuer.
+    ///
+    /// A vouched member wins over every language-tagged variant the client added next to it
+    /// (`client_name#en` beside a replayed statement's `client_name` would otherwise put the
+    /// client's text on a localized consent screen). JWT registered claims and a nested
+    /// `software_statement` are never merged.
+    pub(crate) fn merge_into(self, input: &mut Map<String, Value>) -> String {
+        let vouched: Vec<String> = self.claims.keys().filter(|k| !k.contains('#')).cloned().collect();
+        input.retain(|k, _| match k.split_once('#') {
+            Some((base, _)) => !vouched.iter().any(|b| b == base),
+            None => true,
+        });
+        for (name, value) in self.claims {
+            if !REGISTERED_CLAIMS.contains(&name.as_str()) && name != "software_statement" {
+                // Replaces in place (member order kept) or appends.
+                input.insert(name, value);
+            }
+        }
+        self.issuer
+    }
 }
 
 impl StatementVerifier {
@@ -330,7 +352,8 @@ impl StatementVerifier {
         self.issuers.keys().map(String::as_str)
     }
 
-    fn verify(&self, statement: &str, leeway: u64, max_depth: usize, now: SystemTime) -> Result<Verified, RegistrationError> {
+    /// Verifies a compact JWS statement (see the module doc) at time `now`.
+    pub(crate) fn verify(&self, statement: &str, leeway: u64, max_depth: usize, now: SystemTime) -> Result<Verified, RegistrationError> {
         let invalid = |reason: &str| RegistrationError::new(ErrorCode::InvalidSoftwareStatement, format!("software_statement: {reason}"));
         let parts: Vec<&str> = statement.split('.').collect();
         if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
@@ -406,66 +429,6 @@ impl StatementVerifier {
     }
 }
 
-/// Whether statements are verified at all: when the policy or the verifier names an issuer,
-/// or statements are required. Otherwise they are shape-checked and forwarded unverified.
-fn verifying(policy: &Policy, statements: &StatementVerifier) -> bool {
-    !statements.is_empty() || !policy.software_statement_issuers.is_empty() || policy.require_software_statement
-}
-
-/// [`check`](super::check) with software statement verification. See the module doc.
-pub fn check_with(body: &[u8], policy: &Policy, statements: &StatementVerifier) -> Result<Normalized, RegistrationError> {
-    check_at(body, policy, statements, SystemTime::now(), Kind::Registration)
-}
-
-/// [`check_with`] for an RFC 7592 client update (PUT): the same rules, no registration
-/// defaults filled in.
-pub fn check_update_with(body: &[u8], policy: &Policy, statements: &StatementVerifier) -> Result<Normalized, RegistrationError> {
-    check_at(body, policy, statements, SystemTime::now(), Kind::Update)
-}
-
-pub(crate) fn check_at(
-    body: &[u8],
-    policy: &Policy,
-    statements: &StatementVerifier,
-    now: SystemTime,
-    kind: Kind,
-) -> Result<Normalized, RegistrationError> {
-    let mut input = json::read_object(body, policy.max_json_depth)?;
-    let mut issuer = None;
-    if verifying(policy, statements) {
-        match input.get("software_statement") {
-            None | Some(Value::Null) => {
-                if policy.require_software_statement {
-                    return Err(RegistrationError::new(ErrorCode::InvalidSoftwareStatement, "software_statement: required".into()));
-                }
-            }
-            Some(Value::String(s)) => {
-                let v = statements.verify(s, policy.software_statement_leeway_seconds, policy.max_json_depth, now)?;
-                // A vouched member wins over every language-tagged variant the client added
-                // next to it (`client_name#en` beside a replayed statement's `client_name`
-                // would otherwise put the client's text on a localized consent screen).
-                let vouched: Vec<String> = v.claims.keys().filter(|k| !k.contains('#')).cloned().collect();
-                input.retain(|k, _| match k.split_once('#') {
-                    Some((base, _)) => !vouched.iter().any(|b| b == base),
-                    None => true,
-                });
-                for (name, value) in v.claims {
-                    if !REGISTERED_CLAIMS.contains(&name.as_str()) && name != "software_statement" {
-                        // Replaces in place (member order kept) or appends.
-                        input.insert(name, value);
-                    }
-                }
-                issuer = Some(v.issuer);
-            }
-            // Any other type: the normal validation reports it.
-            Some(_) => {}
-        }
-    }
-    let mut n = validate::check_object(input, policy, body.len(), kind)?;
-    n.software_statement_issuer = issuer;
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -479,7 +442,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::dcr::SecurityMode;
+    // The tests go through the pipeline: a statement is judged by what the registration becomes.
+    use crate::dcr::pipeline::check_at;
+    use crate::dcr::vocab::Kind;
+    use crate::dcr::{check_with, Policy, SecurityMode};
 
     const ISSUER: &str = "https://statements.example.org";
 

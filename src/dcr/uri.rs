@@ -8,7 +8,9 @@ use unicode_security::MixedScript;
 use url::{Host, Url};
 
 use super::error::is_invisible;
-use super::policy::{matches_any, Policy, SecurityMode};
+use super::host::matches_any;
+use super::policy::Policy;
+use super::vocab::SecurityMode;
 
 /// Longest URI accepted anywhere, in characters.
 pub(crate) const MAX_URI_CHARS: usize = 2048;

@@ -5,23 +5,13 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::error::{display_name, ErrorCode, RegistrationError};
-use super::normalize::{fold_confusable, human_text_cow, is_email, is_language_tag, parse_scope_tokens, ResponseType};
-use super::policy::{Policy, SecurityMode};
+use super::error::{display_name, is_invisible, ErrorCode, RegistrationError};
+use super::normalize::{fold_confusable, human_text_cow, is_email, is_language_tag, parse_scope_tokens};
+use super::policy::Policy;
 use super::uri::{check_https, check_redirect, same_site, RedirectCtx, UriInfo, UriKind};
-use super::Normalized;
+use super::vocab::{AuthMethod, GrantType, Kind, Normalized, ResponseType, SecurityMode};
 
 type Result<T> = std::result::Result<T, RegistrationError>;
-
-/// Grant types this module can accept (in some mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GrantType {
-    AuthorizationCode,
-    RefreshToken,
-    Implicit,
-    ClientCredentials,
-    DeviceCode,
-}
 
 /// Grant types recognized only to be refused by name (the password grant: RFC 9700 §2.4).
 const REFUSED_GRANTS: [&str; 5] = [
@@ -31,85 +21,6 @@ const REFUSED_GRANTS: [&str; 5] = [
     "urn:ietf:params:oauth:grant-type:token-exchange",
     "urn:openid:params:grant-type:ciba",
 ];
-
-impl GrantType {
-    pub(crate) fn parse(s: &str) -> Option<GrantType> {
-        Some(match s {
-            "authorization_code" => GrantType::AuthorizationCode,
-            "refresh_token" => GrantType::RefreshToken,
-            "implicit" => GrantType::Implicit,
-            "client_credentials" => GrantType::ClientCredentials,
-            "urn:ietf:params:oauth:grant-type:device_code" => GrantType::DeviceCode,
-            _ => return None,
-        })
-    }
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            GrantType::AuthorizationCode => "authorization_code",
-            GrantType::RefreshToken => "refresh_token",
-            GrantType::Implicit => "implicit",
-            GrantType::ClientCredentials => "client_credentials",
-            GrantType::DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
-        }
-    }
-
-    pub(crate) fn allowed_in(self, mode: SecurityMode) -> bool {
-        mode == SecurityMode::Permissive || matches!(self, GrantType::AuthorizationCode | GrantType::RefreshToken)
-    }
-
-    /// Uses the authorization endpoint and so needs redirect URIs.
-    fn is_redirect_based(self) -> bool {
-        matches!(self, GrantType::AuthorizationCode | GrantType::Implicit)
-    }
-
-    /// `refresh_token` needs a grant that issues refresh tokens to a user's client:
-    /// `authorization_code` (strict), or `authorization_code` / device_code (permissive).
-    pub(crate) fn check_refresh(grants: &[GrantType], mode: SecurityMode) -> std::result::Result<(), String> {
-        if !grants.contains(&GrantType::RefreshToken) || grants.contains(&GrantType::AuthorizationCode) {
-            return Ok(());
-        }
-        match mode {
-            SecurityMode::Permissive if grants.contains(&GrantType::DeviceCode) => Ok(()),
-            SecurityMode::Permissive => {
-                Err("\"refresh_token\" requires \"authorization_code\" or \"urn:ietf:params:oauth:grant-type:device_code\"".into())
-            }
-            SecurityMode::Strict => Err("\"refresh_token\" requires \"authorization_code\"".into()),
-        }
-    }
-}
-
-/// `token_endpoint_auth_method` values (RFC 7591 §2, OIDC Core §9, RFC 8705 §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AuthMethod {
-    None,
-    ClientSecretPost,
-    ClientSecretBasic,
-    ClientSecretJwt,
-    PrivateKeyJwt,
-    TlsClientAuth,
-    SelfSignedTlsClientAuth,
-}
-
-impl AuthMethod {
-    pub(crate) fn parse(s: &str) -> Option<AuthMethod> {
-        Some(match s {
-            "none" => AuthMethod::None,
-            "client_secret_post" => AuthMethod::ClientSecretPost,
-            "client_secret_basic" => AuthMethod::ClientSecretBasic,
-            "client_secret_jwt" => AuthMethod::ClientSecretJwt,
-            "private_key_jwt" => AuthMethod::PrivateKeyJwt,
-            "tls_client_auth" => AuthMethod::TlsClientAuth,
-            "self_signed_tls_client_auth" => AuthMethod::SelfSignedTlsClientAuth,
-            _ => return None,
-        })
-    }
-
-    /// Needs the client's public keys (`jwks` or `jwks_uri`).
-    pub(crate) fn needs_keys(self) -> bool {
-        matches!(self, AuthMethod::PrivateKeyJwt | AuthMethod::SelfSignedTlsClientAuth)
-    }
-}
 
 /// The registered members this module knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +170,7 @@ struct Facts {
 }
 
 /// Validates and normalizes a registration read by [`super::json::read_object`] (with a
-/// verified software statement's claims already merged in, see `statement.rs`).
+/// verified software statement's claims already merged in, see `pipeline.rs`).
 /// The output document is `input` itself, normalized in place: members keep their order,
 /// removed members are taken out, defaults are appended. `body_len` (the size of the request
 /// body) sizes the output buffer.
@@ -521,7 +432,7 @@ fn member_value(
             if s.is_empty() || (s.len() > 255 && s.chars().count() > 255) {
                 return Err(meta(name, "must be 1 to 255 characters"));
             }
-            if s.chars().any(|c| c.is_control() || super::error::is_invisible(c)) {
+            if s.chars().any(|c| c.is_control() || is_invisible(c)) {
                 return Err(meta(name, "must not contain control or invisible formatting characters"));
             }
             value
@@ -717,16 +628,6 @@ fn is_compact_jws(s: &str) -> bool {
 
 fn is_algorithm_name(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._".contains(&b))
-}
-
-/// What the document is: a new registration gets the policy's defaults for absent members;
-/// an RFC 7592 update is the whole client as the client wants it (§2.2), checked with the
-/// same rules but forwarded without defaults filled in (the IdP applies its own; filling in
-/// ours changed public clients into confidential ones and dropped their refresh grant).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Registration,
-    Update,
 }
 
 /// Rules between members, and the defaults for absent members (inserted for registrations
