@@ -151,3 +151,59 @@ fn software_statements_from_trusted_issuers_vouch_for_metadata() {
     let allowed = audit.iter().find(|l| l["decision"] == "allow").expect("the accepted registration's line");
     assert_eq!(allowed["software_statement_issuer"], "https://registry.example");
 }
+
+/// A partner pinned to its domain and `openid` cannot move its client elsewhere with an
+/// RFC 7592 update: updates are checked against the pin of the token that registered it.
+#[test]
+fn partner_pins_hold_for_rfc7592_updates() {
+    let up = support::raw_upstream::RawUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = mint(dir.path(), &["--label", "partner-x"]);
+    let path = dir.path().join("tokens.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "label = \"partner-x\"",
+            "label = \"partner-x\"\nredirect_host_allow = [\"*.partner-x.example\"]\nallowed_scopes = [\"openid\"]",
+        ),
+    )
+    .unwrap();
+    let gw = GatewayBuilder::new(&up.origin())
+        .upstream_keys("health_check = \"none\"")
+        .file("tokens.toml", std::fs::read(&path).unwrap())
+        .dcr("registration = \"token\"\ntoken_file = \"tokens.toml\"")
+        .start();
+    let body = r#"{"client_name":"Partner X","redirect_uris":["https://app.partner-x.example/cb"],"scope":"openid"}"#;
+    let (status, _, text) = register(&gw, body, Some(&token));
+    assert_eq!(status, 201, "{text}");
+    let client_id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["client_id"].as_str().unwrap().to_string();
+    let put = |body: &str| {
+        response_parts(
+            agent()
+                .put(&gw.url(&format!("/oidc/register/{client_id}")))
+                .set("content-type", "application/json")
+                .set("authorization", "Bearer RAT-1-t0k3n")
+                .send_string(body),
+        )
+    };
+    let before = up.count();
+    let moved = format!(r#"{{"client_id":"{client_id}","redirect_uris":["https://attacker.example/cb"],"scope":"openid"}}"#);
+    assert_eq!(put(&moved).0, 400, "redirect moved outside the pin");
+    let widened = format!(r#"{{"client_id":"{client_id}","redirect_uris":["https://app.partner-x.example/cb"],"scope":"openid offline_access"}}"#);
+    assert_eq!(put(&widened).0, 400, "scope widened beyond the pin");
+    assert_eq!(up.count(), before, "neither update reached the IdP");
+    let fine = format!(r#"{{"client_id":"{client_id}","redirect_uris":["https://www.partner-x.example/cb"],"scope":"openid"}}"#);
+    let (status, text) = put(&fine);
+    assert_eq!(status, 200, "{text}");
+    let sent = up.recorded().into_iter().last().unwrap();
+    assert_eq!(sent.method, "PUT");
+    let doc: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(doc["client_id"], client_id.as_str());
+    assert!(doc.get("token_endpoint_auth_method").is_none(), "no registration default filled into the update: {doc}");
+    // The audit line of the update names the client from its path.
+    let lines = gw.wait_audit(4);
+    let last = lines.iter().rev().find(|l| l["method"] == "PUT").unwrap();
+    assert_eq!(last["client_id"], client_id.as_str());
+    assert_eq!(last["path"], format!("/oidc/register/{client_id}"));
+}

@@ -6,6 +6,12 @@
 //!   that every later decision — scope, host signal, the request forwarded upstream — reads.
 //! - [`headers`]: reading header values from their bytes, and which client headers the
 //!   gateway strips before forwarding.
+//! - [`gate`]: registration admission — method, switch, token, body plan, payload check.
+//! - [`outcome`] and [`record`]: what happened to a request, as metric labels and one audit
+//!   line, from the facts the adapter collected.
 
+pub mod gate;
 pub mod headers;
+pub mod outcome;
+pub mod record;
 pub mod target;

@@ -1,9 +1,18 @@
 //! The Pingora `ProxyHttp` adapter: the only module that knows Pingora's request types.
-//! It gathers signals, asks the pure core (routes, acl, dcr) for decisions, and turns them
-//! into responses or upstream requests.
+//! Each hook, in phase order, reads what Pingora gives it, asks the pure core for the
+//! decision (`core::target`, `routes`, `acl`, `core::gate`, `core::record`) and applies it.
+//!
+//! - [`listener`]: connections and request heads before Pingora parses them.
+//! - `signals`: the request view and the ACL signals off a session.
+//! - `registration`: the `dcr` phase (gate steps, rate limit, bounded body read).
+//! - `forward`: the request the IdP receives.
+//! - `respond`: the answers the gateway writes itself.
 
 mod drain;
+mod forward;
 pub mod listener;
+mod registration;
+mod respond;
 pub mod server;
 mod signals;
 pub mod tls;
@@ -14,23 +23,23 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::acl::{Decision, Verdict};
-use crate::dcr::{self, RegistrationError};
-use crate::errors::GatewayError;
-use crate::ratelimit::{RateClass, RateDecision};
 use crate::config::schema::SniHostMismatch;
+use crate::core::gate::Admitted;
+use crate::core::record::{self, truncate_chars, AuditLine};
 use crate::core::target::TargetError;
+use crate::errors::GatewayError;
 use crate::routes::Route;
 use crate::scope::Scope;
 use crate::signals::Signals;
 use crate::snapshot::{Snapshot, Store};
-use crate::telemetry::audit::{now_rfc3339, truncate_chars};
-use crate::telemetry::{AuditLine, AuditLog, Metrics, Outcome};
+use crate::telemetry::audit::now_rfc3339;
+use crate::telemetry::{AuditLog, Metrics, Outcome};
 use upstream::PeerTemplate;
 
 /// Upper bound on the upstream response we buffer to learn the issued `client_id`.
@@ -38,12 +47,14 @@ const CLIENT_ID_CAPTURE_LIMIT: usize = 64 * 1024;
 
 const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The one member of the IdP's registration response the gateway reads. Deserializing into
-/// this skips everything else (secrets included) without building a `Value` tree.
+/// The members of the IdP's `dcr` answers the gateway reads. Deserializing into this skips
+/// everything else (secrets included) without building a `Value` tree.
 #[derive(serde::Deserialize)]
-struct IssuedClient<'a> {
+struct IdpAnswer<'a> {
     #[serde(borrow)]
     client_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    error: Option<std::borrow::Cow<'a, str>>,
 }
 
 pub struct Gateway {
@@ -58,57 +69,79 @@ pub struct Gateway {
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
     /// Initial access token uses (`max_uses`), per process, across reloads.
     pub token_uses: Arc<crate::tokens::UseCounter>,
+    /// The overrides of the token that registered each client, for its RFC 7592 updates.
+    pub pins: Arc<crate::tokens::ClientPins>,
 }
 
+/// Per-request state, grouped by the phase that fills it.
 pub struct RequestCtx {
     _inflight: drain::InFlight,
+    timing: Timing,
+    admission: AdmissionState,
+    registration: RegistrationState,
+    upstream: UpstreamState,
+}
+
+struct Timing {
     start: Instant,
+    /// Time in the gateway's own checks (signals, ACL, payload).
+    check: Duration,
+    upstream_start: Option<Instant>,
+    upstream_latency: Option<Duration>,
+}
+
+/// request_filter: one snapshot, the request view, its route, signals and verdict.
+struct AdmissionState {
     snapshot: Option<Arc<Snapshot>>,
     request_id: String,
     route: Option<Route>,
     signals: Option<Signals>,
     peer_trusted: bool,
     verdict: Option<Verdict>,
+    /// The request's host as decided by `core::target` (`Host` value sent upstream).
+    upstream_host: Option<http::HeaderValue>,
     outcome: Outcome,
     error: Option<GatewayError>,
-    /// The normalized registration forwarded instead of the client's bytes.
-    replacement_body: Option<Bytes>,
-    is_registration_post: bool,
-    registration: Option<RegistrationAudit>,
-    check_time: Duration,
-    upstream_start: Option<Instant>,
-    upstream_status: Option<u16>,
-    upstream_latency: Option<Duration>,
-    capture: Option<Vec<u8>>,
-    client_id: Option<String>,
+    /// The status the client got.
     status: u16,
+}
+
+/// The `dcr` phase: what the gate admitted.
+#[derive(Default)]
+struct RegistrationState {
+    is_registration_post: bool,
+    /// The normalized payload (forwarded instead of the client's bytes) and its audit facts.
+    admitted: Option<Admitted>,
+    body: Option<Bytes>,
     /// The initial access token that admitted this registration.
     token: Option<crate::tokens::TokenEntry>,
     /// Its `max_uses` use, committed when the IdP answers 2xx, else given back on drop.
     token_lease: Option<crate::tokens::UseLease>,
     strip_authorization: bool,
-    /// The request's host as decided by `core::target` (`Host` value sent upstream).
-    upstream_host: Option<http::HeaderValue>,
 }
 
+/// What the IdP answered.
 #[derive(Default)]
-struct RegistrationAudit {
-    software_statement_issuer: Option<String>,
-    client_name: Option<String>,
-    redirect_hosts: Vec<String>,
-    dropped_members: Vec<String>,
-    removed_scopes: Vec<String>,
+struct UpstreamState {
+    status: Option<u16>,
+    capture: Option<Vec<u8>>,
+    client_id: Option<String>,
+    idp_error: Option<String>,
 }
 
 impl RequestCtx {
     fn scope(&self) -> Scope {
-        self.route.as_ref().map(|r| r.scope).unwrap_or(Scope::Authentication)
+        self.admission.route.as_ref().map(|r| r.scope).unwrap_or(Scope::Authentication)
+    }
+
+    /// Record how the request ends when the gateway answers it itself.
+    fn refuse(&mut self, outcome: Outcome) {
+        self.admission.outcome = outcome;
     }
 }
 
 fn generate_request_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// A request id from a trusted proxy is kept only if it is short and harmless in logs.
@@ -118,247 +151,7 @@ fn acceptable_request_id(v: &str) -> bool {
         && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-fn is_json_content_type(v: Option<&http::HeaderValue>) -> bool {
-    let Some(v) = v.and_then(|v| v.to_str().ok()) else { return false };
-    let mime = v.split(';').next().unwrap_or("").trim();
-    mime.eq_ignore_ascii_case("application/json")
-}
-
 impl Gateway {
-    /// Write a response the gateway generates itself.
-    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) -> Result<bool> {
-        let status = err.status();
-        let body = err.body(&ctx.request_id);
-        let mut resp = ResponseHeader::build(status, Some(6))?;
-        resp.insert_header("content-type", "application/json")?;
-        resp.insert_header("cache-control", "no-store")?;
-        resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        for (k, v) in err.headers() {
-            resp.insert_header(k, v)?;
-        }
-        ctx.status = status;
-        ctx.error = Some(err);
-        // The body of a rejected request may still be in flight: do not reuse the connection.
-        session.set_keepalive(None);
-        session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(Bytes::from(body)), true).await?;
-        Ok(true)
-    }
-
-    async fn redirect(&self, session: &mut Session, ctx: &mut RequestCtx, location: &str) -> Result<bool> {
-        let mut resp = ResponseHeader::build(302, Some(4))?;
-        resp.insert_header("location", location)?;
-        resp.insert_header("content-length", "0")?;
-        resp.insert_header("cache-control", "no-store")?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        ctx.status = 302;
-        session.set_keepalive(None);
-        session.write_response_header(Box::new(resp), true).await?;
-        Ok(true)
-    }
-
-    /// The `dcr` scope after the ACL allowed it: method, switch, media type, body, payload.
-    async fn dcr_filter(&self, session: &mut Session, ctx: &mut RequestCtx, snap: &Snapshot) -> Result<bool> {
-        let is_registration = ctx.route.as_ref().map_or(true, |r| r.is_registration);
-        let method = session.req_header().method.clone();
-        let mut policy = std::borrow::Cow::Borrowed(&snap.config.dcr);
-        if method == http::Method::OPTIONS {
-            // CORS preflight for browser-based clients: the IdP answers it; there is no body.
-            return self.refuse_body(session, ctx).await;
-        }
-        // A token error is answered only after the request is counted, in its own class.
-        let token_mode = policy.registration == crate::dcr::RegistrationMode::Token;
-        let mut token_error = None;
-        let validate_body = if is_registration {
-            if method != http::Method::POST {
-                ctx.outcome = Outcome::Invalid;
-                return self.respond(session, ctx, GatewayError::MethodNotAllowed { allow: "POST, OPTIONS" }).await;
-            }
-            if !policy.enabled {
-                ctx.outcome = Outcome::Disabled;
-                return self.respond(session, ctx, GatewayError::RegistrationDisabled).await;
-            }
-            if policy.registration == crate::dcr::RegistrationMode::Token {
-                let auth = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-                let verified = crate::tokens::bearer(auth)
-                    .and_then(|t| snap.registration_tokens.verify(t, std::time::SystemTime::now()).cloned());
-                let verified = verified.and_then(|e| match e.max_uses {
-                    // Refuse a used-up token before reading the body; the atomic count is
-                    // taken after validation.
-                    Some(max) if self.token_uses.uses(&e) >= max => Err(crate::tokens::TokenError::Exhausted),
-                    _ => Ok(e),
-                });
-                match verified {
-                    Ok(entry) => {
-                        if !entry.overrides.is_empty() {
-                            policy = std::borrow::Cow::Owned(entry.overrides.apply(&snap.config.dcr));
-                        }
-                        ctx.strip_authorization = !snap.config.dcr.forward_authorization;
-                        ctx.token = Some(entry);
-                    }
-                    Err(e) => token_error = Some(e),
-                }
-            }
-            true
-        } else {
-            match method {
-                http::Method::GET | http::Method::DELETE => false,
-                http::Method::PUT => true,
-                _ => {
-                    ctx.outcome = Outcome::Invalid;
-                    return self
-                        .respond(session, ctx, GatewayError::MethodNotAllowed { allow: "GET, PUT, DELETE, OPTIONS" })
-                        .await;
-                }
-            }
-        };
-        // Token mode: only registrations with a valid token count in the main buckets, so an
-        // unauthenticated flood cannot lock token holders out.
-        let class = if token_mode && ctx.token.is_none() { RateClass::Unauthenticated } else { RateClass::Main };
-        if let Some(err) = self.rate_limit(ctx, snap, class).await {
-            ctx.outcome = Outcome::RateLimited;
-            return self.respond(session, ctx, err).await;
-        }
-        if let Some(e) = token_error {
-            ctx.outcome = Outcome::Unauthorized;
-            return self.respond(session, ctx, GatewayError::Unauthorized(e)).await;
-        }
-        if !validate_body {
-            // A body here is either read and validated or refused — never forwarded unread
-            // (an IdP may read it whatever the method).
-            return self.refuse_body(session, ctx).await;
-        }
-        if !is_json_content_type(session.req_header().headers.get(http::header::CONTENT_TYPE)) {
-            ctx.outcome = Outcome::Invalid;
-            return self.respond(session, ctx, GatewayError::UnsupportedMediaType).await;
-        }
-        let limit = policy.max_body_bytes;
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            ctx.outcome = Outcome::Invalid;
-            return self.respond(session, ctx, GatewayError::PayloadTooLarge { limit }).await;
-        }
-        let body = match self.read_body(session, limit, Duration::from_millis(policy.body_read_timeout_ms)).await {
-            Ok(b) => b,
-            Err(e) => {
-                ctx.outcome = Outcome::Invalid;
-                return self.respond(session, ctx, e).await;
-            }
-        };
-        let t = Instant::now();
-        let checked = if is_registration {
-            dcr::check_with(&body, &policy, &snap.statements)
-        } else {
-            dcr::check_update_with(&body, &policy, &snap.statements)
-        };
-        ctx.check_time += t.elapsed();
-        match checked {
-            Ok(n) => {
-                if let Some(entry) = &ctx.token {
-                    // Leased only for registrations that will reach the IdP; spent only when
-                    // it answers 2xx (upstream_response_filter), given back otherwise.
-                    match self.token_uses.lease(entry) {
-                        Some(lease) => ctx.token_lease = Some(lease),
-                        None => {
-                            ctx.outcome = Outcome::Unauthorized;
-                            return self
-                                .respond(session, ctx, GatewayError::Unauthorized(crate::tokens::TokenError::Exhausted))
-                                .await;
-                        }
-                    }
-                }
-                let mut out = n.body;
-                if !is_registration {
-                    // RFC 7592 §2.2: an update carries the client_id, which must reach the IdP.
-                    out = restore_client_id(&body, n.document).unwrap_or(out);
-                }
-                ctx.registration = Some(RegistrationAudit {
-                    software_statement_issuer: n.software_statement_issuer,
-                    client_name: n.client_name,
-                    redirect_hosts: n.redirect_hosts,
-                    dropped_members: n.dropped_members,
-                    removed_scopes: n.removed_scopes,
-                });
-                ctx.replacement_body = Some(Bytes::from(out));
-                Ok(false)
-            }
-            Err(e) => {
-                ctx.outcome = Outcome::Invalid;
-                self.respond(session, ctx, GatewayError::InvalidRegistration(e)).await
-            }
-        }
-    }
-
-    /// `Ok(false)` (go on) when the request has no body, else a 400 answer.
-    async fn refuse_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if session.is_body_empty() {
-            return Ok(false);
-        }
-        ctx.outcome = Outcome::Invalid;
-        self.respond(session, ctx, GatewayError::BodyNotAllowed).await
-    }
-
-    /// Read the whole body, bounded in size and time. The bytes also land in Pingora's retry
-    /// buffer, which is what it replays upstream; `request_body_filter` swaps them for ours.
-    async fn read_body(&self, session: &mut Session, limit: usize, deadline: Duration) -> std::result::Result<Vec<u8>, GatewayError> {
-        if session.req_header().headers.get(http::header::EXPECT).is_some() {
-            let cont = ResponseHeader::build(100, Some(0)).map_err(|_| GatewayError::BadRequestBody)?;
-            session
-                .write_response_header(Box::new(cont), false)
-                .await
-                .map_err(|_| GatewayError::BadRequestBody)?;
-        }
-        session.enable_retry_buffering();
-        let t = Instant::now();
-        let read = async {
-            let mut buf = Vec::new();
-            loop {
-                match session.read_request_body().await {
-                    Ok(Some(chunk)) => {
-                        if buf.len() + chunk.len() > limit {
-                            return Err(GatewayError::PayloadTooLarge { limit });
-                        }
-                        buf.extend_from_slice(&chunk);
-                    }
-                    Ok(None) => return Ok(buf),
-                    Err(_) => return Err(GatewayError::BadRequestBody),
-                }
-            }
-        };
-        let r = match tokio::time::timeout(deadline, read).await {
-            Ok(r) => r,
-            Err(_) => Err(GatewayError::RequestTimeout),
-        };
-        self.metrics.body_read_duration.observe(t.elapsed().as_secs_f64());
-        r
-    }
-
-    /// Count the request against `[rate_limit]`; `Some` when it must be refused.
-    async fn rate_limit(&self, ctx: &mut RequestCtx, snap: &Snapshot, class: RateClass) -> Option<GatewayError> {
-        let ip = ctx.signals.as_ref()?.client_ip;
-        let (decision, answered) = self.rate_limiter.check(&snap.config.rate_limit, ip, class).await;
-        let result = match decision {
-            RateDecision::Allow => "allowed",
-            RateDecision::Limited { .. } => "limited",
-            RateDecision::BackendUnavailable => "unavailable",
-        };
-        self.metrics.rate_limit_decisions.with_label_values(&[answered.as_str(), result]).inc();
-        match decision {
-            RateDecision::Allow => None,
-            RateDecision::Limited { kind, retry_after_secs } => {
-                self.metrics.rate_limited.with_label_values(&[kind.as_str()]).inc();
-                Some(GatewayError::RateLimited { retry_after_secs })
-            }
-            RateDecision::BackendUnavailable => Some(GatewayError::RateLimitUnavailable),
-        }
-    }
-
     fn record_acl(&self, verdict: &Verdict) {
         for id in &verdict.logged {
             self.metrics.acl_matches.with_label_values(&[id, "log"]).inc();
@@ -372,23 +165,49 @@ impl Gateway {
             self.metrics.acl_matches.with_label_values(&[id, action]).inc();
         }
     }
-}
 
-/// An RFC 7239 node: IPv6 addresses quoted and bracketed.
-fn forwarded_node(ip: &str) -> String {
-    if ip.contains(':') {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
+    /// The audit line of a finished request (`core::record` decides whether there is one).
+    fn audit_line(&self, session: &Session, ctx: &mut RequestCtx, snap: &Snapshot, elapsed: Duration) -> AuditLine {
+        let a = &ctx.admission;
+        let s = a.signals.as_ref();
+        let reg = ctx.registration.admitted.take();
+        let route = a.route.as_ref();
+        let client_id = ctx.upstream.client_id.clone().or_else(|| route.and_then(|r| r.client_id.clone()));
+        AuditLine {
+            timestamp: now_rfc3339(),
+            request_id: a.request_id.clone(),
+            scope: ctx.scope().as_str(),
+            method: session.req_header().method.to_string(),
+            path: route.map(|r| r.upstream_target.split('?').next().unwrap_or("").to_string()),
+            client_ip: s.map(|s| s.client_ip.to_string()).unwrap_or_default(),
+            connecting_ip: s.map(|s| s.connecting_ip.to_string()).unwrap_or_default(),
+            country: s.and_then(|s| s.country.clone()),
+            subdivisions: s.map(|s| s.subdivisions.clone()).unwrap_or_default(),
+            asn: s.and_then(|s| s.asn),
+            user_agent: s
+                .and_then(|s| s.user_agent.as_deref())
+                .map(|ua| truncate_chars(ua, snap.config.audit_user_agent_max_chars)),
+            hostname: s.and_then(|s| s.hostname.clone()),
+            rule: a.verdict.as_ref().and_then(|v| v.rule.as_ref().map(|r| r.to_string())),
+            logged_rules: a.verdict.as_ref().map(|v| v.logged.iter().map(|r| r.to_string()).collect()).unwrap_or_default(),
+            decision: a.outcome.decision(),
+            error: a.error.as_ref().map(|e| e.code()),
+            error_description: a.error.as_ref().map(|e| e.description()),
+            client_name: reg.as_ref().and_then(|r| r.client_name.clone()),
+            redirect_uri_hosts: reg.as_ref().map(|r| r.redirect_hosts.clone()).unwrap_or_default(),
+            dropped_members: reg.as_ref().map(|r| r.dropped_members.clone()).unwrap_or_default(),
+            removed_scopes: reg.as_ref().map(|r| r.removed_scopes.clone()).unwrap_or_default(),
+            upstream_status: ctx.upstream.status,
+            idp_error: ctx.upstream.idp_error.clone(),
+            upstream_latency_ms: ctx.timing.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+            client_id,
+            token_label: ctx.registration.token.as_ref().map(|t| t.label.clone()),
+            token_hash_prefix: ctx.registration.token.as_ref().map(|t| t.hash_prefix().to_string()),
+            software_statement_issuer: reg.and_then(|r| r.software_statement_issuer),
+            status: a.status,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+        }
     }
-}
-
-/// Put the client's `client_id` back into a validated RFC 7592 update.
-fn restore_client_id(raw: &[u8], mut doc: serde_json::Map<String, serde_json::Value>) -> Option<Vec<u8>> {
-    let v: serde_json::Value = serde_json::from_slice(raw).ok()?;
-    let id = v.get("client_id")?.as_str()?.to_string();
-    doc.insert("client_id".into(), serde_json::Value::String(id));
-    serde_json::to_vec(&doc).ok()
 }
 
 #[async_trait]
@@ -398,29 +217,21 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _inflight: self.drain.enter(),
-            start: Instant::now(),
-            snapshot: None,
-            request_id: String::new(),
-            route: None,
-            signals: None,
-            peer_trusted: false,
-            verdict: None,
-            outcome: Outcome::Allowed,
-            error: None,
-            replacement_body: None,
-            is_registration_post: false,
-            registration: None,
-            check_time: Duration::ZERO,
-            upstream_start: None,
-            upstream_status: None,
-            upstream_latency: None,
-            capture: None,
-            client_id: None,
-            status: 0,
-            token: None,
-            token_lease: None,
-            strip_authorization: false,
-            upstream_host: None,
+            timing: Timing { start: Instant::now(), check: Duration::ZERO, upstream_start: None, upstream_latency: None },
+            admission: AdmissionState {
+                snapshot: None,
+                request_id: String::new(),
+                route: None,
+                signals: None,
+                peer_trusted: false,
+                verdict: None,
+                upstream_host: None,
+                outcome: Outcome::Allowed,
+                error: None,
+                status: 0,
+            },
+            registration: RegistrationState::default(),
+            upstream: UpstreamState::default(),
         }
     }
 
@@ -431,69 +242,58 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// One snapshot, one view of the request, its route, signals and ACL verdict; then the
+    /// `dcr` phase.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snap = self.store.load_full();
-        ctx.snapshot = Some(snap.clone());
+        ctx.admission.snapshot = Some(snap.clone());
         let t = Instant::now();
         // One parse of the head; everything below decides on this view (core::target).
         let view = signals::request_view(session);
         let host = view.as_ref().ok().and_then(|v| v.authority.as_ref()).map(|a| a.host.clone());
         let extracted = signals::extract(session, &snap, &self.metrics, host);
-        ctx.peer_trusted = extracted.peer_trusted;
-        ctx.request_id = extracted
-            .request_id
-            .filter(|id| acceptable_request_id(id))
-            .unwrap_or_else(generate_request_id);
-        let sni = extracted.sni;
-        ctx.signals = Some(extracted.signals);
+        ctx.admission.peer_trusted = extracted.peer_trusted;
+        ctx.admission.request_id =
+            extracted.request_id.filter(|id| acceptable_request_id(id)).unwrap_or_else(generate_request_id);
+        ctx.admission.signals = Some(extracted.signals);
         let classified = view.and_then(|v| snap.config.router.classify(&v).map(|r| (v, r)));
         let (view, route) = match classified {
             Ok(x) => x,
-            Err(e) => {
-                ctx.outcome = Outcome::Invalid;
-                return self.respond(session, ctx, GatewayError::BadTarget(e)).await;
-            }
+            Err(e) => return self.refuse(session, ctx, Outcome::Invalid, GatewayError::BadTarget(e)).await,
         };
-        if let Some(err) = extracted.header_error {
-            ctx.outcome = Outcome::Invalid;
-            return self.respond(session, ctx, GatewayError::BadHeader(err)).await;
+        if let Some(what) = extracted.header_error {
+            return self.refuse(session, ctx, Outcome::Invalid, GatewayError::BadHeader(what)).await;
         }
-        if let (Some(sni), Some(a)) = (sni.as_deref(), view.authority.as_ref()) {
+        if let (Some(sni), Some(a)) = (extracted.sni.as_deref(), view.authority.as_ref()) {
             if snap.config.sni_host_mismatch == SniHostMismatch::Reject && !sni.eq_ignore_ascii_case(&a.host) {
-                ctx.outcome = Outcome::Invalid;
-                return self.respond(session, ctx, GatewayError::Misdirected).await;
+                return self.refuse(session, ctx, Outcome::Invalid, GatewayError::Misdirected).await;
             }
         }
-        ctx.upstream_host = match view.authority.as_ref().map(|a| http::HeaderValue::from_str(&a.header_value())) {
+        ctx.admission.upstream_host = match view.authority.as_ref().map(|a| http::HeaderValue::from_str(&a.header_value())) {
             Some(Ok(h)) => Some(h),
             Some(Err(_)) => {
-                ctx.outcome = Outcome::Invalid;
-                return self.respond(session, ctx, GatewayError::BadTarget(TargetError::InvalidHost)).await;
+                return self.refuse(session, ctx, Outcome::Invalid, GatewayError::BadTarget(TargetError::InvalidHost)).await
             }
             None => None,
         };
-        let verdict = snap.acl.evaluate(route.scope, ctx.signals.as_ref().expect("signals set above"));
-        ctx.check_time += t.elapsed();
+        let verdict = snap.acl.evaluate(route.scope, ctx.admission.signals.as_ref().expect("signals set above"));
+        ctx.timing.check += t.elapsed();
         self.record_acl(&verdict);
-        ctx.is_registration_post = route.is_registration && session.req_header().method == http::Method::POST;
+        ctx.registration.is_registration_post = route.is_registration && session.req_header().method == http::Method::POST;
         let scope = route.scope;
-        ctx.route = Some(route);
+        ctx.admission.route = Some(route);
         let decision = verdict.decision.clone();
-        ctx.verdict = Some(verdict);
+        ctx.admission.verdict = Some(verdict);
         match decision {
-            Decision::Block => {
-                ctx.outcome = Outcome::Blocked;
-                return self.respond(session, ctx, GatewayError::AccessDenied).await;
-            }
+            Decision::Block => return self.refuse(session, ctx, Outcome::Blocked, GatewayError::AccessDenied).await,
             Decision::Redirect(uri) => {
-                ctx.outcome = Outcome::Redirected;
+                ctx.refuse(Outcome::Redirected);
                 return self.redirect(session, ctx, &uri).await;
             }
             Decision::Allow => {}
         }
         if scope == Scope::Dcr {
-            // Rate limits are counted in dcr_filter, after the token check.
-            return self.dcr_filter(session, ctx, &snap).await;
+            return self.dcr_phase(session, ctx, &snap).await;
         }
         Ok(false)
     }
@@ -507,7 +307,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         // Only the bytes the gateway wrote reach the IdP. The body was read whole before we
         // connected upstream, so this runs once per upstream attempt, with the full buffer.
-        if let Some(replacement) = &ctx.replacement_body {
+        if let Some(replacement) = &ctx.registration.body {
             *body = Some(replacement.clone());
         }
         Ok(())
@@ -523,121 +323,34 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        req: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let Some(snap) = ctx.snapshot.clone() else { return Ok(()) };
-        let connecting = ctx.signals.as_ref().map(|s| s.connecting_ip.to_string()).unwrap_or_default();
-        let xff = if ctx.peer_trusted && req.headers.contains_key("x-forwarded-for") {
-            // Read from the bytes: a non-ASCII byte must not drop the hops before it.
-            let mut joined = Vec::with_capacity(64);
-            for v in req.headers.get_all("x-forwarded-for").iter() {
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(connecting.as_bytes());
-            http::HeaderValue::from_bytes(&joined).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?
-        } else {
-            // An untrusted peer's X-Forwarded-For is whatever it chose to write: drop it.
-            http::HeaderValue::from_str(&connecting).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?
-        };
-        req.insert_header("x-forwarded-for", xff)?;
-        if !ctx.peer_trusted {
-            // Address, port and fingerprint claims of a client that is not a trusted proxy.
-            for name in &snap.config.strip_untrusted_headers {
-                req.remove_header(name);
-            }
-        }
-        // The host decided in request_filter is the host the IdP sees.
-        match ctx.upstream_host.clone() {
-            Some(h) => req.insert_header(http::header::HOST, h)?,
-            None => {
-                req.remove_header(&http::header::HOST);
-            }
-        }
+    async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(snap) = ctx.admission.snapshot.clone() else { return Ok(()) };
         let is_tls = signals::is_tls(session, &self.tls_listeners);
-        if !(ctx.peer_trusted && req.headers.contains_key("x-forwarded-proto")) {
-            req.insert_header("x-forwarded-proto", if is_tls { "https" } else { "http" })?;
-        }
-        if !(ctx.peer_trusted && req.headers.contains_key("x-forwarded-host")) {
-            // A HeaderValue clone shares the bytes; no copy of the Host value.
-            match ctx.upstream_host.clone() {
-                Some(h) => req.insert_header("x-forwarded-host", h)?,
-                None => {
-                    req.remove_header("x-forwarded-host");
-                }
-            }
-        }
-        if snap.config.set_forwarded {
-            let proto = if is_tls { "https" } else { "http" };
-            let mut fwd = format!("for={};proto={proto}", forwarded_node(&connecting));
-            if let Some(h) = ctx.upstream_host.as_ref().and_then(|h| h.to_str().ok()) {
-                fwd.push_str(";host=\"");
-                fwd.push_str(h);
-                fwd.push('"');
-            }
-            if ctx.peer_trusted {
-                req.append_header("forwarded", fwd)?;
-            } else {
-                req.insert_header("forwarded", fwd)?;
-            }
-        }
-        let request_id = http::HeaderValue::from_str(&ctx.request_id).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
-        match snap.config.request_id_header.as_str() {
-            // The usual name costs no allocation for the header name.
-            DEFAULT_REQUEST_ID_HEADER => req.insert_header(DEFAULT_REQUEST_ID_HEADER, request_id)?,
-            other => req.insert_header(other.to_string(), request_id)?,
-        }
-        if let Some(route) = ctx.route.as_ref() {
-            // Origin-form, rebuilt from the segments the route was decided on.
-            req.set_raw_path(route.upstream_target.as_bytes())?;
-            if route.scope == Scope::Dcr && !snap.config.dcr.forward_cookie {
-                req.remove_header(&http::header::COOKIE);
-            }
-        }
-        if ctx.strip_authorization {
-            req.remove_header(&http::header::AUTHORIZATION);
-        }
-        if let Some(body) = &ctx.replacement_body {
-            // The body is the gateway's own bytes: nothing that described the client's stays.
-            for name in crate::core::headers::BODY_DESCRIBING_HEADERS {
-                req.remove_header(*name);
-            }
-            req.insert_header(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()))?;
-            req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-        }
-        if ctx.is_registration_post {
-            self.metrics.registrations.with_label_values(&["forwarded", ""]).inc();
-        }
-        ctx.upstream_start = Some(Instant::now());
+        forward::rewrite(req, ctx, &snap, is_tls)?;
+        ctx.timing.upstream_start = Some(Instant::now());
         Ok(())
     }
 
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
+    async fn upstream_response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         if resp.status.is_informational() {
             return Ok(());
         }
         let status = resp.status.as_u16();
-        ctx.upstream_status = Some(status);
-        ctx.upstream_latency = ctx.upstream_start.map(|s| s.elapsed());
+        ctx.upstream.status = Some(status);
+        ctx.timing.upstream_latency = ctx.timing.upstream_start.map(|s| s.elapsed());
         self.metrics.count_upstream_response(status);
-        if let Some(lease) = ctx.token_lease.take() {
+        if let Some(lease) = ctx.registration.token_lease.take() {
             if (200..300).contains(&status) {
                 // The IdP accepted the registration: the use is spent. Any other answer drops
                 // the lease and gives the use back (as do 502/504 and aborted requests).
                 lease.commit();
             }
         }
-        if ctx.is_registration_post && resp.headers.get(http::header::CONTENT_ENCODING).is_none() {
-            ctx.capture = Some(Vec::new());
+        // Registrations (to learn the client_id) and refused dcr requests (to learn the
+        // IdP's error code) are read; nothing else of the answer is kept.
+        let wanted = ctx.registration.is_registration_post || (ctx.scope() == Scope::Dcr && status >= 400);
+        if wanted && resp.headers.get(http::header::CONTENT_ENCODING).is_none() {
+            ctx.upstream.capture = Some(Vec::new());
         }
         Ok(())
     }
@@ -648,8 +361,8 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         if !resp.status.is_informational() {
-            ctx.status = resp.status.as_u16();
-            resp.insert_header(DEFAULT_REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+            ctx.admission.status = resp.status.as_u16();
+            resp.insert_header(DEFAULT_REQUEST_ID_HEADER, ctx.admission.request_id.as_str())?;
         }
         Ok(())
     }
@@ -661,20 +374,27 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let Some(buf) = ctx.capture.as_mut() {
-            if let Some(b) = body {
-                if buf.len() + b.len() <= CLIENT_ID_CAPTURE_LIMIT {
-                    buf.extend_from_slice(b);
-                } else {
-                    ctx.capture = None;
-                }
+        let Some(buf) = ctx.upstream.capture.as_mut() else { return Ok(None) };
+        if let Some(b) = body {
+            if buf.len() + b.len() <= CLIENT_ID_CAPTURE_LIMIT {
+                buf.extend_from_slice(b);
+            } else {
+                ctx.upstream.capture = None;
+                return Ok(None);
             }
-            if end_of_stream {
-                if let Some(buf) = ctx.capture.take() {
-                    // Only client_id is read; the secrets in the same document are dropped here.
-                    ctx.client_id = serde_json::from_slice::<IssuedClient>(&buf)
-                        .ok()
-                        .and_then(|v| v.client_id.map(|s| truncate_chars(&s, 256)));
+        }
+        if end_of_stream {
+            if let Some(buf) = ctx.upstream.capture.take() {
+                // Only client_id and error are read; the secrets in the same document are
+                // dropped here.
+                if let Ok(v) = serde_json::from_slice::<IdpAnswer>(&buf) {
+                    ctx.upstream.client_id = v.client_id.map(|s| truncate_chars(&s, 256));
+                    ctx.upstream.idp_error = v.error.and_then(|e| record::idp_error_code(&e));
+                }
+                if let (Some(id), Some(token)) = (&ctx.upstream.client_id, &ctx.registration.token) {
+                    if ctx.upstream.status.is_some_and(|s| (200..300).contains(&s)) {
+                        self.pins.pin(id, &token.overrides);
+                    }
                 }
             }
         }
@@ -698,105 +418,45 @@ impl ProxyHttp for Gateway {
             }
             _ => None,
         };
-        let code = match err {
-            Some(err) => {
-                ctx.outcome = Outcome::UpstreamError;
-                let status = err.status();
-                // Headers may already be on the wire (upstream died mid-response).
-                if self.respond(session, ctx, err).await.is_err() {
-                    tracing::debug!(request_id = %ctx.request_id, "could not write error response");
-                }
-                status
+        let (err, outcome) = match (err, e.esource()) {
+            (Some(err), _) => (err, Outcome::UpstreamError),
+            (None, ErrorSource::Downstream) => return FailToProxy { error_code: 0, can_reuse_downstream: false },
+            (None, _) => {
+                // Our own answer, JSON like every other; the cause goes to the log only.
+                tracing::warn!(request_id = %ctx.admission.request_id, error = %e, "request failed inside the gateway");
+                (GatewayError::Internal, ctx.admission.outcome)
             }
-            None => match e.esource() {
-                ErrorSource::Downstream => 0,
-                _ => {
-                    // Our own answer, JSON like every other; the cause goes to the log only.
-                    tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed inside the gateway");
-                    if self.respond(session, ctx, GatewayError::Internal).await.is_err() {
-                        tracing::debug!(request_id = %ctx.request_id, "could not write error response");
-                    }
-                    500
-                }
-            },
         };
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        let status = err.status();
+        // Headers may already be on the wire (upstream died mid-response).
+        if self.refuse(session, ctx, outcome, err).await.is_err() {
+            tracing::debug!(request_id = %ctx.admission.request_id, "could not write error response");
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
+    /// Metrics and the audit line, as `core::record` maps them.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let scope = ctx.scope();
-        let elapsed = ctx.start.elapsed();
-        let Some(snap) = ctx.snapshot.clone() else { return };
-        self.metrics.count_request(scope, ctx.outcome);
-        self.metrics.observe_durations(scope, elapsed.as_secs_f64(), ctx.check_time.as_secs_f64());
-        if ctx.status == 0 {
-            ctx.status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let elapsed = ctx.timing.start.elapsed();
+        let Some(snap) = ctx.admission.snapshot.clone() else { return };
+        let outcome = ctx.admission.outcome;
+        self.metrics.count_request(scope, outcome);
+        self.metrics.observe_durations(scope, elapsed.as_secs_f64(), ctx.timing.check.as_secs_f64());
+        if ctx.admission.status == 0 {
+            ctx.admission.status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         }
-        if ctx.is_registration_post {
-            let (result, code) = match (&ctx.outcome, &ctx.error) {
-                (Outcome::Blocked, _) | (Outcome::Redirected, _) => ("blocked", ""),
-                (Outcome::Disabled, _) => ("disabled", ""),
-                (Outcome::RateLimited, _) => ("rate_limited", ""),
-                (Outcome::Unauthorized, _) => ("unauthorized", ""),
-                (Outcome::Invalid, Some(GatewayError::InvalidRegistration(RegistrationError { code, .. }))) => {
-                    ("invalid", code.as_str())
-                }
-                (Outcome::Invalid, Some(e)) => ("invalid", e.code()),
-                (Outcome::UpstreamError, _) => ("upstream_error", ""),
-                _ => match ctx.upstream_status {
-                    Some(201) => ("created", ""),
-                    Some(s) if (200..300).contains(&s) => ("accepted", ""),
-                    Some(_) => ("rejected_by_idp", ""),
-                    None => ("aborted", ""),
-                },
-            };
+        if ctx.registration.is_registration_post {
+            let (result, code) = record::registration_result(outcome, ctx.admission.error.as_ref(), ctx.upstream.status);
             self.metrics.registrations.with_label_values(&[result, code]).inc();
         }
-        let audited = scope == Scope::Dcr || ctx.outcome == Outcome::Blocked;
-        if !audited || !self.audit.is_enabled() || !snap.config.audit_enabled {
+        if !record::is_audited(scope, outcome, ctx.admission.error.as_ref())
+            || !self.audit.is_enabled()
+            || !snap.config.audit_enabled
+        {
             return;
         }
-        let s = ctx.signals.clone();
-        let verdict = ctx.verdict.clone();
-        let reg = ctx.registration.take().unwrap_or_default();
-        let (error, error_description) = match &ctx.error {
-            Some(e) => (Some(e.code()), Some(e.description())),
-            None => (None, None),
-        };
-        let decision = ctx.outcome.decision();
-        let line = AuditLine {
-            timestamp: now_rfc3339(),
-            request_id: ctx.request_id.clone(),
-            scope: scope.as_str(),
-            method: session.req_header().method.to_string(),
-            client_ip: s.as_ref().map(|s| s.client_ip.to_string()).unwrap_or_default(),
-            connecting_ip: s.as_ref().map(|s| s.connecting_ip.to_string()).unwrap_or_default(),
-            country: s.as_ref().and_then(|s| s.country.clone()),
-            subdivisions: s.as_ref().map(|s| s.subdivisions.clone()).unwrap_or_default(),
-            asn: s.as_ref().and_then(|s| s.asn),
-            user_agent: s
-                .as_ref()
-                .and_then(|s| s.user_agent.as_deref())
-                .map(|ua| truncate_chars(ua, snap.config.audit_user_agent_max_chars)),
-            hostname: s.as_ref().and_then(|s| s.hostname.clone()),
-            rule: verdict.as_ref().and_then(|v| v.rule.as_ref().map(|r| r.to_string())),
-            logged_rules: verdict.map(|v| v.logged.iter().map(|r| r.to_string()).collect()).unwrap_or_default(),
-            decision,
-            error,
-            error_description,
-            client_name: reg.client_name,
-            redirect_uri_hosts: reg.redirect_hosts,
-            dropped_members: reg.dropped_members,
-            removed_scopes: reg.removed_scopes,
-            upstream_status: ctx.upstream_status,
-            upstream_latency_ms: ctx.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
-            client_id: ctx.client_id.clone(),
-            token_label: ctx.token.as_ref().map(|t| t.label.clone()),
-            token_hash_prefix: ctx.token.as_ref().map(|t| t.hash_prefix().to_string()),
-            software_statement_issuer: reg.software_statement_issuer,
-            status: ctx.status,
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-        };
+        let line = self.audit_line(session, ctx, &snap, elapsed);
         if self.audit.write(&line).is_err() {
             self.metrics.audit_write_errors.inc();
         }

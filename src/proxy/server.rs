@@ -105,6 +105,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         drain: drain.clone(),
         rate_limiter,
         token_uses: token_uses.clone(),
+        pins: Arc::new(crate::tokens::ClientPins::new()),
         store: store.clone(),
         upstreams: upstreams.clone(),
         peers: Arc::new(peers),

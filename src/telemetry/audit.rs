@@ -10,42 +10,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-#[derive(Debug, Default, Serialize)]
-pub struct AuditLine {
-    pub timestamp: String,
-    pub request_id: String,
-    pub scope: &'static str,
-    pub method: String,
-    pub client_ip: String,
-    pub connecting_ip: String,
-    pub country: Option<String>,
-    pub subdivisions: Vec<String>,
-    pub asn: Option<u32>,
-    pub user_agent: Option<String>,
-    pub hostname: Option<String>,
-    /// The deciding ACL rule, when one decided.
-    pub rule: Option<String>,
-    /// `log` rules that matched on the way.
-    pub logged_rules: Vec<String>,
-    pub decision: &'static str,
-    pub error: Option<&'static str>,
-    pub error_description: Option<String>,
-    pub client_name: Option<String>,
-    pub redirect_uri_hosts: Vec<String>,
-    pub dropped_members: Vec<String>,
-    pub removed_scopes: Vec<String>,
-    pub upstream_status: Option<u16>,
-    pub upstream_latency_ms: Option<f64>,
-    pub client_id: Option<String>,
-    /// Label of the initial access token that admitted the registration (never the token).
-    pub token_label: Option<String>,
-    /// First hex digits of the token's SHA-256, to tell rotated tokens apart.
-    pub token_hash_prefix: Option<String>,
-    /// `iss` of a verified software statement.
-    pub software_statement_issuer: Option<String>,
-    pub status: u16,
-    pub duration_ms: f64,
-}
+pub use crate::core::record::AuditLine;
 
 enum Sink {
     Stdout,
@@ -96,13 +61,7 @@ impl AuditLog {
     }
 }
 
-/// Truncate to at most `max` characters, on a character boundary.
-pub fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => s[..i].to_string(),
-        None => s.to_string(),
-    }
-}
+pub use crate::core::record::truncate_chars;
 
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()

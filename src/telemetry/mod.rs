@@ -4,8 +4,8 @@ pub mod admin;
 pub mod audit;
 pub mod logging;
 pub mod metrics;
-mod outcome;
+
 
 pub use audit::{AuditLine, AuditLog};
 pub use metrics::Metrics;
-pub use outcome::Outcome;
+pub use crate::core::outcome::Outcome;

@@ -12,6 +12,7 @@
 //! The file format and the wiring are documented in `docs/tokens-and-statements.md`.
 
 mod counter;
+mod pins;
 mod set;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 pub use counter::{UseCounter, UseLease};
+pub use pins::ClientPins;
 pub use set::{PolicyOverrides, TokenEntry, TokenSet};
 
 /// Prefix of generated initial access tokens (greppable by secret scanners).

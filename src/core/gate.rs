@@ -1,0 +1,324 @@
+//! Registration admission: what happens to a `dcr`-scope request after the ACL allowed it.
+//! Pure — the adapter supplies the facts (method, route, body presence, headers, the token
+//! verdict) and does the I/O between the steps (rate limiting, reading the body).
+//!
+//! The steps, in the order the adapter calls them:
+//! 1. [`admit_head`]: method, the enable switch, the initial access token; chooses the policy
+//!    (base, the token's overrides, or for an RFC 7592 update the overrides of the token
+//!    that registered the client) and the rate-limit class.
+//! 2. the adapter counts the request ([`Admission::rate_class`]), then [`Admission::after_count`]
+//!    answers a token problem (after counting, in its own class, so a flood of bad tokens
+//!    cannot lock token holders out).
+//! 3. [`Admission::body_plan`]: no body allowed (refused if present) or read it, after the
+//!    media type and declared length are checked.
+//! 4. [`admit_body`]: the payload check; the forwarded bytes are the gateway's.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use crate::dcr::{self, Policy, RegistrationMode, StatementVerifier};
+use crate::errors::GatewayError;
+use crate::ratelimit::RateClass;
+use crate::routes::Route;
+use crate::tokens::{PolicyOverrides, TokenEntry, TokenError};
+
+use super::outcome::Outcome;
+
+/// A refused request: the answer and how it is counted.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub error: GatewayError,
+    pub outcome: Outcome,
+}
+
+impl Refusal {
+    fn new(outcome: Outcome, error: GatewayError) -> Refusal {
+        Refusal { error, outcome }
+    }
+}
+
+/// What the adapter read off the request head.
+pub struct Facts<'a> {
+    pub method: &'a http::Method,
+    pub route: &'a Route,
+    /// The request carries a body (chunked, or a non-zero length).
+    pub has_body: bool,
+    pub content_type: Option<&'a [u8]>,
+    pub content_length: Option<&'a [u8]>,
+}
+
+/// The initial access token, in token mode: verified (and not used up) or why not.
+pub type TokenVerdict = Option<Result<TokenEntry, TokenError>>;
+
+/// What the payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// GET, DELETE, OPTIONS: a body is refused, never forwarded unread.
+    None,
+    /// POST to the registration path.
+    Registration,
+    /// PUT to a client configuration path (RFC 7592 §2.2).
+    Update,
+}
+
+/// The decision after step 1.
+#[derive(Debug)]
+pub struct Admission<'p> {
+    pub payload: Payload,
+    /// The policy the payload is checked against.
+    pub policy: Cow<'p, Policy>,
+    /// The token that admitted a registration.
+    pub token: Option<TokenEntry>,
+    token_error: Option<TokenError>,
+    pub rate_class: RateClass,
+    /// Token mode: the client's `Authorization` is the gateway's business, not the IdP's.
+    pub strip_authorization: bool,
+    /// Counted against the rate limits (OPTIONS preflights are not).
+    pub counted: bool,
+}
+
+/// Step 1. `pinned`: the overrides of the token that registered the client an RFC 7592
+/// request names (their pin holds for its updates too).
+pub fn admit_head<'p>(
+    facts: &Facts<'_>,
+    base: &'p Policy,
+    token: TokenVerdict,
+    pinned: Option<&PolicyOverrides>,
+) -> Result<Admission<'p>, Refusal> {
+    let m = facts.method;
+    let mut adm = Admission {
+        payload: Payload::None,
+        policy: Cow::Borrowed(base),
+        token: None,
+        token_error: None,
+        rate_class: RateClass::Main,
+        strip_authorization: false,
+        counted: true,
+    };
+    if *m == http::Method::OPTIONS {
+        // CORS preflight for browser-based clients: the IdP answers it.
+        adm.counted = false;
+        return Ok(adm);
+    }
+    if facts.route.is_registration {
+        if *m != http::Method::POST {
+            return Err(Refusal::new(Outcome::Invalid, GatewayError::MethodNotAllowed { allow: "POST, OPTIONS" }));
+        }
+        if !base.enabled {
+            return Err(Refusal::new(Outcome::Disabled, GatewayError::RegistrationDisabled));
+        }
+        adm.payload = Payload::Registration;
+        if base.registration == RegistrationMode::Token {
+            match token {
+                Some(Ok(entry)) => {
+                    if !entry.overrides.is_empty() {
+                        adm.policy = Cow::Owned(entry.overrides.apply(base));
+                    }
+                    adm.strip_authorization = !base.forward_authorization;
+                    adm.token = Some(entry);
+                }
+                Some(Err(e)) => adm.token_error = Some(e),
+                None => adm.token_error = Some(TokenError::Missing),
+            }
+            if adm.token.is_none() {
+                adm.rate_class = RateClass::Unauthenticated;
+            }
+        }
+        return Ok(adm);
+    }
+    adm.payload = match *m {
+        http::Method::GET | http::Method::DELETE => Payload::None,
+        http::Method::PUT => Payload::Update,
+        _ => {
+            return Err(Refusal::new(
+                Outcome::Invalid,
+                GatewayError::MethodNotAllowed { allow: "GET, PUT, DELETE, OPTIONS" },
+            ))
+        }
+    };
+    if base.registration == RegistrationMode::Token {
+        // RFC 7592 calls carry the registration access token, not an initial access token:
+        // counted apart from the registrations that presented one.
+        adm.rate_class = RateClass::Unauthenticated;
+    }
+    if let Some(p) = pinned.filter(|p| !p.is_empty()) {
+        adm.policy = Cow::Owned(p.apply(base));
+    }
+    Ok(adm)
+}
+
+impl Admission<'_> {
+    /// Step 2, after the request was counted: a token problem is answered now.
+    pub fn after_count(&self) -> Result<(), Refusal> {
+        match self.token_error {
+            Some(e) => Err(Refusal::new(Outcome::Unauthorized, GatewayError::Unauthorized(e))),
+            None => Ok(()),
+        }
+    }
+
+    /// Step 3: `Ok(None)` forward without a body, `Ok(Some((limit, timeout)))` read the body.
+    pub fn body_plan(&self, facts: &Facts<'_>) -> Result<Option<(usize, Duration)>, Refusal> {
+        if self.payload == Payload::None {
+            return if facts.has_body { Err(Refusal::new(Outcome::Invalid, GatewayError::BodyNotAllowed)) } else { Ok(None) };
+        }
+        if !is_json(facts.content_type) {
+            return Err(Refusal::new(Outcome::Invalid, GatewayError::UnsupportedMediaType));
+        }
+        let limit = self.policy.max_body_bytes;
+        let declared = facts
+            .content_length
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(Refusal::new(Outcome::Invalid, GatewayError::PayloadTooLarge { limit }));
+        }
+        Ok(Some((limit, Duration::from_millis(self.policy.body_read_timeout_ms))))
+    }
+}
+
+/// `application/json`, any parameters, any case.
+pub fn is_json(content_type: Option<&[u8]>) -> bool {
+    let Some(v) = content_type.and_then(|v| std::str::from_utf8(v).ok()) else { return false };
+    v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json")
+}
+
+/// A payload that passed: the bytes to forward and what the audit line says about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    pub body: Vec<u8>,
+    pub software_statement_issuer: Option<String>,
+    pub client_name: Option<String>,
+    pub redirect_hosts: Vec<String>,
+    pub dropped_members: Vec<String>,
+    pub removed_scopes: Vec<String>,
+}
+
+/// Step 4: check the payload. An update is checked whole without registration defaults and
+/// carries the client id of its path (RFC 7592 §2.2), not whatever the body said.
+pub fn admit_body(
+    body: &[u8],
+    payload: Payload,
+    policy: &Policy,
+    statements: &StatementVerifier,
+    client_id: Option<&str>,
+) -> Result<Admitted, Refusal> {
+    let checked = match payload {
+        Payload::Update => dcr::check_update_with(body, policy, statements),
+        _ => dcr::check_with(body, policy, statements),
+    };
+    let n = checked.map_err(|e| Refusal::new(Outcome::Invalid, GatewayError::InvalidRegistration(e)))?;
+    let body = match (payload, client_id) {
+        (Payload::Update, Some(id)) => {
+            let mut doc = n.document;
+            doc.insert("client_id".into(), serde_json::Value::String(id.to_string()));
+            serde_json::to_vec(&doc).map_err(|_| Refusal::new(Outcome::Invalid, GatewayError::BadRequestBody))?
+        }
+        _ => n.body,
+    };
+    Ok(Admitted {
+        body,
+        software_statement_issuer: n.software_statement_issuer,
+        client_name: n.client_name,
+        redirect_hosts: n.redirect_hosts,
+        dropped_members: n.dropped_members,
+        removed_scopes: n.removed_scopes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::Scope;
+
+    fn route(is_registration: bool) -> Route {
+        Route {
+            scope: Scope::Dcr,
+            is_registration,
+            client_id: (!is_registration).then(|| "abc".to_string()),
+            upstream_target: "/reg".into(),
+        }
+    }
+
+    fn facts<'a>(m: &'a http::Method, r: &'a Route, has_body: bool) -> Facts<'a> {
+        Facts { method: m, route: r, has_body, content_type: Some(b"application/json"), content_length: None }
+    }
+
+    fn entry(overrides: PolicyOverrides) -> TokenEntry {
+        let set = crate::tokens::TokenSet::parse(&format!(
+            "[[token]]\nlabel = \"partner\"\nsha256 = \"{}\"\n",
+            crate::tokens::hash_token("t")
+        ))
+        .unwrap();
+        let mut e = set.entries()[0].clone();
+        e.overrides = overrides;
+        e
+    }
+
+    #[test]
+    fn methods_and_switch() {
+        let p = Policy::default();
+        let reg = route(true);
+        let e = admit_head(&facts(&http::Method::GET, &reg, false), &p, None, None).unwrap_err();
+        assert_eq!(e.error.status(), 405);
+        let off = Policy { enabled: false, ..Policy::default() };
+        let e = admit_head(&facts(&http::Method::POST, &reg, true), &off, None, None).unwrap_err();
+        assert_eq!(e.outcome, Outcome::Disabled);
+        let cfg = route(false);
+        let e = admit_head(&facts(&http::Method::PATCH, &cfg, true), &p, None, None).unwrap_err();
+        assert_eq!(e.error.status(), 405);
+        let a = admit_head(&facts(&http::Method::OPTIONS, &reg, false), &p, None, None).unwrap();
+        assert!(!a.counted);
+    }
+
+    #[test]
+    fn bodies_are_read_or_refused_never_passed_unread() {
+        let p = Policy::default();
+        let cfg = route(false);
+        for m in [http::Method::GET, http::Method::DELETE, http::Method::OPTIONS] {
+            let f = facts(&m, &cfg, true);
+            let a = admit_head(&f, &p, None, None).unwrap();
+            assert_eq!(a.body_plan(&f).unwrap_err().error.status(), 400, "{m}");
+            let f = facts(&m, &cfg, false);
+            assert_eq!(a.body_plan(&f).unwrap(), None);
+        }
+        let f = facts(&http::Method::PUT, &cfg, true);
+        let a = admit_head(&f, &p, None, None).unwrap();
+        assert_eq!(a.payload, Payload::Update);
+        assert!(a.body_plan(&f).unwrap().is_some());
+        let f = Facts { content_type: Some(b"text/plain"), ..facts(&http::Method::PUT, &cfg, true) };
+        assert_eq!(a.body_plan(&f).unwrap_err().error.status(), 415);
+        let f = Facts { content_length: Some(b"99999999"), ..facts(&http::Method::PUT, &cfg, true) };
+        assert_eq!(a.body_plan(&f).unwrap_err().error.status(), 413);
+    }
+
+    #[test]
+    fn token_mode_counts_first_then_answers() {
+        let p = Policy { registration: RegistrationMode::Token, ..Policy::default() };
+        let reg = route(true);
+        let f = facts(&http::Method::POST, &reg, true);
+        let a = admit_head(&f, &p, Some(Err(TokenError::Unknown)), None).unwrap();
+        assert_eq!(a.rate_class, RateClass::Unauthenticated);
+        assert_eq!(a.after_count().unwrap_err().outcome, Outcome::Unauthorized);
+        let a = admit_head(&f, &p, Some(Ok(entry(PolicyOverrides::default()))), None).unwrap();
+        assert_eq!(a.rate_class, RateClass::Main);
+        assert!(a.after_count().is_ok());
+        assert!(a.strip_authorization);
+    }
+
+    #[test]
+    fn updates_keep_the_pin_of_the_token_that_registered_the_client() {
+        let base = Policy::default();
+        let pin = PolicyOverrides { allowed_scopes: Some(vec!["openid".into()]), ..PolicyOverrides::default() };
+        let cfg = route(false);
+        let f = facts(&http::Method::PUT, &cfg, true);
+        let a = admit_head(&f, &base, None, Some(&pin)).unwrap();
+        let body = br#"{"client_id":"other","redirect_uris":["https://app.example.com/cb"],"scope":"openid offline_access"}"#;
+        let e = admit_body(body, a.payload, &a.policy, &StatementVerifier::empty(), Some("abc")).unwrap_err();
+        assert_eq!(e.error.status(), 400);
+        let ok = br#"{"client_id":"other","redirect_uris":["https://app.example.com/cb"],"scope":"openid"}"#;
+        let admitted = admit_body(ok, a.payload, &a.policy, &StatementVerifier::empty(), Some("abc")).unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&admitted.body).unwrap();
+        assert_eq!(sent["client_id"], "abc", "the path's client id, not the body's");
+        assert!(sent.get("token_endpoint_auth_method").is_none(), "no registration default in an update");
+    }
+}
