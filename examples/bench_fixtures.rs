@@ -21,9 +21,6 @@
 //! non-overlapping, /16 to /32, and avoid 0/8, 127/8 (the load generator's address must be
 //! allowed), 224/3 and the fixture's KP range.
 
-#[path = "../tests/support/mmdb_writer.rs"]
-mod mmdb_writer;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;

@@ -3,10 +3,6 @@
 
 mod support;
 
-#[path = "support/mmdb_writer.rs"]
-#[allow(dead_code)]
-mod mmdb_writer;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,14 +1,14 @@
 //! A small MaxMind DB (MMDB format v2.0) writer for test fixtures. std only, no deps.
 //!
 //! Tests build their own GeoIP/ASN databases with it instead of shipping binary files.
-//! Include it with a `#[path]` module:
+//! A dev-only crate of the dcr-gateway workspace: the gateway takes it as a
+//! dev-dependency (`mmdb-writer = { path = "crates/mmdb-writer" }`), so unit tests,
+//! integration tests and examples use it as `mmdb_writer::...`; it is never part of the
+//! gateway binary.
 //!
-//! * integration tests (`tests/foo.rs`): `#[path = "support/mmdb_writer.rs"] mod mmdb_writer;`
-//! * unit tests in `src/signals/geo.rs`: at the file's top level (not inside `mod tests`,
-//!   where `#[path]` would resolve against `src/signals/geo/`):
-//!   `#[cfg(test)] #[path = "../../tests/support/mmdb_writer.rs"] mod mmdb_writer;`
+//! ```
+//! use mmdb_writer::{city_record, country_record, MmdbWriter};
 //!
-//! ```ignore
 //! let mut w = MmdbWriter::new("GeoIP2-City", 6);
 //! w.insert("81.2.69.0/24", city_record("GB", &["ENG"]));
 //! w.insert("2001:218::/32", country_record("JP"));
@@ -31,7 +31,6 @@
 //! * Output is deterministic (fixed `build_epoch`, records in first-use order, identical
 //!   records stored once). The record size (24/28/32 bits) is the smallest that fits unless
 //!   forced with `record_size`.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
