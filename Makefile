@@ -9,14 +9,22 @@ DEMO_IDP := deploy/demo-idp
 GEOIP_PKG := @ip-location-db/geo-whois-asn-country-mmdb@2.3.2026061719
 GEOIP_DB := geoip/geo-whois-asn-country.mmdb
 
-.PHONY: run test build release demo-idp-deps geoip check bench bench-micro fuzz clean
+.PHONY: run test prereqs build release demo-idp-deps geoip check bench bench-micro bench-connections fuzz fuzz-check clean
 
-run: release demo-idp-deps $(GEOIP_DB)
+run: prereqs release demo-idp-deps $(GEOIP_DB)
 	@$(DEMO_IDP)/run-demo.sh
 
-test: demo-idp-deps
-	$(CARGO) test --all-targets --no-fail-fast
-	$(CARGO) test --doc
+# Every test, the doc tests too even when a test failed (the exit status is the first failure's).
+test: prereqs demo-idp-deps
+	@status=0; \
+	$(CARGO) test --all-targets --no-fail-fast || status=$$?; \
+	$(CARGO) test --doc || status=$${status:-$$?}; \
+	exit $$status
+
+# System packages a fresh Debian machine lacks (cmake, pkg-config, libssl-dev, Node.js >= 20.18,
+# redis-server); quick when they are there. .ci/run calls the same script.
+prereqs:
+	@./scripts/prereqs.sh
 
 build:
 	$(CARGO) build
@@ -48,11 +56,20 @@ check: release $(GEOIP_DB)
 bench-micro:
 	$(CARGO) bench --bench acl --bench dcr
 
+# Memory held per idle / half-open client connection, and what is given back after they close.
+bench-connections:
+	./bench/idle_connections.sh $${CONNECTIONS:-2000}
+
 # Coverage-guided fuzzing of the registration check (needs a nightly toolchain and cargo-fuzz).
 # New inputs go to fuzz/work (git-ignored); the committed seed corpus is read only.
 fuzz:
-	mkdir -p fuzz/work
-	cd fuzz && cargo +nightly fuzz run dcr_check work corpus/dcr_check -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096
+	mkdir -p fuzz/work/dcr_check fuzz/work/request_head
+	cd fuzz && cargo +nightly fuzz run dcr_check work/dcr_check corpus/dcr_check -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=4096
+	cd fuzz && cargo +nightly fuzz run request_head work/request_head corpus/request_head -- -max_total_time=$${FUZZ_SECONDS:-60} -max_len=2048
+
+# The fuzz targets compile (CI runs this; fuzzing itself needs nightly and cargo-fuzz).
+fuzz-check:
+	cd fuzz && $(CARGO) check --bins
 
 clean:
 	$(CARGO) clean
