@@ -95,8 +95,29 @@ impl Router {
         }
     }
 
-    /// Classify a parsed request; refuses a path whose two readings disagree.
+    /// Classify a parsed request; refuses a path whose two readings disagree, and a request
+    /// whose forwarded target would itself be read as another route (the decision is made on
+    /// exactly the bytes the IdP receives: `/%2f/api/v2/%3b/%2E%2e` agrees with itself as
+    /// `authentication`, but its rebuilt `/%2F/api/v2` reads as `management` decode-first).
     pub fn classify(&self, view: &RequestView) -> Result<Route, TargetError> {
+        let route = self.classify_view(view)?;
+        if view.form == target::TargetForm::Asterisk {
+            return Ok(route);
+        }
+        let head = target::Head {
+            method_is_options: false,
+            target: route.upstream_target.as_bytes(),
+            hosts: &[],
+            host_required: false,
+        };
+        let again = target::parse(&head).and_then(|v| self.classify_view(&v)).map_err(|_| TargetError::Ambiguous)?;
+        if (again.scope, again.is_registration) != (route.scope, route.is_registration) || again.upstream_target != route.upstream_target {
+            return Err(TargetError::Ambiguous);
+        }
+        Ok(route)
+    }
+
+    fn classify_view(&self, view: &RequestView) -> Result<Route, TargetError> {
         let segs = lower(&view.segments);
         let (scope, is_registration, matched) = self.route_of(&segs);
         let (flat_scope, flat_reg, _) = self.route_of(&lower(&view.flat_segments));
@@ -193,6 +214,13 @@ mod tests {
     #[test]
     fn a_target_not_starting_with_a_slash_is_refused() {
         assert_eq!(router().classify_target("\\oidc\\register"), Err(TargetError::UnsupportedForm));
+    }
+
+    #[test]
+    fn a_forwarded_target_read_as_another_route_is_refused() {
+        // Found by the property below: both readings say authentication, the rebuilt target
+        // would read as management decode-first.
+        assert_eq!(router().classify_target("/%2f/api/v2/%3b/%2E%2e"), Err(TargetError::Ambiguous));
     }
 
     #[test]

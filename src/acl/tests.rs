@@ -1349,3 +1349,83 @@ proptest! {
         }
     }
 }
+
+/// Addresses and networks drawn from the whole address space with random prefix lengths (the
+/// fixed pools above exercise rule shapes; this exercises the prefix index): networks are cut
+/// around the requests' own addresses so that matches, near misses and nesting all occur.
+fn arb_prefix_rules() -> impl Strategy<Value = (Vec<Rule>, Vec<std::net::IpAddr>)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    (
+        prop::collection::vec(any::<u32>(), 1..6),
+        prop::collection::vec(any::<u128>(), 1..4),
+        prop::collection::vec((0usize..64, 0u8..=32, 0u8..=128, 0usize..3, 0u8..4), 1..10),
+    )
+        .prop_map(|(v4, v6, specs)| {
+            let addrs: Vec<IpAddr> =
+                v4.iter().map(|a| IpAddr::V4(Ipv4Addr::from(*a))).chain(v6.iter().map(|a| IpAddr::V6(Ipv6Addr::from(*a)))).collect();
+            let rules = specs
+                .iter()
+                .enumerate()
+                .map(|(i, &(pick, len4, len6, which, act))| {
+                    let net = |a: &IpAddr| match a {
+                        IpAddr::V4(x) => ipnet::Ipv4Net::new(*x, len4).unwrap().trunc().to_string(),
+                        IpAddr::V6(x) => ipnet::Ipv6Net::new(*x, len6).unwrap().trunc().to_string(),
+                    };
+                    let a = &addrs[pick % addrs.len()];
+                    let (mut v4n, mut v6n) = (Vec::new(), Vec::new());
+                    match a {
+                        IpAddr::V4(_) => v4n.push(net(a)),
+                        IpAddr::V6(_) => v6n.push(net(a)),
+                    }
+                    let cond = Conditions {
+                        ipv4_cidrs: (!v4n.is_empty()).then_some(v4n),
+                        ipv6_cidrs: (!v6n.is_empty()).then_some(v6n),
+                        ..Default::default()
+                    };
+                    let mut action = Action::default();
+                    match act {
+                        0 => action.allow = Some(true),
+                        1 => action.block = Some(true),
+                        _ => action.log = Some(true),
+                    }
+                    let (match_, not_match) = if which == 2 { (None, Some(cond)) } else { (Some(cond), None) };
+                    Rule {
+                        id: Some(format!("p{i}")),
+                        description: None,
+                        active: true,
+                        priority: (i % 3) as f64,
+                        rule: RuleBody { action, scope: "tenant".into(), match_, not_match },
+                        created_at: None,
+                        updated_at: None,
+                    }
+                })
+                .collect();
+            (rules, addrs)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn random_prefixes_agree_with_reference((rules, addrs) in arb_prefix_rules(), block_default in any::<bool>()) {
+        let default = if block_default { DefaultAction::Block } else { DefaultAction::Allow };
+        let rs = RuleSet::from_rules(rules.clone(), default).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for a in &addrs {
+            // The address itself, and its neighbours just inside/outside typical boundaries.
+            let mut probes = vec![*a];
+            if let std::net::IpAddr::V4(x) = a {
+                let n = u32::from(*x);
+                probes.push(std::net::IpAddr::V4(n.wrapping_add(1).into()));
+                probes.push(std::net::IpAddr::V4(n.wrapping_sub(1).into()));
+                probes.push(std::net::IpAddr::V4((n ^ 0x0100_0000).into()));
+            }
+            for p in probes {
+                let s = Signals::from_ip(p, p);
+                for scope in Scope::ALL {
+                    prop_assert_eq!(rs.evaluate(scope, &s), reference::evaluate(&rules, default, scope, &s), "ip {}", p);
+                }
+            }
+        }
+    }
+}
