@@ -125,6 +125,10 @@ pub struct Config {
     pub ja3_header: Option<String>,
     pub ja4_header: Option<String>,
     pub sni_host_mismatch: schema::SniHostMismatch,
+    /// The IdP's origins (upstream origins + `[routes] idp_origins`) for response rewriting.
+    pub idp_origins: Vec<crate::core::discovery::Origin>,
+    /// `[routes] public_base_url`, without a trailing slash.
+    pub public_base_url: Option<String>,
     /// Header names removed from requests of untrusted peers (lower case).
     pub strip_untrusted_headers: Vec<http::HeaderName>,
     pub set_forwarded: bool,
@@ -248,6 +252,31 @@ impl Validator {
                 self.err(format!("routes.management_prefixes[{i}]"), "must not be '/' (that would make every request management)");
             }
         }
+        let mut idp_origins = Vec::new();
+        for o in &upstream.origins {
+            let scheme = if o.tls { "https" } else { "http" };
+            if let Some(origin) = crate::core::discovery::Origin::of(&format!("{scheme}://{}", o.authority())) {
+                idp_origins.push(origin);
+            }
+        }
+        for (i, u) in routes.idp_origins.iter().enumerate() {
+            match crate::core::discovery::Origin::of(u) {
+                Some(o) => idp_origins.push(o),
+                None => self.err(format!("routes.idp_origins[{i}]"), format!("{u:?} is not an http(s) origin (write https://idp.example:8443)")),
+            }
+        }
+        let public_base_url = match routes.public_base_url.as_deref() {
+            None => None,
+            Some(u) => match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() && p.query().is_none() && p.fragment().is_none() => {
+                    Some(u.trim_end_matches('/').to_string())
+                }
+                _ => {
+                    self.err("routes.public_base_url", format!("{u:?} must be an absolute http(s) URL like https://auth.example.com"));
+                    None
+                }
+            },
+        };
         let router = Router::new(
             &routes.registration_path,
             &routes.upstream_registration_path,
@@ -348,6 +377,8 @@ impl Validator {
             ja3_header: raw.network.ja3_header.map(|h| h.to_ascii_lowercase()),
             ja4_header: raw.network.ja4_header.map(|h| h.to_ascii_lowercase()),
             sni_host_mismatch: raw.network.sni_host_mismatch,
+            idp_origins,
+            public_base_url,
             strip_untrusted_headers,
             set_forwarded: raw.network.set_forwarded,
             rules_file,

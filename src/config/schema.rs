@@ -144,6 +144,17 @@ pub struct RoutesSection {
     pub registration_path: String,
     pub upstream_registration_path: String,
     pub management_prefixes: Vec<String>,
+    /// `scheme://host[:port]` clients use to reach the gateway; absent: the request's own
+    /// scheme and host. Used in rewritten discovery documents and registration answers.
+    pub public_base_url: Option<String>,
+    /// Rewrite discovery documents, `registration_client_uri` and `Location` headers that
+    /// point at the IdP so clients stay on the gateway (docs/request-handling.md).
+    pub rewrite_discovery: bool,
+    /// Origins (besides `[upstream] origins`) that mean the IdP itself, e.g. the URL the IdP
+    /// believes it is served at.
+    pub idp_origins: Vec<String>,
+    /// Answer a successful registration 201 (RFC 7591 §3.2.1) whatever 2xx the IdP used.
+    pub normalize_registration_status: bool,
 }
 
 impl Default for RoutesSection {
@@ -152,6 +163,10 @@ impl Default for RoutesSection {
             registration_path: "/oidc/register".into(),
             upstream_registration_path: "/oidc/register".into(),
             management_prefixes: vec!["/api/v2/".into(), "/scim/".into()],
+            public_base_url: None,
+            rewrite_discovery: true,
+            idp_origins: Vec::new(),
+            normalize_registration_status: true,
         }
     }
 }

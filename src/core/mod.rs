@@ -6,10 +6,13 @@
 //!   that every later decision — scope, host signal, the request forwarded upstream — reads.
 //! - [`headers`]: reading header values from their bytes, and which client headers the
 //!   gateway strips before forwarding.
+//! - [`discovery`]: discovery documents, registration answers and `Location` headers
+//!   rewritten so that clients stay on the gateway.
 //! - [`gate`]: registration admission — method, switch, token, body plan, payload check.
 //! - [`outcome`] and [`record`]: what happened to a request, as metric labels and one audit
 //!   line, from the facts the adapter collected.
 
+pub mod discovery;
 pub mod gate;
 pub mod headers;
 pub mod outcome;

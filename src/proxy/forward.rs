@@ -92,6 +92,10 @@ pub(super) fn rewrite(req: &mut RequestHeader, ctx: &RequestCtx, snap: &Snapshot
             req.remove_header(&http::header::COOKIE);
         }
     }
+    if ctx.upstream.rewrite_expected() {
+        // An answer the gateway rewrites must arrive uncompressed.
+        req.remove_header(&http::header::ACCEPT_ENCODING);
+    }
     if ctx.registration.strip_authorization {
         req.remove_header(&http::header::AUTHORIZATION);
     }

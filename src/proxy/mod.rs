@@ -30,6 +30,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::acl::{Decision, Verdict};
 use crate::config::schema::SniHostMismatch;
+use crate::core::discovery::{self, Rewriter};
 use crate::core::gate::Admitted;
 use crate::core::record::{self, truncate_chars, AuditLine};
 use crate::core::target::TargetError;
@@ -120,13 +121,32 @@ struct RegistrationState {
     strip_authorization: bool,
 }
 
-/// What the IdP answered.
+/// What the IdP answered, and what the gateway does to the answer.
 #[derive(Default)]
 struct UpstreamState {
     status: Option<u16>,
+    /// The answer's body, buffered (bounded) to read `client_id`/`error` or to rewrite it.
     capture: Option<Vec<u8>>,
+    /// Rewrite the buffered body (and hold it back until then): discovery document or
+    /// registration answer (`core::discovery`).
+    rewrite: Option<(Rewrite, Rewriter)>,
+    /// Set in request_filter for requests whose answer may need rewriting.
+    rewriter: Option<Rewriter>,
+    discovery: bool,
     client_id: Option<String>,
     idp_error: Option<String>,
+}
+
+impl UpstreamState {
+    fn rewrite_expected(&self) -> bool {
+        self.rewriter.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rewrite {
+    Discovery,
+    Registration,
 }
 
 impl RequestCtx {
@@ -152,6 +172,38 @@ fn acceptable_request_id(v: &str) -> bool {
 }
 
 impl Gateway {
+    /// How answers are rewritten for this request: the public base is `[routes]
+    /// public_base_url`, else the scheme the client used (a trusted proxy's
+    /// `X-Forwarded-Proto`, else the listener's) and the request's decided host.
+    fn rewriter(&self, session: &Session, ctx: &RequestCtx, snap: &Snapshot) -> Option<Rewriter> {
+        let cfg = &snap.config;
+        let public_base = match &cfg.public_base_url {
+            Some(b) => b.clone(),
+            None => {
+                let host = ctx.admission.upstream_host.as_ref()?.to_str().ok()?;
+                let forwarded = ctx
+                    .admission
+                    .peer_trusted
+                    .then(|| session.req_header().headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()))
+                    .flatten()
+                    .map(|p| p.trim().to_ascii_lowercase());
+                let scheme = match forwarded.as_deref() {
+                    Some("https") => "https",
+                    Some("http") => "http",
+                    _ if signals::is_tls(session, &self.tls_listeners) => "https",
+                    _ => "http",
+                };
+                format!("{scheme}://{host}")
+            }
+        };
+        Some(Rewriter {
+            public_base,
+            registration_path: cfg.routes.registration_path.clone(),
+            upstream_registration_path: cfg.routes.upstream_registration_path.clone(),
+            idp_origins: cfg.idp_origins.clone(),
+        })
+    }
+
     fn record_acl(&self, verdict: &Verdict) {
         for id in &verdict.logged {
             self.metrics.acl_matches.with_label_values(&[id, "log"]).inc();
@@ -280,6 +332,13 @@ impl ProxyHttp for Gateway {
         ctx.timing.check += t.elapsed();
         self.record_acl(&verdict);
         ctx.registration.is_registration_post = route.is_registration && session.req_header().method == http::Method::POST;
+        if snap.config.routes.rewrite_discovery {
+            let lower: Vec<String> = view.segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+            ctx.upstream.discovery = session.req_header().method == http::Method::GET && discovery::is_discovery_path(&lower);
+            if ctx.upstream.discovery || route.scope == Scope::Dcr {
+                ctx.upstream.rewriter = self.rewriter(session, ctx, &snap);
+            }
+        }
         let scope = route.scope;
         ctx.admission.route = Some(route);
         let decision = verdict.decision.clone();
@@ -331,7 +390,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         if resp.status.is_informational() {
             return Ok(());
         }
@@ -346,10 +405,43 @@ impl ProxyHttp for Gateway {
                 lease.commit();
             }
         }
+        let success = (200..300).contains(&status);
+        if ctx.registration.is_registration_post && success && status != 201 {
+            if ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status) {
+                // RFC 7591 §3.2.1: 201. Clients (openid-client, oauth4webapi) throw on anything
+                // else — after the IdP created the client.
+                tracing::debug!(request_id = %ctx.admission.request_id, upstream = status, "registration answer normalized to 201");
+                resp.set_status(201)?;
+            }
+        }
+        if let Some(rw) = &ctx.upstream.rewriter {
+            let location = resp.headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).and_then(|l| rw.rewrite_url(l));
+            if let Some(l) = location {
+                resp.insert_header(http::header::LOCATION, l)?;
+            }
+        }
+        let plain_json = resp.headers.get(http::header::CONTENT_ENCODING).is_none()
+            && resp.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.to_ascii_lowercase().contains("json"));
+        let kind = if ctx.upstream.discovery && status == 200 {
+            Some(Rewrite::Discovery)
+        } else if ctx.scope() == Scope::Dcr && success {
+            Some(Rewrite::Registration)
+        } else {
+            None
+        };
+        if let (Some(kind), Some(rw), true) = (kind, ctx.upstream.rewriter.clone(), plain_json) {
+            // The body changes: its length is the new body's, sent chunked.
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+            if !session.is_http2() && resp.version != http::Version::HTTP_10 {
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+            ctx.upstream.rewrite = Some((kind, rw));
+            ctx.upstream.capture = Some(Vec::new());
+        }
         // Registrations (to learn the client_id) and refused dcr requests (to learn the
         // IdP's error code) are read; nothing else of the answer is kept.
         let wanted = ctx.registration.is_registration_post || (ctx.scope() == Scope::Dcr && status >= 400);
-        if wanted && resp.headers.get(http::header::CONTENT_ENCODING).is_none() {
+        if wanted && ctx.upstream.capture.is_none() && resp.headers.get(http::header::CONTENT_ENCODING).is_none() {
             ctx.upstream.capture = Some(Vec::new());
         }
         Ok(())
@@ -375,11 +467,20 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         let Some(buf) = ctx.upstream.capture.as_mut() else { return Ok(None) };
-        if let Some(b) = body {
+        let holding = ctx.upstream.rewrite.is_some();
+        if let Some(b) = body.take() {
             if buf.len() + b.len() <= CLIENT_ID_CAPTURE_LIMIT {
-                buf.extend_from_slice(b);
+                buf.extend_from_slice(&b);
+                if !holding {
+                    *body = Some(b);
+                }
             } else {
+                // Too large to read: pass through what was held back, unchanged, and stop.
+                let mut out = if holding { std::mem::take(buf) } else { Vec::new() };
+                out.extend_from_slice(&b);
+                *body = Some(Bytes::from(out));
                 ctx.upstream.capture = None;
+                ctx.upstream.rewrite = None;
                 return Ok(None);
             }
         }
@@ -395,6 +496,19 @@ impl ProxyHttp for Gateway {
                     if ctx.upstream.status.is_some_and(|s| (200..300).contains(&s)) {
                         self.pins.pin(id, &token.overrides);
                     }
+                }
+                if let Some((kind, rw)) = ctx.upstream.rewrite.take() {
+                    let rewritten = match kind {
+                        Rewrite::Discovery => rw.rewrite_discovery(&buf),
+                        Rewrite::Registration => rw.rewrite_registration(&buf),
+                    };
+                    if rewritten.is_some() {
+                        self.metrics.answers_rewritten.with_label_values(&[match kind {
+                            Rewrite::Discovery => "discovery",
+                            Rewrite::Registration => "registration",
+                        }]).inc();
+                    }
+                    *body = Some(Bytes::from(rewritten.unwrap_or(buf)));
                 }
             }
         }

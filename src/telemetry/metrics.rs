@@ -39,6 +39,8 @@ pub struct Metrics {
     /// Request heads the gateway answered itself before Pingora parsed them, by kind
     /// (timeout, too_large, malformed).
     pub head_errors: IntCounterVec,
+    /// IdP answers rewritten to keep clients on the gateway, by kind (discovery, registration).
+    pub answers_rewritten: IntCounterVec,
 }
 
 /// Series every request touches, resolved on first use: `with_label_values` hashes the label
@@ -182,6 +184,15 @@ impl Metrics {
         for kind in ["timeout", "too_large", "malformed"] {
             head_errors.with_label_values(&[kind]);
         }
+        let answers_rewritten = counter(
+            r,
+            "dcr_gateway_answers_rewritten_total",
+            "IdP answers rewritten to point at the gateway, by kind (discovery, registration).",
+            &["kind"],
+        );
+        for kind in ["discovery", "registration"] {
+            answers_rewritten.with_label_values(&[kind]);
+        }
         let hot = Hot {
             requests: std::array::from_fn(|_| OnceLock::new()),
             request_duration: std::array::from_fn(|_| OnceLock::new()),
@@ -189,6 +200,7 @@ impl Metrics {
             upstream_class: std::array::from_fn(|_| OnceLock::new()),
         };
         Metrics {
+            answers_rewritten,
             connections_open,
             connections_refused,
             head_errors,

@@ -43,9 +43,20 @@ impl RawRecorded {
     }
 }
 
+/// A canned answer: for requests whose path starts with `prefix` (`{origin}` in the body is
+/// replaced by the upstream's own origin).
+#[derive(Clone)]
+struct Canned {
+    prefix: String,
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
 pub struct RawUpstream {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<RawRecorded>>>,
+    canned: Arc<Mutex<Vec<Canned>>>,
     stop: Arc<AtomicBool>,
     accept: Option<std::thread::JoinHandle<()>>,
 }
@@ -58,24 +69,30 @@ impl RawUpstream {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let counter = Arc::new(AtomicU64::new(0));
-        let (r, s) = (requests.clone(), stop.clone());
+        let canned: Arc<Mutex<Vec<Canned>>> = Arc::new(Mutex::new(Vec::new()));
+        let (r, s, cn) = (requests.clone(), stop.clone(), canned.clone());
         let accept = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (r, c, s) = (r.clone(), counter.clone(), s.clone());
-                        std::thread::spawn(move || serve(conn, r, c, s));
+                        let (r, c, s, cn) = (r.clone(), counter.clone(), s.clone(), cn.clone());
+                        std::thread::spawn(move || serve(conn, r, c, s, cn, addr));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        RawUpstream {
-            addr,
-            requests,
-            stop,
-            accept: Some(accept),
-        }
+        RawUpstream { addr, requests, canned, stop, accept: Some(accept) }
+    }
+
+    /// Answer requests whose path starts with `prefix` with this status and body (`{origin}`
+    /// in the body becomes this upstream's `http://127.0.0.1:PORT`, `{n}` a counter). Later
+    /// calls win.
+    pub fn respond_with(&self, prefix: &str, status: u16, content_type: &str, body: &str) {
+        self.canned.lock().unwrap().insert(
+            0,
+            Canned { prefix: prefix.into(), status, content_type: content_type.into(), body: body.into() },
+        );
     }
 
     pub fn origin(&self) -> String {
@@ -113,6 +130,8 @@ fn serve(
     requests: Arc<Mutex<Vec<RawRecorded>>>,
     counter: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    canned: Arc<Mutex<Vec<Canned>>>,
+    addr: SocketAddr,
 ) {
     conn.set_nonblocking(false).ok();
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
@@ -203,6 +222,21 @@ fn serve(
             body,
         };
         requests.lock().unwrap().push(rec.clone());
+        let canned_answer = canned.lock().unwrap().iter().find(|c| path.starts_with(&c.prefix)).cloned();
+        if let Some(c) = canned_answer {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let body = c.body.replace("{origin}", &format!("http://{addr}")).replace("{n}", &n.to_string());
+            let resp = format!(
+                "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{body}",
+                c.status,
+                c.content_type,
+                body.len()
+            );
+            if out.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         let (status, body) = if method == "POST" && (path == "/reg" || path == "/oidc/register") {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             let mut doc: serde_json::Value =
