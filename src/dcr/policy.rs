@@ -47,6 +47,13 @@ pub struct Policy {
     pub redirect_host_allow: Vec<String>,
     /// No redirect URI host may match one of these patterns (same syntax as the allow-list).
     pub redirect_host_deny: Vec<String>,
+    /// If non-empty, a private-use redirect URI (RFC 8252 §7.1: any scheme but `http` and
+    /// `https`) must use one of these schemes (case-insensitive, `cursor`, `vscode`,
+    /// `com.example.app`). Empty: any scheme the built-in rules admit.
+    pub redirect_scheme_allow: Vec<String>,
+    /// Private-use schemes refused, on top of the built-in list (`javascript`, `data`,
+    /// `file`, browser-internal and network schemes, see `docs/dcr-validation.md`).
+    pub redirect_scheme_deny: Vec<String>,
     /// The `token_endpoint_auth_method` values a client may register.
     pub token_endpoint_auth_methods: Vec<String>,
     /// Filled in when a registration has no `token_endpoint_auth_method`. The shipped value,
@@ -103,6 +110,8 @@ impl Default for Policy {
             loopback_hosts: strings(&["127.0.0.1", "[::1]", "localhost"]),
             redirect_host_allow: Vec::new(),
             redirect_host_deny: Vec::new(),
+            redirect_scheme_allow: Vec::new(),
+            redirect_scheme_deny: Vec::new(),
             token_endpoint_auth_methods: strings(&["none", "client_secret_post", "client_secret_basic", "private_key_jwt"]),
             default_token_endpoint_auth_method: "client_secret_post".to_string(),
             default_grant_types: strings(&["authorization_code"]),

@@ -6,6 +6,7 @@ use super::host::{is_loopback_host_literal, HostPattern};
 use super::normalize::parse_scope;
 use super::policy::Policy;
 use super::statement::validate_issuer;
+use super::uri::{is_rfc3986_scheme, REFUSED_REDIRECT_SCHEMES};
 use super::validate::{is_client_forbidden, is_known_member};
 use super::vocab::{AuthMethod, GrantType, RegistrationMode, ResponseType};
 
@@ -56,6 +57,31 @@ impl Policy {
             for (i, p) in list.iter().enumerate() {
                 if HostPattern::parse(p).is_none() {
                     err(&format!("{key}[{i}]"), format!("invalid host pattern {p:?}"));
+                }
+            }
+        }
+        for (key, list) in
+            [("redirect_scheme_allow", &self.redirect_scheme_allow), ("redirect_scheme_deny", &self.redirect_scheme_deny)]
+        {
+            for (i, s) in list.iter().enumerate() {
+                let lower = s.to_ascii_lowercase();
+                let problem = if !is_rfc3986_scheme(s) {
+                    Some(format!("{s:?} is not a URI scheme (a letter, then letters, digits, '+', '-', '.'; no ':')"))
+                } else if lower == "http" || lower == "https" {
+                    Some(format!(
+                        "{s:?}: http and https redirect URIs are governed by loopback_hosts and redirect_host_allow / _deny"
+                    ))
+                } else if key == "redirect_scheme_allow" && REFUSED_REDIRECT_SCHEMES.contains(&lower.as_str()) {
+                    Some(format!("{s:?} is always refused and cannot be allowed"))
+                } else if key == "redirect_scheme_allow" && self.redirect_scheme_deny.iter().any(|d| d.eq_ignore_ascii_case(s)) {
+                    Some(format!("{s:?} is also in dcr.redirect_scheme_deny"))
+                } else if lower.len() < 2 {
+                    Some(format!("{s:?} reads as a drive letter and is always refused"))
+                } else {
+                    None
+                };
+                if let Some(msg) = problem {
+                    err(&format!("{key}[{i}]"), msg);
                 }
             }
         }
@@ -216,6 +242,8 @@ mod tests {
             allowed_scopes: Some(vec!["openid".into(), "a b".into()]),
             default_scope: Some("openid email".into()),
             reserved_names: vec![" ".into()],
+            redirect_scheme_allow: vec!["cursor".into(), "javascript".into(), "https".into(), "my app".into(), "x".into(), "vscode".into()],
+            redirect_scheme_deny: vec!["vscode".into(), "ok-scheme".into(), "1bad".into()],
             ..Policy::default()
         };
         let errs = p.validate().unwrap_err();
@@ -225,6 +253,12 @@ mod tests {
             "dcr.loopback_hosts[1]:",
             "dcr.redirect_host_allow[1]: invalid host pattern \"*.*\"",
             "dcr.redirect_host_deny[0]:",
+            "dcr.redirect_scheme_allow[1]: \"javascript\" is always refused",
+            "dcr.redirect_scheme_allow[2]: \"https\": http and https",
+            "dcr.redirect_scheme_allow[3]: \"my app\" is not a URI scheme",
+            "dcr.redirect_scheme_allow[4]: \"x\" reads as a drive letter",
+            "dcr.redirect_scheme_allow[5]: \"vscode\" is also in dcr.redirect_scheme_deny",
+            "dcr.redirect_scheme_deny[2]: \"1bad\" is not a URI scheme",
             "dcr.token_endpoint_auth_methods[1]:",
             "dcr.default_token_endpoint_auth_method:",
             "dcr.default_grant_types[0]:",

@@ -19,12 +19,27 @@ pub(crate) const MAX_URI_CHARS: usize = 2048;
 /// and after removing embedded whitespace/control characters, which URL parsers skip).
 const DANGEROUS_SCHEMES: [&str; 4] = ["javascript", "data", "file", "vbscript"];
 
+/// Schemes a redirect URI may never use, whatever the client and the configuration: they run
+/// script or show content in the browser, address the browser's own pages or storage, or
+/// name a network protocol (a code sent there leaves the device; `http` and `https` have
+/// their own rules). Compared with the lower-cased scheme; `redirect_scheme_deny` adds to it.
+pub(crate) const REFUSED_REDIRECT_SCHEMES: [&str; 38] = [
+    // Script and content (also refused before parsing, see DANGEROUS_SCHEMES).
+    "javascript", "data", "file", "vbscript",
+    // The browser's own pages, storage and handlers.
+    "about", "blob", "filesystem", "view-source", "chrome", "chrome-extension", "edge", "moz-extension",
+    "resource", "jar", "intent", "ms-browser-extension",
+    // Network protocols (WHATWG special schemes first).
+    "ws", "wss", "ftp", "ftps", "sftp", "ssh", "telnet", "gopher", "ldap", "ldaps", "smb", "nfs", "irc", "ircs",
+    "rtsp", "sip", "sips", "xmpp", "mailto", "news", "nntp", "tel",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UriKind {
     Https,
     /// `http` on one of `loopback_hosts`.
     HttpLoopback,
-    /// A private-use (reverse-domain) scheme of a native app, RFC 8252 §7.1.
+    /// A private-use scheme of a native app, RFC 8252 §7.1.
     PrivateUse,
 }
 
@@ -44,6 +59,8 @@ pub(crate) struct RedirectCtx<'a> {
     pub policy: &'a Policy,
     /// `application_type` is `native`.
     pub native: bool,
+    /// The client is public: its (effective) `token_endpoint_auth_method` is `none`.
+    pub public: bool,
     /// The client registers the implicit grant (OIDC DCR §2: https, no loopback).
     pub implicit: bool,
 }
@@ -67,17 +84,11 @@ pub(crate) fn check_redirect(raw: &str, ctx: &RedirectCtx<'_>) -> Result<UriInfo
             }
             info
         }
-        scheme if scheme.contains('.') => {
-            if !ctx.native {
-                return Err(format!("private-use scheme {} requires application_type \"native\"", quoted_scheme(scheme)));
-            }
+        scheme => {
+            check_private_use(scheme, raw, ctx)?;
             no_userinfo_or_wildcard(&parsed)?;
-            if !scheme.split('.').all(|l| !l.is_empty()) {
-                return Err(format!("scheme {} is not a reverse domain name", quoted_scheme(scheme)));
-            }
             UriInfo { kind: UriKind::PrivateUse, host: None, is_ip: false, is_loopback: false }
         }
-        scheme => return Err(format!("scheme {} is not allowed", quoted_scheme(scheme))),
     };
     if let Some(host) = &info.host {
         if matches_any(&policy.redirect_host_deny, host) {
@@ -92,6 +103,63 @@ pub(crate) fn check_redirect(raw: &str, ctx: &RedirectCtx<'_>) -> Result<UriInfo
         return Err("the implicit grant needs https redirect URIs on non-loopback hosts".into());
     }
     Ok(info)
+}
+
+/// The private-use scheme rule (RFC 8252 §7.1), for any scheme other than `http(s)`:
+///
+/// - never a scheme of [`REFUSED_REDIRECT_SCHEMES`] or `redirect_scheme_deny`, nor a
+///   one-letter scheme (a Windows drive letter: `c:/Users/...`);
+/// - when `redirect_scheme_allow` is non-empty, only the schemes it lists;
+/// - a public client (`token_endpoint_auth_method` `none`) may use any other scheme: RFC
+///   8252's reverse-domain form is a SHOULD, and the MCP clients in use register
+///   `cursor://...` and `vscode://...` without `application_type`;
+/// - a confidential client keeps the RFC 8252 shape: `application_type` `native` and a
+///   reverse-domain scheme (`com.example.app`). Any app on a device can claim a private-use
+///   scheme, so the code such a URI receives is only as safe as PKCE makes it; a secret
+///   bound to that URI adds nothing, and a confidential client that is not a native app has
+///   no business with one.
+///
+/// Schemes are compared in lower case (the url crate lower-cases them; RFC 3986 §3.1 says
+/// they are case-insensitive).
+fn check_private_use(scheme: &str, raw: &str, ctx: &RedirectCtx<'_>) -> Result<(), String> {
+    let policy = ctx.policy;
+    let listed = |list: &[String]| list.iter().any(|s| s.eq_ignore_ascii_case(scheme));
+    if REFUSED_REDIRECT_SCHEMES.contains(&scheme) || scheme.len() < 2 {
+        return Err(format!("scheme {} is not allowed", quoted_scheme(scheme)));
+    }
+    if listed(&policy.redirect_scheme_deny) {
+        return Err(format!("scheme {} is denied by policy", quoted_scheme(scheme)));
+    }
+    if !policy.redirect_scheme_allow.is_empty() && !listed(&policy.redirect_scheme_allow) {
+        return Err(format!("scheme {} is not in the allowed redirect schemes", quoted_scheme(scheme)));
+    }
+    // Something must follow `scheme:` for the app to route on.
+    if raw.len() <= scheme.len() + 1 {
+        return Err(format!("private-use URI with scheme {} has nothing after the scheme", quoted_scheme(scheme)));
+    }
+    if ctx.public {
+        return Ok(());
+    }
+    if !ctx.native {
+        return Err(format!(
+            "private-use scheme {} needs a public client (token_endpoint_auth_method \"none\") or application_type \"native\"",
+            quoted_scheme(scheme)
+        ));
+    }
+    if !scheme.contains('.') || !scheme.split('.').all(|l| !l.is_empty()) {
+        return Err(format!(
+            "private-use scheme {} of a confidential client must be a reverse domain name (com.example.app)",
+            quoted_scheme(scheme)
+        ));
+    }
+    Ok(())
+}
+
+/// A scheme as RFC 3986 §3.1 writes it: a letter, then letters, digits, `+`, `-` and `.`.
+pub(crate) fn is_rfc3986_scheme(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.first().is_some_and(u8::is_ascii_alphabetic)
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
 }
 
 /// Checks an https-only metadata URI (`logo_uri`, `jwks_uri`, ...). Strict mode also refuses
@@ -453,7 +521,7 @@ mod tests {
     }
 
     fn redirect(raw: &str, native: bool, policy: &Policy) -> Result<UriInfo, String> {
-        check_redirect(raw, &RedirectCtx { policy, native, implicit: false })
+        check_redirect(raw, &RedirectCtx { policy, native, public: false, implicit: false })
     }
 
     #[test]
@@ -501,8 +569,9 @@ mod tests {
             ("https://app.example.com./cb", false, "dot"),
             ("https://app_x.example.com/cb", false, "domain name"),
             ("/relative/cb", false, "absolute"),
-            ("myapp:/cb", true, "scheme \"myapp\" is not allowed"),
-            ("com.example.app:/cb", false, "requires application_type \"native\""),
+            ("myapp:/cb", true, "private-use scheme \"myapp\" of a confidential client must be a reverse domain name"),
+            ("com.example.app:/cb", false, "needs a public client (token_endpoint_auth_method \"none\") or application_type \"native\""),
+            ("ws://127.0.0.1/cb", true, "scheme \"ws\" is not allowed"),
             ("https://xn--pypal-4ve.com/cb", false, "mixes scripts"),
             ("https://p\u{430}ypal.com/cb", false, "mixes scripts"),
             ("https://xn--a.com/cb", false, "not an absolute URI"),
@@ -520,6 +589,49 @@ mod tests {
         let permissive = Policy { security_mode: SecurityMode::Permissive, ..Policy::default() };
         assert!(redirect("https://p\u{430}ypal.com/cb", false, &permissive).is_ok());
         assert!(redirect("https://app.example.com/cb#x", false, &permissive).is_err());
+    }
+
+    #[test]
+    fn private_use_schemes_for_public_clients() {
+        let public = |raw: &str, policy: &Policy| check_redirect(raw, &RedirectCtx { policy, native: false, public: true, implicit: false });
+        let p = Policy::default();
+        for ok in [
+            "cursor://anysphere.cursor-mcp/oauth/callback",
+            "vscode://saoudrizwan.claude-dev/mcp-auth/callback/0a1b",
+            "myapp:/cb",
+            "com.example.app:/oauth2redirect",
+            "x-my+app.v2://cb",
+        ] {
+            let info = public(ok, &p).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!((info.kind, info.host), (UriKind::PrivateUse, None), "{ok}");
+        }
+        for scheme in REFUSED_REDIRECT_SCHEMES {
+            let raw = format!("{scheme}://app.example.com/cb");
+            let e = public(&raw, &p).unwrap_err();
+            assert_eq!(e, format!("scheme {scheme:?} is not allowed"), "{raw}");
+            // Written in upper case, the parser lower-cases it.
+            let raw = format!("{}://app.example.com/cb", scheme.to_ascii_uppercase());
+            assert!(public(&raw, &p).is_err(), "{raw}");
+        }
+        for (bad, want) in [
+            ("c:/Windows/x", "scheme \"c\" is not allowed"),
+            ("cursor:", "has nothing after the scheme"),
+            ("cursor://a@b/cb", "userinfo"),
+            ("cursor://*.b/cb", "wildcard"),
+            ("cur sor://x", "not allowed in a URI"),
+            ("-x://cb", "not an absolute URI"),
+            ("cursor://x/cb#f", "fragment"),
+        ] {
+            let e = public(bad, &p).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let deny = Policy { redirect_scheme_deny: vec!["CURSOR".into()], ..Policy::default() };
+        assert!(public("cursor://x/cb", &deny).unwrap_err().contains("denied by policy"));
+        let allow = Policy { redirect_scheme_allow: vec!["vscode".into()], ..Policy::default() };
+        assert!(public("cursor://x/cb", &allow).unwrap_err().contains("not in the allowed redirect schemes"));
+        assert!(public("vscode://x/cb", &allow).is_ok());
+        assert!(public("https://app.example.com/cb", &allow).is_ok());
+        assert!(is_rfc3986_scheme("com.example.app") && is_rfc3986_scheme("a+b-c") && !is_rfc3986_scheme("1a") && !is_rfc3986_scheme("a:") && !is_rfc3986_scheme(""));
     }
 
     #[test]
@@ -545,7 +657,7 @@ mod tests {
     #[test]
     fn implicit_needs_https_non_loopback() {
         let p = Policy { security_mode: SecurityMode::Permissive, ..Policy::default() };
-        let ctx = RedirectCtx { policy: &p, native: true, implicit: true };
+        let ctx = RedirectCtx { policy: &p, native: true, public: true, implicit: true };
         assert!(check_redirect("https://app.example.com/cb", &ctx).is_ok());
         assert!(check_redirect("http://127.0.0.1/cb", &ctx).unwrap_err().contains("implicit"));
         assert!(check_redirect("https://localhost/cb", &ctx).unwrap_err().contains("implicit"));

@@ -236,7 +236,11 @@ pub(crate) fn check_object(input: Map<String, Value>, policy: &Policy, body_len:
     }
 
     cross_check(policy, &mut facts, &mut out, kind)?;
-    let redirect_hosts = check_redirect_uris(policy, &facts, &out)?;
+    let (redirect_hosts, off_site) = check_redirect_uris(policy, &facts, &out)?;
+    for name in off_site {
+        out.shift_remove(&name);
+        dropped_members.push(name);
+    }
 
     let mut body = Vec::with_capacity(body_len + 128);
     serde_json::to_writer(&mut body, &out)
@@ -396,6 +400,11 @@ fn member_value(
         }
         Member::Scope => {
             let s = as_str(name, &value)?;
+            // An empty (or blank) scope is an empty list of scopes: as if none had been sent
+            // (removed; `default_scope` applies). The MCP Inspector sends `"scope": ""`.
+            if s.bytes().all(|b| b.is_ascii_whitespace()) {
+                return Ok(None);
+            }
             let tokens = parse_scope_tokens(s).map_err(|e| meta(name, e))?;
             let kept = filter_scopes(name, tokens, policy, &mut facts.removed_scopes)?;
             if kept.is_empty() {
@@ -703,6 +712,9 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>,
             m
         }
     };
+    // The redirect URI rules need the effective method (a public client may use any
+    // private-use scheme).
+    facts.auth_method = Some(method);
     if method.needs_keys() && !facts.has_jwks && !facts.has_jwks_uri {
         return Err(meta("token_endpoint_auth_method", "this method requires jwks or jwks_uri"));
     }
@@ -736,15 +748,21 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>,
 }
 
 /// Checks `redirect_uris` and `post_logout_redirect_uris` with the context now known, then
-/// the strict same-site rule; returns the redirect hosts for the audit log.
-fn check_redirect_uris(policy: &Policy, facts: &Facts, out: &Map<String, Value>) -> Result<Vec<String>> {
+/// the strict same-site rule; returns the redirect hosts for the audit log and the site URI
+/// members to remove (strict: not on the site of an https redirect URI).
+fn check_redirect_uris(policy: &Policy, facts: &Facts, out: &Map<String, Value>) -> Result<(Vec<String>, Vec<String>)> {
     // Present members were forwarded exactly as sent: arrays of strings.
     let uris = |present: bool, name: &str| -> Option<Vec<&str>> {
         present.then(|| out.get(name).and_then(Value::as_array).map_or(Vec::new(), |a| a.iter().filter_map(Value::as_str).collect()))
     };
     let grants = facts.grant_types.as_deref().unwrap_or(&[]);
     let required = grants.iter().any(|g| g.is_redirect_based());
-    let ctx = RedirectCtx { policy, native: facts.native, implicit: grants.contains(&GrantType::Implicit) };
+    let ctx = RedirectCtx {
+        policy,
+        native: facts.native,
+        public: facts.auth_method == Some(AuthMethod::None),
+        implicit: grants.contains(&GrantType::Implicit),
+    };
     let mut hosts: Vec<String> = Vec::new();
     let mut web: Vec<UriInfo> = Vec::new();
     match &uris(facts.redirect_uris, "redirect_uris") {
@@ -774,12 +792,16 @@ fn check_redirect_uris(policy: &Policy, facts: &Facts, out: &Map<String, Value>)
     // Strict: a client's home page, logo, policy and terms live on the site it redirects to.
     // Without any https redirect URI (loopback or native clients) there is no site to hold
     // them to, and the rule does not apply.
+    // A URI off that site is removed (and listed in `dropped_members`), not refused: VS Code
+    // registers `client_uri` https://code.visualstudio.com with redirect URIs on vscode.dev,
+    // and a consent screen then shows no link at all rather than one to another site.
+    let mut off_site = Vec::new();
     if policy.security_mode == SecurityMode::Strict && !web.is_empty() {
         for (name, info) in &facts.site_uris {
             if !web.iter().any(|w| same_site(info, w)) {
-                return Err(meta(name, "host must be on the same site as an https redirect URI"));
+                off_site.push(name.to_string());
             }
         }
     }
-    Ok(hosts)
+    Ok((hosts, off_site))
 }
