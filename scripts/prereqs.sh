@@ -56,3 +56,33 @@ if ! node_ok; then
   hash -r
   node_ok || { echo "prereqs: could not install Node.js >= 20.18" >&2; exit 1; }
 fi
+
+# Glewlwyd (Debian package glewlwyd, 2.7.x): the second real OpenID Provider of the end-to-end
+# tests (tests/e2e_glewlwyd.rs, deploy/glewlwyd/README.md). Installed without configuration
+# (debconf glewlwyd/config_type = "No configuration": no database is created, nothing asked) and
+# never left running as a service: the tests start their own instance on a free port. sqlite3
+# initialises each test's database from the package's init.sqlite3.sql.
+if ! command -v glewlwyd >/dev/null || ! command -v sqlite3 >/dev/null; then
+  echo "prereqs: installing glewlwyd (Debian package, not started) and sqlite3" >&2
+  echo "glewlwyd glewlwyd/config_type select No configuration" | $SUDO debconf-set-selections
+  # The package's postinst runs `invoke-rc.d glewlwyd start`: refuse it with a policy-rc.d
+  # (exit 101) unless one is there already (container images often ship one).
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  $SUDO apt-get update -qq
+  status=0
+  $SUDO apt-get install -y -qq --no-install-recommends glewlwyd sqlite3 >/dev/null || status=$?
+  if [ -n "$own_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+  [ "$status" = 0 ] || { echo "prereqs: apt-get install glewlwyd sqlite3 failed ($status)" >&2; exit 1; }
+  # Under systemd, keep the unit from starting at boot or by accident.
+  if [ -d /run/systemd/system ]; then
+    $SUDO systemctl stop glewlwyd.service >/dev/null 2>&1 || true
+    $SUDO systemctl disable glewlwyd.service >/dev/null 2>&1 || true
+    $SUDO systemctl mask glewlwyd.service >/dev/null 2>&1 || true
+  fi
+  command -v glewlwyd >/dev/null || { echo "prereqs: could not install glewlwyd" >&2; exit 1; }
+fi

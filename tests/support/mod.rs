@@ -3,6 +3,7 @@
 //! readiness polling instead of sleeps.
 #![allow(dead_code)]
 
+pub mod glewlwyd;
 pub mod raw_upstream;
 pub mod upstream;
 
