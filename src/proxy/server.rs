@@ -67,8 +67,11 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         AuditOutput::File(p) => AuditLog::file(p).map_err(|e| vec![format!("audit.output: {}: {e}", p.display())])?,
     });
     let mut tls_settings = Vec::new();
+    let mut cert_slots = Vec::new();
     for l in &cfg.https_listeners {
         let cb = CertAndSni::load(&l.cert, &l.key).map_err(|e| vec![format!("listen.https: {e}")])?;
+        // Reloads replace the pair in this slot; handshakes read it (certificates rotate in place).
+        cert_slots.push((l.address, cb.slot()));
         let mut settings = TlsSettings::with_callbacks(Box::new(cb))
             .map_err(|e| vec![format!("listen.https: {}: {e}", l.address)])?;
         if l.h2 {
@@ -140,6 +143,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
 
     let reloader = Arc::new(Reloader::new(config_path.clone(), store.clone(), metrics.clone()));
     reloader.set_token_uses(token_uses);
+    reloader.set_tls_slots(cert_slots);
     if let Some(admin_addr) = cfg.admin_listener {
         let api = Arc::new(crate::admin::AdminApi::new(reloader.clone(), audit.clone()));
         let mut admin = Service::new(

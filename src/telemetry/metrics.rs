@@ -28,6 +28,9 @@ pub struct Metrics {
     pub geoip_misses: IntCounterVec,
     pub upstream_healthy: IntGauge,
     pub last_reload_success: IntGauge,
+    /// 1 while the configuration file differs from the running one in a key that only a
+    /// restart applies (`reload::restart`), 0 when it matches.
+    pub restart_required: IntGauge,
     pub body_read_duration: Histogram,
     pub audit_write_errors: IntCounter,
     pub rate_limited: IntCounterVec,
@@ -136,6 +139,12 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(last_reload_success.clone())).expect("unique metric name");
+        let restart_required = IntGauge::new(
+            "dcr_gateway_restart_required",
+            "1 while the configuration file changes a key that only a restart or graceful upgrade applies (the reload log names them), 0 otherwise.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(restart_required.clone())).expect("unique metric name");
         let config_info = IntGaugeVec::new(
             Opts::new("dcr_gateway_config_info", "Active configuration: SHA-256 of the config and rules files (value is always 1)."),
             &["config_sha256", "rules_sha256"],
@@ -221,6 +230,7 @@ impl Metrics {
             geoip_misses,
             upstream_healthy,
             last_reload_success,
+            restart_required,
             body_read_duration,
             audit_write_errors,
         }
