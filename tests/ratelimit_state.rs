@@ -9,8 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dcr_gateway::ratelimit::{
-    Answered, Backend, Limit, LimitKind, OnBackendError, RateClass, RateDecision, RateLimitPolicy,
-    RateLimiter,
+    Answered, Backend, Limit, LimitKind, OnBackendError, RateClass, RateDecision, RateLimitPolicy, RateLimiter,
 };
 use support::upstream::Upstream;
 use support::*;
@@ -19,10 +18,7 @@ const LONG: u64 = 2_678_400;
 
 fn away_from_window_edge() {
     loop {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         if LONG - now % LONG > 60 {
             return;
         }
@@ -37,25 +33,18 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+    fn start_with(extra: &[&str]) -> Redis {
         let port = free_port();
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (.ci/run installs it)");
-        assert!(wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }));
+        assert!(wait_until(Duration::from_secs(10), || { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() }));
         Redis { child, port }
     }
     fn url(&self) -> String {
@@ -79,18 +68,9 @@ async fn redis_keys_exist_only_for_admitted_requests_and_expire() {
     away_from_window_edge();
     let redis = Redis::start();
     let policy = RateLimitPolicy {
-        per_ip: Some(Limit {
-            requests: 5,
-            window_seconds: LONG,
-        }),
-        per_prefix: Some(Limit {
-            requests: 50,
-            window_seconds: LONG,
-        }),
-        global: Some(Limit {
-            requests: 20,
-            window_seconds: LONG,
-        }),
+        per_ip: Some(Limit { requests: 5, window_seconds: LONG }),
+        per_prefix: Some(Limit { requests: 50, window_seconds: LONG }),
+        global: Some(Limit { requests: 20, window_seconds: LONG }),
         backend: Backend::Redis,
         redis_url: redis.url(),
         redis_timeout_ms: 1000,
@@ -101,54 +81,27 @@ async fn redis_keys_exist_only_for_admitted_requests_and_expire() {
     let rl = RateLimiter::new();
     // One address floods: 5 admitted, the rest refused by its own bucket and counted nowhere.
     for i in 0..200 {
-        let (d, a) = rl
-            .check(&policy, ip(203, 0, 113, 66), RateClass::Main)
-            .await;
+        let (d, a) = rl.check(&policy, ip(203, 0, 113, 66), RateClass::Main).await;
         assert_eq!(a, Answered::Redis);
         assert_eq!(d == RateDecision::Allow, i < 5, "request {i}: {d:?}");
     }
     // Everyone else still has the other 15 of the global budget.
     for i in 0..15u8 {
-        assert_eq!(
-            rl.check(&policy, ip(198, 51, i, 1), RateClass::Main)
-                .await
-                .0,
-            RateDecision::Allow,
-            "{i}"
-        );
+        assert_eq!(rl.check(&policy, ip(198, 51, i, 1), RateClass::Main).await.0, RateDecision::Allow, "{i}");
     }
     // A rotating-address flood is refused by the global bucket and creates no key.
     for i in 0..500u32 {
-        let d = rl
-            .check(&policy, ip(10, (i >> 8) as u8, i as u8, 7), RateClass::Main)
-            .await
-            .0;
-        assert!(
-            matches!(
-                d,
-                RateDecision::Limited {
-                    kind: LimitKind::Global,
-                    ..
-                }
-            ),
-            "{d:?}"
-        );
+        let d = rl.check(&policy, ip(10, (i >> 8) as u8, i as u8, 7), RateClass::Main).await.0;
+        assert!(matches!(d, RateDecision::Limited { kind: LimitKind::Global, .. }), "{d:?}");
     }
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", policy.key_prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}:*", policy.key_prefix)).query_async(&mut conn).await.unwrap();
     // 16 addresses, 16 networks, one global key.
     assert_eq!(keys.len(), 16 + 16 + 1, "{keys:?}");
     for k in &keys {
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(k)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ttl: i64 = redis::cmd("TTL").arg(k).query_async(&mut conn).await.unwrap();
         assert!(ttl > 0 && ttl as u64 <= LONG, "{k} has TTL {ttl}");
     }
     let flooder: u64 = redis::cmd("GET")
@@ -190,19 +143,14 @@ async fn a_silent_redis_costs_at_most_the_budget_per_call() {
     // Long enough for several reconnection attempts (at most one per second).
     while started.elapsed() < Duration::from_millis(2500) {
         let t = Instant::now();
-        let (_, a) = rl
-            .check(&policy, ip(192, 0, 2, calls as u8), RateClass::Main)
-            .await;
+        let (_, a) = rl.check(&policy, ip(192, 0, 2, calls as u8), RateClass::Main).await;
         worst = worst.max(t.elapsed());
         calls += 1;
         assert_eq!(a, Answered::LocalFallback);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Generous slack for a loaded CI machine; the bug this guards against took ~400 ms.
-    assert!(
-        worst < budget + Duration::from_millis(250),
-        "worst call took {worst:?} over {calls} calls"
-    );
+    assert!(worst < budget + Duration::from_millis(250), "worst call took {worst:?} over {calls} calls");
 }
 
 fn mint(dir: &std::path::Path, label: &str) -> String {
@@ -212,19 +160,13 @@ fn mint(dir: &std::path::Path, label: &str) -> String {
         .args(["--label", label])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn register(gw: &Gateway, from: &str, token: Option<&str>) -> u16 {
-    let mut req = agent()
-        .post(&gw.url("/oidc/register"))
-        .set("x-forwarded-for", from)
-        .set("content-type", "application/json");
+    let mut req =
+        agent().post(&gw.url("/oidc/register")).set("x-forwarded-for", from).set("content-type", "application/json");
     if let Some(t) = token {
         req = req.set("authorization", &format!("Bearer {t}"));
     }
@@ -242,32 +184,82 @@ fn an_unauthenticated_flood_does_not_lock_token_holders_out() {
     let dir = tempfile::tempdir().unwrap();
     let token = mint(dir.path(), "partner");
     let gw = GatewayBuilder::new(&up.origin())
-        .file(
-            "tokens.toml",
-            std::fs::read(dir.path().join("tokens.toml")).unwrap(),
-        )
+        .file("tokens.toml", std::fs::read(dir.path().join("tokens.toml")).unwrap())
         .dcr("registration = \"token\"\ntoken_file = \"tokens.toml\"")
-        .extra(&format!(
-            "[rate_limit]\nglobal = {{ requests = 5, window_seconds = {LONG} }}"
-        ))
+        .extra(&format!("[rate_limit]\nglobal = {{ requests = 5, window_seconds = {LONG} }}"))
         .start();
     let mut statuses = std::collections::BTreeMap::new();
     for i in 0..40 {
-        *statuses
-            .entry(register(&gw, &format!("203.0.113.{i}"), None))
-            .or_insert(0) += 1;
+        *statuses.entry(register(&gw, &format!("203.0.113.{i}"), None)).or_insert(0) += 1;
     }
     // The flood has its own buckets: 5 answered 401, then 429.
     assert_eq!(statuses.get(&401), Some(&5), "{statuses:?}");
     assert_eq!(statuses.get(&429), Some(&35), "{statuses:?}");
     // The partner's registrations count in the main buckets, untouched by the flood.
     for i in 0..5 {
-        assert_eq!(
-            register(&gw, "198.51.100.7", Some(&token)),
-            201,
-            "registration {i}"
-        );
+        assert_eq!(register(&gw, "198.51.100.7", Some(&token)), 201, "registration {i}");
     }
     assert_eq!(register(&gw, "198.51.100.7", Some(&token)), 429);
     assert_eq!(up.count(), 5);
+}
+
+/// Fill `redis` with filler keys until it refuses writes (OOM under `noeviction`).
+async fn fill_to_maxmemory(conn: &mut redis::aio::MultiplexedConnection) {
+    let blob = "x".repeat(16 * 1024);
+    for i in 0..100_000u32 {
+        let r: redis::RedisResult<()> = redis::cmd("SET").arg(format!("filler:{i}")).arg(&blob).query_async(conn).await;
+        if let Err(e) = r {
+            assert!(e.to_string().contains("OOM"), "{e}");
+            return;
+        }
+    }
+    panic!("redis never reached maxmemory");
+}
+
+#[tokio::test]
+async fn redis_at_maxmemory_keeps_limiting_as_configured() {
+    away_from_window_edge();
+    // What the docs recommend against a flood: a bounded Redis that refuses writes when full.
+    let redis = Redis::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let policy = |on_error| RateLimitPolicy {
+        per_ip: Some(Limit { requests: 3, window_seconds: LONG }),
+        per_prefix: Some(Limit { requests: 1000, window_seconds: LONG }),
+        global: Some(Limit { requests: 100_000, window_seconds: LONG }),
+        backend: Backend::Redis,
+        redis_url: redis.url(),
+        redis_timeout_ms: 1000,
+        on_backend_error: on_error,
+        key_prefix: format!("m{}", redis.port),
+        ..Default::default()
+    };
+    // Before it is full, Redis answers.
+    let rl = RateLimiter::new();
+    let (d, a) = rl.check(&policy(OnBackendError::Local), ip(198, 51, 100, 1), RateClass::Main).await;
+    assert_eq!((d, a), (RateDecision::Allow, Answered::Redis));
+
+    fill_to_maxmemory(&mut conn).await;
+    // Keep it over the limit whatever it frees meanwhile (at the edge a write can slip in).
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1mb").query_async(&mut conn).await.unwrap();
+
+    // Local fallback: a fixed address still gets exactly its limit, never more (with
+    // fail_open it would register freely: the case the issue reproduced).
+    let rl = RateLimiter::new();
+    let local = policy(OnBackendError::Local);
+    for i in 0..10 {
+        let (d, a) = rl.check(&local, ip(203, 0, 113, 9), RateClass::Main).await;
+        assert_eq!(a, Answered::LocalFallback, "request {i}: Redis is full, so the fallback decides");
+        assert_eq!(d == RateDecision::Allow, i < 3, "request {i}: {d:?}");
+    }
+    // fail_closed: refused (503) while Redis refuses writes, as documented.
+    let (d, a) = rl.check(&policy(OnBackendError::FailClosed), ip(203, 0, 113, 10), RateClass::Main).await;
+    assert_eq!((d, a), (RateDecision::BackendUnavailable, Answered::FailClosed));
+
+    // Memory freed: Redis decides again.
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("2mb").query_async(&mut conn).await.unwrap();
+    let rl = RateLimiter::new();
+    let (d, a) = rl.check(&local, ip(203, 0, 113, 9), RateClass::Main).await;
+    assert_eq!((d, a), (RateDecision::Allow, Answered::Redis));
 }
