@@ -51,6 +51,8 @@ pub struct Glewlwyd {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The OIDC plugin's issuer (`iss` in its tokens, base of its discovery URL).
+    pub issuer: String,
     /// `GLEWLWYD2_SESSION_ID=...` of the administrator's session.
     pub admin_cookie: String,
 }
@@ -106,8 +108,20 @@ impl Glewlwyd {
         Command::new(BIN).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
     }
 
-    /// Initialise a database, start Glewlwyd, wait until it answers, then configure it.
+    /// Initialise a database, start Glewlwyd, wait until it answers, then configure it. Its
+    /// issuer is its own `http://127.0.0.1:<port>/api/oidc`.
     pub fn start() -> Glewlwyd {
+        Glewlwyd::launch(None)
+    }
+
+    /// Like `start`, with another issuer: the public URL clients know (the gateway's
+    /// `<base>/api/oidc`, so that openid-client's issuer check passes through the gateway).
+    /// `external_url` stays Glewlwyd's own address.
+    pub fn start_with_issuer(issuer: &str) -> Glewlwyd {
+        Glewlwyd::launch(Some(issuer.to_string()))
+    }
+
+    fn launch(issuer: Option<String>) -> Glewlwyd {
         assert!(Glewlwyd::installed(), "`glewlwyd` is not on PATH: run scripts/prereqs.sh (Debian package glewlwyd)");
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("glewlwyd.db");
@@ -130,7 +144,8 @@ impl Glewlwyd {
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("glewlwyd.stderr")).unwrap()))
             .spawn()
             .expect("glewlwyd starts");
-        let mut g = Glewlwyd { child: Some(child), dir, port, admin_cookie: String::new() };
+        let issuer = issuer.unwrap_or_else(|| format!("{external}/api/{PLUGIN}"));
+        let mut g = Glewlwyd { child: Some(child), dir, port, issuer, admin_cookie: String::new() };
 
         // Ready when GET /config (served from the root, API.md) answers 200.
         let ok = wait_until(Duration::from_secs(20), || {
@@ -156,7 +171,7 @@ impl Glewlwyd {
     }
     /// The issuer of the OIDC plugin instance (its discovery document is below it).
     pub fn issuer(&self) -> String {
-        self.url(&format!("/api/{PLUGIN}"))
+        self.issuer.clone()
     }
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("glewlwyd.db")
