@@ -1,8 +1,12 @@
 //! dcr-gateway: a Pingora reverse proxy that guards OAuth Dynamic Client Registration.
 //!
-//! The pure core — [`routes`], [`acl`], [`dcr`], [`signals`], [`config`] — never touches
-//! Pingora or I/O. [`proxy`] is the thin adapter; [`snapshot`] and [`reload`] hold the
-//! reloadable state; [`telemetry`] the metrics, audit log and admin endpoints.
+//! Layers, each importing only those below it (docs/architecture.md):
+//! - pure: [`core`] (request view, gate, record, discovery rewriting), [`routes`], [`scope`],
+//!   [`acl`], [`dcr`], [`signals`], [`tokens`], [`ratelimit`] decisions, [`errors`];
+//! - [`config`]: the file's schema and the validated runtime model;
+//! - [`state`]: snapshot, reload, the effective registration policy;
+//! - adapters: [`proxy`] (Pingora), [`admin`] (the admin listener and API), [`telemetry`];
+//! - [`cli`].
 
 pub mod acl;
 pub mod admin;
@@ -14,10 +18,12 @@ pub mod errors;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;
-pub mod reload;
 pub mod routes;
 pub mod scope;
 pub mod signals;
-pub mod snapshot;
+pub mod state;
 pub mod telemetry;
 pub mod tokens;
+
+// The state layer's modules keep their old paths too.
+pub use state::{reload, snapshot};

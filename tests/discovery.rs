@@ -108,3 +108,16 @@ fn idp_rejections_are_audited_with_the_idps_error_code() {
     assert_eq!(audit[0]["path"], "/api/oidc/register");
     gw.wait_metric("dcr_gateway_registrations_total{error=\"\",result=\"rejected_by_idp\"}", 1.0);
 }
+
+#[test]
+fn redirects_to_the_idps_own_address_stay_on_the_gateway() {
+    let up = RawUpstream::start();
+    up.respond_with_headers("/api/oidc/auth", 302, &["Location: {origin}/login.html?x=1"], "");
+    up.respond_with_headers("/elsewhere", 302, &["Location: https://accounts.example.org/login"], "");
+    let gw = gateway(&up, "");
+    let r = agent().get(&gw.url("/api/oidc/auth?client_id=a")).set("host", "auth.example.com").call().unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.header("location"), Some("http://auth.example.com/login.html?x=1"));
+    let r = agent().get(&gw.url("/elsewhere")).set("host", "auth.example.com").call().unwrap();
+    assert_eq!(r.header("location"), Some("https://accounts.example.org/login"), "other origins untouched");
+}

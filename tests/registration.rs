@@ -140,3 +140,19 @@ fn validate_command_runs_the_same_check_offline() {
     let permissive = std::process::Command::new(BIN).args(["validate", "--mode", "permissive"]).arg(&implicit).output().unwrap();
     assert_eq!(permissive.status.code(), Some(0));
 }
+
+/// `validate -c` judges with the policy the running proxy uses: `[dcr]` with the tenant
+/// settings file (written by the admin API) laid over it.
+#[test]
+fn validate_with_a_config_uses_the_tenant_settings_overlay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, "[dcr]\nsecurity_mode = \"strict\"\n[admin]\nsettings_file = \"tenant-settings.json\"\n").unwrap();
+    let implicit = dir.path().join("implicit.json");
+    std::fs::write(&implicit, r#"{"client_name":"x","redirect_uris":["https://o.example.com/cb"],"grant_types":["implicit"],"response_types":["token"]}"#).unwrap();
+    let run = || std::process::Command::new(BIN).args(["validate", "-c"]).arg(&config).arg(&implicit).output().unwrap();
+    assert_eq!(run().status.code(), Some(1), "strict as configured");
+    std::fs::write(dir.path().join("tenant-settings.json"), r#"{"dynamic_client_registration_security_mode":"permissive"}"#).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "permissive through the settings file: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -23,9 +23,10 @@
 
 pub mod audit;
 pub mod error;
+pub mod listener;
 pub mod network_acls;
-pub mod settings;
-pub mod store;
+/// The tenant settings file and atomic file writes live in the state layer.
+pub use crate::state::{settings, store};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,7 +39,7 @@ use serde_json::Value;
 use self::audit::{AdminAuditLine, Change};
 use self::error::{ApiError, FieldError};
 use self::network_acls::Op;
-use self::settings::Overrides;
+use crate::state::settings::Overrides;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
 use crate::telemetry::audit::now_rfc3339;
@@ -438,13 +439,10 @@ impl AdminApi {
         Ok((Reply::ok(settings::view(&now.config.dcr), &after), Some(written)))
     }
 
-    /// The `[dcr]` section of gateway.toml as it is on disk, before the settings overlay.
+    /// The `[dcr]` section the running snapshot was built from, before the settings overlay
+    /// (`state::policy::effective` lays the settings over it; no re-parse of gateway.toml).
     fn base_policy(&self) -> Result<crate::dcr::Policy, ApiError> {
-        let path = &self.reloader.config_path;
-        let text = std::fs::read_to_string(path).map_err(|e| io_error("read", path, e))?;
-        crate::config::parse(&text, path)
-            .map(|c| c.dcr)
-            .map_err(|e| ApiError::conflict("config_invalid", format!("the configuration does not load, fix it first: {e}")))
+        Ok(self.snapshot().dcr_base.clone())
     }
 
     /// Create, update, replace or delete a rule.

@@ -18,7 +18,8 @@ pub struct ValidateArgs {
     /// Override `[dcr] security_mode`.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
-    /// Take the `[dcr]` policy from this configuration (default: the documented defaults).
+    /// Take the `[dcr]` policy from this configuration, with its tenant settings file laid over
+    /// it as the running gateway does (default: the documented defaults).
     #[arg(short = 'c', long = "config")]
     pub config: Option<PathBuf>,
     /// Registration document; `-` or absent reads standard input.
@@ -47,7 +48,17 @@ pub fn validate(a: &ValidateArgs) -> i32 {
                         }
                         return 2;
                     }
-                    c.dcr
+                    // The policy the running proxy uses: [dcr] with the tenant settings file
+                    // (written by the admin API) laid over it.
+                    match crate::state::policy::effective(&c.dcr, &c.admin.settings_file) {
+                        Ok(e) => e.policy,
+                        Err(errs) => {
+                            for p in errs {
+                                eprintln!("error: {}", crate::redact::redact(&p));
+                            }
+                            return 2;
+                        }
+                    }
                 }
                 Err(e) => {
                     eprintln!("error: {}", crate::redact::redact(&e.to_string()));

@@ -1,7 +1,10 @@
 //! `gateway.toml` → validated [`Config`]. Pure: the caller reads the file; paths are
 //! resolved against the config file's directory but never opened here.
 
+mod field_error;
 pub mod schema;
+
+pub use field_error::FieldError;
 
 use std::fmt;
 use std::net::SocketAddr;

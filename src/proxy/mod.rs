@@ -414,10 +414,19 @@ impl ProxyHttp for Gateway {
                 resp.set_status(201)?;
             }
         }
-        if let Some(rw) = &ctx.upstream.rewriter {
-            let location = resp.headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).and_then(|l| rw.rewrite_url(l));
-            if let Some(l) = location {
-                resp.insert_header(http::header::LOCATION, l)?;
+        if resp.headers.contains_key(http::header::LOCATION) {
+            // A redirect to the IdP's own address (a login page, a consent step) would take the
+            // client off the gateway: any scope, when rewriting is on.
+            if ctx.upstream.rewriter.is_none() {
+                if let Some(snap) = ctx.admission.snapshot.clone().filter(|s| s.config.routes.rewrite_discovery) {
+                    ctx.upstream.rewriter = self.rewriter(session, ctx, &snap);
+                }
+            }
+            if let Some(rw) = &ctx.upstream.rewriter {
+                let location = resp.headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).and_then(|l| rw.rewrite_url(l));
+                if let Some(l) = location {
+                    resp.insert_header(http::header::LOCATION, l)?;
+                }
             }
         }
         let plain_json = resp.headers.get(http::header::CONTENT_ENCODING).is_none()

@@ -19,7 +19,7 @@ use super::{listener, upstream, Gateway};
 use crate::config::AuditOutput;
 use crate::reload::{ReloadService, Reloader};
 use crate::snapshot::Snapshot;
-use crate::telemetry::admin::AdminApp;
+use crate::admin::listener::AdminApp;
 use crate::telemetry::{logging, AuditLog, Metrics};
 
 /// HTTP/2 stream bounds per connection (h2's defaults are 20 and 1024; a registration

@@ -1,6 +1,7 @@
-//! Observability: Prometheus metrics, the audit log, logging setup, and the admin endpoints.
+//! Observability: Prometheus metrics, the audit log and logging setup. (The admin listener
+//! that serves /metrics is an adapter: `admin::listener`.)
 
-pub mod admin;
+
 pub mod audit;
 pub mod logging;
 pub mod metrics;

@@ -51,6 +51,7 @@ struct Canned {
     status: u16,
     content_type: String,
     body: String,
+    headers: String,
 }
 
 pub struct RawUpstream {
@@ -91,7 +92,16 @@ impl RawUpstream {
     pub fn respond_with(&self, prefix: &str, status: u16, content_type: &str, body: &str) {
         self.canned.lock().unwrap().insert(
             0,
-            Canned { prefix: prefix.into(), status, content_type: content_type.into(), body: body.into() },
+            Canned { prefix: prefix.into(), status, content_type: content_type.into(), body: body.into(), headers: String::new() },
+        );
+    }
+
+    /// [`Self::respond_with`] plus extra header lines (`Name: value`, `{origin}` replaced).
+    pub fn respond_with_headers(&self, prefix: &str, status: u16, headers: &[&str], body: &str) {
+        let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        self.canned.lock().unwrap().insert(
+            0,
+            Canned { prefix: prefix.into(), status, content_type: "application/json".into(), body: body.into(), headers },
         );
     }
 
@@ -227,10 +237,11 @@ fn serve(
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             let body = c.body.replace("{origin}", &format!("http://{addr}")).replace("{n}", &n.to_string());
             let resp = format!(
-                "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n{body}",
                 c.status,
                 c.content_type,
-                body.len()
+                body.len(),
+                c.headers.replace("{origin}", &format!("http://{addr}")),
             );
             if out.write_all(resp.as_bytes()).is_err() {
                 return;

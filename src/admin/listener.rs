@@ -9,7 +9,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::protocols::http::ServerSession;
 
-use super::Metrics;
+use crate::telemetry::Metrics;
 use crate::admin::{self, AdminApi, ApiBody, RequestHead};
 use crate::snapshot::Store;
 

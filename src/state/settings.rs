@@ -15,7 +15,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::error::FieldError;
+use crate::config::FieldError;
 use crate::dcr::{Policy, SecurityMode};
 
 /// What the settings file overrides. `allowed_scopes: Some(None)` is an explicit `null`

@@ -11,14 +11,18 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use crate::acl::RuleSet;
-use crate::admin::settings::Overrides;
+
 use crate::config::{self, Config};
 use crate::dcr::{RegistrationMode, StatementVerifier};
 use crate::signals::geo::{AsnDb, GeoDb};
 use crate::tokens::TokenSet;
 
 pub struct Snapshot {
+    /// The configuration with the effective `[dcr]` policy (`state::policy::effective`).
     pub config: Arc<Config>,
+    /// The `[dcr]` section as configured, before the tenant settings overlay (the admin API
+    /// validates settings against it).
+    pub dcr_base: crate::dcr::Policy,
     pub acl: RuleSet,
     pub geo: Option<GeoDb>,
     pub asn: Option<AsnDb>,
@@ -162,28 +166,14 @@ impl Snapshot {
         let settings_path = config.admin.settings_file.clone();
         watched.push(settings_path.clone());
         let mut settings_sha256 = String::new();
-        match crate::admin::store::read(&settings_path) {
-            Ok(current) => {
-                sources.push(Source::new(
-                    &settings_path,
-                    SourceKind::Settings,
-                    current.bytes.as_deref(),
-                ));
-                settings_sha256 = current.sha256;
-                match Overrides::from_file_bytes(current.bytes.as_deref().unwrap_or_default())
-                    .and_then(|o| o.overlay(&config.dcr))
-                {
-                    Ok(policy) => config.dcr = policy,
-                    Err(errs) => errors.extend(
-                        errs.iter()
-                            .map(|e| format!("{}: {e}", settings_path.display())),
-                    ),
-                }
+        let dcr_base = config.dcr.clone();
+        match super::policy::effective(&config.dcr, &settings_path) {
+            Ok(e) => {
+                sources.push(Source::new(&settings_path, SourceKind::Settings, e.settings_bytes.as_deref()));
+                settings_sha256 = e.settings_sha256;
+                config.dcr = e.policy;
             }
-            Err(e) => errors.push(format!(
-                "{}: cannot read tenant settings: {e}",
-                settings_path.display()
-            )),
+            Err(errs) => errors.extend(errs),
         }
         let admin_tokens = match config.admin.tokens_file.clone() {
             None => TokenSet::empty(),
@@ -297,6 +287,7 @@ impl Snapshot {
         match acl {
             Some(acl) if errors.is_empty() => Ok(Snapshot {
                 config: Arc::new(config),
+                dcr_base,
                 acl,
                 geo,
                 asn,
