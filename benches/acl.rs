@@ -88,9 +88,7 @@ fn requests(inside: &[IpAddr], seed: u64) -> Vec<Signals> {
         .map(|i| {
             let ip = if i % 2 == 0 || inside.is_empty() {
                 if rng.below(10) == 0 {
-                    IpAddr::V6(Ipv6Addr::from(
-                        u128::from(rng.next()) << 64 | u128::from(rng.next()),
-                    ))
+                    IpAddr::V6(Ipv6Addr::from(u128::from(rng.next()) << 64 | u128::from(rng.next())))
                 } else {
                     IpAddr::V4(Ipv4Addr::from(rng.next() as u32))
                 }
@@ -134,9 +132,7 @@ fn bench_load(c: &mut Criterion) {
     let mut g = c.benchmark_group("load");
     g.sample_size(10);
     g.bench_function("100000", |b| {
-        b.iter(|| {
-            RuleSet::load(black_box(json.as_bytes()), DefaultAction::Allow).map(|r| r.rule_count())
-        })
+        b.iter(|| RuleSet::load(black_box(json.as_bytes()), DefaultAction::Allow).map(|r| r.rule_count()))
     });
     g.finish();
 }

@@ -10,9 +10,13 @@ pub enum GatewayError {
     AccessDenied,
     /// `[dcr] enabled = false`.
     RegistrationDisabled,
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     UnsupportedMediaType,
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        limit: usize,
+    },
     RequestTimeout,
     BadRequestBody,
     InvalidRegistration(RegistrationError),
@@ -20,7 +24,9 @@ pub enum GatewayError {
     UpstreamUnavailable,
     UpstreamTimeout,
     /// A `[rate_limit]` limit was exceeded.
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     /// The shared rate-limit store is down and the policy is `fail_closed`.
     RateLimitUnavailable,
     /// `[dcr] registration = "token"` and no valid initial access token.
@@ -36,7 +42,9 @@ pub enum GatewayError {
     /// The request head was not complete within `[server] header_timeout_ms`.
     HeaderTimeout,
     /// A malformed request head (written for Pingora's own parse errors).
-    MalformedRequest { status: u16 },
+    MalformedRequest {
+        status: u16,
+    },
     /// Something failed inside the gateway (details in the log, never in the answer).
     Internal,
     /// `[server] max_connections` connections are open.

@@ -63,8 +63,7 @@ fn is_key_char(c: char) -> bool {
 fn is_secret_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     let last = lower.rsplit('.').next().unwrap_or(&lower);
-    SECRET_WORDS.iter().any(|w| last.contains(w))
-        && !NOT_SECRET_SUFFIXES.iter().any(|s| last.ends_with(s))
+    SECRET_WORDS.iter().any(|w| last.contains(w)) && !NOT_SECRET_SUFFIXES.iter().any(|s| last.ends_with(s))
 }
 
 /// Length of the value starting at `s` (a quoted string up to its closing quote or the end
@@ -86,9 +85,7 @@ fn value_len(s: &str) -> usize {
             }
             s.len()
         }
-        Some(_) => s
-            .find(|c: char| c.is_whitespace() || matches!(c, ',' | '}' | ']'))
-            .unwrap_or(s.len()),
+        Some(_) => s.find(|c: char| c.is_whitespace() || matches!(c, ',' | '}' | ']')).unwrap_or(s.len()),
         None => 0,
     }
 }
@@ -99,8 +96,7 @@ fn redact_values(line: &str) -> String {
     let mut i = 0;
     while i < line.len() {
         let c = line[i..].chars().next().unwrap_or(' ');
-        let starts_key = is_key_char(c)
-            && (i == 0 || !is_key_char(line[..i].chars().next_back().unwrap_or(' ')));
+        let starts_key = is_key_char(c) && (i == 0 || !is_key_char(line[..i].chars().next_back().unwrap_or(' ')));
         let quoted = c == '"';
         if !(starts_key || quoted) {
             out.push(c);
@@ -117,10 +113,7 @@ fn redact_values(line: &str) -> String {
                 }
             }
         } else {
-            let e = line[i..]
-                .find(|c: char| !is_key_char(c))
-                .map(|e| i + e)
-                .unwrap_or(line.len());
+            let e = line[i..].find(|c: char| !is_key_char(c)).map(|e| i + e).unwrap_or(line.len());
             (&line[i..e], e)
         };
         let mut j = after;
@@ -155,44 +148,20 @@ mod tests {
 
     #[test]
     fn userinfo_is_masked() {
-        assert_eq!(
-            redact("redis_url = \"redis://user:hunter2@db:6379/0\""),
-            "redis_url = \"redis://***@db:6379/0\""
-        );
-        assert_eq!(
-            redact("rediss://:p%40ss@h/1 and http://ok.example/x"),
-            "rediss://***@h/1 and http://ok.example/x"
-        );
+        assert_eq!(redact("redis_url = \"redis://user:hunter2@db:6379/0\""), "redis_url = \"redis://***@db:6379/0\"");
+        assert_eq!(redact("rediss://:p%40ss@h/1 and http://ok.example/x"), "rediss://***@h/1 and http://ok.example/x");
         // Unterminated string (what a TOML error quotes) and a password with '/' and '@'.
-        assert_eq!(
-            redact("3 | redis_url = \"redis://u:pa/s@s@host"),
-            "3 | redis_url = \"redis://***@host"
-        );
+        assert_eq!(redact("3 | redis_url = \"redis://u:pa/s@s@host"), "3 | redis_url = \"redis://***@host");
         assert_eq!(redact("no url here"), "no url here");
     }
 
     #[test]
     fn secret_like_keys_are_masked() {
-        assert_eq!(
-            redact("redis_password = \"hunter2\""),
-            "redis_password = \"***\""
-        );
-        assert_eq!(
-            redact("  | api_token='abc' # note"),
-            "  | api_token=\"***\" # note"
-        );
-        assert_eq!(
-            redact("x = { secret = hunter2, user = \"bob\" }"),
-            "x = { secret = \"***\", user = \"bob\" }"
-        );
-        assert_eq!(
-            redact(r#"{"client_secret": "s3cr\"et", "a": 1}"#),
-            r#"{"client_secret": "***", "a": 1}"#
-        );
-        assert_eq!(
-            redact("rate_limit.signing_key = \"unterminated"),
-            "rate_limit.signing_key = \"***\""
-        );
+        assert_eq!(redact("redis_password = \"hunter2\""), "redis_password = \"***\"");
+        assert_eq!(redact("  | api_token='abc' # note"), "  | api_token=\"***\" # note");
+        assert_eq!(redact("x = { secret = hunter2, user = \"bob\" }"), "x = { secret = \"***\", user = \"bob\" }");
+        assert_eq!(redact(r#"{"client_secret": "s3cr\"et", "a": 1}"#), r#"{"client_secret": "***", "a": 1}"#);
+        assert_eq!(redact("rate_limit.signing_key = \"unterminated"), "rate_limit.signing_key = \"***\"");
     }
 
     #[test]
@@ -209,8 +178,7 @@ mod tests {
 
     #[test]
     fn a_toml_parse_error_is_redacted() {
-        let text =
-            "[rate_limit]\nredis_url = \"redis://admin:hunter2@cache:6379/0\nbackend = \"redis\"\n";
+        let text = "[rate_limit]\nredis_url = \"redis://admin:hunter2@cache:6379/0\nbackend = \"redis\"\n";
         let err = toml::from_str::<toml::Value>(text).unwrap_err().to_string();
         assert!(err.contains("hunter2"), "the parser quotes the line: {err}");
         let r = redact(&err);

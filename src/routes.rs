@@ -61,11 +61,8 @@ impl Router {
         if up_lower != reg {
             dcr_paths.push(up_lower);
         }
-        let upstream_registration = upstream_registration_path
-            .split('/')
-            .filter(|s| !s.is_empty() && *s != ".")
-            .map(str::to_string)
-            .collect();
+        let upstream_registration =
+            upstream_registration_path.split('/').filter(|s| !s.is_empty() && *s != ".").map(str::to_string).collect();
         let management_prefixes =
             management_prefixes.iter().map(|p| segments_of(p)).filter(|p| !p.is_empty()).collect();
         Router {
@@ -111,7 +108,9 @@ impl Router {
             host_required: false,
         };
         let again = target::parse(&head).and_then(|v| self.classify_view(&v)).map_err(|_| TargetError::Ambiguous)?;
-        if (again.scope, again.is_registration) != (route.scope, route.is_registration) || again.upstream_target != route.upstream_target {
+        if (again.scope, again.is_registration) != (route.scope, route.is_registration)
+            || again.upstream_target != route.upstream_target
+        {
             return Err(TargetError::Ambiguous);
         }
         Ok(route)
@@ -141,7 +140,8 @@ impl Router {
 
     /// Parse and classify an origin-form target (CLI, tests, the properties).
     pub fn classify_target(&self, target: &str) -> Result<Route, TargetError> {
-        let head = target::Head { method_is_options: false, target: target.as_bytes(), hosts: &[], host_required: false };
+        let head =
+            target::Head { method_is_options: false, target: target.as_bytes(), hosts: &[], host_required: false };
         self.classify(&target::parse(&head)?)
     }
 }
@@ -206,7 +206,13 @@ mod tests {
 
     #[test]
     fn readings_that_disagree_are_refused() {
-        for p in ["/oidc%2fregister", "/oidc%5Cregister", "/oidc/register%3Bx", "/oidc/register/x%2F..", "/a/..%2F..%2Foidc%2Fregister"] {
+        for p in [
+            "/oidc%2fregister",
+            "/oidc%5Cregister",
+            "/oidc/register%3Bx",
+            "/oidc/register/x%2F..",
+            "/a/..%2F..%2Foidc%2Fregister",
+        ] {
             assert_eq!(router().classify_target(p), Err(TargetError::Ambiguous), "{p}");
         }
     }

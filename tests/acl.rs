@@ -85,7 +85,9 @@ fn cidr_geo_and_asn_rules_through_the_proxy() {
     assert!(gw.metric("dcr_gateway_acl_matches_total{action=\"block\",rule=\"block-gb-except-scotland\"}") >= 1.0);
     let audit = gw.wait_audit(8);
     let blocked: Vec<_> = audit.iter().filter(|l| l["decision"] == "block").collect();
-    assert!(blocked.iter().any(|l| l["rule"] == "block-asn-7018" && l["asn"] == 7018 && l["scope"] == "authentication"));
+    assert!(blocked
+        .iter()
+        .any(|l| l["rule"] == "block-asn-7018" && l["asn"] == 7018 && l["scope"] == "authentication"));
     assert!(blocked.iter().any(|l| l["country"] == "GB" && l["subdivisions"][0] == "GB-ENG"));
 }
 
@@ -129,13 +131,12 @@ fn fingerprint_headers_only_from_trusted_peers() {
         .rules(rules)
         .start();
     let call = |gw: &Gateway| {
-        response_parts(agent().get(&gw.url("/authorize")).set("cf-ja4", "t13d1516h2_8daaf6152771_b186095e22b6").call()).0
+        response_parts(agent().get(&gw.url("/authorize")).set("cf-ja4", "t13d1516h2_8daaf6152771_b186095e22b6").call())
+            .0
     };
     assert_eq!(call(&trusted), 403);
-    let untrusted = GatewayBuilder::new(&up.origin())
-        .network("trusted_proxies = []\nja4_header = \"cf-ja4\"")
-        .rules(rules)
-        .start();
+    let untrusted =
+        GatewayBuilder::new(&up.origin()).network("trusted_proxies = []\nja4_header = \"cf-ja4\"").rules(rules).start();
     assert_eq!(call(&untrusted), 200, "a client cannot claim a fingerprint");
 }
 
@@ -263,7 +264,8 @@ fn check_rejects_geo_rules_without_a_database_and_bad_rules_with_their_location(
         r#"[{"id":"geo","active":true,"priority":1,"rule":{"action":{"block":true},"scope":"dcr","match":{"geo_country_codes":["US"]}}}]"#,
     )
     .unwrap();
-    let out = std::process::Command::new(BIN).args(["check", "-c"]).arg(dir.path().join("gateway.toml")).output().unwrap();
+    let out =
+        std::process::Command::new(BIN).args(["check", "-c"]).arg(dir.path().join("gateway.toml")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("geoip.country_db"));
 
@@ -273,7 +275,8 @@ fn check_rejects_geo_rules_without_a_database_and_bad_rules_with_their_location(
             {"id":"bad-cidr","active":true,"priority":2,"rule":{"action":{"block":true},"scope":"dcr","match":{"ipv4_cidrs":["10.0.0.300/8"]}}}]"#,
     )
     .unwrap();
-    let out = std::process::Command::new(BIN).args(["check", "-c"]).arg(dir.path().join("gateway.toml")).output().unwrap();
+    let out =
+        std::process::Command::new(BIN).args(["check", "-c"]).arg(dir.path().join("gateway.toml")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad-cidr") && err.contains("ipv4_cidrs") && err.contains("rule 1"), "{err}");

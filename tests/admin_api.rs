@@ -86,7 +86,8 @@ fn call(method: &str, url: &str, token: Option<&Token>, if_match: Option<&str>, 
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("transport error: {e}"),
     };
-    let headers = resp.headers_names().into_iter().map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_string())).collect();
+    let headers =
+        resp.headers_names().into_iter().map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_string())).collect();
     let etag = resp.header("etag").map(str::to_string);
     Resp { status: resp.status(), etag, headers, body: resp.into_string().unwrap_or_default() }
 }
@@ -119,7 +120,8 @@ fn toggling_dcr_changes_what_registration_answers_as_soon_as_patch_returns() {
     assert_eq!(register(&gw, None).0, 201);
 
     // Auth0's own request shape.
-    let r = call("PATCH", &settings, Some(&admin), None, Some(r#"{"flags":{"enable_dynamic_client_registration":false}}"#));
+    let r =
+        call("PATCH", &settings, Some(&admin), None, Some(r#"{"flags":{"enable_dynamic_client_registration":false}}"#));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["flags"]["enable_dynamic_client_registration"], false);
     let (status, body) = register(&gw, None);
@@ -137,10 +139,26 @@ fn toggling_dcr_changes_what_registration_answers_as_soon_as_patch_returns() {
 
     // Unknown members and bad values: 400 naming them, nothing written.
     let before = std::fs::read(&file).unwrap();
-    let r = call("PATCH", &settings, Some(&admin), None, Some(r#"{"friendly_name":"x","dynamic_client_registration_security_mode":"lax"}"#));
+    let r = call(
+        "PATCH",
+        &settings,
+        Some(&admin),
+        None,
+        Some(r#"{"friendly_name":"x","dynamic_client_registration_security_mode":"lax"}"#),
+    );
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.body.contains("friendly_name") && r.body.contains("dynamic_client_registration_security_mode"), "{}", r.body);
-    let r = call("PATCH", &settings, Some(&admin), None, Some(r#"{"default_dcr_scopes":{"allowed":["openid"],"default":"openid email"}}"#));
+    assert!(
+        r.body.contains("friendly_name") && r.body.contains("dynamic_client_registration_security_mode"),
+        "{}",
+        r.body
+    );
+    let r = call(
+        "PATCH",
+        &settings,
+        Some(&admin),
+        None,
+        Some(r#"{"default_dcr_scopes":{"allowed":["openid"],"default":"openid email"}}"#),
+    );
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("default_dcr_scopes.default"), "{}", r.body);
     assert_eq!(std::fs::read(&file).unwrap(), before);
@@ -159,8 +177,10 @@ fn a_rule_created_through_the_api_blocks_the_next_matching_request() {
         &acls,
         Some(&admin),
         None,
-        Some(r#"{"description":"block a bad network","active":true,"priority":1,
-                 "rule":{"action":{"block":true},"scope":"dcr","match":{"ipv4_cidrs":["203.0.113.0/24"]}}}"#),
+        Some(
+            r#"{"description":"block a bad network","active":true,"priority":1,
+                 "rule":{"action":{"block":true},"scope":"dcr","match":{"ipv4_cidrs":["203.0.113.0/24"]}}}"#,
+        ),
     );
     assert_eq!(r.status, 201, "{}", r.body);
     let v = r.json();
@@ -195,7 +215,9 @@ fn a_rule_created_through_the_api_blocks_the_next_matching_request() {
         &format!("{acls}/{id}"),
         Some(&admin),
         None,
-        Some(r#"{"active":true,"rule":{"action":{"block":true},"scope":"tenant","match":{"ipv4_cidrs":["203.0.113.0/24"]}}}"#),
+        Some(
+            r#"{"active":true,"rule":{"action":{"block":true},"scope":"tenant","match":{"ipv4_cidrs":["203.0.113.0/24"]}}}"#,
+        ),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json().get("description").is_none(), "PUT replaces the whole rule");
@@ -223,7 +245,9 @@ fn a_bad_rule_is_refused_naming_the_field_and_the_file_is_untouched() {
         &acls,
         Some(&admin),
         None,
-        Some(r#"{"active":true,"rule":{"action":{"block":true},"scope":"dcr","match":{"ipv4_cidrs":["10.0.0.300/8"]}}}"#),
+        Some(
+            r#"{"active":true,"rule":{"action":{"block":true},"scope":"dcr","match":{"ipv4_cidrs":["10.0.0.300/8"]}}}"#,
+        ),
     );
     assert_eq!(r.status, 400, "{}", r.body);
     let v = r.json();
@@ -232,10 +256,17 @@ fn a_bad_rule_is_refused_naming_the_field_and_the_file_is_untouched() {
     assert_eq!(v["errors"][0]["field"], "rule.match.ipv4_cidrs[0]");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), rules, "byte-identical");
 
-    let r = call("PATCH", &format!("{acls}/rule-0"), Some(&admin), None, Some(r#"{"rule":{"action":{"block":true,"allow":true},"scope":"dcr"}}"#));
+    let r = call(
+        "PATCH",
+        &format!("{acls}/rule-0"),
+        Some(&admin),
+        None,
+        Some(r#"{"rule":{"action":{"block":true,"allow":true},"scope":"dcr"}}"#),
+    );
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("rule.action"), "{}", r.body);
-    let r = call("PATCH", &format!("{acls}/rule-0"), Some(&admin), None, Some(r#"{"created_at":"2020-01-01T00:00:00Z"}"#));
+    let r =
+        call("PATCH", &format!("{acls}/rule-0"), Some(&admin), None, Some(r#"{"created_at":"2020-01-01T00:00:00Z"}"#));
     assert_eq!(r.status, 400, "{}", r.body);
     let r = call("PATCH", &format!("{acls}/rule-0"), Some(&admin), None, Some("{not json"));
     assert_eq!(r.status, 400, "{}", r.body);
@@ -335,7 +366,8 @@ fn scopes_are_enforced_per_endpoint() {
     let creator = Token::new("ci", &["create:network_acls"]);
     let gw = builder(&up, &[&reader, &creator]).rules("[]").start();
     let acls = gw.admin_url("/api/v2/network-acls");
-    let rule = r#"{"active":true,"rule":{"action":{"log":true},"scope":"tenant","match":{"ipv4_cidrs":["192.0.2.1"]}}}"#;
+    let rule =
+        r#"{"active":true,"rule":{"action":{"log":true},"scope":"tenant","match":{"ipv4_cidrs":["192.0.2.1"]}}}"#;
 
     let r = call("GET", &acls, None, None, None);
     assert_eq!(r.status, 401, "{}", r.body);
@@ -396,16 +428,26 @@ fn an_admin_change_is_one_audit_line_with_the_label_and_never_the_token() {
         &gw.admin_url("/api/v2/network-acls"),
         Some(&admin),
         None,
-        Some(r#"{"id":"block-bots","active":true,"rule":{"action":{"block":true},"scope":"dcr","match":{"user_agents":["evilbot*"]}}}"#),
+        Some(
+            r#"{"id":"block-bots","active":true,"rule":{"action":{"block":true},"scope":"dcr","match":{"user_agents":["evilbot*"]}}}"#,
+        ),
     );
     assert_eq!(r.status, 201, "{}", r.body);
     let rid = r.header("x-request-id").unwrap().to_string();
-    let r = call("PATCH", &gw.admin_url("/api/v2/tenants/settings"), Some(&admin), None, Some(r#"{"flags":{"enable_dynamic_client_registration":false}}"#));
+    let r = call(
+        "PATCH",
+        &gw.admin_url("/api/v2/tenants/settings"),
+        Some(&admin),
+        None,
+        Some(r#"{"flags":{"enable_dynamic_client_registration":false}}"#),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     // Reads are not changes.
     call("GET", &gw.admin_url("/api/v2/network-acls"), Some(&admin), None, None);
 
-    assert!(wait_until(Duration::from_secs(5), || gw.audit_lines().iter().filter(|l| l["scope"] == "admin").count() >= 2));
+    assert!(
+        wait_until(Duration::from_secs(5), || gw.audit_lines().iter().filter(|l| l["scope"] == "admin").count() >= 2)
+    );
     let lines: Vec<serde_json::Value> = gw.audit_lines().into_iter().filter(|l| l["scope"] == "admin").collect();
     assert_eq!(lines.len(), 2, "{lines:#?}");
     let create = &lines[0];
@@ -465,11 +507,21 @@ fn the_settings_file_is_reloadable_and_a_bad_one_is_rejected_naming_it() {
     assert!(wait_until(Duration::from_secs(5), || register(&gw, None).0 == 201));
     // A bad one is refused with its name, the last good snapshot stays.
     write_file(&gw.path("tenant-settings.json"), r#"{"flags":{"enable_dynamic_client_registration":"maybe"}}"#);
-    assert!(wait_until(Duration::from_secs(5), || gw.stderr_text().contains("tenant-settings.json")), "{}", gw.stderr_text());
+    assert!(
+        wait_until(Duration::from_secs(5), || gw.stderr_text().contains("tenant-settings.json")),
+        "{}",
+        gw.stderr_text()
+    );
     assert!(gw.stderr_text().contains("flags.enable_dynamic_client_registration"), "{}", gw.stderr_text());
     assert_eq!(register(&gw, None).0, 201);
     // A write on top of the bad file is refused, not silently merged.
-    let r = call("PATCH", &gw.admin_url("/api/v2/tenants/settings"), Some(&admin), None, Some(r#"{"enable_dynamic_client_registration":false}"#));
+    let r = call(
+        "PATCH",
+        &gw.admin_url("/api/v2/tenants/settings"),
+        Some(&admin),
+        None,
+        Some(r#"{"enable_dynamic_client_registration":false}"#),
+    );
     assert_eq!(r.status, 409, "{}", r.body);
 }
 
@@ -492,11 +544,23 @@ fn a_write_the_reload_refuses_is_rolled_back() {
     let good = std::fs::read_to_string(&cfg).unwrap();
     write_file(&cfg, &format!("{good}\n[bogus]\nx = 1\n"));
     assert!(wait_until(Duration::from_secs(5), || gw.stderr_text().contains("bogus")));
-    let r = call("POST", &acls, Some(&admin), None, Some(r#"{"active":true,"rule":{"action":{"log":true},"scope":"dcr","match":{"user_agents":["x"]}}}"#));
+    let r = call(
+        "POST",
+        &acls,
+        Some(&admin),
+        None,
+        Some(r#"{"active":true,"rule":{"action":{"log":true},"scope":"dcr","match":{"user_agents":["x"]}}}"#),
+    );
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.body.contains("restored") && r.body.contains("bogus"), "{}", r.body);
     assert_eq!(std::fs::read_to_string(gw.path("rules.json")).unwrap(), "[]", "byte-identical");
-    let r = call("PATCH", &gw.admin_url("/api/v2/tenants/settings"), Some(&admin), None, Some(r#"{"enable_dynamic_client_registration":false}"#));
+    let r = call(
+        "PATCH",
+        &gw.admin_url("/api/v2/tenants/settings"),
+        Some(&admin),
+        None,
+        Some(r#"{"enable_dynamic_client_registration":false}"#),
+    );
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(!gw.path("tenant-settings.json").exists());
     assert_eq!(call("GET", &acls, Some(&admin), None, None).json(), serde_json::json!([]));

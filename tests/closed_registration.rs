@@ -12,12 +12,8 @@ use support::*;
 const BODY: &str = r#"{"client_name":"Partner App","redirect_uris":["https://app.partner.example/cb"]}"#;
 
 fn mint(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "new", "--file"])
-        .arg(dir.join("tokens.toml"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).args(["token", "new", "--file"]).arg(dir.join("tokens.toml")).args(args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
@@ -51,7 +47,9 @@ fn register(gw: &Gateway, body: &str, token: Option<&str>) -> (u16, Option<Strin
     }
     match req.send_string(body) {
         Ok(r) => (r.status(), r.header("www-authenticate").map(str::to_string), r.into_string().unwrap()),
-        Err(ureq::Error::Status(c, r)) => (c, r.header("www-authenticate").map(str::to_string), r.into_string().unwrap()),
+        Err(ureq::Error::Status(c, r)) => {
+            (c, r.header("www-authenticate").map(str::to_string), r.into_string().unwrap())
+        }
         Err(e) => panic!("{e}"),
     }
 }
@@ -138,7 +136,11 @@ fn software_statements_from_trusted_issuers_vouch_for_metadata() {
         .file("issuer-jwks.json", serde_json::to_vec(&jwks).unwrap())
         .dcr("require_software_statement = true\n[[dcr.software_statement_issuers]]\nissuer = \"https://registry.example\"\njwks_file = \"issuer-jwks.json\"\nalgorithms = [\"RS256\"]")
         .start();
-    let with = |stmt: &str| format!(r#"{{"client_name":"Plain Name","redirect_uris":["https://app.partner.example/cb"],"software_statement":"{stmt}"}}"#);
+    let with = |stmt: &str| {
+        format!(
+            r#"{{"client_name":"Plain Name","redirect_uris":["https://app.partner.example/cb"],"software_statement":"{stmt}"}}"#
+        )
+    };
     let good = sign(
         &trusted,
         serde_json::json!({"iss":"https://registry.example","iat":now(),"exp":now()+300,"software_id":"sw-42","client_name":"Vouched Name"}),
@@ -170,7 +172,12 @@ fn software_statements_from_trusted_issuers_vouch_for_metadata() {
     assert_eq!(status, 400, "required: {body}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"], "invalid_software_statement");
     assert_eq!(up.count(), calls, "no rejected statement reached the IdP");
-    assert!(gw.wait_metric("dcr_gateway_registrations_total{error=\"unapproved_software_statement\",result=\"invalid\"}", 1.0) >= 1.0);
+    assert!(
+        gw.wait_metric(
+            "dcr_gateway_registrations_total{error=\"unapproved_software_statement\",result=\"invalid\"}",
+            1.0
+        ) >= 1.0
+    );
     let audit = gw.wait_audit(1);
     let allowed = audit.iter().find(|l| l["decision"] == "allow").expect("the accepted registration's line");
     assert_eq!(allowed["software_statement_issuer"], "https://registry.example");
@@ -201,7 +208,8 @@ fn partner_pins_hold_for_rfc7592_updates() {
     let body = r#"{"client_name":"Partner X","redirect_uris":["https://app.partner-x.example/cb"],"scope":"openid"}"#;
     let (status, _, text) = register(&gw, body, Some(&token));
     assert_eq!(status, 201, "{text}");
-    let client_id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["client_id"].as_str().unwrap().to_string();
+    let client_id =
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["client_id"].as_str().unwrap().to_string();
     let put = |body: &str| {
         response_parts(
             agent()
@@ -212,12 +220,17 @@ fn partner_pins_hold_for_rfc7592_updates() {
         )
     };
     let before = up.count();
-    let moved = format!(r#"{{"client_id":"{client_id}","redirect_uris":["https://attacker.example/cb"],"scope":"openid"}}"#);
+    let moved =
+        format!(r#"{{"client_id":"{client_id}","redirect_uris":["https://attacker.example/cb"],"scope":"openid"}}"#);
     assert_eq!(put(&moved).0, 400, "redirect moved outside the pin");
-    let widened = format!(r#"{{"client_id":"{client_id}","redirect_uris":["https://app.partner-x.example/cb"],"scope":"openid offline_access"}}"#);
+    let widened = format!(
+        r#"{{"client_id":"{client_id}","redirect_uris":["https://app.partner-x.example/cb"],"scope":"openid offline_access"}}"#
+    );
     assert_eq!(put(&widened).0, 400, "scope widened beyond the pin");
     assert_eq!(up.count(), before, "neither update reached the IdP");
-    let fine = format!(r#"{{"client_id":"{client_id}","redirect_uris":["https://www.partner-x.example/cb"],"scope":"openid"}}"#);
+    let fine = format!(
+        r#"{{"client_id":"{client_id}","redirect_uris":["https://www.partner-x.example/cb"],"scope":"openid"}}"#
+    );
     let (status, text) = put(&fine);
     assert_eq!(status, 200, "{text}");
     let sent = up.recorded().into_iter().last().unwrap();

@@ -29,10 +29,8 @@ fn corpus_dir(name: &str) -> PathBuf {
 
 fn load(name: &str) -> Vec<Case> {
     let dir = corpus_dir(name);
-    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut paths: Vec<PathBuf> =
+        fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).map(|e| e.unwrap().path()).collect();
     paths.sort();
     assert!(!paths.is_empty(), "{} is empty", dir.display());
     paths
@@ -50,7 +48,10 @@ fn load(name: &str) -> Vec<Case> {
             );
             let expect = body.shift_remove("_expect").map(|e| {
                 let field = |k: &str| {
-                    e.get(k).and_then(Value::as_str).unwrap_or_else(|| panic!("{}: _expect.{k}", path.display())).to_string()
+                    e.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_else(|| panic!("{}: _expect.{k}", path.display()))
+                        .to_string()
                 };
                 (field("error"), field("description"))
             });
@@ -58,9 +59,14 @@ fn load(name: &str) -> Vec<Case> {
             if let Some(Value::Object(overlay)) = body.shift_remove("_policy") {
                 policy.as_object_mut().unwrap().extend(overlay);
             }
-            let policy: Policy = serde_json::from_value(policy).unwrap_or_else(|e| panic!("{}: _policy: {e}", path.display()));
+            let policy: Policy =
+                serde_json::from_value(policy).unwrap_or_else(|e| panic!("{}: _policy: {e}", path.display()));
             policy.validate().unwrap_or_else(|e| panic!("{}: _policy: {e:?}", path.display()));
-            assert!(!body.keys().any(|k| k.starts_with('_') && k != "__proto__"), "{}: unknown corpus member", path.display());
+            assert!(
+                !body.keys().any(|k| k.starts_with('_') && k != "__proto__"),
+                "{}: unknown corpus member",
+                path.display()
+            );
             Case { path, body, expect, policy }
         })
         .collect()
@@ -84,7 +90,8 @@ fn every_mcp_client_registers_in_strict_and_permissive_mode() {
             };
             // Redirect URIs are forwarded exactly as the client sent them.
             assert_eq!(n.document.get("redirect_uris"), case.body.get("redirect_uris"), "{}", case.path.display());
-            let again = check(&n.body, &policy).unwrap_or_else(|e| panic!("{} ({mode:?}): output refused: {e}", case.path.display()));
+            let again = check(&n.body, &policy)
+                .unwrap_or_else(|e| panic!("{} ({mode:?}): output refused: {e}", case.path.display()));
             assert_eq!(again.body, n.body, "{} ({mode:?}): not idempotent", case.path.display());
         }
     }
@@ -100,9 +107,16 @@ fn every_hostile_registration_is_refused_in_strict_mode() {
             case.expect.as_ref().unwrap_or_else(|| panic!("{}: hostile cases need `_expect`", case.path.display()));
         let policy = Policy { security_mode: SecurityMode::Strict, ..case.policy.clone() };
         match check(&serde_json::to_vec(&case.body).unwrap(), &policy) {
-            Ok(n) => failures.push(format!("{}: accepted as {}", case.path.display(), String::from_utf8_lossy(&n.body))),
+            Ok(n) => {
+                failures.push(format!("{}: accepted as {}", case.path.display(), String::from_utf8_lossy(&n.body)))
+            }
             Err(e) if e.code.as_str() != error || !e.description.starts_with(description.as_str()) => {
-                failures.push(format!("{}: got {} {:?}, want {error} {description:?}", case.path.display(), e.code.as_str(), e.description))
+                failures.push(format!(
+                    "{}: got {} {:?}, want {error} {description:?}",
+                    case.path.display(),
+                    e.code.as_str(),
+                    e.description
+                ))
             }
             Err(_) => {}
         }

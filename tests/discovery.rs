@@ -94,7 +94,12 @@ fn registration_answers_are_201_and_point_at_the_gateway() {
 #[test]
 fn idp_rejections_are_audited_with_the_idps_error_code() {
     let up = RawUpstream::start();
-    up.respond_with("/api/oidc/register", 400, "application/json", r#"{"error":"invalid_client_metadata","error_description":"<b>nope</b>"}"#);
+    up.respond_with(
+        "/api/oidc/register",
+        400,
+        "application/json",
+        r#"{"error":"invalid_client_metadata","error_description":"<b>nope</b>"}"#,
+    );
     let gw = gateway(&up, "");
     let body = r#"{"client_name":"App","redirect_uris":["https://app.example.com/cb"]}"#;
     let (status, _) = response_parts(

@@ -62,12 +62,8 @@ impl Stack {
 
     fn client(&self, case: &str) -> serde_json::Value {
         let issuer = format!("http://{}", self.gw.http);
-        let out = Command::new("node")
-            .arg(root().join("tests/e2e/client.mjs"))
-            .arg(&issuer)
-            .arg(case)
-            .output()
-            .unwrap();
+        let out =
+            Command::new("node").arg(root().join("tests/e2e/client.mjs")).arg(&issuer).arg(case).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
             panic!("client.mjs printed no JSON ({e}): {stdout} {}", String::from_utf8_lossy(&out.stderr))
@@ -147,10 +143,9 @@ fn the_idp_never_receives_an_invalid_registration() {
 
     // A valid one with noise is normalized before it reaches the IdP.
     let (status, resp) = response_parts(
-        agent()
-            .post(&s.gw.url("/oidc/register"))
-            .set("content-type", "application/json; charset=utf-8")
-            .send_string(r#"{ "client_name" : "  Spaced Name  ", "redirect_uris":["https://a.example/cb"], "x_unknown": 1 }"#),
+        agent().post(&s.gw.url("/oidc/register")).set("content-type", "application/json; charset=utf-8").send_string(
+            r#"{ "client_name" : "  Spaced Name  ", "redirect_uris":["https://a.example/cb"], "x_unknown": 1 }"#,
+        ),
     );
     assert_eq!(status, 201, "{resp}");
     let last = s.idp_received().pop().unwrap();

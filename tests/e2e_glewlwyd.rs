@@ -50,7 +50,10 @@ impl Stack {
     fn flow(&self, extra_metadata: Option<&Value>) -> Value {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let mut cmd = Command::new("node");
-        cmd.arg(root.join("deploy/glewlwyd/flow.mjs")).arg(self.idp.issuer()).arg(glewlwyd::USER).arg(glewlwyd::USER_PASSWORD);
+        cmd.arg(root.join("deploy/glewlwyd/flow.mjs"))
+            .arg(self.idp.issuer())
+            .arg(glewlwyd::USER)
+            .arg(glewlwyd::USER_PASSWORD);
         if let Some(extra) = extra_metadata {
             cmd.arg(extra.to_string());
         }
@@ -63,7 +66,10 @@ impl Stack {
 
     fn register(&self, body: &Value) -> (u16, Value) {
         let (status, text) = response_parts(
-            agent().post(&self.gw.url("/oidc/register")).set("content-type", "application/json").send_string(&body.to_string()),
+            agent()
+                .post(&self.gw.url("/oidc/register"))
+                .set("content-type", "application/json")
+                .send_string(&body.to_string()),
         );
         let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {status} {text}"));
         (status, v)
@@ -95,8 +101,7 @@ fn public_client() -> Value {
 #[test]
 fn glewlwyd_advertises_the_registration_path_the_gateway_guards() {
     let idp = Glewlwyd::start();
-    let (status, body) =
-        http_get(&idp.url(&format!("/api/{}/.well-known/openid-configuration", glewlwyd::PLUGIN)));
+    let (status, body) = http_get(&idp.url(&format!("/api/{}/.well-known/openid-configuration", glewlwyd::PLUGIN)));
     assert_eq!(status, 200, "{body}");
     let d: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(d["issuer"], idp.issuer());
@@ -117,7 +122,8 @@ fn glewlwyd_advertises_the_registration_path_the_gateway_guards() {
 fn glewlwyd_alone_answers_200_and_makes_none_clients_confidential() {
     let idp = Glewlwyd::start();
     let post = |body: &Value| {
-        let (status, text) = response_parts(agent().post(&idp.url(glewlwyd::REGISTRATION_PATH)).send_json(body.clone()));
+        let (status, text) =
+            response_parts(agent().post(&idp.url(glewlwyd::REGISTRATION_PATH)).send_json(body.clone()));
         (status, serde_json::from_str::<Value>(&text).unwrap())
     };
     let (status, reg) = post(&public_client());

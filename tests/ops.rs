@@ -76,13 +76,35 @@ fn audit_lines_are_complete_and_never_carry_secrets() {
         assert_eq!(register(&gw, "203.0.113.7", CONFIDENTIAL, Some(iat)).0, 201);
     }
     assert_eq!(register(&gw, "192.0.2.9", CONFIDENTIAL, Some(iat)).0, 403);
-    assert_eq!(register(&gw, "203.0.113.7", r#"{"client_name":"x","redirect_uris":["javascript:x"],"client_secret":"leak-me-not"}"#, Some(iat)).0, 400);
+    assert_eq!(
+        register(
+            &gw,
+            "203.0.113.7",
+            r#"{"client_name":"x","redirect_uris":["javascript:x"],"client_secret":"leak-me-not"}"#,
+            Some(iat)
+        )
+        .0,
+        400
+    );
     let lines = gw.wait_audit(5);
     assert_eq!(lines.len(), 5, "one line per dcr request");
     // Lines are written in each request's logging phase, so their order is not guaranteed.
-    let find = |decision: &str| lines.iter().find(|l| l["decision"] == decision).unwrap_or_else(|| panic!("no {decision} line"));
+    let find = |decision: &str| {
+        lines.iter().find(|l| l["decision"] == decision).unwrap_or_else(|| panic!("no {decision} line"))
+    };
     let created = lines.iter().find(|l| l["client_id"] == "client-1").expect("line for the first created client");
-    for key in ["timestamp", "request_id", "client_ip", "connecting_ip", "user_agent", "decision", "client_name", "upstream_status", "upstream_latency_ms", "client_id"] {
+    for key in [
+        "timestamp",
+        "request_id",
+        "client_ip",
+        "connecting_ip",
+        "user_agent",
+        "decision",
+        "client_name",
+        "upstream_status",
+        "upstream_latency_ms",
+        "client_id",
+    ] {
         assert!(!created[key].is_null(), "{key} missing in {created}");
     }
     assert_eq!(created["client_ip"], "203.0.113.7");
@@ -96,7 +118,15 @@ fn audit_lines_are_complete_and_never_carry_secrets() {
     assert_eq!(lines.iter().filter(|l| l["decision"] == "allow").count(), 3);
 
     let everything = format!("{}{}{}", gw.stdout_text(), gw.stderr_text(), gw.metrics());
-    for secret in ["SECRET-1-s3cr3t", "SECRET-2", "RAT-1-t0k3n", "RAT-3", "initial-access-token-XYZ987", "client-chosen-secret-123", "leak-me-not"] {
+    for secret in [
+        "SECRET-1-s3cr3t",
+        "SECRET-2",
+        "RAT-1-t0k3n",
+        "RAT-3",
+        "initial-access-token-XYZ987",
+        "client-chosen-secret-123",
+        "leak-me-not",
+    ] {
         assert!(!everything.contains(secret), "{secret} leaked into logs or metrics");
     }
     // Open registration forwards the client's Authorization header to the IdP untouched.
@@ -140,14 +170,21 @@ fn graceful_upgrade_hands_over_the_sockets() {
         .spawn()
         .unwrap();
     // Pingora's new process listens on the upgrade socket before it can receive the fds.
-    assert!(wait_until(Duration::from_secs(20), || old.path("upgrade.sock").exists()), "new process waits on the upgrade socket");
+    assert!(
+        wait_until(Duration::from_secs(20), || old.path("upgrade.sock").exists()),
+        "new process waits on the upgrade socket"
+    );
     old.signal("QUIT");
     let status = old.wait_exit(Duration::from_secs(20)).expect("old process exits after handing over");
     assert!(status.success(), "{status}");
     // The listening address keeps answering, now served by the new process.
     assert!(wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(old.http).is_ok()));
     assert_eq!(http_get(&old.url("/authorize")).0, 200);
-    assert!(new.try_wait().unwrap().is_none(), "new process is serving: {}", std::fs::read_to_string(&new_stderr).unwrap_or_default());
+    assert!(
+        new.try_wait().unwrap().is_none(),
+        "new process is serving: {}",
+        std::fs::read_to_string(&new_stderr).unwrap_or_default()
+    );
     let _ = new.kill();
     let _ = new.wait();
 }

@@ -93,7 +93,15 @@ fn registration_path_is_mapped_and_every_spelling_is_dcr() {
     // Spellings an IdP would route to its registration endpoint are classified dcr: GET is
     // refused with 405 by the gateway and never reaches the upstream.
     let before = up.count();
-    for target in ["//oidc/register", "/oidc/register/", "/oidc/./register", "/OIDC/Register", "/oidc/%72egister", "/oidc/register?x=1", "/reg"] {
+    for target in [
+        "//oidc/register",
+        "/oidc/register/",
+        "/oidc/./register",
+        "/OIDC/Register",
+        "/oidc/%72egister",
+        "/oidc/register?x=1",
+        "/reg",
+    ] {
         let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let resp = raw_request(gw.http, req.as_bytes());
         assert_eq!(raw_status(&resp), 405, "{target}: {resp}");
@@ -170,7 +178,8 @@ fn sigterm_drains_in_flight_requests_then_exits() {
 fn check_command_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("gateway.toml");
-    std::fs::write(&p, "[upstream]\norigins = [\"ftp://idp\"]\n[network]\ntrusted_proxies = [\"10.0.0.0/40\"]\n").unwrap();
+    std::fs::write(&p, "[upstream]\norigins = [\"ftp://idp\"]\n[network]\ntrusted_proxies = [\"10.0.0.0/40\"]\n")
+        .unwrap();
     let out = std::process::Command::new(BIN).args(["check", "-c"]).arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

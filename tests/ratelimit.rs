@@ -96,7 +96,10 @@ fn local_limits_per_ip_and_prefix_answer_429_without_calling_the_idp() {
     // Another network is not affected; login traffic is never limited.
     assert_eq!(register(&gw, "198.51.100.1").0, 201);
     for _ in 0..10 {
-        assert_eq!(response_parts(agent().get(&gw.url("/authorize")).set("x-forwarded-for", "203.0.113.10").call()).0, 200);
+        assert_eq!(
+            response_parts(agent().get(&gw.url("/authorize")).set("x-forwarded-for", "203.0.113.10").call()).0,
+            200
+        );
     }
     assert_eq!(gw.metric("dcr_gateway_rate_limited_total{limit=\"ip\"}"), 1.0);
     assert_eq!(gw.metric("dcr_gateway_rate_limited_total{limit=\"prefix\"}"), 1.0);

@@ -80,7 +80,8 @@ fn client_configuration_updates_are_validated_and_keep_the_client_id() {
                 .send_string(body),
         )
     };
-    let (status, _) = put(r#"{"client_id":"client-7","client_name":"Renamed","redirect_uris":["https://reg.example.com/cb"]}"#);
+    let (status, _) =
+        put(r#"{"client_id":"client-7","client_name":"Renamed","redirect_uris":["https://reg.example.com/cb"]}"#);
     assert_eq!(status, 200);
     let r = up.last();
     assert_eq!(r.method, "PUT");
@@ -137,7 +138,8 @@ fn validate_command_runs_the_same_check_offline() {
     std::fs::write(&implicit, r#"{"client_name":"x","redirect_uris":["https://o.example.com/cb"],"grant_types":["implicit"],"response_types":["token"]}"#).unwrap();
     let strict = std::process::Command::new(BIN).arg("validate").arg(&implicit).output().unwrap();
     assert_eq!(strict.status.code(), Some(1));
-    let permissive = std::process::Command::new(BIN).args(["validate", "--mode", "permissive"]).arg(&implicit).output().unwrap();
+    let permissive =
+        std::process::Command::new(BIN).args(["validate", "--mode", "permissive"]).arg(&implicit).output().unwrap();
     assert_eq!(permissive.status.code(), Some(0));
 }
 
@@ -147,12 +149,22 @@ fn validate_command_runs_the_same_check_offline() {
 fn validate_with_a_config_uses_the_tenant_settings_overlay() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
-    std::fs::write(&config, "[dcr]\nsecurity_mode = \"strict\"\n[admin]\nsettings_file = \"tenant-settings.json\"\n").unwrap();
+    std::fs::write(&config, "[dcr]\nsecurity_mode = \"strict\"\n[admin]\nsettings_file = \"tenant-settings.json\"\n")
+        .unwrap();
     let implicit = dir.path().join("implicit.json");
     std::fs::write(&implicit, r#"{"client_name":"x","redirect_uris":["https://o.example.com/cb"],"grant_types":["implicit"],"response_types":["token"]}"#).unwrap();
     let run = || std::process::Command::new(BIN).args(["validate", "-c"]).arg(&config).arg(&implicit).output().unwrap();
     assert_eq!(run().status.code(), Some(1), "strict as configured");
-    std::fs::write(dir.path().join("tenant-settings.json"), r#"{"dynamic_client_registration_security_mode":"permissive"}"#).unwrap();
+    std::fs::write(
+        dir.path().join("tenant-settings.json"),
+        r#"{"dynamic_client_registration_security_mode":"permissive"}"#,
+    )
+    .unwrap();
     let out = run();
-    assert_eq!(out.status.code(), Some(0), "permissive through the settings file: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "permissive through the settings file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

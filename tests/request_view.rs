@@ -39,7 +39,10 @@ fn forwarded(up: &RawUpstream) -> Vec<support::raw_upstream::RawRecorded> {
 }
 
 fn gateway(up: &RawUpstream) -> Gateway {
-    GatewayBuilder::new(&up.origin()).network("trusted_proxies = [\"127.0.0.1/32\"]").upstream_keys("health_check = \"none\"").start()
+    GatewayBuilder::new(&up.origin())
+        .network("trusted_proxies = [\"127.0.0.1/32\"]")
+        .upstream_keys("health_check = \"none\"")
+        .start()
 }
 
 #[test]
@@ -114,7 +117,8 @@ fn bodies_on_bodiless_methods_in_the_dcr_scope_are_refused() {
     let h = gw.http.to_string();
     for method in ["GET", "DELETE", "OPTIONS"] {
         for target in ["/oidc/register/anything", "/oidc/register"] {
-            let resp = raw_request(gw.http, &request(method, target, &h, "Content-Type: application/json\r\n", HOSTILE));
+            let resp =
+                raw_request(gw.http, &request(method, target, &h, "Content-Type: application/json\r\n", HOSTILE));
             let status = raw_status(&resp);
             assert!(status == 400 || status == 405, "{method} {target}: {resp}");
             let b = body_of(&resp);
@@ -195,7 +199,8 @@ fn header_bytes_are_read_not_dropped() {
     assert_eq!(raw_status(&resp), 403, "a non-ASCII user agent is still matched: {resp}");
 
     // Two User-Agent headers: the IdP would see both, the ACL one: refused.
-    let resp = raw_request(gw.http, &request("GET", "/authorize", &h, "User-Agent: Good\r\nUser-Agent: BadBot\r\n", ""));
+    let resp =
+        raw_request(gw.http, &request("GET", "/authorize", &h, "User-Agent: Good\r\nUser-Agent: BadBot\r\n", ""));
     assert_eq!(raw_status(&resp), 400, "{resp}");
     assert!(forwarded(&up).is_empty());
 }
@@ -235,7 +240,10 @@ fn untrusted_forwarding_headers_and_cookies_are_stripped() {
     let spoof = "Forwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\nX-Forwarded-Port: 1\r\nX-JA4: t13d_fake\r\nCookie: idp_session=abc\r\n";
     let resp = raw_request(gw.http, &request("GET", "/authorize", &h, spoof, ""));
     assert_eq!(raw_status(&resp), 200);
-    let resp = raw_request(gw.http, &post("/oidc/register", Some(&h), GOOD, &format!("{spoof}Content-Encoding: gzip\r\nDigest: sha-256=x\r\n")));
+    let resp = raw_request(
+        gw.http,
+        &post("/oidc/register", Some(&h), GOOD, &format!("{spoof}Content-Encoding: gzip\r\nDigest: sha-256=x\r\n")),
+    );
     assert_eq!(raw_status(&resp), 201, "{resp}");
     let got = forwarded(&up);
     assert_eq!(got.len(), 2);
@@ -273,7 +281,9 @@ fn pipelined_requests_are_all_answered_in_order() {
     let h = gw.http.to_string();
     let mut s = TcpStream::connect(gw.http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let two = format!("GET /first HTTP/1.1\r\nHost: {h}\r\n\r\nGET /second HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n");
+    let two = format!(
+        "GET /first HTTP/1.1\r\nHost: {h}\r\n\r\nGET /second HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(two.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);

@@ -16,17 +16,9 @@ use support::*;
 const BODY: &str = r#"{"client_name":"Torture","redirect_uris":["https://t.example/cb"]}"#;
 
 fn mint(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "new", "--file"])
-        .arg(dir.join("tokens.toml"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new(BIN).args(["token", "new", "--file"]).arg(dir.join("tokens.toml")).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -43,21 +35,13 @@ fn register(gw_url: &str, token: Option<&str>) -> u16 {
 }
 
 fn registrations(up: &Upstream) -> usize {
-    up.recorded()
-        .iter()
-        .filter(|r| r.method == "POST" && r.url.starts_with("/oidc/register"))
-        .count()
+    up.recorded().iter().filter(|r| r.method == "POST" && r.url.starts_with("/oidc/register")).count()
 }
 
 /// Overwrite in place (truncate, then write), as many editors and config tools do, with a
 /// pause in the middle so the watcher can see the half-written file.
 fn write_in_place(path: &Path, bytes: &[u8], cut: usize, pause: Duration) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path).unwrap();
     f.write_all(&bytes[..cut]).unwrap();
     f.flush().unwrap();
     std::thread::sleep(pause);
@@ -69,10 +53,7 @@ fn write_in_place(path: &Path, bytes: &[u8], cut: usize, pause: Duration) {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -84,10 +65,7 @@ fn reload_torture_never_decides_a_request_with_an_open_default() {
     let token = mint(dir.path(), &["--label", "partner"]);
     mint(dir.path(), &["--label", "other"]);
     let gw = GatewayBuilder::new(&up.origin())
-        .file(
-            "tokens.toml",
-            std::fs::read(dir.path().join("tokens.toml")).unwrap(),
-        )
+        .file("tokens.toml", std::fs::read(dir.path().join("tokens.toml")).unwrap())
         .dcr("registration = \"token\"\ntoken_file = \"tokens.toml\"")
         .extra("[rate_limit]\nenabled = false")
         .start();
@@ -149,27 +127,11 @@ fn reload_torture_never_decides_a_request_with_an_open_default() {
     stop.store(true, Ordering::Relaxed);
     let statuses = client.join().unwrap();
 
-    assert_eq!(
-        registrations(&up),
-        0,
-        "no registration without a token reached the IdP: {statuses:?}"
-    );
-    assert!(
-        sent.load(Ordering::Relaxed) > 100,
-        "the client kept sending: {statuses:?}"
-    );
-    assert!(
-        statuses.keys().all(|s| *s == 401),
-        "every request was refused for its missing token: {statuses:?}"
-    );
-    assert!(
-        gw.metric("dcr_gateway_reloads_total{result=\"failure\"}") >= 10.0,
-        "{}",
-        gw.metrics()
-    );
-    assert!(gw
-        .stderr_text()
-        .contains("keeping the last good configuration"));
+    assert_eq!(registrations(&up), 0, "no registration without a token reached the IdP: {statuses:?}");
+    assert!(sent.load(Ordering::Relaxed) > 100, "the client kept sending: {statuses:?}");
+    assert!(statuses.keys().all(|s| *s == 401), "every request was refused for its missing token: {statuses:?}");
+    assert!(gw.metric("dcr_gateway_reloads_total{result=\"failure\"}") >= 10.0, "{}", gw.metrics());
+    assert!(gw.stderr_text().contains("keeping the last good configuration"));
     // Still alive, still in token mode, and the restored files reload fine.
     assert_eq!(register(&gw.url("/oidc/register"), Some(&token)), 201);
     assert_eq!(register(&gw.url("/oidc/register"), None), 401);
@@ -182,36 +144,20 @@ fn a_sighup_with_the_force_marker_loads_what_the_judge_refused() {
     let dir = tempfile::tempdir().unwrap();
     mint(dir.path(), &["--label", "partner"]);
     let gw = GatewayBuilder::new(&up.origin())
-        .file(
-            "tokens.toml",
-            std::fs::read(dir.path().join("tokens.toml")).unwrap(),
-        )
+        .file("tokens.toml", std::fs::read(dir.path().join("tokens.toml")).unwrap())
         .dcr("registration = \"token\"\ntoken_file = \"tokens.toml\"")
         .extra("[rate_limit]\nenabled = false")
         .start();
     let text = std::fs::read_to_string(gw.config_path()).unwrap();
     // The operator really means to open registration (removes the line on purpose).
-    std::fs::write(
-        gw.config_path(),
-        text.replace("registration = \"token\"\n", ""),
-    )
-    .unwrap();
+    std::fs::write(gw.config_path(), text.replace("registration = \"token\"\n", "")).unwrap();
     gw.signal("HUP");
-    assert!(wait_until(Duration::from_secs(5), || gw
-        .stderr_text()
-        .contains("key dcr.registration is gone")));
-    assert_eq!(
-        register(&gw.url("/oidc/register"), None),
-        401,
-        "refused reload: still token mode"
-    );
+    assert!(wait_until(Duration::from_secs(5), || gw.stderr_text().contains("key dcr.registration is gone")));
+    assert_eq!(register(&gw.url("/oidc/register"), None), 401, "refused reload: still token mode");
     let marker = gw.path("gateway.toml.force-reload");
     std::fs::write(&marker, b"").unwrap();
     gw.signal("HUP");
-    assert!(
-        wait_until(Duration::from_secs(5), || !marker.exists()),
-        "the marker is removed once used"
-    );
+    assert!(wait_until(Duration::from_secs(5), || !marker.exists()), "the marker is removed once used");
     assert_eq!(register(&gw.url("/oidc/register"), None), 201);
 }
 
@@ -221,10 +167,7 @@ fn a_token_use_is_spent_only_when_the_idp_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let token = mint(dir.path(), &["--label", "once", "--max-uses", "1"]);
     let gw = GatewayBuilder::new(&format!("http://127.0.0.1:{port}"))
-        .file(
-            "tokens.toml",
-            std::fs::read(dir.path().join("tokens.toml")).unwrap(),
-        )
+        .file("tokens.toml", std::fs::read(dir.path().join("tokens.toml")).unwrap())
         .dcr("registration = \"token\"\ntoken_file = \"tokens.toml\"")
         .start();
     let url = gw.url("/oidc/register");
@@ -258,36 +201,15 @@ fn configuration_errors_never_quote_secrets() {
         "[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://admin:hunter2@cache:6379/0\nkey_prefix = \"x\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["check", "-c"]).arg(&cfg).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("redis://***@cache"),
-        "the message still locates the problem: {stderr}"
-    );
-    assert!(
-        !stderr.contains("hunter2") && !stderr.contains("admin:"),
-        "{stderr}"
-    );
-    std::fs::write(
-        &cfg,
-        "[dcr]\nenabled = true\nclient_secret = \"s3cr3t-value\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    assert!(stderr.contains("redis://***@cache"), "the message still locates the problem: {stderr}");
+    assert!(!stderr.contains("hunter2") && !stderr.contains("admin:"), "{stderr}");
+    std::fs::write(&cfg, "[dcr]\nenabled = true\nclient_secret = \"s3cr3t-value\n").unwrap();
+    let out = Command::new(BIN).args(["check", "-c"]).arg(&cfg).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && !stderr.contains("s3cr3t"),
-        "{stderr}"
-    );
+    assert!(!out.status.success() && !stderr.contains("s3cr3t"), "{stderr}");
 }
 
 #[test]
@@ -298,12 +220,7 @@ fn a_rejected_reload_logs_no_secret() {
     let broken = format!("{text}[rate_limit]\nredis_url = \"redis://admin:hunter2@cache:6379/0\n");
     write_file(&gw.config_path(), &broken);
     gw.signal("HUP");
-    assert!(wait_until(Duration::from_secs(5), || gw
-        .stderr_text()
-        .contains("reload rejected")));
+    assert!(wait_until(Duration::from_secs(5), || gw.stderr_text().contains("reload rejected")));
     let log = gw.stderr_text();
-    assert!(
-        log.contains("redis://***@cache") && !log.contains("hunter2"),
-        "{log}"
-    );
+    assert!(log.contains("redis://***@cache") && !log.contains("hunter2"), "{log}");
 }

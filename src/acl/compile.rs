@@ -107,11 +107,7 @@ impl Ctx<'_> {
 pub(crate) fn check_rule(index: usize, rule: &Rule, errors: &mut Vec<AclError>) -> Option<Checked> {
     let id = effective_id(rule.id.as_deref(), index);
     let before = errors.len();
-    let mut cx = Ctx {
-        index,
-        id: Some(id.clone()),
-        errors,
-    };
+    let mut cx = Ctx { index, id: Some(id.clone()), errors };
     if rule.id.as_deref() == Some("") {
         cx.err("id", "must not be empty (omit it to get the generated id)");
     }
@@ -136,16 +132,9 @@ pub(crate) fn check_rule(index: usize, rule: &Rule, errors: &mut Vec<AclError>) 
     let when = check_side(&mut cx, "rule.match", rule.rule.match_.as_ref());
     let unless = check_side(&mut cx, "rule.not_match", rule.rule.not_match.as_ref());
     let no_match = rule.rule.match_.as_ref().map_or(true, Conditions::is_empty);
-    let no_not = rule
-        .rule
-        .not_match
-        .as_ref()
-        .map_or(true, Conditions::is_empty);
+    let no_not = rule.rule.not_match.as_ref().map_or(true, Conditions::is_empty);
     if no_match && no_not {
-        cx.err(
-            "rule",
-            "has no condition: give at least one non-empty signal list under match or not_match",
-        );
+        cx.err("rule", "has no condition: give at least one non-empty signal list under match or not_match");
     }
     if cx.errors.len() > before {
         return None;
@@ -164,41 +153,24 @@ pub(crate) fn check_rule(index: usize, rule: &Rule, errors: &mut Vec<AclError>) 
 }
 
 fn check_action(cx: &mut Ctx<'_>, a: &super::schema::Action) -> Option<Act> {
-    let set: Vec<&str> = [
-        ("allow", a.allow),
-        ("block", a.block),
-        ("redirect", a.redirect),
-        ("log", a.log),
-    ]
-    .iter()
-    .filter(|(_, v)| *v == Some(true))
-    .map(|(n, _)| *n)
-    .collect();
+    let set: Vec<&str> = [("allow", a.allow), ("block", a.block), ("redirect", a.redirect), ("log", a.log)]
+        .iter()
+        .filter(|(_, v)| *v == Some(true))
+        .map(|(n, _)| *n)
+        .collect();
     let chosen = match set.as_slice() {
         [] => {
-            cx.err(
-                "rule.action",
-                "no action: set exactly one of allow, block, redirect, log to true",
-            );
+            cx.err("rule.action", "no action: set exactly one of allow, block, redirect, log to true");
             None
         }
         [one] => Some(*one),
         many => {
-            cx.err(
-                "rule.action",
-                format!(
-                    "several actions ({}): set exactly one to true",
-                    many.join(", ")
-                ),
-            );
+            cx.err("rule.action", format!("several actions ({}): set exactly one to true", many.join(", ")));
             None
         }
     };
     if chosen.is_some_and(|c| c != "redirect") && a.redirect_uri.is_some() {
-        cx.err(
-            "rule.action.redirect_uri",
-            "only allowed with \"redirect\": true",
-        );
+        cx.err("rule.action.redirect_uri", "only allowed with \"redirect\": true");
         return None;
     }
     match chosen? {
@@ -207,19 +179,13 @@ fn check_action(cx: &mut Ctx<'_>, a: &super::schema::Action) -> Option<Act> {
         "log" => Some(Act::Log),
         _ => match a.redirect_uri.as_deref() {
             None => {
-                cx.err(
-                    "rule.action.redirect_uri",
-                    "missing: redirect requires redirect_uri",
-                );
+                cx.err("rule.action.redirect_uri", "missing: redirect requires redirect_uri");
                 None
             }
             Some(uri) => match check_redirect_uri(uri) {
                 Ok(()) => Some(Act::Redirect(Arc::from(uri))),
                 Err(why) => {
-                    cx.err(
-                        "rule.action.redirect_uri",
-                        format!("invalid redirect_uri {uri:?}: {why}"),
-                    );
+                    cx.err("rule.action.redirect_uri", format!("invalid redirect_uri {uri:?}: {why}"));
                     None
                 }
             },
@@ -300,13 +266,7 @@ pub(crate) fn parse_net(s: &str) -> Result<Net, String> {
             if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(format!("malformed CIDR {s:?}"));
             }
-            (
-                a,
-                Some(
-                    l.parse::<u8>()
-                        .map_err(|_| format!("malformed CIDR {s:?}"))?,
-                ),
-            )
+            (a, Some(l.parse::<u8>().map_err(|_| format!("malformed CIDR {s:?}"))?))
         }
         None => (s, None),
     };
@@ -324,9 +284,9 @@ pub(crate) fn parse_net(s: &str) -> Result<Net, String> {
                 .map_err(|_| format!("malformed CIDR {s:?}: prefix length {len} exceeds 128"))?
                 .trunc();
             match (net.network().to_ipv4_mapped(), len >= 96) {
-                (Some(v4), true) => Ipv4Net::new(v4, len - 96)
-                    .map(|n| Net::V4(n.trunc()))
-                    .map_err(|_| format!("malformed CIDR {s:?}")),
+                (Some(v4), true) => {
+                    Ipv4Net::new(v4, len - 96).map(|n| Net::V4(n.trunc())).map_err(|_| format!("malformed CIDR {s:?}"))
+                }
                 _ => Ok(Net::V6(net)),
             }
         }
@@ -335,10 +295,7 @@ pub(crate) fn parse_net(s: &str) -> Result<Net, String> {
 
 fn is_mapped_literal(s: &str) -> bool {
     let addr = s.split('/').next().unwrap_or(s);
-    addr.parse::<Ipv6Addr>()
-        .ok()
-        .and_then(|a| a.to_ipv4_mapped())
-        .is_some()
+    addr.parse::<Ipv6Addr>().ok().and_then(|a| a.to_ipv4_mapped()).is_some()
 }
 
 fn check_cidrs(
@@ -358,14 +315,12 @@ fn check_cidrs(
             // An IPv4-mapped IPv6 range is the IPv4 range it maps: since the ipv4/ipv6
             // lists of a pair are one signal it may sit in either list.
             (Ok(Net::V4(n)), Family::V6) if is_mapped_literal(s) => v4.push(n),
-            (Ok(Net::V6(_)), Family::V4) => cx.err(
-                field,
-                format!("{s:?} is an IPv6 range; put it under the ipv6 list"),
-            ),
-            (Ok(Net::V4(_)), Family::V6) => cx.err(
-                field,
-                format!("{s:?} is an IPv4 range; put it under the ipv4 list"),
-            ),
+            (Ok(Net::V6(_)), Family::V4) => {
+                cx.err(field, format!("{s:?} is an IPv6 range; put it under the ipv6 list"))
+            }
+            (Ok(Net::V4(_)), Family::V6) => {
+                cx.err(field, format!("{s:?} is an IPv4 range; put it under the ipv4 list"))
+            }
         }
     }
 }
@@ -376,18 +331,8 @@ fn check_side(cx: &mut Ctx<'_>, path: &str, c: Option<&Conditions>) -> Side {
     let cidr_lists = [
         ("ipv4_cidrs", &c.ipv4_cidrs, Family::V4, false),
         ("ipv6_cidrs", &c.ipv6_cidrs, Family::V6, false),
-        (
-            "connecting_ipv4_cidrs",
-            &c.connecting_ipv4_cidrs,
-            Family::V4,
-            true,
-        ),
-        (
-            "connecting_ipv6_cidrs",
-            &c.connecting_ipv6_cidrs,
-            Family::V6,
-            true,
-        ),
+        ("connecting_ipv4_cidrs", &c.connecting_ipv4_cidrs, Family::V4, true),
+        ("connecting_ipv6_cidrs", &c.connecting_ipv6_cidrs, Family::V6, true),
     ];
     for (name, list, family, connecting) in cidr_lists {
         let (v4, v6) = if connecting {
@@ -424,58 +369,27 @@ fn check_side(cx: &mut Ctx<'_>, path: &str, c: Option<&Conditions>) -> Side {
     side.asns = c.asns.clone().unwrap_or_default();
     for (i, s) in c.user_agents.iter().flatten().enumerate() {
         match text_problem(s) {
-            Some(why) => cx.err(
-                format!("{path}.user_agents[{i}]"),
-                format!("invalid user agent {s:?}: {why}"),
-            ),
+            Some(why) => cx.err(format!("{path}.user_agents[{i}]"), format!("invalid user agent {s:?}: {why}")),
             None => side.user_agents.push(Glob::new(s)),
         }
     }
-    let plain = |cx: &mut Ctx<'_>,
-                 name: &str,
-                 what: &str,
-                 list: &Option<Vec<String>>,
-                 out: &mut Vec<String>| {
+    let plain = |cx: &mut Ctx<'_>, name: &str, what: &str, list: &Option<Vec<String>>, out: &mut Vec<String>| {
         for (i, s) in list.iter().flatten().enumerate() {
-            let why = text_problem(s).or_else(|| {
-                s.chars()
-                    .any(char::is_whitespace)
-                    .then_some("must not contain whitespace")
-            });
+            let why =
+                text_problem(s).or_else(|| s.chars().any(char::is_whitespace).then_some("must not contain whitespace"));
             let why = why.or_else(|| {
                 (name == "hostnames" && s.contains('*'))
                     .then_some("wildcards are not supported in hostnames (exact match only)")
             });
             match why {
-                Some(why) => cx.err(
-                    format!("{path}.{name}[{i}]"),
-                    format!("invalid {what} {s:?}: {why}"),
-                ),
+                Some(why) => cx.err(format!("{path}.{name}[{i}]"), format!("invalid {what} {s:?}: {why}")),
                 None => out.push(Fold::Lower.string(s)),
             }
         }
     };
-    plain(
-        cx,
-        "ja3_fingerprints",
-        "JA3 fingerprint",
-        &c.ja3_fingerprints,
-        &mut side.ja3,
-    );
-    plain(
-        cx,
-        "ja4_fingerprints",
-        "JA4 fingerprint",
-        &c.ja4_fingerprints,
-        &mut side.ja4,
-    );
-    plain(
-        cx,
-        "hostnames",
-        "hostname",
-        &c.hostnames,
-        &mut side.hostnames,
-    );
+    plain(cx, "ja3_fingerprints", "JA3 fingerprint", &c.ja3_fingerprints, &mut side.ja3);
+    plain(cx, "ja4_fingerprints", "JA4 fingerprint", &c.ja4_fingerprints, &mut side.ja4);
+    plain(cx, "hostnames", "hostname", &c.hostnames, &mut side.hostnames);
     side
 }
 
@@ -525,11 +439,7 @@ pub(crate) const MAX_RULES: usize = (1 << 30) - 1;
 /// At most [`MAX_RULES`] rules (checked by the caller).
 pub(crate) fn build(mut rules: Vec<Checked>) -> Engine {
     rules.retain(|r| r.active);
-    rules.sort_by(|a, b| {
-        a.priority
-            .total_cmp(&b.priority)
-            .then(a.index.cmp(&b.index))
-    });
+    rules.sort_by(|a, b| a.priority.total_cmp(&b.priority).then(a.index.cmp(&b.index)));
     rules.truncate(MAX_RULES);
     let n = rules.len();
     let words = n.div_ceil(64);
@@ -562,8 +472,8 @@ pub(crate) fn build(mut rules: Vec<Checked>) -> Engine {
         }
         // A user-agent list with a wildcard on either side is evaluated per candidate rule
         // (patterns cannot be hashed); exact user agents go through the map.
-        let ua_lazy = r.when.user_agents.iter().any(Glob::has_wildcard)
-            || r.unless.user_agents.iter().any(Glob::has_wildcard);
+        let ua_lazy =
+            r.when.user_agents.iter().any(Glob::has_wildcard) || r.unless.user_agents.iter().any(Glob::has_wildcard);
         for (side_bit, side) in [(0u32, &r.when), (1u32, &r.unless)] {
             let post = (pos as u32) << 1 | side_bit;
             for k in Kind::ALL {
@@ -576,39 +486,29 @@ pub(crate) fn build(mut rules: Vec<Checked>) -> Engine {
                 }
             }
             for net in &side.client_v4 {
-                e.client_v4
-                    .insert(u32::from(net.network()), net.prefix_len(), post);
+                e.client_v4.insert(u32::from(net.network()), net.prefix_len(), post);
             }
             for net in &side.client_v6 {
-                e.client_v6
-                    .insert(u128::from(net.network()), net.prefix_len(), post);
+                e.client_v6.insert(u128::from(net.network()), net.prefix_len(), post);
             }
             for net in &side.conn_v4 {
-                e.conn_v4
-                    .insert(u32::from(net.network()), net.prefix_len(), post);
+                e.conn_v4.insert(u32::from(net.network()), net.prefix_len(), post);
             }
             for net in &side.conn_v6 {
-                e.conn_v6
-                    .insert(u128::from(net.network()), net.prefix_len(), post);
+                e.conn_v6.insert(u128::from(net.network()), net.prefix_len(), post);
             }
             for v in &side.countries {
                 e.country.entry(v.as_str().into()).or_default().push(post);
             }
             for v in &side.subdivisions {
-                e.subdivision
-                    .entry(v.as_str().into())
-                    .or_default()
-                    .push(post);
+                e.subdivision.entry(v.as_str().into()).or_default().push(post);
             }
             for v in &side.asns {
                 e.asn.entry(*v).or_default().push(post);
             }
             if !ua_lazy {
                 for g in &side.user_agents {
-                    e.user_agent
-                        .entry(g.literal().into())
-                        .or_default()
-                        .push(post);
+                    e.user_agent.entry(g.literal().into()).or_default().push(post);
                 }
             }
             for v in &side.ja3 {
@@ -621,17 +521,8 @@ pub(crate) fn build(mut rules: Vec<Checked>) -> Engine {
                 e.hostname.entry(v.as_str().into()).or_default().push(post);
             }
         }
-        let ua = ua_lazy.then(|| {
-            Box::new(UaCheck {
-                when: r.when.user_agents,
-                unless: r.unless.user_agents,
-            })
-        });
-        e.rules.push(CRule {
-            id: r.id,
-            act: r.act,
-            ua,
-        });
+        let ua = ua_lazy.then(|| Box::new(UaCheck { when: r.when.user_agents, unless: r.unless.user_agents }));
+        e.rules.push(CRule { id: r.id, act: r.act, ua });
     }
     e.need = need;
     e

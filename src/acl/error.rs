@@ -19,12 +19,7 @@ pub struct AclError {
 
 impl AclError {
     pub(crate) fn file(field: impl Into<String>, message: impl Into<String>) -> AclError {
-        AclError {
-            index: None,
-            id: None,
-            field: field.into(),
-            message: message.into(),
-        }
+        AclError { index: None, id: None, field: field.into(), message: message.into() }
     }
 }
 

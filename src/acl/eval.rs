@@ -147,12 +147,7 @@ impl Engine {
     }
 
     #[inline]
-    fn evaluate_inline<const N: usize>(
-        &self,
-        scope: Scope,
-        s: &Signals,
-        default: DefaultAction,
-    ) -> Verdict {
+    fn evaluate_inline<const N: usize>(&self, scope: Scope, s: &Signals, default: DefaultAction) -> Verdict {
         let w = self.words.min(N);
         let mut hit = [0u64; N];
         let mut fail = [0u64; N];
@@ -162,13 +157,7 @@ impl Engine {
     /// Runs one signal: `each` feeds the postings of every request value found in its
     /// index to `mark`.
     #[inline]
-    fn signal(
-        &self,
-        k: Kind,
-        hit: &mut [u64],
-        fail: &mut [u64],
-        each: impl FnOnce(&mut dyn FnMut(&[u32])),
-    ) {
+    fn signal(&self, k: Kind, hit: &mut [u64], fail: &mut [u64], each: impl FnOnce(&mut dyn FnMut(&[u32]))) {
         if !self.present[k as usize] {
             return;
         }
@@ -192,18 +181,10 @@ impl Engine {
         s: &Signals,
         default: DefaultAction,
     ) -> Verdict {
-        self.signal(Kind::ClientIp, hit, fail, |f| {
-            addr_lookup(&self.client_v4, &self.client_v6, s.client_ip, f)
-        });
-        self.signal(Kind::ConnectingIp, hit, fail, |f| {
-            addr_lookup(&self.conn_v4, &self.conn_v6, s.connecting_ip, f)
-        });
+        self.signal(Kind::ClientIp, hit, fail, |f| addr_lookup(&self.client_v4, &self.client_v6, s.client_ip, f));
+        self.signal(Kind::ConnectingIp, hit, fail, |f| addr_lookup(&self.conn_v4, &self.conn_v6, s.connecting_ip, f));
         self.signal(Kind::Country, hit, fail, |f| {
-            if let Some(p) = s
-                .country
-                .as_deref()
-                .and_then(|v| lookup(&self.country, v, Fold::Upper))
-            {
+            if let Some(p) = s.country.as_deref().and_then(|v| lookup(&self.country, v, Fold::Upper)) {
                 f(p)
             }
         });
@@ -252,9 +233,7 @@ impl Engine {
                     continue;
                 };
                 if let Some(ua) = &rule.ua {
-                    let lower = ua_lower.get_or_insert_with(|| {
-                        s.user_agent.as_deref().map(str::to_ascii_lowercase)
-                    });
+                    let lower = ua_lower.get_or_insert_with(|| s.user_agent.as_deref().map(str::to_ascii_lowercase));
                     if !ua_holds(ua, lower.as_deref()) {
                         continue;
                     }
@@ -268,11 +247,7 @@ impl Engine {
                     Act::Block => Decision::Block,
                     Act::Redirect(uri) => Decision::Redirect(uri.clone()),
                 };
-                return Verdict {
-                    decision,
-                    rule: Some(rule.id.clone()),
-                    logged,
-                };
+                return Verdict { decision, rule: Some(rule.id.clone()), logged };
             }
         }
         Verdict {

@@ -91,10 +91,7 @@ impl fmt::Debug for RuleSet {
 /// `inner` is `outer` or a path below it (`rule.match` is within `rule`, `rule.matchx` is
 /// not).
 fn is_within(inner: &str, outer: &str) -> bool {
-    outer.is_empty()
-        || inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    outer.is_empty() || inner.strip_prefix(outer).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 impl RuleSet {
@@ -123,24 +120,16 @@ impl RuleSet {
                         compile::check_rule(index, rule, &mut more);
                     }
                     let related = |f: &str| {
-                        shape
-                            .problems
-                            .iter()
-                            .any(|(p, _)| p.is_empty() || is_within(f, p) || is_within(p, f))
+                        shape.problems.iter().any(|(p, _)| p.is_empty() || is_within(f, p) || is_within(p, f))
                     };
-                    let more: Vec<(String, String)> = more
-                        .into_iter()
-                        .filter(|e| !related(&e.field))
-                        .map(|e| (e.field, e.message))
-                        .collect();
-                    errors.extend(shape.problems.into_iter().chain(more).map(
-                        |(field, message)| AclError {
-                            index: Some(index),
-                            id: id.clone(),
-                            field,
-                            message,
-                        },
-                    ));
+                    let more: Vec<(String, String)> =
+                        more.into_iter().filter(|e| !related(&e.field)).map(|e| (e.field, e.message)).collect();
+                    errors.extend(shape.problems.into_iter().chain(more).map(|(field, message)| AclError {
+                        index: Some(index),
+                        id: id.clone(),
+                        field,
+                        message,
+                    }));
                 }
             }
             ids.push((index, id));
@@ -150,15 +139,8 @@ impl RuleSet {
 
     /// Validates and compiles rules built in code (an admin API). Indexes in errors are
     /// positions in `rules`.
-    pub fn from_rules(
-        rules: Vec<schema::Rule>,
-        default_action: DefaultAction,
-    ) -> Result<RuleSet, AclErrors> {
-        let ids = rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i, Some(compile::effective_id(r.id.as_deref(), i))))
-            .collect();
+    pub fn from_rules(rules: Vec<schema::Rule>, default_action: DefaultAction) -> Result<RuleSet, AclErrors> {
+        let ids = rules.iter().enumerate().map(|(i, r)| (i, Some(compile::effective_id(r.id.as_deref(), i)))).collect();
         let rules = rules.into_iter().enumerate().collect();
         Self::compile(rules, ids, Vec::new(), default_action)
     }
@@ -177,14 +159,8 @@ impl RuleSet {
         }
         compile::check_duplicates(&ids, &mut errors);
         if rules.len() > compile::MAX_RULES {
-            errors.push(AclError::file(
-                "",
-                format!(
-                    "too many rules ({}, at most {})",
-                    rules.len(),
-                    compile::MAX_RULES
-                ),
-            ));
+            errors
+                .push(AclError::file("", format!("too many rules ({}, at most {})", rules.len(), compile::MAX_RULES)));
         }
         if !errors.is_empty() {
             // File order; within a rule, the order found.
@@ -193,28 +169,13 @@ impl RuleSet {
         }
         let engine = compile::build(checked);
         let entries = rules.iter().map(|(_, r)| compile::entry_count(r)).sum();
-        let ids = rules
-            .iter()
-            .map(|(i, r)| Arc::from(compile::effective_id(r.id.as_deref(), *i)))
-            .collect();
-        Ok(RuleSet {
-            default_action,
-            rules: rules.into_iter().map(|(_, r)| r).collect(),
-            ids,
-            entries,
-            engine,
-        })
+        let ids = rules.iter().map(|(i, r)| Arc::from(compile::effective_id(r.id.as_deref(), *i))).collect();
+        Ok(RuleSet { default_action, rules: rules.into_iter().map(|(_, r)| r).collect(), ids, entries, engine })
     }
 
     /// No rules: every request gets `default_action`.
     pub fn empty(default_action: DefaultAction) -> RuleSet {
-        RuleSet {
-            default_action,
-            rules: Vec::new(),
-            ids: Vec::new(),
-            entries: 0,
-            engine: compile::build(Vec::new()),
-        }
+        RuleSet { default_action, rules: Vec::new(), ids: Vec::new(), entries: 0, engine: compile::build(Vec::new()) }
     }
 
     /// The verdict for one request.

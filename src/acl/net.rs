@@ -18,17 +18,13 @@ pub(crate) trait Key: Copy + Eq + Hash + BitAnd<Output = Self> {
 
 impl Key for u32 {
     fn mask(len: u8) -> u32 {
-        u32::MAX
-            .checked_shl(32 - u32::from(len.min(32)))
-            .unwrap_or(0)
+        u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0)
     }
 }
 
 impl Key for u128 {
     fn mask(len: u8) -> u128 {
-        u128::MAX
-            .checked_shl(128 - u32::from(len.min(128)))
-            .unwrap_or(0)
+        u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0)
     }
 }
 
@@ -54,10 +50,7 @@ pub(crate) struct NetIndex<K> {
 
 impl<K: Key> Default for NetIndex<K> {
     fn default() -> Self {
-        NetIndex {
-            levels: Vec::new(),
-            shared: Vec::new(),
-        }
+        NetIndex { levels: Vec::new(), shared: Vec::new() }
     }
 }
 
@@ -67,14 +60,7 @@ impl<K: Key> NetIndex<K> {
         let at = match self.levels.binary_search_by_key(&len, |l| l.len) {
             Ok(i) => i,
             Err(i) => {
-                self.levels.insert(
-                    i,
-                    Level {
-                        len,
-                        mask: K::mask(len),
-                        map: HashMap::default(),
-                    },
-                );
+                self.levels.insert(i, Level { len, mask: K::mask(len), map: HashMap::default() });
                 i
             }
         };

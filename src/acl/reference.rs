@@ -13,11 +13,7 @@ use crate::scope::{RuleScope, Scope};
 use crate::signals::{canonical_ip, Signals};
 
 fn entry_net(s: &str) -> Option<IpNet> {
-    let net = if s.contains('/') {
-        IpNet::from_str(s).ok()?
-    } else {
-        IpNet::from(IpAddr::from_str(s).ok()?)
-    };
+    let net = if s.contains('/') { IpNet::from_str(s).ok()? } else { IpNet::from(IpAddr::from_str(s).ok()?) };
     Some(match net {
         IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
             Some(v4) => IpNet::V4(Ipv4Net::new(v4, n.prefix_len() - 96).ok()?),
@@ -48,22 +44,10 @@ fn signal_results(c: &Conditions, s: &Signals) -> Vec<bool> {
             return None;
         }
         let ip = canonical_ip(ip);
-        Some(
-            a.iter()
-                .chain(b.iter())
-                .any(|e| entry_net(e).is_some_and(|n| n.contains(&ip))),
-        )
+        Some(a.iter().chain(b.iter()).any(|e| entry_net(e).is_some_and(|n| n.contains(&ip))))
     };
-    out.extend(ip_group(
-        list(&c.ipv4_cidrs),
-        list(&c.ipv6_cidrs),
-        s.client_ip,
-    ));
-    out.extend(ip_group(
-        list(&c.connecting_ipv4_cidrs),
-        list(&c.connecting_ipv6_cidrs),
-        s.connecting_ip,
-    ));
+    out.extend(ip_group(list(&c.ipv4_cidrs), list(&c.ipv6_cidrs), s.client_ip));
+    out.extend(ip_group(list(&c.connecting_ipv4_cidrs), list(&c.connecting_ipv6_cidrs), s.connecting_ip));
     let text = |vals: Vec<String>, got: Option<&String>| -> Option<bool> {
         if vals.is_empty() {
             return None;
@@ -83,8 +67,7 @@ fn signal_results(c: &Conditions, s: &Signals) -> Vec<bool> {
     if !uas.is_empty() {
         out.push(s.user_agent.as_ref().is_some_and(|ua| {
             let ua = ua.to_ascii_lowercase();
-            uas.iter()
-                .any(|p| glob(p.to_ascii_lowercase().as_bytes(), ua.as_bytes()))
+            uas.iter().any(|p| glob(p.to_ascii_lowercase().as_bytes(), ua.as_bytes()))
         }));
     }
     out.extend(text(list(&c.ja3_fingerprints), s.ja3.as_ref()));
@@ -94,33 +77,15 @@ fn signal_results(c: &Conditions, s: &Signals) -> Vec<bool> {
 }
 
 fn rule_matches(r: &Rule, s: &Signals) -> bool {
-    let m = r
-        .rule
-        .match_
-        .as_ref()
-        .map_or(true, |c| signal_results(c, s).into_iter().all(|eq| eq));
-    let n = r
-        .rule
-        .not_match
-        .as_ref()
-        .map_or(true, |c| signal_results(c, s).into_iter().all(|eq| !eq));
+    let m = r.rule.match_.as_ref().map_or(true, |c| signal_results(c, s).into_iter().all(|eq| eq));
+    let n = r.rule.not_match.as_ref().map_or(true, |c| signal_results(c, s).into_iter().all(|eq| !eq));
     m && n
 }
 
-pub(crate) fn evaluate(
-    rules: &[Rule],
-    default: DefaultAction,
-    scope: Scope,
-    s: &Signals,
-) -> Verdict {
+pub(crate) fn evaluate(rules: &[Rule], default: DefaultAction, scope: Scope, s: &Signals) -> Verdict {
     let mut order: Vec<usize> = (0..rules.len()).collect();
     // Stable sort: ties keep file order.
-    order.sort_by(|&a, &b| {
-        rules[a]
-            .priority
-            .partial_cmp(&rules[b].priority)
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    order.sort_by(|&a, &b| rules[a].priority.partial_cmp(&rules[b].priority).unwrap_or(std::cmp::Ordering::Equal));
     let mut logged = Vec::new();
     for i in order {
         let r = &rules[i];
@@ -140,11 +105,7 @@ pub(crate) fn evaluate(
         } else {
             Decision::Redirect(Arc::from(a.redirect_uri.clone().unwrap_or_default()))
         };
-        return Verdict {
-            decision,
-            rule: Some(id),
-            logged,
-        };
+        return Verdict { decision, rule: Some(id), logged };
     }
     Verdict {
         decision: match default {

@@ -148,15 +148,7 @@ impl Conditions {
 // ---------------------------------------------------------------------------------------
 // Structural check of one array element, reporting every problem with its path.
 
-const RULE_MEMBERS: &[&str] = &[
-    "id",
-    "description",
-    "active",
-    "priority",
-    "rule",
-    "created_at",
-    "updated_at",
-];
+const RULE_MEMBERS: &[&str] = &["id", "description", "active", "priority", "rule", "created_at", "updated_at"];
 const BODY_MEMBERS: &[&str] = &["action", "scope", "match", "not_match"];
 const ACTION_MEMBERS: &[&str] = &["allow", "block", "redirect", "redirect_uri", "log"];
 /// Every signal name, as written in `match` / `not_match`.
@@ -219,40 +211,21 @@ impl Checker {
     }
 
     /// Reports and removes unknown members; `None` (and a report) when `v` is no object.
-    fn object<'a>(
-        &mut self,
-        field: &str,
-        v: &'a mut Value,
-        allowed: &[&str],
-    ) -> Option<&'a mut Map> {
+    fn object<'a>(&mut self, field: &str, v: &'a mut Value, allowed: &[&str]) -> Option<&'a mut Map> {
         let Value::Object(map) = v else {
             self.push(field, type_error("an object", v));
             return None;
         };
-        let unknown: Vec<String> = map
-            .keys()
-            .filter(|k| !allowed.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        let unknown: Vec<String> = map.keys().filter(|k| !allowed.contains(&k.as_str())).cloned().collect();
         for key in unknown {
-            self.push(
-                join(field, &key),
-                format!("unknown member (expected one of: {})", allowed.join(", ")),
-            );
+            self.push(join(field, &key), format!("unknown member (expected one of: {})", allowed.join(", ")));
             map.shift_remove(&key);
         }
         Some(map)
     }
 
     /// An optional member that must satisfy `ok` (null counts as absent); removed if not.
-    fn optional(
-        &mut self,
-        field: &str,
-        map: &mut Map,
-        key: &str,
-        expected: &str,
-        ok: fn(&Value) -> bool,
-    ) {
+    fn optional(&mut self, field: &str, map: &mut Map, key: &str, expected: &str, ok: fn(&Value) -> bool) {
         if let Some(v) = map.get(key) {
             if !v.is_null() && !ok(v) {
                 self.push(join(field, key), type_error(expected, v));
@@ -302,19 +275,10 @@ impl Checker {
             let asns = name == "asns";
             let mut i = 0;
             items.retain(|item| {
-                let ok = if asns {
-                    item.as_u64().is_some_and(|n| n <= u64::from(u32::MAX))
-                } else {
-                    item.is_string()
-                };
+                let ok = if asns { item.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)) } else { item.is_string() };
                 if !ok {
-                    let expected = if asns {
-                        "an AS number (integer 0..=4294967295)"
-                    } else {
-                        "a string"
-                    };
-                    self.problems
-                        .push((format!("{path}[{i}]"), type_error(expected, item)));
+                    let expected = if asns { "an AS number (integer 0..=4294967295)" } else { "a string" };
+                    self.problems.push((format!("{path}[{i}]"), type_error(expected, item)));
                 }
                 i += 1;
                 ok
@@ -335,9 +299,7 @@ pub(crate) struct ShapeErrors {
 /// Checks the shape of one rule object and converts it, reporting every problem with its
 /// path rather than stopping at the first.
 pub(crate) fn check_rule_value(mut v: Value) -> Result<Rule, ShapeErrors> {
-    let mut c = Checker {
-        problems: Vec::new(),
-    };
+    let mut c = Checker { problems: Vec::new() };
     let is_str: fn(&Value) -> bool = Value::is_string;
     let is_bool: fn(&Value) -> bool = Value::is_boolean;
     let is_obj: fn(&Value) -> bool = Value::is_object;
@@ -352,14 +314,7 @@ pub(crate) fn check_rule_value(mut v: Value) -> Result<Rule, ShapeErrors> {
         c.required("", top, "rule", "an object", is_obj, placeholder);
         if let Some(body) = top.get_mut("rule") {
             if let Some(body) = c.object("rule", body, BODY_MEMBERS) {
-                c.required(
-                    "rule",
-                    body,
-                    "action",
-                    "an object",
-                    is_obj,
-                    placeholder_action,
-                );
+                c.required("rule", body, "action", "an object", is_obj, placeholder_action);
                 if let Some(action) = body.get_mut("action") {
                     if let Some(a) = c.object("rule.action", action, ACTION_MEMBERS) {
                         for flag in ["allow", "block", "redirect", "log"] {
@@ -381,15 +336,9 @@ pub(crate) fn check_rule_value(mut v: Value) -> Result<Rule, ShapeErrors> {
     if c.problems.is_empty() {
         // The walk accepts exactly what the derived Deserialize accepts, so this only fails
         // if the two drift apart; report it rather than panic.
-        converted.map_err(|e| ShapeErrors {
-            problems: vec![(String::new(), e.to_string())],
-            salvaged: None,
-        })
+        converted.map_err(|e| ShapeErrors { problems: vec![(String::new(), e.to_string())], salvaged: None })
     } else {
-        Err(ShapeErrors {
-            problems: c.problems,
-            salvaged: converted.ok().map(Box::new),
-        })
+        Err(ShapeErrors { problems: c.problems, salvaged: converted.ok().map(Box::new) })
     }
 }
 
@@ -415,10 +364,7 @@ pub(crate) fn rule_elements(doc: Value) -> Result<Vec<Value>, AclError> {
             }
             match map.remove("network_acls") {
                 Some(Value::Array(items)) => Ok(items),
-                Some(other) => Err(AclError::file(
-                    "network_acls",
-                    type_error("an array", &other),
-                )),
+                Some(other) => Err(AclError::file("network_acls", type_error("an array", &other))),
                 None => Err(AclError::file(
                     "",
                     "the rules file must be a JSON array of rules; found an object without \
@@ -426,12 +372,8 @@ pub(crate) fn rule_elements(doc: Value) -> Result<Vec<Value>, AclError> {
                 )),
             }
         }
-        other => Err(AclError::file(
-            "",
-            format!(
-                "the rules file must be a JSON array of rules; found {}",
-                kind(&other)
-            ),
-        )),
+        other => {
+            Err(AclError::file("", format!("the rules file must be a JSON array of rules; found {}", kind(&other))))
+        }
     }
 }

@@ -40,12 +40,7 @@ fn rule(id: &str, prio: f64, action: serde_json::Value, m: serde_json::Value) ->
            "rule": {"action": action, "scope": "tenant", "match": m}})
 }
 
-fn rule_not(
-    id: &str,
-    prio: f64,
-    action: serde_json::Value,
-    n: serde_json::Value,
-) -> serde_json::Value {
+fn rule_not(id: &str, prio: f64, action: serde_json::Value, n: serde_json::Value) -> serde_json::Value {
     json!({"id": id, "active": true, "priority": prio,
            "rule": {"action": action, "scope": "tenant", "not_match": n}})
 }
@@ -86,26 +81,13 @@ fn ipv4_and_ipv6_lists_are_one_signal_anded_with_others() {
         json!({
         "ipv4_cidrs": ["10.0.0.0/8"], "ipv6_cidrs": ["2001:db8::/32"], "asns": [64500]})
     )]));
-    let with_asn = |a: &str, asn: u32| Signals {
-        asn: Some(asn),
-        ..sig(a)
-    };
-    assert_eq!(
-        decided(&rs, &with_asn("10.1.1.1", 64500)).as_deref(),
-        Some("r")
-    );
-    assert_eq!(
-        decided(&rs, &with_asn("2001:db8::1", 64500)).as_deref(),
-        Some("r")
-    );
+    let with_asn = |a: &str, asn: u32| Signals { asn: Some(asn), ..sig(a) };
+    assert_eq!(decided(&rs, &with_asn("10.1.1.1", 64500)).as_deref(), Some("r"));
+    assert_eq!(decided(&rs, &with_asn("2001:db8::1", 64500)).as_deref(), Some("r"));
     assert_eq!(decided(&rs, &with_asn("10.1.1.1", 1)), None);
     assert_eq!(decided(&rs, &with_asn("11.0.0.1", 64500)), None);
     assert_eq!(decided(&rs, &with_asn("2001:db9::1", 64500)), None);
-    assert_eq!(
-        decided(&rs, &sig("10.1.1.1")),
-        None,
-        "asn missing: match fails"
-    );
+    assert_eq!(decided(&rs, &sig("10.1.1.1")), None, "asn missing: match fails");
 }
 
 #[test]
@@ -130,52 +112,23 @@ fn connecting_pair_tests_the_connecting_ip_only() {
         "connecting_ipv4_cidrs": ["192.0.2.0/24"], "connecting_ipv6_cidrs": ["2001:db8::/32"]})
     )]));
     let s = |client: &str, conn: &str| Signals::from_ip(ip(client), ip(conn));
-    assert_eq!(
-        decided(&rs, &s("10.0.0.1", "192.0.2.7")).as_deref(),
-        Some("c")
-    );
-    assert_eq!(
-        decided(&rs, &s("10.0.0.1", "2001:db8::7")).as_deref(),
-        Some("c")
-    );
+    assert_eq!(decided(&rs, &s("10.0.0.1", "192.0.2.7")).as_deref(), Some("c"));
+    assert_eq!(decided(&rs, &s("10.0.0.1", "2001:db8::7")).as_deref(), Some("c"));
     assert_eq!(decided(&rs, &s("192.0.2.7", "10.0.0.1")), None);
     // and the client pair ignores the connecting address
-    let rs = load(json!([rule(
-        "cl",
-        1.0,
-        block(),
-        json!({"ipv4_cidrs": ["192.0.2.0/24"]})
-    )]));
+    let rs = load(json!([rule("cl", 1.0, block(), json!({"ipv4_cidrs": ["192.0.2.0/24"]}))]));
     assert_eq!(decided(&rs, &s("10.0.0.1", "192.0.2.7")), None);
-    assert_eq!(
-        decided(&rs, &s("192.0.2.7", "10.0.0.1")).as_deref(),
-        Some("cl")
-    );
+    assert_eq!(decided(&rs, &s("192.0.2.7", "10.0.0.1")).as_deref(), Some("cl"));
 }
 
 #[test]
 fn not_match_on_a_missing_signal_holds() {
-    let rs = load(json!([rule_not(
-        "outside-us",
-        1.0,
-        block(),
-        json!({"geo_country_codes": ["US"]})
-    )]));
+    let rs = load(json!([rule_not("outside-us", 1.0, block(), json!({"geo_country_codes": ["US"]}))]));
     let s = sig("1.2.3.4");
-    assert_eq!(
-        decided(&rs, &s).as_deref(),
-        Some("outside-us"),
-        "no GeoIP record is blocked"
-    );
-    let us = Signals {
-        country: Some("US".into()),
-        ..sig("1.2.3.4")
-    };
+    assert_eq!(decided(&rs, &s).as_deref(), Some("outside-us"), "no GeoIP record is blocked");
+    let us = Signals { country: Some("US".into()), ..sig("1.2.3.4") };
     assert_eq!(decided(&rs, &us), None);
-    let fr = Signals {
-        country: Some("FR".into()),
-        ..sig("1.2.3.4")
-    };
+    let fr = Signals { country: Some("FR".into()), ..sig("1.2.3.4") };
     assert_eq!(decided(&rs, &fr).as_deref(), Some("outside-us"));
 }
 
@@ -201,47 +154,27 @@ fn match_on_a_missing_signal_fails() {
 #[test]
 fn match_and_not_match_both_needed() {
     // Auth0's example: block GB except Scotland.
-    let rs = load(
-        json!([{"id": "block-gb-except-scotland", "description": "x", "active": true,
+    let rs = load(json!([{"id": "block-gb-except-scotland", "description": "x", "active": true,
         "priority": 2, "rule": {"action": {"block": true}, "scope": "dcr",
         "match": {"geo_country_codes": ["gb"]},
-        "not_match": {"geo_subdivision_codes": ["gb-sct"]}}}]),
-    );
+        "not_match": {"geo_subdivision_codes": ["gb-sct"]}}}]));
     let s = |subs: &[&str]| Signals {
         country: Some("GB".into()),
         subdivisions: subs.iter().map(|s| s.to_string()).collect(),
         ..sig("1.2.3.4")
     };
-    assert_eq!(
-        decided(&rs, &s(&["GB-ENG"])).as_deref(),
-        Some("block-gb-except-scotland")
-    );
-    assert_eq!(
-        decided(&rs, &s(&[])).as_deref(),
-        Some("block-gb-except-scotland")
-    );
+    assert_eq!(decided(&rs, &s(&["GB-ENG"])).as_deref(), Some("block-gb-except-scotland"));
+    assert_eq!(decided(&rs, &s(&[])).as_deref(), Some("block-gb-except-scotland"));
     assert_eq!(decided(&rs, &s(&["GB-SCT"])), None);
-    assert_eq!(
-        decided(&rs, &s(&["GB-XX", "GB-SCT"])),
-        None,
-        "any subdivision counts"
-    );
-    let fr = Signals {
-        country: Some("FR".into()),
-        ..sig("1.2.3.4")
-    };
+    assert_eq!(decided(&rs, &s(&["GB-XX", "GB-SCT"])), None, "any subdivision counts");
+    let fr = Signals { country: Some("FR".into()), ..sig("1.2.3.4") };
     assert_eq!(decided(&rs, &fr), None);
 }
 
 #[test]
 fn log_rules_are_recorded_in_order_and_evaluation_continues() {
     let rs = load(json!([
-        rule(
-            "block-all",
-            5.0,
-            block(),
-            json!({"ipv4_cidrs": ["0.0.0.0/0"]})
-        ),
+        rule("block-all", 5.0, block(), json!({"ipv4_cidrs": ["0.0.0.0/0"]})),
         rule("log-b", 2.0, log(), json!({"ipv4_cidrs": ["10.0.0.0/8"]})),
         rule("log-a", 1.0, log(), json!({"ipv4_cidrs": ["10.1.0.0/16"]})),
         rule("log-late", 9.0, log(), json!({"ipv4_cidrs": ["0.0.0.0/0"]})),
@@ -250,11 +183,7 @@ fn log_rules_are_recorded_in_order_and_evaluation_continues() {
     assert_eq!(v.decision, Decision::Block);
     assert_eq!(v.rule.as_deref(), Some("block-all"));
     let logged: Vec<&str> = v.logged.iter().map(|s| &**s).collect();
-    assert_eq!(
-        logged,
-        ["log-a", "log-b"],
-        "log rules after the decision are not reached"
-    );
+    assert_eq!(logged, ["log-a", "log-b"], "log rules after the decision are not reached");
     // only logs match → default applies, logs still reported
     let rs = load(json!([
         rule("l1", 1.0, log(), json!({"ipv4_cidrs": ["10.0.0.0/8"]})),
@@ -274,10 +203,7 @@ fn priority_ascending_and_ties_keep_file_order() {
         rule("tie-second", 1.5, block(), m.clone()),
     ]));
     assert_eq!(decided(&rs, &sig("10.0.0.1")).as_deref(), Some("tie-first"));
-    let rs = load(json!([
-        rule("b", 1.0, block(), m.clone()),
-        rule("a", 0.0, allow(), m.clone()),
-    ]));
+    let rs = load(json!([rule("b", 1.0, block(), m.clone()), rule("a", 0.0, allow(), m.clone()),]));
     assert_eq!(decided(&rs, &sig("10.0.0.1")).as_deref(), Some("a"));
     // default priority is 50
     let rs = load(json!([
@@ -292,10 +218,7 @@ fn priority_ascending_and_ties_keep_file_order() {
 fn inactive_rules_are_ignored() {
     let mut r = rule("off", 1.0, block(), json!({"ipv4_cidrs": ["10.0.0.0/8"]}));
     r["active"] = json!(false);
-    let rs = load(json!([
-        r,
-        rule("on", 2.0, log(), json!({"ipv4_cidrs": ["10.0.0.0/8"]}))
-    ]));
+    let rs = load(json!([r, rule("on", 2.0, log(), json!({"ipv4_cidrs": ["10.0.0.0/8"]}))]));
     let v = rs.evaluate(Scope::Dcr, &sig("10.0.0.1"));
     assert_eq!(v.rule, None);
     assert_eq!(v.logged, vec![Arc::<str>::from("on")]);
@@ -317,10 +240,7 @@ fn scope_coverage() {
         let rs = load(json!([{"id": "s", "active": true, "priority": 1,
             "rule": {"action": {"block": true}, "scope": scope,
                      "match": {"ipv4_cidrs": ["0.0.0.0/0"]}}}]));
-        for (req, want) in [Scope::Dcr, Scope::Management, Scope::Authentication]
-            .into_iter()
-            .zip(expect)
-        {
+        for (req, want) in [Scope::Dcr, Scope::Management, Scope::Authentication].into_iter().zip(expect) {
             let got = eval(&rs, req, &sig("1.2.3.4")).1.is_some();
             assert_eq!(got, want, "rule scope {scope}, request {req}");
         }
@@ -331,56 +251,24 @@ fn scope_coverage() {
 fn ipv4_mapped_addresses_count_as_ipv4() {
     let rs = load(json!([
         rule("v4", 1.0, block(), json!({"ipv4_cidrs": ["10.0.0.0/8"]})),
-        rule(
-            "mapped-v6",
-            2.0,
-            block(),
-            json!({"ipv6_cidrs": ["::ffff:192.168.0.0/112"]})
-        ),
-        rule(
-            "mapped-in-v4",
-            3.0,
-            block(),
-            json!({"ipv4_cidrs": ["::ffff:172.16.0.1"]})
-        ),
+        rule("mapped-v6", 2.0, block(), json!({"ipv6_cidrs": ["::ffff:192.168.0.0/112"]})),
+        rule("mapped-in-v4", 3.0, block(), json!({"ipv4_cidrs": ["::ffff:172.16.0.1"]})),
     ]));
     // Signals built by hand without folding still fold in the engine.
-    let raw = |a: &str| Signals {
-        client_ip: ip(a),
-        ..sig("127.0.0.1")
-    };
+    let raw = |a: &str| Signals { client_ip: ip(a), ..sig("127.0.0.1") };
     assert_eq!(decided(&rs, &raw("::ffff:10.1.2.3")).as_deref(), Some("v4"));
     assert_eq!(decided(&rs, &sig("::ffff:10.1.2.3")).as_deref(), Some("v4"));
-    assert_eq!(
-        decided(&rs, &sig("192.168.7.7")).as_deref(),
-        Some("mapped-v6")
-    );
-    assert_eq!(
-        decided(&rs, &raw("::ffff:192.168.7.7")).as_deref(),
-        Some("mapped-v6")
-    );
-    assert_eq!(
-        decided(&rs, &sig("172.16.0.1")).as_deref(),
-        Some("mapped-in-v4")
-    );
+    assert_eq!(decided(&rs, &sig("192.168.7.7")).as_deref(), Some("mapped-v6"));
+    assert_eq!(decided(&rs, &raw("::ffff:192.168.7.7")).as_deref(), Some("mapped-v6"));
+    assert_eq!(decided(&rs, &sig("172.16.0.1")).as_deref(), Some("mapped-in-v4"));
     assert_eq!(decided(&rs, &sig("172.16.0.2")), None);
 }
 
 #[test]
 fn single_addresses_and_host_bits() {
     let rs = load(json!([
-        rule(
-            "host",
-            1.0,
-            block(),
-            json!({"ipv4_cidrs": ["203.0.113.9"], "ipv6_cidrs": ["2001:db8::9"]})
-        ),
-        rule(
-            "hostbits",
-            2.0,
-            log(),
-            json!({"ipv4_cidrs": ["10.1.2.3/8"]})
-        ),
+        rule("host", 1.0, block(), json!({"ipv4_cidrs": ["203.0.113.9"], "ipv6_cidrs": ["2001:db8::9"]})),
+        rule("hostbits", 2.0, log(), json!({"ipv4_cidrs": ["10.1.2.3/8"]})),
     ]));
     assert_eq!(decided(&rs, &sig("203.0.113.9")).as_deref(), Some("host"));
     assert_eq!(decided(&rs, &sig("203.0.113.10")), None);
@@ -395,108 +283,44 @@ fn user_agent_wildcards() {
     let rs = load(json!([
         rule("curl", 1.0, block(), json!({"user_agents": ["curl/*"]})),
         rule("bots", 2.0, block(), json!({"user_agents": ["*bot*"]})),
-        rule(
-            "exact",
-            3.0,
-            block(),
-            json!({"user_agents": ["Python-Requests/2.31"]})
-        ),
-        rule_not(
-            "no-mozilla",
-            4.0,
-            log(),
-            json!({"user_agents": ["mozilla/*"]})
-        ),
+        rule("exact", 3.0, block(), json!({"user_agents": ["Python-Requests/2.31"]})),
+        rule_not("no-mozilla", 4.0, log(), json!({"user_agents": ["mozilla/*"]})),
     ]));
-    let ua = |u: &str| Signals {
-        user_agent: Some(u.into()),
-        ..sig("1.2.3.4")
-    };
+    let ua = |u: &str| Signals { user_agent: Some(u.into()), ..sig("1.2.3.4") };
     assert_eq!(decided(&rs, &ua("curl/8.4.0")).as_deref(), Some("curl"));
     assert_eq!(decided(&rs, &ua("CURL/7")).as_deref(), Some("curl"));
     assert_eq!(decided(&rs, &ua("libcurl/7")), None);
-    assert_eq!(
-        decided(&rs, &ua("Mozilla/5.0 (compatible; Googlebot/2.1)")).as_deref(),
-        Some("bots")
-    );
-    assert_eq!(
-        decided(&rs, &ua("python-requests/2.31")).as_deref(),
-        Some("exact")
-    );
+    assert_eq!(decided(&rs, &ua("Mozilla/5.0 (compatible; Googlebot/2.1)")).as_deref(), Some("bots"));
+    assert_eq!(decided(&rs, &ua("python-requests/2.31")).as_deref(), Some("exact"));
     assert_eq!(decided(&rs, &ua("python-requests/2.31.0")), None);
     assert_eq!(rs.evaluate(Scope::Dcr, &ua("Mozilla/5.0")).logged.len(), 0);
     assert_eq!(rs.evaluate(Scope::Dcr, &ua("Opera")).logged.len(), 1);
-    assert_eq!(
-        rs.evaluate(Scope::Dcr, &sig("1.2.3.4")).logged.len(),
-        1,
-        "no UA: not_match holds"
-    );
+    assert_eq!(rs.evaluate(Scope::Dcr, &sig("1.2.3.4")).logged.len(), 1, "no UA: not_match holds");
 }
 
 #[test]
 fn text_signals_are_case_insensitive() {
     let rs = load(json!([
-        rule(
-            "host",
-            1.0,
-            block(),
-            json!({"hostnames": ["Auth.Example.COM"]})
-        ),
-        rule(
-            "ja3",
-            2.0,
-            block(),
-            json!({"ja3_fingerprints": ["E7D705A3286E19EA42F587B344EE6865"]})
-        ),
-        rule(
-            "ja4",
-            3.0,
-            block(),
-            json!({"ja4_fingerprints": ["t13d1516h2_8daaf6152771_b186095e22b6"]})
-        ),
+        rule("host", 1.0, block(), json!({"hostnames": ["Auth.Example.COM"]})),
+        rule("ja3", 2.0, block(), json!({"ja3_fingerprints": ["E7D705A3286E19EA42F587B344EE6865"]})),
+        rule("ja4", 3.0, block(), json!({"ja4_fingerprints": ["t13d1516h2_8daaf6152771_b186095e22b6"]})),
         rule("asn", 4.0, block(), json!({"asns": [64500, 64501]})),
-        rule(
-            "country",
-            5.0,
-            block(),
-            json!({"geo_country_codes": ["de", "At"]})
-        ),
+        rule("country", 5.0, block(), json!({"geo_country_codes": ["de", "At"]})),
     ]));
     let base = sig("1.2.3.4");
-    let host = Signals {
-        hostname: Some("auth.example.com".into()),
-        ..base.clone()
-    };
+    let host = Signals { hostname: Some("auth.example.com".into()), ..base.clone() };
     assert_eq!(decided(&rs, &host).as_deref(), Some("host"));
-    let host = Signals {
-        hostname: Some("AUTH.example.com".into()),
-        ..base.clone()
-    };
+    let host = Signals { hostname: Some("AUTH.example.com".into()), ..base.clone() };
     assert_eq!(decided(&rs, &host).as_deref(), Some("host"));
-    let ja3 = Signals {
-        ja3: Some("e7d705a3286e19ea42f587b344ee6865".into()),
-        ..base.clone()
-    };
+    let ja3 = Signals { ja3: Some("e7d705a3286e19ea42f587b344ee6865".into()), ..base.clone() };
     assert_eq!(decided(&rs, &ja3).as_deref(), Some("ja3"));
-    let ja4 = Signals {
-        ja4: Some("T13D1516H2_8DAAF6152771_B186095E22B6".into()),
-        ..base.clone()
-    };
+    let ja4 = Signals { ja4: Some("T13D1516H2_8DAAF6152771_B186095E22B6".into()), ..base.clone() };
     assert_eq!(decided(&rs, &ja4).as_deref(), Some("ja4"));
-    let asn = Signals {
-        asn: Some(64501),
-        ..base.clone()
-    };
+    let asn = Signals { asn: Some(64501), ..base.clone() };
     assert_eq!(decided(&rs, &asn).as_deref(), Some("asn"));
-    let at = Signals {
-        country: Some("AT".into()),
-        ..base.clone()
-    };
+    let at = Signals { country: Some("AT".into()), ..base.clone() };
     assert_eq!(decided(&rs, &at).as_deref(), Some("country"));
-    let at = Signals {
-        country: Some("at".into()),
-        ..base.clone()
-    };
+    let at = Signals { country: Some("at".into()), ..base.clone() };
     assert_eq!(decided(&rs, &at).as_deref(), Some("country"));
 }
 
@@ -508,32 +332,14 @@ fn default_action_block_and_redirect() {
             "scope": "dcr", "match": {"geo_country_codes": ["KP"]}}}]),
         DefaultAction::Block,
     );
-    let kp = Signals {
-        country: Some("KP".into()),
-        ..sig("1.2.3.4")
-    };
-    assert_eq!(
-        eval(&rs, Scope::Dcr, &kp),
-        (
-            "redirect https://example.com/denied".into(),
-            Some("go".into())
-        )
-    );
-    assert_eq!(
-        eval(&rs, Scope::Dcr, &sig("1.2.3.4")),
-        ("block".into(), None)
-    );
+    let kp = Signals { country: Some("KP".into()), ..sig("1.2.3.4") };
+    assert_eq!(eval(&rs, Scope::Dcr, &kp), ("redirect https://example.com/denied".into(), Some("go".into())));
+    assert_eq!(eval(&rs, Scope::Dcr, &sig("1.2.3.4")), ("block".into(), None));
     assert_eq!(eval(&rs, Scope::Management, &kp), ("block".into(), None));
     let empty = RuleSet::empty(DefaultAction::Block);
-    assert_eq!(
-        eval(&empty, Scope::Dcr, &sig("1.2.3.4")),
-        ("block".into(), None)
-    );
+    assert_eq!(eval(&empty, Scope::Dcr, &sig("1.2.3.4")), ("block".into(), None));
     let empty = RuleSet::empty(DefaultAction::Allow);
-    assert_eq!(
-        eval(&empty, Scope::Dcr, &sig("1.2.3.4")),
-        ("allow".into(), None)
-    );
+    assert_eq!(eval(&empty, Scope::Dcr, &sig("1.2.3.4")), ("allow".into(), None));
     assert_eq!(empty.rule_count(), 0);
 }
 
@@ -545,10 +351,7 @@ fn action_flags_false_are_ignored() {
         json!({"block": false, "allow": true, "log": null}),
         json!({"ipv4_cidrs": ["0.0.0.0/0"]})
     )]));
-    assert_eq!(
-        eval(&rs, Scope::Dcr, &sig("1.2.3.4")),
-        ("allow".into(), Some("x".into()))
-    );
+    assert_eq!(eval(&rs, Scope::Dcr, &sig("1.2.3.4")), ("allow".into(), Some("x".into())));
 }
 
 #[test]
@@ -575,15 +378,8 @@ fn generated_ids_and_introspection() {
     assert!(rs.uses_geo_subdivision());
     assert!(rs.uses_asn());
     assert_eq!(rs.entry_count(), 3);
-    let s = Signals {
-        subdivisions: vec!["US-WA".into()],
-        asn: Some(1),
-        ..sig("1.2.3.4")
-    };
-    assert_eq!(
-        rs.evaluate(Scope::Dcr, &s).logged,
-        vec![Arc::<str>::from("rule-0")]
-    );
+    let s = Signals { subdivisions: vec!["US-WA".into()], asn: Some(1), ..sig("1.2.3.4") };
+    assert_eq!(rs.evaluate(Scope::Dcr, &s).logged, vec![Arc::<str>::from("rule-0")]);
 }
 
 #[test]
@@ -599,12 +395,7 @@ fn many_rules_use_heap_bitsets() {
             )
         })
         .collect();
-    rules.push(rule(
-        "last",
-        5000.0,
-        log(),
-        json!({"ipv4_cidrs": ["0.0.0.0/0"]}),
-    ));
+    rules.push(rule("last", 5000.0, log(), json!({"ipv4_cidrs": ["0.0.0.0/0"]})));
     let rs = load(json!(rules));
     assert_eq!(decided(&rs, &sig("10.11.183.5")).as_deref(), Some("r2999"));
     assert_eq!(decided(&rs, &sig("10.0.0.5")).as_deref(), Some("r0"));
@@ -630,10 +421,7 @@ fn rule_set_is_send_sync_and_round_trips() {
     assert_eq!(back, src);
     let again = RuleSet::from_rules(rs.rules().to_vec(), DefaultAction::Allow).unwrap();
     assert_eq!(again.rule_ids().collect::<Vec<_>>(), ["a", "rule-1"]);
-    assert_eq!(
-        serde_json::to_string(&DefaultAction::Block).unwrap(),
-        "\"block\""
-    );
+    assert_eq!(serde_json::to_string(&DefaultAction::Block).unwrap(), "\"block\"");
     let d: DefaultAction = serde_json::from_str("\"allow\"").unwrap();
     assert_eq!(d, DefaultAction::Allow);
 }
@@ -654,10 +442,7 @@ fn auth0_export_loads_unchanged() {
     ]"#;
     let rs = RuleSet::load(export.as_bytes(), DefaultAction::Allow).unwrap();
     assert_eq!(rs.rule_count(), 2);
-    let s = Signals {
-        asn: Some(60729),
-        ..sig("1.2.3.4")
-    };
+    let s = Signals { asn: Some(60729), ..sig("1.2.3.4") };
     assert_eq!(eval(&rs, Scope::Dcr, &s).0, "block");
     assert_eq!(eval(&rs, Scope::Authentication, &s).0, "allow");
     // Auth0's paged list response shape (include_totals=true) loads too.
@@ -671,12 +456,9 @@ fn auth0_export_loads_unchanged() {
 /// Asserts there is an error for (index, id, field) whose message contains `needle`, and
 /// that its Display names all three.
 fn has(errs: &AclErrors, index: usize, id: Option<&str>, field: &str, needle: &str) {
-    let found = errs.iter().find(|e| {
-        e.index == Some(index)
-            && e.id.as_deref() == id
-            && e.field == field
-            && e.message.contains(needle)
-    });
+    let found = errs
+        .iter()
+        .find(|e| e.index == Some(index) && e.id.as_deref() == id && e.field == field && e.message.contains(needle));
     let Some(e) = found else {
         panic!("no error ({index}, {id:?}, {field}, {needle:?}) in:\n{errs}");
     };
@@ -685,10 +467,7 @@ fn has(errs: &AclErrors, index: usize, id: Option<&str>, field: &str, needle: &s
     if let Some(id) = id {
         assert!(line.contains(&format!("(id {id:?})")), "{line}");
     }
-    assert!(
-        line.contains(&format!(": {field}: ")) || field.is_empty(),
-        "{line}"
-    );
+    assert!(line.contains(&format!(": {field}: ")) || field.is_empty(), "{line}");
 }
 
 #[test]
@@ -697,17 +476,9 @@ fn message_shape() {
         rule("ok", 1.0, block(), json!({"ipv4_cidrs": ["10.0.0.0/8"]})),
         rule("a", 1.0, block(), json!({"ipv4_cidrs": ["10.0.0.0/8"]})),
         rule("b", 1.0, block(), json!({"ipv4_cidrs": ["10.0.0.0/8"]})),
-        rule(
-            "block-x",
-            1.0,
-            block(),
-            json!({"ipv4_cidrs": ["10.0.0.0/8", "1.1.1.1", "10.0.0.300/8"]})
-        ),
+        rule("block-x", 1.0, block(), json!({"ipv4_cidrs": ["10.0.0.0/8", "1.1.1.1", "10.0.0.300/8"]})),
     ]));
-    assert_eq!(
-        errs.to_string(),
-        r#"rule 3 (id "block-x"): rule.match.ipv4_cidrs[2]: malformed CIDR "10.0.0.300/8""#
-    );
+    assert_eq!(errs.to_string(), r#"rule 3 (id "block-x"): rule.match.ipv4_cidrs[2]: malformed CIDR "10.0.0.300/8""#);
 }
 
 #[test]
@@ -731,86 +502,26 @@ fn all_errors_are_collected_across_rules() {
     has(&errs, 0, Some("u"), "rule.match.whatever", "unknown member");
     has(&errs, 1, Some("t"), "active", "expected a boolean");
     has(&errs, 1, Some("t"), "priority", "expected a number");
-    has(
-        &errs,
-        1,
-        Some("t"),
-        "rule.action.block",
-        "expected a boolean",
-    );
+    has(&errs, 1, Some("t"), "rule.action.block", "expected a boolean");
     has(&errs, 1, Some("t"), "rule.scope", "expected a string");
     has(&errs, 1, Some("t"), "rule.match.asns[0]", "AS number");
     has(&errs, 1, Some("t"), "rule.match.asns[1]", "AS number");
-    has(
-        &errs,
-        1,
-        Some("t"),
-        "rule.match.ipv4_cidrs",
-        "expected an array",
-    );
+    has(&errs, 1, Some("t"), "rule.match.ipv4_cidrs", "expected an array");
     has(&errs, 2, Some("v"), "rule.action", "no action");
     has(&errs, 2, Some("v"), "rule.scope", "unknown scope");
-    has(
-        &errs,
-        2,
-        Some("v"),
-        "rule.match.ipv4_cidrs[0]",
-        "IPv6 range",
-    );
-    has(
-        &errs,
-        2,
-        Some("v"),
-        "rule.match.ipv4_cidrs[1]",
-        "malformed CIDR",
-    );
-    has(
-        &errs,
-        2,
-        Some("v"),
-        "rule.match.ipv6_cidrs[0]",
-        "IPv4 range",
-    );
-    has(
-        &errs,
-        2,
-        Some("v"),
-        "rule.match.geo_country_codes[0]",
-        "malformed country code",
-    );
-    has(
-        &errs,
-        2,
-        Some("v"),
-        "rule.match.geo_country_codes[1]",
-        "malformed country code",
-    );
-    has(
-        &errs,
-        2,
-        Some("v"),
-        "rule.match.geo_subdivision_codes[0]",
-        "malformed subdivision",
-    );
-    has(
-        &errs,
-        2,
-        Some("v"),
-        "rule.match.geo_subdivision_codes[1]",
-        "malformed subdivision",
-    );
+    has(&errs, 2, Some("v"), "rule.match.ipv4_cidrs[0]", "IPv6 range");
+    has(&errs, 2, Some("v"), "rule.match.ipv4_cidrs[1]", "malformed CIDR");
+    has(&errs, 2, Some("v"), "rule.match.ipv6_cidrs[0]", "IPv4 range");
+    has(&errs, 2, Some("v"), "rule.match.geo_country_codes[0]", "malformed country code");
+    has(&errs, 2, Some("v"), "rule.match.geo_country_codes[1]", "malformed country code");
+    has(&errs, 2, Some("v"), "rule.match.geo_subdivision_codes[0]", "malformed subdivision");
+    has(&errs, 2, Some("v"), "rule.match.geo_subdivision_codes[1]", "malformed subdivision");
     has(&errs, 3, Some("rule-3"), "", "expected an object");
     // value problems of a rule that also has shape problems are reported too
     has(&errs, 4, Some("w"), "rule.match.whatever", "unknown member");
     has(&errs, 4, Some("w"), "rule.match.asns[0]", "AS number");
     has(&errs, 4, Some("w"), "rule.scope", "unknown scope");
-    has(
-        &errs,
-        4,
-        Some("w"),
-        "rule.match.ipv4_cidrs[0]",
-        "malformed CIDR",
-    );
+    has(&errs, 4, Some("w"), "rule.match.ipv4_cidrs[0]", "malformed CIDR");
     assert_eq!(errs.len(), 24, "{errs}");
     assert_eq!(errs.to_string().lines().count(), 24);
     // file order
@@ -827,69 +538,18 @@ fn action_errors() {
         rule("none", 1.0, json!({}), m.clone()),
         rule("two", 1.0, json!({"allow": true, "block": true}), m.clone()),
         rule("redir-no-uri", 1.0, json!({"redirect": true}), m.clone()),
-        rule(
-            "redir-bad",
-            1.0,
-            json!({"redirect": true, "redirect_uri": "/relative"}),
-            m.clone()
-        ),
-        rule(
-            "redir-js",
-            1.0,
-            json!({"redirect": true, "redirect_uri": "javascript:alert(1)"}),
-            m.clone()
-        ),
-        rule(
-            "uri-no-redirect",
-            1.0,
-            json!({"block": true, "redirect_uri": "https://x.example"}),
-            m.clone()
-        ),
+        rule("redir-bad", 1.0, json!({"redirect": true, "redirect_uri": "/relative"}), m.clone()),
+        rule("redir-js", 1.0, json!({"redirect": true, "redirect_uri": "javascript:alert(1)"}), m.clone()),
+        rule("uri-no-redirect", 1.0, json!({"block": true, "redirect_uri": "https://x.example"}), m.clone()),
         rule("unknown", 1.0, json!({"deny": true}), m.clone()),
     ]));
     has(&errs, 0, Some("none"), "rule.action", "no action");
-    has(
-        &errs,
-        1,
-        Some("two"),
-        "rule.action",
-        "several actions (allow, block)",
-    );
-    has(
-        &errs,
-        2,
-        Some("redir-no-uri"),
-        "rule.action.redirect_uri",
-        "missing",
-    );
-    has(
-        &errs,
-        3,
-        Some("redir-bad"),
-        "rule.action.redirect_uri",
-        "absolute http",
-    );
-    has(
-        &errs,
-        4,
-        Some("redir-js"),
-        "rule.action.redirect_uri",
-        "absolute http",
-    );
-    has(
-        &errs,
-        5,
-        Some("uri-no-redirect"),
-        "rule.action.redirect_uri",
-        "only allowed",
-    );
-    has(
-        &errs,
-        6,
-        Some("unknown"),
-        "rule.action.deny",
-        "unknown member",
-    );
+    has(&errs, 1, Some("two"), "rule.action", "several actions (allow, block)");
+    has(&errs, 2, Some("redir-no-uri"), "rule.action.redirect_uri", "missing");
+    has(&errs, 3, Some("redir-bad"), "rule.action.redirect_uri", "absolute http");
+    has(&errs, 4, Some("redir-js"), "rule.action.redirect_uri", "absolute http");
+    has(&errs, 5, Some("uri-no-redirect"), "rule.action.redirect_uri", "only allowed");
+    has(&errs, 6, Some("unknown"), "rule.action.deny", "unknown member");
 }
 
 #[test]
@@ -905,62 +565,14 @@ fn condition_errors() {
     ]));
     has(&errs, 0, Some("bare"), "rule", "no condition");
     has(&errs, 1, Some("empty"), "rule", "no condition");
-    has(
-        &errs,
-        2,
-        Some("bad-not"),
-        "rule.not_match.ipv6_cidrs[0]",
-        "malformed CIDR",
-    );
-    has(
-        &errs,
-        2,
-        Some("bad-not"),
-        "rule.not_match.connecting_ipv4_cidrs[0]",
-        "IPv6 range",
-    );
-    has(
-        &errs,
-        2,
-        Some("bad-not"),
-        "rule.not_match.connecting_ipv6_cidrs[0]",
-        "IPv4 range",
-    );
-    has(
-        &errs,
-        3,
-        Some("texts"),
-        "rule.match.user_agents[0]",
-        "empty",
-    );
-    has(
-        &errs,
-        3,
-        Some("texts"),
-        "rule.match.hostnames[0]",
-        "wildcards",
-    );
-    has(
-        &errs,
-        3,
-        Some("texts"),
-        "rule.match.hostnames[1]",
-        "whitespace",
-    );
-    has(
-        &errs,
-        3,
-        Some("texts"),
-        "rule.match.ja3_fingerprints[0]",
-        "whitespace",
-    );
-    has(
-        &errs,
-        3,
-        Some("texts"),
-        "rule.match.ja4_fingerprints[0]",
-        "empty",
-    );
+    has(&errs, 2, Some("bad-not"), "rule.not_match.ipv6_cidrs[0]", "malformed CIDR");
+    has(&errs, 2, Some("bad-not"), "rule.not_match.connecting_ipv4_cidrs[0]", "IPv6 range");
+    has(&errs, 2, Some("bad-not"), "rule.not_match.connecting_ipv6_cidrs[0]", "IPv4 range");
+    has(&errs, 3, Some("texts"), "rule.match.user_agents[0]", "empty");
+    has(&errs, 3, Some("texts"), "rule.match.hostnames[0]", "wildcards");
+    has(&errs, 3, Some("texts"), "rule.match.hostnames[1]", "whitespace");
+    has(&errs, 3, Some("texts"), "rule.match.ja3_fingerprints[0]", "whitespace");
+    has(&errs, 3, Some("texts"), "rule.match.ja4_fingerprints[0]", "empty");
 }
 
 #[test]
@@ -974,41 +586,18 @@ fn id_and_required_member_errors() {
         {"id": 7, "rule": {"scope": "tenant", "match": m.clone()}},
         rule("", 1.0, block(), m.clone()),
     ]));
-    has(
-        &errs,
-        1,
-        Some("dup"),
-        "id",
-        "duplicate id \"dup\" (already used by rule 0)",
-    );
-    has(
-        &errs,
-        3,
-        Some("rule-3"),
-        "id",
-        "duplicate id \"rule-3\" (already used by rule 2)",
-    );
+    has(&errs, 1, Some("dup"), "id", "duplicate id \"dup\" (already used by rule 0)");
+    has(&errs, 3, Some("rule-3"), "id", "duplicate id \"rule-3\" (already used by rule 2)");
     has(&errs, 4, None, "id", "expected a string");
     has(&errs, 4, None, "active", "missing");
     has(&errs, 4, None, "rule.action", "missing");
     has(&errs, 5, Some(""), "id", "must not be empty");
-    assert!(
-        errs.to_string().contains("rule 4: active: missing"),
-        "{errs}"
-    );
+    assert!(errs.to_string().contains("rule 4: active: missing"), "{errs}");
     let e = load_err(json!({"id": 1}));
     assert_eq!(e.0[0].index, None);
-    assert!(
-        e.to_string()
-            .starts_with("id: the rules file must be a JSON array"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("id: the rules file must be a JSON array"), "{e}");
     let e = load_err(json!("x"));
-    assert!(
-        e.to_string()
-            .contains("must be a JSON array of rules; found string"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("must be a JSON array of rules; found string"), "{e}");
     let e = RuleSet::load(b"[{", DefaultAction::Allow).unwrap_err();
     assert!(e.to_string().starts_with("invalid JSON"), "{e}");
     let e = RuleSet::load(br#"[{"id": "x", "id": "y"}]"#, DefaultAction::Allow).unwrap_err();
@@ -1023,15 +612,9 @@ fn from_rules_validates_too() {
         active: true,
         priority: f64::NAN,
         rule: RuleBody {
-            action: Action {
-                block: Some(true),
-                ..Default::default()
-            },
+            action: Action { block: Some(true), ..Default::default() },
             scope: "tenant".into(),
-            match_: Some(Conditions {
-                ipv4_cidrs: Some(vec!["bad".into()]),
-                ..Default::default()
-            }),
+            match_: Some(Conditions { ipv4_cidrs: Some(vec!["bad".into()]), ..Default::default() }),
             not_match: None,
         },
         created_at: None,
@@ -1039,13 +622,7 @@ fn from_rules_validates_too() {
     };
     let errs = RuleSet::from_rules(vec![r], DefaultAction::Allow).unwrap_err();
     has(&errs, 0, Some("x"), "priority", "finite");
-    has(
-        &errs,
-        0,
-        Some("x"),
-        "rule.match.ipv4_cidrs[0]",
-        "malformed CIDR",
-    );
+    has(&errs, 0, Some("x"), "rule.match.ipv4_cidrs[0]", "malformed CIDR");
 }
 
 // ------------------------------------------------------------------ engine vs reference
@@ -1060,14 +637,8 @@ const V4: &[&str] = &[
     "0.0.0.0/0",
     "10.1.2.128/25",
 ];
-const V6: &[&str] = &[
-    "2001:db8::/32",
-    "2001:db8:1::/48",
-    "2001:db8:1::1",
-    "::/0",
-    "::ffff:10.1.0.0/112",
-    "2001:db8:1::/128",
-];
+const V6: &[&str] =
+    &["2001:db8::/32", "2001:db8:1::/48", "2001:db8:1::1", "::/0", "::ffff:10.1.0.0/112", "2001:db8:1::/128"];
 const IPS: &[&str] = &[
     "10.1.2.3",
     "10.1.2.200",
@@ -1082,14 +653,7 @@ const IPS: &[&str] = &[
 ];
 const COUNTRIES: &[&str] = &["US", "us", "GB", "FR"];
 const SUBS: &[&str] = &["US-WA", "gb-sct", "FR-75"];
-const UAS: &[&str] = &[
-    "curl/*",
-    "*bot*",
-    "Mozilla",
-    "mozilla/5.0",
-    "*",
-    "googlebot",
-];
+const UAS: &[&str] = &["curl/*", "*bot*", "Mozilla", "mozilla/5.0", "*", "googlebot"];
 const REQ_UAS: &[&str] = &["curl/8.0", "Googlebot", "mozilla", "Mozilla/5.0", "x", ""];
 const HOSTS: &[&str] = &["a.example", "B.example"];
 const JA: &[&str] = &["abc", "ABC", "def"];
@@ -1103,14 +667,7 @@ fn pick(pool: &'static [&'static str], max: usize) -> impl Strategy<Value = Opti
 }
 
 fn conditions() -> impl Strategy<Value = Option<Conditions>> {
-    let a = (
-        pick(V4, 3),
-        pick(V6, 2),
-        pick(V4, 2),
-        pick(V6, 2),
-        pick(COUNTRIES, 2),
-        pick(SUBS, 2),
-    );
+    let a = (pick(V4, 3), pick(V6, 2), pick(V4, 2), pick(V6, 2), pick(COUNTRIES, 2), pick(SUBS, 2));
     let b = (
         prop::option::weighted(0.25, prop::collection::vec(1u32..=3, 0..=2)),
         pick(UAS, 2),
@@ -1120,21 +677,19 @@ fn conditions() -> impl Strategy<Value = Option<Conditions>> {
     );
     prop::option::weighted(
         0.7,
-        (a, b).prop_map(
-            |((v4, v6, cv4, cv6, cc, sd), (asn, ua, ja3, ja4, host))| Conditions {
-                asns: asn,
-                geo_country_codes: cc,
-                geo_subdivision_codes: sd,
-                ipv4_cidrs: v4,
-                ipv6_cidrs: v6,
-                ja3_fingerprints: ja3,
-                ja4_fingerprints: ja4,
-                user_agents: ua,
-                hostnames: host,
-                connecting_ipv4_cidrs: cv4,
-                connecting_ipv6_cidrs: cv6,
-            },
-        ),
+        (a, b).prop_map(|((v4, v6, cv4, cv6, cc, sd), (asn, ua, ja3, ja4, host))| Conditions {
+            asns: asn,
+            geo_country_codes: cc,
+            geo_subdivision_codes: sd,
+            ipv4_cidrs: v4,
+            ipv6_cidrs: v6,
+            ja3_fingerprints: ja3,
+            ja4_fingerprints: ja4,
+            user_agents: ua,
+            hostnames: host,
+            connecting_ipv4_cidrs: cv4,
+            connecting_ipv6_cidrs: cv6,
+        }),
     )
 }
 
@@ -1144,15 +699,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
         prop::bool::weighted(0.85),
         prop::sample::select(&[0.0, 1.0, 1.0, 2.0, 2.5][..]),
         0..4usize,
-        prop::sample::select(
-            &[
-                "tenant",
-                "authentication",
-                "management",
-                "dcr",
-                "dynamic_client_registration",
-            ][..],
-        ),
+        prop::sample::select(&["tenant", "authentication", "management", "dcr", "dynamic_client_registration"][..]),
         conditions(),
         conditions(),
     )
@@ -1167,13 +714,9 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                     action.redirect_uri = Some("https://r.example/".into());
                 }
             }
-            let empty = m.as_ref().map_or(true, Conditions::is_empty)
-                && n.as_ref().map_or(true, Conditions::is_empty);
+            let empty = m.as_ref().map_or(true, Conditions::is_empty) && n.as_ref().map_or(true, Conditions::is_empty);
             let m = if empty {
-                Some(Conditions {
-                    ipv4_cidrs: Some(vec!["10.0.0.0/8".into()]),
-                    ..Default::default()
-                })
+                Some(Conditions { ipv4_cidrs: Some(vec!["10.0.0.0/8".into()]), ..Default::default() })
             } else {
                 m
             };
@@ -1182,12 +725,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                 description: None,
                 active,
                 priority,
-                rule: RuleBody {
-                    action,
-                    scope: scope.into(),
-                    match_: m,
-                    not_match: n,
-                },
+                rule: RuleBody { action, scope: scope.into(), match_: m, not_match: n },
                 created_at: None,
                 updated_at: None,
             }
@@ -1198,17 +736,12 @@ fn arb_signals() -> impl Strategy<Value = Signals> {
     (
         (prop::sample::select(IPS), prop::sample::select(IPS)),
         prop::option::of(prop::sample::select(&["US", "GB", "FR", "DE", "us"][..])),
-        prop::collection::vec(
-            prop::sample::select(&["US-WA", "GB-SCT", "FR-75", "gb-sct"][..]),
-            0..=2,
-        ),
+        prop::collection::vec(prop::sample::select(&["US-WA", "GB-SCT", "FR-75", "gb-sct"][..]), 0..=2),
         prop::option::of(1u32..=4),
         prop::option::of(prop::sample::select(REQ_UAS)),
         prop::option::of(prop::sample::select(&["abc", "Abc", "def", "zzz"][..])),
         prop::option::of(prop::sample::select(&["abc", "def"][..])),
-        prop::option::of(prop::sample::select(
-            &["a.example", "b.example", "c.example"][..],
-        )),
+        prop::option::of(prop::sample::select(&["a.example", "b.example", "c.example"][..])),
     )
         .prop_map(|((c, k), country, subs, asn, ua, ja3, ja4, host)| Signals {
             client_ip: ip(c),
@@ -1273,15 +806,10 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
             prop::collection::vec(
-                (
-                    prop::sample::select(vec!["block", "log", "ipv4_cidrs", "zz", "match"]),
-                    inner
-                ),
+                (prop::sample::select(vec!["block", "log", "ipv4_cidrs", "zz", "match"]), inner),
                 0..3
             )
-            .prop_map(|kv| serde_json::Value::Object(
-                kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-            )),
+            .prop_map(|kv| serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
         ]
     })
 }
@@ -1361,8 +889,11 @@ fn arb_prefix_rules() -> impl Strategy<Value = (Vec<Rule>, Vec<std::net::IpAddr>
         prop::collection::vec((0usize..64, 0u8..=32, 0u8..=128, 0usize..3, 0u8..4), 1..10),
     )
         .prop_map(|(v4, v6, specs)| {
-            let addrs: Vec<IpAddr> =
-                v4.iter().map(|a| IpAddr::V4(Ipv4Addr::from(*a))).chain(v6.iter().map(|a| IpAddr::V6(Ipv6Addr::from(*a)))).collect();
+            let addrs: Vec<IpAddr> = v4
+                .iter()
+                .map(|a| IpAddr::V4(Ipv4Addr::from(*a)))
+                .chain(v6.iter().map(|a| IpAddr::V6(Ipv6Addr::from(*a))))
+                .collect();
             let rules = specs
                 .iter()
                 .enumerate()

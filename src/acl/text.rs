@@ -138,9 +138,7 @@ pub(crate) struct Glob {
 impl Glob {
     pub(crate) fn new(pattern: &str) -> Glob {
         let lower = pattern.to_ascii_lowercase();
-        Glob {
-            parts: lower.split('*').map(Box::from).collect(),
-        }
+        Glob { parts: lower.split('*').map(Box::from).collect() }
     }
 
     pub(crate) fn has_wildcard(&self) -> bool {
@@ -161,10 +159,7 @@ impl Glob {
         let Some((last, middle)) = rest.split_last() else {
             return text == &**first;
         };
-        if text.len() < first.len() + last.len()
-            || !text.starts_with(&**first)
-            || !text.ends_with(&**last)
-        {
+        if text.len() < first.len() + last.len() || !text.starts_with(&**first) || !text.ends_with(&**last) {
             return false;
         }
         // The prefix and suffix are fixed; middle pieces are placed leftmost-first in what

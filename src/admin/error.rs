@@ -38,7 +38,8 @@ impl ApiError {
     /// 401: no token, or one that does not verify. `www_authenticate` is the RFC 6750
     /// challenge (`Bearer`, with `error=` when a token was presented).
     pub fn unauthorized(code: &'static str, message: impl Into<String>, www_authenticate: String) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, code, message).with_header(http::header::WWW_AUTHENTICATE, www_authenticate)
+        ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+            .with_header(http::header::WWW_AUTHENTICATE, www_authenticate)
     }
 
     /// 403: the token lacks the endpoint's scope.
@@ -71,8 +72,12 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(allow: &'static str) -> ApiError {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("method not allowed here (allowed: {allow})"))
-            .with_header(http::header::ALLOW, allow)
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("method not allowed here (allowed: {allow})"),
+        )
+        .with_header(http::header::ALLOW, allow)
     }
 
     pub fn precondition_failed(current: &str) -> ApiError {

@@ -9,9 +9,9 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::protocols::http::ServerSession;
 
-use crate::telemetry::Metrics;
 use crate::admin::{self, AdminApi, ApiBody, RequestHead};
 use crate::snapshot::Store;
+use crate::telemetry::Metrics;
 
 pub struct AdminApp {
     pub store: Arc<Store>,
@@ -123,7 +123,11 @@ impl ServeHttp for AdminApp {
                 path,
                 query: session.req_header().uri.query().map(str::to_string),
                 headers: session.req_header().headers.clone(),
-                client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()).unwrap_or_default(),
+                client_ip: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default(),
             };
             let mut body = SessionBody { session, complete: false };
             let resp = self.api.handle(&head, &mut body).await;

@@ -39,9 +39,9 @@ use serde_json::Value;
 use self::audit::{AdminAuditLine, Change};
 use self::error::{ApiError, FieldError};
 use self::network_acls::Op;
-use crate::state::settings::Overrides;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
+use crate::state::settings::Overrides;
 use crate::telemetry::audit::now_rfc3339;
 use crate::telemetry::AuditLog;
 
@@ -365,7 +365,15 @@ impl AdminApi {
         Ok(reply)
     }
 
-    fn audit_change(&self, head: &RequestHead, rid: &str, actor: &str, action: &'static str, w: Written, status: StatusCode) {
+    fn audit_change(
+        &self,
+        head: &RequestHead,
+        rid: &str,
+        actor: &str,
+        action: &'static str,
+        w: Written,
+        status: StatusCode,
+    ) {
         let fields: Vec<&str> = w.changes.iter().map(|c| c.field.as_str()).collect();
         tracing::info!(
             request_id = rid,
@@ -453,12 +461,13 @@ impl AdminApi {
         let current = store::read(&path).map_err(|e| io_error("read", &path, e))?;
         check_if_match(if_match, &current.sha256)?;
         let default_action = snap.config.default_action;
-        let rules = network_acls::current(current.bytes.as_deref().unwrap_or_default(), default_action).map_err(|e| {
-            ApiError::conflict(
-                "rules_file_invalid",
-                format!("{} does not load, fix it first: {}", path.display(), e.to_string().replace('\n', "; ")),
-            )
-        })?;
+        let rules =
+            network_acls::current(current.bytes.as_deref().unwrap_or_default(), default_action).map_err(|e| {
+                ApiError::conflict(
+                    "rules_file_invalid",
+                    format!("{} does not load, fix it first: {}", path.display(), e.to_string().replace('\n', "; ")),
+                )
+            })?;
         let is_create = matches!(op, Op::Create(_));
         let is_delete = matches!(op, Op::Delete(_));
         let outcome = network_acls::apply(rules, op, &now_rfc3339(), default_action, network_acls::generate_id)?;
@@ -476,19 +485,23 @@ impl AdminApi {
             body,
             etag: Some(after.clone()),
             location: is_create.then(|| {
-                format!(
-                    "/api/v2/network-acls/{}",
-                    percent_encoding::utf8_percent_encode(&outcome.id, PATH_SEGMENT)
-                )
+                format!("/api/v2/network-acls/{}", percent_encoding::utf8_percent_encode(&outcome.id, PATH_SEGMENT))
             }),
         };
-        let written = Written { file: path, before: current.sha256, after, target: Some(outcome.id), changes: outcome.changes };
+        let written =
+            Written { file: path, before: current.sha256, after, target: Some(outcome.id), changes: outcome.changes };
         Ok((reply, Some(written)))
     }
 
     /// Write the file atomically, reload, and restore the previous contents if the reload
     /// refuses it. Returns the new SHA-256.
-    async fn commit(&self, path: &Path, previous: Option<Vec<u8>>, bytes: Vec<u8>, why: &'static str) -> Result<String, ApiError> {
+    async fn commit(
+        &self,
+        path: &Path,
+        previous: Option<Vec<u8>>,
+        bytes: Vec<u8>,
+        why: &'static str,
+    ) -> Result<String, ApiError> {
         let reloader = self.reloader.clone();
         let path = path.to_path_buf();
         let sha = store::sha256_hex(&bytes);
@@ -538,7 +551,10 @@ fn rules_file(snap: &Snapshot) -> Result<&Path, ApiError> {
 fn check_databases(set: &crate::acl::RuleSet, snap: &Snapshot) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     if set.uses_geo_country() && snap.geo.is_none() {
-        errors.push(FieldError::new("rule.match.geo_country_codes", "needs a GeoIP country database: set geoip.country_db in gateway.toml"));
+        errors.push(FieldError::new(
+            "rule.match.geo_country_codes",
+            "needs a GeoIP country database: set geoip.country_db in gateway.toml",
+        ));
     }
     if set.uses_geo_subdivision() {
         match &snap.geo {

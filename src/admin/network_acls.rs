@@ -55,10 +55,9 @@ pub fn list(rules: &[Rule], ids: &[&str], query: Option<&str>) -> Result<Value, 
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let num = |v: &str, max: usize| {
-            v.parse::<usize>()
-                .ok()
-                .filter(|n| *n <= max)
-                .ok_or_else(|| ApiError::bad_request("invalid_query_string", format!("{k}: expected an integer 0..={max}, got {v:?}")))
+            v.parse::<usize>().ok().filter(|n| *n <= max).ok_or_else(|| {
+                ApiError::bad_request("invalid_query_string", format!("{k}: expected an integer 0..={max}, got {v:?}"))
+            })
         };
         match k {
             "page" => page = Some(num(v, 1_000_000)?),
@@ -67,7 +66,12 @@ pub fn list(rules: &[Rule], ids: &[&str], query: Option<&str>) -> Result<Value, 
                 totals = match v {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(ApiError::bad_request("invalid_query_string", format!("include_totals: expected true or false, got {v:?}"))),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid_query_string",
+                            format!("include_totals: expected true or false, got {v:?}"),
+                        ))
+                    }
                 }
             }
             _ => {
@@ -86,13 +90,7 @@ pub fn list(rules: &[Rule], ids: &[&str], query: Option<&str>) -> Result<Value, 
             (p.unwrap_or(0).saturating_mul(pp), pp)
         }
     };
-    let items: Vec<Value> = rules
-        .iter()
-        .zip(ids)
-        .skip(start)
-        .take(limit)
-        .map(|(r, id)| view(r, id))
-        .collect();
+    let items: Vec<Value> = rules.iter().zip(ids).skip(start).take(limit).map(|(r, id)| view(r, id)).collect();
     Ok(if totals {
         serde_json::json!({"network_acls": items, "start": start, "limit": limit, "total": total})
     } else {
@@ -136,7 +134,10 @@ fn body_object(body: Value) -> Result<Map<String, Value>, ApiError> {
         Value::Object(m) => Ok(m),
         other => Err(ApiError::invalid_body(vec![FieldError::new(
             "",
-            format!("expected a JSON object, found {}", if other.is_array() { "an array" } else { "another JSON value" }),
+            format!(
+                "expected a JSON object, found {}",
+                if other.is_array() { "an array" } else { "another JSON value" }
+            ),
         )])),
     }
 }
@@ -189,10 +190,15 @@ pub fn apply(
             let id = match body.get("id") {
                 None | Some(Value::Null) => new_id(),
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                Some(_) => return Err(ApiError::invalid_body(vec![FieldError::new("id", "expected a non-empty string")])),
+                Some(_) => {
+                    return Err(ApiError::invalid_body(vec![FieldError::new("id", "expected a non-empty string")]))
+                }
             };
             if current.iter().any(|r| r.id.as_deref() == Some(id.as_str())) {
-                return Err(ApiError::conflict("network_acl_conflict", format!("a network ACL with id {id:?} already exists")));
+                return Err(ApiError::conflict(
+                    "network_acl_conflict",
+                    format!("a network ACL with id {id:?} already exists"),
+                ));
             }
             // `id` first, as in every response.
             let mut doc = Map::new();
@@ -306,8 +312,10 @@ mod tests {
     }
 
     fn base() -> Vec<Rule> {
-        rules(r#"[{"active":true,"rule":{"action":{"log":true},"scope":"tenant","match":{"ipv4_cidrs":["10.0.0.0/8"]}}},
-                  {"id":"b","active":true,"priority":3,"rule":{"action":{"block":true},"scope":"dcr","match":{"ipv4_cidrs":["192.0.2.0/24"]}}}]"#)
+        rules(
+            r#"[{"active":true,"rule":{"action":{"log":true},"scope":"tenant","match":{"ipv4_cidrs":["10.0.0.0/8"]}}},
+                  {"id":"b","active":true,"priority":3,"rule":{"action":{"block":true},"scope":"dcr","match":{"ipv4_cidrs":["192.0.2.0/24"]}}}]"#,
+        )
     }
 
     fn run(op: Op) -> Result<Outcome, ApiError> {
@@ -341,7 +349,8 @@ mod tests {
         assert_eq!(e.fields[0].field, "rule.match.ipv4_cidrs[0]");
         let e = run(Op::Create(json!({"active":true,"created_at":"x","rule":{}}))).unwrap_err();
         assert_eq!(e.fields[0].field, "created_at");
-        let e = run(Op::Create(json!({"id":"b","active":true,"rule":{"action":{"block":true},"scope":"dcr"}}))).unwrap_err();
+        let e = run(Op::Create(json!({"id":"b","active":true,"rule":{"action":{"block":true},"scope":"dcr"}})))
+            .unwrap_err();
         assert_eq!(e.status, 409);
     }
 

@@ -47,11 +47,9 @@ impl RuleSource {
         };
         let default = if self.default_action == "block" { DefaultAction::Block } else { DefaultAction::Allow };
         let mut errors = Vec::new();
-        let acl = std::fs::read(rules)
-            .map_err(|e| vec![format!("{}: {e}", rules.display())])
-            .and_then(|b| {
-                RuleSet::load(&b, default).map_err(|e| e.0.iter().map(|x| format!("{}: {x}", rules.display())).collect())
-            });
+        let acl = std::fs::read(rules).map_err(|e| vec![format!("{}: {e}", rules.display())]).and_then(|b| {
+            RuleSet::load(&b, default).map_err(|e| e.0.iter().map(|x| format!("{}: {x}", rules.display())).collect())
+        });
         let geo = self.geoip_db.as_ref().and_then(|p| {
             std::fs::read(p)
                 .map_err(|e| e.to_string())
@@ -114,7 +112,9 @@ impl Engine {
         };
         let scope = match r.scope.as_deref() {
             None => Scope::Dcr,
-            Some(s) => Scope::parse(s).ok_or_else(|| format!("unknown scope {s:?} (dcr, management, authentication)"))?,
+            Some(s) => {
+                Scope::parse(s).ok_or_else(|| format!("unknown scope {s:?} (dcr, management, authentication)"))?
+            }
         };
         let mut s = Signals::from_ip(canonical_ip(ip), canonical_ip(conn));
         if let Some(g) = &self.geo {
@@ -235,7 +235,10 @@ pub fn explain(a: &ExplainArgs) -> i32 {
         println!("client ip:     {}", s.client_ip);
         println!("connecting ip: {}", s.connecting_ip);
         println!("country:       {}", s.country.as_deref().unwrap_or("(none)"));
-        println!("subdivisions:  {}", if s.subdivisions.is_empty() { "(none)".into() } else { s.subdivisions.join(", ") });
+        println!(
+            "subdivisions:  {}",
+            if s.subdivisions.is_empty() { "(none)".into() } else { s.subdivisions.join(", ") }
+        );
         println!("asn:           {}", s.asn.map(|a| a.to_string()).unwrap_or_else(|| "(none)".into()));
         println!("user agent:    {}", s.user_agent.as_deref().unwrap_or("(none)"));
         println!("hostname:      {}", s.hostname.as_deref().unwrap_or("(none)"));

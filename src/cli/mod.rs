@@ -106,7 +106,11 @@ pub fn check(config: &Path) -> i32 {
     if let crate::config::AuditOutput::File(p) = &snap.config.audit_output {
         if let Some(dir) = p.parent() {
             if !dir.as_os_str().is_empty() && !dir.is_dir() {
-                problems.push(format!("{}: audit.output: directory {} does not exist", config.display(), dir.display()));
+                problems.push(format!(
+                    "{}: audit.output: directory {} does not exist",
+                    config.display(),
+                    dir.display()
+                ));
             }
         }
     }

@@ -139,7 +139,9 @@ fn new(a: &TokenNewArgs) -> Result<(), Failure> {
 
     append(&path, &entry).map_err(|e| (1, format!("{}: {e}", path.display())))?;
     // Prove the whole file still parses; otherwise put the old contents back.
-    let check = std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| TokenSet::parse(&t).map_err(|e| e.join("; ")));
+    let check = std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| TokenSet::parse(&t).map_err(|e| e.join("; ")));
     if let Err(e) = check {
         let restored = match &previous {
             Some(text) => std::fs::write(&path, text),
@@ -202,7 +204,10 @@ fn warn_if_readable(path: &Path) {
         if let Ok(m) = std::fs::metadata(path) {
             let mode = m.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                eprintln!("warning: {} has mode {mode:04o}; the hashes are safe to read but `chmod 600` is advised", path.display());
+                eprintln!(
+                    "warning: {} has mode {mode:04o}; the hashes are safe to read but `chmod 600` is advised",
+                    path.display()
+                );
             }
         }
     }
@@ -230,14 +235,22 @@ mod tests {
     fn appends_entries_and_refuses_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.toml");
-        let a = TokenNewArgs { expires: Some(parse_lifetime("30d").unwrap()), max_uses: Some(100), ..args(dir.path(), "partner-x") };
+        let a = TokenNewArgs {
+            expires: Some(parse_lifetime("30d").unwrap()),
+            max_uses: Some(100),
+            ..args(dir.path(), "partner-x")
+        };
         new(&a).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        let b = TokenNewArgs { admin: true, scopes: vec!["read:network_acls".into(), "update:tenant_settings".into()], ..args(dir.path(), "ops") };
+        let b = TokenNewArgs {
+            admin: true,
+            scopes: vec!["read:network_acls".into(), "update:tenant_settings".into()],
+            ..args(dir.path(), "ops")
+        };
         new(&b).unwrap();
         let set = TokenSet::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(set.len(), 2);
@@ -267,7 +280,8 @@ mod tests {
         assert!(msg.contains("token[0]: label: must be a string"), "{msg}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "[[token]]\nlabel = 5\n", "untouched");
 
-        std::fs::write(&path, format!("# tokens\n[[token]]\nlabel = \"a\"\nsha256 = \"{}\"", tokens::hash_token("t"))).unwrap();
+        std::fs::write(&path, format!("# tokens\n[[token]]\nlabel = \"a\"\nsha256 = \"{}\"", tokens::hash_token("t")))
+            .unwrap();
         new(&args(dir.path(), "b")).unwrap();
         let set = TokenSet::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(set.entries().iter().map(|e| e.label.as_str()).collect::<Vec<_>>(), ["a", "b"]);
@@ -277,7 +291,11 @@ mod tests {
     fn file_from_config() {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("gateway.toml");
-        std::fs::write(&conf, "[dcr]\ntoken_file = \"secrets/iat.toml\"\n[admin]\ntokens_file = \"/etc/dcr/admin.toml\"\n").unwrap();
+        std::fs::write(
+            &conf,
+            "[dcr]\ntoken_file = \"secrets/iat.toml\"\n[admin]\ntokens_file = \"/etc/dcr/admin.toml\"\n",
+        )
+        .unwrap();
         assert_eq!(token_file_from_config(&conf, false).unwrap(), dir.path().join("secrets/iat.toml"));
         assert_eq!(token_file_from_config(&conf, true).unwrap(), PathBuf::from("/etc/dcr/admin.toml"));
         std::fs::write(&conf, "[dcr]\nenabled = true\n").unwrap();

@@ -252,7 +252,10 @@ impl Validator {
             if !p.starts_with('/') {
                 self.err(format!("routes.management_prefixes[{i}]"), format!("{p:?} must start with '/'"));
             } else if crate::routes::canonical_path(p) == "/" {
-                self.err(format!("routes.management_prefixes[{i}]"), "must not be '/' (that would make every request management)");
+                self.err(
+                    format!("routes.management_prefixes[{i}]"),
+                    "must not be '/' (that would make every request management)",
+                );
             }
         }
         let mut idp_origins = Vec::new();
@@ -265,26 +268,34 @@ impl Validator {
         for (i, u) in routes.idp_origins.iter().enumerate() {
             match crate::core::discovery::Origin::of(u) {
                 Some(o) => idp_origins.push(o),
-                None => self.err(format!("routes.idp_origins[{i}]"), format!("{u:?} is not an http(s) origin (write https://idp.example:8443)")),
+                None => self.err(
+                    format!("routes.idp_origins[{i}]"),
+                    format!("{u:?} is not an http(s) origin (write https://idp.example:8443)"),
+                ),
             }
         }
         let public_base_url = match routes.public_base_url.as_deref() {
             None => None,
             Some(u) => match url::Url::parse(u) {
-                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() && p.query().is_none() && p.fragment().is_none() => {
+                Ok(p)
+                    if matches!(p.scheme(), "http" | "https")
+                        && p.host_str().is_some()
+                        && p.query().is_none()
+                        && p.fragment().is_none() =>
+                {
                     Some(u.trim_end_matches('/').to_string())
                 }
                 _ => {
-                    self.err("routes.public_base_url", format!("{u:?} must be an absolute http(s) URL like https://auth.example.com"));
+                    self.err(
+                        "routes.public_base_url",
+                        format!("{u:?} must be an absolute http(s) URL like https://auth.example.com"),
+                    );
                     None
                 }
             },
         };
-        let router = Router::new(
-            &routes.registration_path,
-            &routes.upstream_registration_path,
-            &routes.management_prefixes,
-        );
+        let router =
+            Router::new(&routes.registration_path, &routes.upstream_registration_path, &routes.management_prefixes);
 
         let mut nets: Vec<IpNet> = Vec::new();
         for (i, s) in raw.network.trusted_proxies.iter().enumerate() {
@@ -318,7 +329,8 @@ impl Validator {
         for (i, h) in strip_names.iter().enumerate() {
             match http::HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes()) {
                 Ok(n) => strip_untrusted_headers.push(n),
-                Err(_) => self.err(format!("network.strip_untrusted_headers[{i}]"), format!("{h:?} is not a valid header name")),
+                Err(_) => self
+                    .err(format!("network.strip_untrusted_headers[{i}]"), format!("{h:?} is not a valid header name")),
             }
         }
         if raw.server.header_timeout_ms == 0 {

@@ -74,11 +74,7 @@ pub struct ListenSection {
 
 impl Default for ListenSection {
     fn default() -> Self {
-        ListenSection {
-            http: vec!["127.0.0.1:8080".into()],
-            https: Vec::new(),
-            admin: Some("127.0.0.1:9464".into()),
-        }
+        ListenSection { http: vec!["127.0.0.1:8080".into()], https: Vec::new(), admin: Some("127.0.0.1:9464".into()) }
     }
 }
 

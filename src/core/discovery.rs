@@ -51,9 +51,9 @@ impl Origin {
 /// The path is a discovery document's: `…/.well-known/openid-configuration[/…]` or
 /// `…/.well-known/oauth-authorization-server[/…]` (RFC 8414 §3.1 issuer-path variants).
 pub fn is_discovery_path(segments: &[String]) -> bool {
-    segments.windows(2).any(|w| {
-        w[0] == ".well-known" && (w[1] == "openid-configuration" || w[1] == "oauth-authorization-server")
-    })
+    segments
+        .windows(2)
+        .any(|w| w[0] == ".well-known" && (w[1] == "openid-configuration" || w[1] == "oauth-authorization-server"))
 }
 
 impl Rewriter {

@@ -159,16 +159,18 @@ impl Admission<'_> {
     /// Step 3: `Ok(None)` forward without a body, `Ok(Some((limit, timeout)))` read the body.
     pub fn body_plan(&self, facts: &Facts<'_>) -> Result<Option<(usize, Duration)>, Refusal> {
         if self.payload == Payload::None {
-            return if facts.has_body { Err(Refusal::new(Outcome::Invalid, GatewayError::BodyNotAllowed)) } else { Ok(None) };
+            return if facts.has_body {
+                Err(Refusal::new(Outcome::Invalid, GatewayError::BodyNotAllowed))
+            } else {
+                Ok(None)
+            };
         }
         if !is_json(facts.content_type) {
             return Err(Refusal::new(Outcome::Invalid, GatewayError::UnsupportedMediaType));
         }
         let limit = self.policy.max_body_bytes;
-        let declared = facts
-            .content_length
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let declared =
+            facts.content_length.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(Refusal::new(Outcome::Invalid, GatewayError::PayloadTooLarge { limit }));
         }
@@ -312,7 +314,8 @@ mod tests {
         let cfg = route(false);
         let f = facts(&http::Method::PUT, &cfg, true);
         let a = admit_head(&f, &base, None, Some(&pin)).unwrap();
-        let body = br#"{"client_id":"other","redirect_uris":["https://app.example.com/cb"],"scope":"openid offline_access"}"#;
+        let body =
+            br#"{"client_id":"other","redirect_uris":["https://app.example.com/cb"],"scope":"openid offline_access"}"#;
         let e = admit_body(body, a.payload, &a.policy, &StatementVerifier::empty(), Some("abc")).unwrap_err();
         assert_eq!(e.error.status(), 400);
         let ok = br#"{"client_id":"other","redirect_uris":["https://app.example.com/cb"],"scope":"openid"}"#;

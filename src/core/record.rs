@@ -66,7 +66,11 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
 
 /// `dcr_gateway_registrations_total{result, error}` for a registration POST: each
 /// registration counted once, by how it ended.
-pub fn registration_result(outcome: Outcome, error: Option<&GatewayError>, upstream_status: Option<u16>) -> (&'static str, &'static str) {
+pub fn registration_result(
+    outcome: Outcome,
+    error: Option<&GatewayError>,
+    upstream_status: Option<u16>,
+) -> (&'static str, &'static str) {
     match (outcome, error) {
         (Outcome::Blocked | Outcome::Redirected, _) => ("blocked", ""),
         (Outcome::Disabled, _) => ("disabled", ""),
@@ -114,8 +118,14 @@ mod tests {
         assert_eq!(registration_result(Outcome::Redirected, None, None), ("blocked", ""));
         let e = GatewayError::InvalidRegistration(RegistrationError::new(ErrorCode::InvalidRedirectUri, "x".into()));
         assert_eq!(registration_result(Outcome::Invalid, Some(&e), None), ("invalid", "invalid_redirect_uri"));
-        assert_eq!(registration_result(Outcome::Invalid, Some(&GatewayError::UnsupportedMediaType), None), ("invalid", "invalid_request"));
-        assert_eq!(registration_result(Outcome::UpstreamError, Some(&GatewayError::UpstreamTimeout), None), ("upstream_error", ""));
+        assert_eq!(
+            registration_result(Outcome::Invalid, Some(&GatewayError::UnsupportedMediaType), None),
+            ("invalid", "invalid_request")
+        );
+        assert_eq!(
+            registration_result(Outcome::UpstreamError, Some(&GatewayError::UpstreamTimeout), None),
+            ("upstream_error", "")
+        );
     }
 
     #[test]
@@ -136,7 +146,8 @@ mod tests {
 
     #[test]
     fn an_audit_line_serializes_without_absent_extras() {
-        let v = serde_json::to_value(AuditLine { request_id: "r".into(), decision: "allow", ..Default::default() }).unwrap();
+        let v = serde_json::to_value(AuditLine { request_id: "r".into(), decision: "allow", ..Default::default() })
+            .unwrap();
         assert!(v.get("path").is_none() && v.get("idp_error").is_none());
         assert_eq!(v["client_id"], serde_json::Value::Null);
     }

@@ -193,14 +193,7 @@ pub fn parse(head: &Head<'_>) -> Result<RequestView, TargetError> {
     let segments = split_first(raw_path)?;
     let flat_segments = decode_first(raw_path)?;
     let trailing_slash = !segments.is_empty() && matches!(raw_path.last(), Some(b'/' | b'\\'));
-    Ok(RequestView {
-        form,
-        authority,
-        segments,
-        flat_segments,
-        trailing_slash,
-        query: raw_query.map(encode_query),
-    })
+    Ok(RequestView { form, authority, segments, flat_segments, trailing_slash, query: raw_query.map(encode_query) })
 }
 
 /// `scheme://authority[path]` with scheme http or https → (authority, path-and-query).
@@ -257,7 +250,9 @@ pub fn parse_authority(raw: &[u8]) -> Result<Authority, TargetError> {
         None => None,
         // `host:` with an empty port is allowed by RFC 3986 and means the default port.
         Some("") => None,
-        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse::<u16>().map_err(|_| TargetError::InvalidHost)?),
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().map_err(|_| TargetError::InvalidHost)?)
+        }
         Some(_) => return Err(TargetError::InvalidHost),
     };
     let host = if host.starts_with('[') {
@@ -349,7 +344,25 @@ fn decode_first(raw_path: &[u8]) -> Result<Vec<String>, TargetError> {
 /// sub-delimiters and `:`/`@` that no server treats as a separator or an escape. `;` (path
 /// parameters), `%`, `/`, `\`, `?`, `#` and everything non-ASCII are always escaped.
 fn keep_in_segment(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -439,7 +452,9 @@ mod tests {
 
     #[test]
     fn absolute_form_authority_overrides_host() {
-        for t in ["http://IDP.Example:8443/reg?x=1", "HTTP://idp.example.:8443/reg?x=1", "https://idp.example:8443/reg?x=1"] {
+        for t in
+            ["http://IDP.Example:8443/reg?x=1", "HTTP://idp.example.:8443/reg?x=1", "https://idp.example:8443/reg?x=1"]
+        {
             let v = parse(&head(t.as_bytes(), &[b"other.example"])).unwrap();
             assert_eq!(v.form, TargetForm::Absolute, "{t}");
             assert_eq!(v.authority.as_ref().unwrap().header_value(), "idp.example:8443");

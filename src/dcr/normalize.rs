@@ -44,23 +44,29 @@ pub(crate) fn human_text(raw: &str, max_chars: usize, mode: SecurityMode) -> Res
 /// Strict mode also refuses `"`, `` ` `` and (unless `apostrophe_ok`, `[dcr]
 /// allow_apostrophe`) `'`: a consent page that puts the name unescaped into an HTML attribute
 /// (LemonLDAP::NG 2.16) runs `Acme" autofocus onfocus="…`.
-pub(crate) fn human_text_cow(raw: &str, max_chars: usize, mode: SecurityMode, apostrophe_ok: bool) -> Result<Cow<'_, str>, TextError> {
+pub(crate) fn human_text_cow(
+    raw: &str,
+    max_chars: usize,
+    mode: SecurityMode,
+    apostrophe_ok: bool,
+) -> Result<Cow<'_, str>, TextError> {
     let t = raw.trim();
     // Fast path: an NFC (e.g. ASCII) trimmed text is its own fixed point below.
-    let s: Cow<'_, str> = if t.is_ascii() || unicode_normalization::is_nfc_quick(t.chars()) == unicode_normalization::IsNormalized::Yes {
-        Cow::Borrowed(t)
-    } else {
-        let mut s = trim_nfc(raw);
-        // Trimming an NFC string can, in rare cases, expose text that NFC would change again.
-        for _ in 0..4 {
-            let again = trim_nfc(&s);
-            if again == s {
-                break;
+    let s: Cow<'_, str> =
+        if t.is_ascii() || unicode_normalization::is_nfc_quick(t.chars()) == unicode_normalization::IsNormalized::Yes {
+            Cow::Borrowed(t)
+        } else {
+            let mut s = trim_nfc(raw);
+            // Trimming an NFC string can, in rare cases, expose text that NFC would change again.
+            for _ in 0..4 {
+                let again = trim_nfc(&s);
+                if again == s {
+                    break;
+                }
+                s = again;
             }
-            s = again;
-        }
-        Cow::Owned(s)
-    };
+            Cow::Owned(s)
+        };
     if s.is_empty() {
         return Err(TextError::Empty);
     }
@@ -133,8 +139,11 @@ pub(crate) fn parse_scope_tokens(s: &str) -> Result<Vec<&str>, &'static str> {
 /// against the IANA registry.
 pub(crate) fn is_language_tag(tag: &str) -> bool {
     let mut parts = tag.split('-');
-    let primary_ok = parts.next().is_some_and(|p| (2..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphabetic()));
-    primary_ok && tag.len() <= 64 && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+    let primary_ok =
+        parts.next().is_some_and(|p| (2..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphabetic()));
+    primary_ok
+        && tag.len() <= 64
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// A simple `local@domain` check for `contacts`.
@@ -199,7 +208,10 @@ mod tests {
         assert!(parse_scope("a\"b").is_err());
         assert!(parse_scope("a\\b").is_err());
         assert!(parse_scope("caf\u{e9}").is_err());
-        assert_eq!(parse_scope("read:all https://api.example.com/x"), Ok(vec!["read:all".into(), "https://api.example.com/x".into()]));
+        assert_eq!(
+            parse_scope("read:all https://api.example.com/x"),
+            Ok(vec!["read:all".into(), "https://api.example.com/x".into()])
+        );
     }
 
     #[test]
@@ -213,7 +225,17 @@ mod tests {
         for ok in ["ops@example.com", "a.b+c@sub.example.org", "ops@bücher.example"] {
             assert!(is_email(ok), "{ok}");
         }
-        for bad in ["", "ops", "@example.com", "ops@", "ops@localhost", "a b@example.com", "a@b@example.com", "<a>@example.com", "a@example.com."] {
+        for bad in [
+            "",
+            "ops",
+            "@example.com",
+            "ops@",
+            "ops@localhost",
+            "a b@example.com",
+            "a@b@example.com",
+            "<a>@example.com",
+            "a@example.com.",
+        ] {
             assert!(!is_email(bad), "{bad}");
         }
     }

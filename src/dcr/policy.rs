@@ -112,7 +112,12 @@ impl Default for Policy {
             redirect_host_deny: Vec::new(),
             redirect_scheme_allow: Vec::new(),
             redirect_scheme_deny: Vec::new(),
-            token_endpoint_auth_methods: strings(&["none", "client_secret_post", "client_secret_basic", "private_key_jwt"]),
+            token_endpoint_auth_methods: strings(&[
+                "none",
+                "client_secret_post",
+                "client_secret_basic",
+                "private_key_jwt",
+            ]),
             default_token_endpoint_auth_method: "client_secret_post".to_string(),
             default_grant_types: strings(&["authorization_code"]),
             default_response_types: strings(&["code"]),

@@ -60,9 +60,10 @@ impl Policy {
                 }
             }
         }
-        for (key, list) in
-            [("redirect_scheme_allow", &self.redirect_scheme_allow), ("redirect_scheme_deny", &self.redirect_scheme_deny)]
-        {
+        for (key, list) in [
+            ("redirect_scheme_allow", &self.redirect_scheme_allow),
+            ("redirect_scheme_deny", &self.redirect_scheme_deny),
+        ] {
             for (i, s) in list.iter().enumerate() {
                 let lower = s.to_ascii_lowercase();
                 let problem = if !is_rfc3986_scheme(s) {
@@ -73,7 +74,9 @@ impl Policy {
                     ))
                 } else if key == "redirect_scheme_allow" && REFUSED_REDIRECT_SCHEMES.contains(&lower.as_str()) {
                     Some(format!("{s:?} is always refused and cannot be allowed"))
-                } else if key == "redirect_scheme_allow" && self.redirect_scheme_deny.iter().any(|d| d.eq_ignore_ascii_case(s)) {
+                } else if key == "redirect_scheme_allow"
+                    && self.redirect_scheme_deny.iter().any(|d| d.eq_ignore_ascii_case(s))
+                {
                     Some(format!("{s:?} is also in dcr.redirect_scheme_deny"))
                 } else if lower.len() < 2 {
                     Some(format!("{s:?} reads as a drive letter and is always refused"))
@@ -242,7 +245,14 @@ mod tests {
             allowed_scopes: Some(vec!["openid".into(), "a b".into()]),
             default_scope: Some("openid email".into()),
             reserved_names: vec![" ".into()],
-            redirect_scheme_allow: vec!["cursor".into(), "javascript".into(), "https".into(), "my app".into(), "x".into(), "vscode".into()],
+            redirect_scheme_allow: vec![
+                "cursor".into(),
+                "javascript".into(),
+                "https".into(),
+                "my app".into(),
+                "x".into(),
+                "vscode".into(),
+            ],
             redirect_scheme_deny: vec!["vscode".into(), "ok-scheme".into(), "1bad".into()],
             ..Policy::default()
         };

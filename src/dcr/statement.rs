@@ -57,9 +57,12 @@ enum Family {
 
 fn family_of(alg: Algorithm) -> Option<Family> {
     Some(match alg {
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
-            Family::Rsa
-        }
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => Family::Rsa,
         Algorithm::ES256 => Family::P256,
         Algorithm::ES384 => Family::P384,
         Algorithm::EdDSA => Family::Ed25519,
@@ -177,7 +180,9 @@ fn parse_key(k: &Value) -> Result<Option<Key>, String> {
             Family::Ed25519
         }
         (Some("OKP"), crv) => return Err(format!("unsupported curve {:?} (Ed25519)", crv.unwrap_or(""))),
-        (Some(kty), _) => return Err(format!("unsupported kty {:?} (RSA, EC or OKP)", kty.chars().take(16).collect::<String>())),
+        (Some(kty), _) => {
+            return Err(format!("unsupported kty {:?} (RSA, EC or OKP)", kty.chars().take(16).collect::<String>()))
+        }
         (None, _) => return Err("missing \"kty\"".into()),
     };
     if let Some(a) = alg {
@@ -207,7 +212,13 @@ pub(crate) fn validate_issuer(iss: &StatementIssuer, earlier: &[StatementIssuer]
     let algs = algorithms(iss, &mut errs);
     if let Some(doc) = &iss.jwks {
         match parse_jwks(doc) {
-            Err(e) => errs.extend(e.into_iter().map(|e| if e.starts_with("keys[") { format!(".jwks.{e}") } else { format!(".jwks: {e}") })),
+            Err(e) => errs.extend(e.into_iter().map(|e| {
+                if e.starts_with("keys[") {
+                    format!(".jwks.{e}")
+                } else {
+                    format!(".jwks: {e}")
+                }
+            })),
             Ok(keys) => {
                 if let Err(e) = usable(&keys, &algs) {
                     errs.push(format!(".jwks: {e}"));
@@ -353,10 +364,22 @@ impl StatementVerifier {
     }
 
     /// Verifies a compact JWS statement (see the module doc) at time `now`.
-    pub(crate) fn verify(&self, statement: &str, leeway: u64, max_depth: usize, now: SystemTime) -> Result<Verified, RegistrationError> {
-        let invalid = |reason: &str| RegistrationError::new(ErrorCode::InvalidSoftwareStatement, format!("software_statement: {reason}"));
+    pub(crate) fn verify(
+        &self,
+        statement: &str,
+        leeway: u64,
+        max_depth: usize,
+        now: SystemTime,
+    ) -> Result<Verified, RegistrationError> {
+        let invalid = |reason: &str| {
+            RegistrationError::new(ErrorCode::InvalidSoftwareStatement, format!("software_statement: {reason}"))
+        };
         let parts: Vec<&str> = statement.split('.').collect();
-        if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+        if parts.len() != 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
             return Err(invalid("not a compact JWS (three non-empty base64url parts)"));
         }
         let header = URL_SAFE_NO_PAD
@@ -365,7 +388,9 @@ impl StatementVerifier {
             .and_then(|h| json::read_object(&h, MAX_HEADER_DEPTH).ok())
             .ok_or_else(|| invalid("malformed JOSE header"))?;
         let alg = match header.get("alg") {
-            Some(Value::String(a)) if a.eq_ignore_ascii_case("none") => return Err(invalid("unsigned statements (alg \"none\") are not accepted")),
+            Some(Value::String(a)) if a.eq_ignore_ascii_case("none") => {
+                return Err(invalid("unsigned statements (alg \"none\") are not accepted"))
+            }
             Some(Value::String(a)) => match Algorithm::from_str(a) {
                 Ok(alg) if family_of(alg).is_none() => return Err(invalid("HMAC-signed statements are not accepted")),
                 Ok(alg) => alg,
@@ -398,13 +423,15 @@ impl StatementVerifier {
         if !issuer.algorithms.contains(&alg) {
             return Err(invalid("signature algorithm not allowed for this issuer"));
         }
-        let mut candidates = issuer.keys.iter().filter(|k| k.fits(alg) && (kid.is_none() || k.kid.as_deref() == kid)).peekable();
+        let mut candidates =
+            issuer.keys.iter().filter(|k| k.fits(alg) && (kid.is_none() || k.kid.as_deref() == kid)).peekable();
         if candidates.peek().is_none() {
             return Err(invalid("no trusted key matches the statement's kid and alg"));
         }
         let message = &statement[..parts[0].len() + 1 + parts[1].len()];
         // `fits` guarantees the key type matches `alg` (jsonwebtoken panics otherwise).
-        if !candidates.any(|k| jsonwebtoken::crypto::verify(parts[2], message.as_bytes(), &k.key, alg).unwrap_or(false)) {
+        if !candidates.any(|k| jsonwebtoken::crypto::verify(parts[2], message.as_bytes(), &k.key, alg).unwrap_or(false))
+        {
             return Err(invalid("signature verification failed"));
         }
 
@@ -461,7 +488,8 @@ mod tests {
 
     fn rsa(kid: &str) -> Signer {
         let rsa = Rsa::generate(2048).unwrap();
-        let jwk = json!({"kty": "RSA", "kid": kid, "use": "sig", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())});
+        let jwk =
+            json!({"kty": "RSA", "kid": kid, "use": "sig", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())});
         Signer { jwk, key: EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap()), alg: Algorithm::RS256 }
     }
 
@@ -591,7 +619,10 @@ mod tests {
         assert_eq!(n.document["client_name"], "Vouched App");
         assert!(!n.document.contains_key("client_name#en"), "{:?}", n.document);
         assert!(!n.document.contains_key("client_name#fr"));
-        assert_eq!(n.document["tos_uri#en"], "https://vouched.example.com/tos", "members the statement does not set stay");
+        assert_eq!(
+            n.document["tos_uri#en"], "https://vouched.example.com/tos",
+            "members the statement does not set stay"
+        );
     }
 
     #[test]
@@ -612,7 +643,10 @@ mod tests {
         assert_eq!(err(&policy, &v, &jws).description, "software_statement: signature verification failed");
         h.kid = Some("nope".into());
         let jws = jsonwebtoken::encode(&h, &claims(json!({})), &r2.key).unwrap();
-        assert_eq!(err(&policy, &v, &jws).description, "software_statement: no trusted key matches the statement's kid and alg");
+        assert_eq!(
+            err(&policy, &v, &jws).description,
+            "software_statement: no trusted key matches the statement's kid and alg"
+        );
     }
 
     #[test]
@@ -644,7 +678,9 @@ mod tests {
             assert_eq!(e.to_json()["error"], "invalid_software_statement");
         }
         // Within the leeway: accepted.
-        assert!(check_with(&body(&good.sign(&claims(json!({"exp": now() - 5, "nbf": now() + 5})))), &policy, &v).is_ok());
+        assert!(
+            check_with(&body(&good.sign(&claims(json!({"exp": now() - 5, "nbf": now() + 5})))), &policy, &v).is_ok()
+        );
         // A tampered payload fails the signature.
         let jws = good.sign(&claims(json!({})));
         let mut parts: Vec<String> = jws.split('.').map(str::to_string).collect();
@@ -653,7 +689,10 @@ mod tests {
         // Time checks use the given clock.
         let jws = good.sign(&claims(json!({})));
         let later = SystemTime::now() + Duration::from_secs(3600);
-        assert_eq!(check_at(&body(&jws), &policy, &v, later, Kind::Registration).unwrap_err().description, "software_statement: expired");
+        assert_eq!(
+            check_at(&body(&jws), &policy, &v, later, Kind::Registration).unwrap_err().description,
+            "software_statement: expired"
+        );
     }
 
     #[test]
@@ -663,30 +702,50 @@ mod tests {
         let payload = b64(&serde_json::to_vec(&claims(json!({}))).unwrap());
         let none = format!("{}.{payload}.c2ln", b64(br#"{"alg":"none"}"#));
         let e = err(&policy, &v, &none);
-        assert_eq!((e.code, e.description.as_str()), (ISS, "software_statement: unsigned statements (alg \"none\") are not accepted"));
+        assert_eq!(
+            (e.code, e.description.as_str()),
+            (ISS, "software_statement: unsigned statements (alg \"none\") are not accepted")
+        );
         let unsecured = format!("{}.{payload}.", b64(br#"{"alg":"none"}"#));
         assert_eq!(err(&policy, &v, &unsecured).code, ISS);
 
         // HS256 with the RSA modulus as the "secret" (the classic key-confusion attack).
         let secret = s.jwk["n"].as_str().unwrap().as_bytes().to_vec();
-        let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(json!({})), &EncodingKey::from_secret(&secret)).unwrap();
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(json!({})),
+            &EncodingKey::from_secret(&secret),
+        )
+        .unwrap();
         let e = err(&policy, &v, &hs);
-        assert_eq!((e.code, e.description.as_str()), (ISS, "software_statement: HMAC-signed statements are not accepted"));
+        assert_eq!(
+            (e.code, e.description.as_str()),
+            (ISS, "software_statement: HMAC-signed statements are not accepted")
+        );
 
         // RS384 is a fine algorithm but not one this issuer allows.
         let mut h = Header::new(Algorithm::RS384);
         h.kid = Some("r1".into());
         let jws = jsonwebtoken::encode(&h, &claims(json!({})), &s.key).unwrap();
-        assert_eq!(err(&policy, &v, &jws).description, "software_statement: signature algorithm not allowed for this issuer");
+        assert_eq!(
+            err(&policy, &v, &jws).description,
+            "software_statement: signature algorithm not allowed for this issuer"
+        );
 
         // crit, bad header, bad claims.
         let crit = format!("{}.{payload}.c2ln", b64(br#"{"alg":"RS256","crit":["b64"],"b64":false}"#));
-        assert_eq!(err(&policy, &v, &crit).description, "software_statement: critical header parameters are not supported");
+        assert_eq!(
+            err(&policy, &v, &crit).description,
+            "software_statement: critical header parameters are not supported"
+        );
         let bad_header = format!("{}.{payload}.c2ln", b64(b"not json"));
         assert_eq!(err(&policy, &v, &bad_header).description, "software_statement: malformed JOSE header");
         let dup = format!("{}.{}.c2ln", b64(br#"{"alg":"RS256"}"#), b64(br#"{"iss":"a","iss":"b"}"#));
         assert_eq!(err(&policy, &v, &dup).description, "software_statement: claims are not a valid JSON object");
-        assert_eq!(err(&policy, &v, "a.b").description, "software_statement: not a compact JWS (three non-empty base64url parts)");
+        assert_eq!(
+            err(&policy, &v, "a.b").description,
+            "software_statement: not a compact JWS (three non-empty base64url parts)"
+        );
     }
 
     #[test]
@@ -696,7 +755,10 @@ mod tests {
         policy.require_software_statement = true;
         assert_eq!(policy.validate(), Ok(()));
         let plain = json!({"client_name": "x", "redirect_uris": ["https://a.example.com/cb"]});
-        for b in [plain.clone(), json!({"client_name": "x", "redirect_uris": ["https://a.example.com/cb"], "software_statement": null})] {
+        for b in [
+            plain.clone(),
+            json!({"client_name": "x", "redirect_uris": ["https://a.example.com/cb"], "software_statement": null}),
+        ] {
             let e = check_with(&serde_json::to_vec(&b).unwrap(), &policy, &v).unwrap_err();
             assert_eq!((e.code, e.description.as_str()), (ISS, "software_statement: required"));
         }
@@ -774,7 +836,13 @@ mod tests {
                 with(&["none", "HS256", "XX1", "ES256"], None, None),
                 with(&[], Some(good.clone()), Some("k.json")),
                 with(&["ES256"], Some(good.clone()), None),
-                with(&["RS256"], Some(json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}, {"kty": "RSA", "n": "AQAB", "e": "AQAB"}, {"kty": "EC", "crv": "P-521", "x": "", "y": ""}, {"kty": "RSA", "use": "enc"}]})), None),
+                with(
+                    &["RS256"],
+                    Some(
+                        json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}, {"kty": "RSA", "n": "AQAB", "e": "AQAB"}, {"kty": "EC", "crv": "P-521", "x": "", "y": ""}, {"kty": "RSA", "use": "enc"}]}),
+                    ),
+                    None,
+                ),
             ],
             registration: crate::dcr::RegistrationMode::Token,
             software_statement_leeway_seconds: 7200,
@@ -806,7 +874,9 @@ mod tests {
 
         // The verifier names the file for file-based JWKS.
         let iss = with(&["RS256"], None, Some("partner.jwks.json"));
-        let errs = StatementVerifier::new(&[(issuer("a", &["RS256"]), good.clone()), (iss.clone(), json!({"keys": 1}))]).unwrap_err();
+        let errs =
+            StatementVerifier::new(&[(issuer("a", &["RS256"]), good.clone()), (iss.clone(), json!({"keys": 1}))])
+                .unwrap_err();
         assert_eq!(errs, ["dcr.software_statement_issuers[1].jwks_file (partner.jwks.json): must be a JSON object with a \"keys\" array"]);
         let v = StatementVerifier::new(&[(iss, good)]).unwrap();
         assert_eq!(v.issuers().collect::<Vec<_>>(), [ISSUER]);

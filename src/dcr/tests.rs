@@ -62,8 +62,16 @@ fn assert_bad(policy: &Policy, cases: &[Bad]) {
     for (label, body, code, prefix) in cases {
         let e = err_with(policy, body);
         assert_eq!(e.code, *code, "{label}: {e}");
-        assert!(e.description.starts_with(prefix), "{label}: description {:?} does not start with {prefix:?}", e.description);
-        assert!(e.description.split_once(": ").is_some_and(|(_, r)| !r.is_empty()), "{label}: no reason: {:?}", e.description);
+        assert!(
+            e.description.starts_with(prefix),
+            "{label}: description {:?} does not start with {prefix:?}",
+            e.description
+        );
+        assert!(
+            e.description.split_once(": ").is_some_and(|(_, r)| !r.is_empty()),
+            "{label}: no reason: {:?}",
+            e.description
+        );
     }
 }
 
@@ -71,102 +79,435 @@ fn bad_in_both_modes() -> Vec<Bad> {
     vec![
         // redirect_uris
         ("redirect_uris missing", json!({"client_name": "x"}), IRI, "redirect_uris: required"),
-        ("redirect_uris not an array", web(json!({"redirect_uris": "https://app.example.com/cb"})), IRI, "redirect_uris: "),
+        (
+            "redirect_uris not an array",
+            web(json!({"redirect_uris": "https://app.example.com/cb"})),
+            IRI,
+            "redirect_uris: ",
+        ),
         ("redirect_uris empty", web(json!({"redirect_uris": []})), IRI, "redirect_uris: must not be empty"),
-        ("redirect_uris element type", web(json!({"redirect_uris": ["https://a.example.com/cb", 7]})), IRI, "redirect_uris[1]: must be a string"),
-        ("redirect_uris duplicate", web(json!({"redirect_uris": ["https://a.example.com/cb", "https://a.example.com/cb"]})), IRI, "redirect_uris[1]: duplicate of redirect_uris[0]"),
-        ("redirect_uris too many", web(json!({"redirect_uris": (0..11).map(|i| format!("https://a.example.com/{i}")).collect::<Vec<_>>()})), IRI, "redirect_uris: more than 10"),
-        ("javascript", web(json!({"redirect_uris": ["https://a.example.com/cb", "javascript:alert(1)"]})), IRI, "redirect_uris[1]: scheme \"javascript\" is not allowed"),
-        ("javascript padded", web(json!({"redirect_uris": ["  JaVaScRiPt:alert(1)"]})), IRI, "redirect_uris[0]: scheme \"javascript\""),
-        ("data", web(json!({"redirect_uris": ["data:text/html;base64,PHNjcmlwdD4="]})), IRI, "redirect_uris[0]: scheme \"data\""),
+        (
+            "redirect_uris element type",
+            web(json!({"redirect_uris": ["https://a.example.com/cb", 7]})),
+            IRI,
+            "redirect_uris[1]: must be a string",
+        ),
+        (
+            "redirect_uris duplicate",
+            web(json!({"redirect_uris": ["https://a.example.com/cb", "https://a.example.com/cb"]})),
+            IRI,
+            "redirect_uris[1]: duplicate of redirect_uris[0]",
+        ),
+        (
+            "redirect_uris too many",
+            web(json!({"redirect_uris": (0..11).map(|i| format!("https://a.example.com/{i}")).collect::<Vec<_>>()})),
+            IRI,
+            "redirect_uris: more than 10",
+        ),
+        (
+            "javascript",
+            web(json!({"redirect_uris": ["https://a.example.com/cb", "javascript:alert(1)"]})),
+            IRI,
+            "redirect_uris[1]: scheme \"javascript\" is not allowed",
+        ),
+        (
+            "javascript padded",
+            web(json!({"redirect_uris": ["  JaVaScRiPt:alert(1)"]})),
+            IRI,
+            "redirect_uris[0]: scheme \"javascript\"",
+        ),
+        (
+            "data",
+            web(json!({"redirect_uris": ["data:text/html;base64,PHNjcmlwdD4="]})),
+            IRI,
+            "redirect_uris[0]: scheme \"data\"",
+        ),
         ("file", web(json!({"redirect_uris": ["file:///etc/passwd"]})), IRI, "redirect_uris[0]: scheme \"file\""),
-        ("vbscript", web(json!({"redirect_uris": ["vbscript:msgbox(1)"]})), IRI, "redirect_uris[0]: scheme \"vbscript\""),
-        ("http non-loopback", web(json!({"redirect_uris": ["http://app.example.com/cb"]})), IRI, "redirect_uris[0]: scheme \"http\" is only allowed for loopback"),
-        ("fragment", web(json!({"redirect_uris": ["https://app.example.com/cb#x"]})), IRI, "redirect_uris[0]: must not contain a fragment"),
-        ("userinfo", web(json!({"redirect_uris": ["https://app.example.com@evil.example/cb"]})), IRI, "redirect_uris[0]: must not contain userinfo"),
-        ("wildcard", web(json!({"redirect_uris": ["https://*.example.com/cb"]})), IRI, "redirect_uris[0]: host must not contain a wildcard"),
+        (
+            "vbscript",
+            web(json!({"redirect_uris": ["vbscript:msgbox(1)"]})),
+            IRI,
+            "redirect_uris[0]: scheme \"vbscript\"",
+        ),
+        (
+            "http non-loopback",
+            web(json!({"redirect_uris": ["http://app.example.com/cb"]})),
+            IRI,
+            "redirect_uris[0]: scheme \"http\" is only allowed for loopback",
+        ),
+        (
+            "fragment",
+            web(json!({"redirect_uris": ["https://app.example.com/cb#x"]})),
+            IRI,
+            "redirect_uris[0]: must not contain a fragment",
+        ),
+        (
+            "userinfo",
+            web(json!({"redirect_uris": ["https://app.example.com@evil.example/cb"]})),
+            IRI,
+            "redirect_uris[0]: must not contain userinfo",
+        ),
+        (
+            "wildcard",
+            web(json!({"redirect_uris": ["https://*.example.com/cb"]})),
+            IRI,
+            "redirect_uris[0]: host must not contain a wildcard",
+        ),
         ("relative", web(json!({"redirect_uris": ["/callback"]})), IRI, "redirect_uris[0]: not an absolute URI"),
-        ("private-use, confidential, not native", web(json!({"redirect_uris": ["com.example.app:/cb"]})), IRI, "redirect_uris[0]: private-use scheme \"com.example.app\" needs a public client"),
-        ("private-use, confidential, not reverse-domain", web(json!({"redirect_uris": ["myapp:/cb"], "application_type": "native"})), IRI, "redirect_uris[0]: private-use scheme \"myapp\" of a confidential client must be a reverse domain name"),
-        ("ws, public", web(json!({"redirect_uris": ["ws://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: scheme \"ws\" is not allowed"),
-        ("wss, public native", web(json!({"redirect_uris": ["wss://app.example.com/cb"], "token_endpoint_auth_method": "none", "application_type": "native"})), IRI, "redirect_uris[0]: scheme \"wss\" is not allowed"),
-        ("ftp, public", web(json!({"redirect_uris": ["ftp://app.example.com/cb"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: scheme \"ftp\" is not allowed"),
-        ("blob, public", web(json!({"redirect_uris": ["blob:https://app.example.com/0b5c"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: scheme \"blob\" is not allowed"),
-        ("about, public", web(json!({"redirect_uris": ["about:blank"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: scheme \"about\" is not allowed"),
-        ("view-source, public", web(json!({"redirect_uris": ["view-source:https://app.example.com/"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: scheme \"view-source\" is not allowed"),
-        ("filesystem, public", web(json!({"redirect_uris": ["filesystem:https://app.example.com/temporary/x"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: scheme \"filesystem\" is not allowed"),
-        ("drive letter, public", web(json!({"redirect_uris": ["c:/Users/me/cb.html"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: scheme \"c\" is not allowed"),
-        ("bare private-use scheme, public", web(json!({"redirect_uris": ["cursor:"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: private-use URI with scheme \"cursor\" has nothing"),
-        ("not a scheme, public", web(json!({"redirect_uris": ["1cursor://x/cb"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: not an absolute URI"),
-        ("private-use userinfo, public", web(json!({"redirect_uris": ["cursor://anysphere.cursor-mcp@evil/cb"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: must not contain userinfo"),
-        ("private-use fragment, public", web(json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/cb#x"], "token_endpoint_auth_method": "none"})), IRI, "redirect_uris[0]: must not contain a fragment"),
+        (
+            "private-use, confidential, not native",
+            web(json!({"redirect_uris": ["com.example.app:/cb"]})),
+            IRI,
+            "redirect_uris[0]: private-use scheme \"com.example.app\" needs a public client",
+        ),
+        (
+            "private-use, confidential, not reverse-domain",
+            web(json!({"redirect_uris": ["myapp:/cb"], "application_type": "native"})),
+            IRI,
+            "redirect_uris[0]: private-use scheme \"myapp\" of a confidential client must be a reverse domain name",
+        ),
+        (
+            "ws, public",
+            web(json!({"redirect_uris": ["ws://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"})),
+            IRI,
+            "redirect_uris[0]: scheme \"ws\" is not allowed",
+        ),
+        (
+            "wss, public native",
+            web(
+                json!({"redirect_uris": ["wss://app.example.com/cb"], "token_endpoint_auth_method": "none", "application_type": "native"}),
+            ),
+            IRI,
+            "redirect_uris[0]: scheme \"wss\" is not allowed",
+        ),
+        (
+            "ftp, public",
+            web(json!({"redirect_uris": ["ftp://app.example.com/cb"], "token_endpoint_auth_method": "none"})),
+            IRI,
+            "redirect_uris[0]: scheme \"ftp\" is not allowed",
+        ),
+        (
+            "blob, public",
+            web(json!({"redirect_uris": ["blob:https://app.example.com/0b5c"], "token_endpoint_auth_method": "none"})),
+            IRI,
+            "redirect_uris[0]: scheme \"blob\" is not allowed",
+        ),
+        (
+            "about, public",
+            web(json!({"redirect_uris": ["about:blank"], "token_endpoint_auth_method": "none"})),
+            IRI,
+            "redirect_uris[0]: scheme \"about\" is not allowed",
+        ),
+        (
+            "view-source, public",
+            web(
+                json!({"redirect_uris": ["view-source:https://app.example.com/"], "token_endpoint_auth_method": "none"}),
+            ),
+            IRI,
+            "redirect_uris[0]: scheme \"view-source\" is not allowed",
+        ),
+        (
+            "filesystem, public",
+            web(
+                json!({"redirect_uris": ["filesystem:https://app.example.com/temporary/x"], "token_endpoint_auth_method": "none"}),
+            ),
+            IRI,
+            "redirect_uris[0]: scheme \"filesystem\" is not allowed",
+        ),
+        (
+            "drive letter, public",
+            web(json!({"redirect_uris": ["c:/Users/me/cb.html"], "token_endpoint_auth_method": "none"})),
+            IRI,
+            "redirect_uris[0]: scheme \"c\" is not allowed",
+        ),
+        (
+            "bare private-use scheme, public",
+            web(json!({"redirect_uris": ["cursor:"], "token_endpoint_auth_method": "none"})),
+            IRI,
+            "redirect_uris[0]: private-use URI with scheme \"cursor\" has nothing",
+        ),
+        (
+            "not a scheme, public",
+            web(json!({"redirect_uris": ["1cursor://x/cb"], "token_endpoint_auth_method": "none"})),
+            IRI,
+            "redirect_uris[0]: not an absolute URI",
+        ),
+        (
+            "private-use userinfo, public",
+            web(
+                json!({"redirect_uris": ["cursor://anysphere.cursor-mcp@evil/cb"], "token_endpoint_auth_method": "none"}),
+            ),
+            IRI,
+            "redirect_uris[0]: must not contain userinfo",
+        ),
+        (
+            "private-use fragment, public",
+            web(json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/cb#x"], "token_endpoint_auth_method": "none"})),
+            IRI,
+            "redirect_uris[0]: must not contain a fragment",
+        ),
         ("invalid IDNA", web(json!({"redirect_uris": ["https://xn--a.example/cb"]})), IRI, "redirect_uris[0]: "),
-        ("non-canonical IPv4", web(json!({"redirect_uris": ["http://127.1:8080/cb"]})), IRI, "redirect_uris[0]: host is not written in canonical form"),
-        ("tab inside", web(json!({"redirect_uris": ["https://app.example.com/c\tb"]})), IRI, "redirect_uris[0]: contains a character"),
-        ("too long", web(json!({"redirect_uris": [format!("https://app.example.com/{}", "a".repeat(2030))]})), IRI, "redirect_uris[0]: longer than 2048"),
+        (
+            "non-canonical IPv4",
+            web(json!({"redirect_uris": ["http://127.1:8080/cb"]})),
+            IRI,
+            "redirect_uris[0]: host is not written in canonical form",
+        ),
+        (
+            "tab inside",
+            web(json!({"redirect_uris": ["https://app.example.com/c\tb"]})),
+            IRI,
+            "redirect_uris[0]: contains a character",
+        ),
+        (
+            "too long",
+            web(json!({"redirect_uris": [format!("https://app.example.com/{}", "a".repeat(2030))]})),
+            IRI,
+            "redirect_uris[0]: longer than 2048",
+        ),
         // grant_types / response_types
         ("grant_types type", web(json!({"grant_types": "authorization_code"})), ICM, "grant_types: must be an array"),
         ("grant_types empty", web(json!({"grant_types": []})), ICM, "grant_types: must not be empty"),
-        ("password grant", web(json!({"grant_types": ["authorization_code", "password"]})), ICM, "grant_types[1]: grant type \"password\" is not allowed"),
+        (
+            "password grant",
+            web(json!({"grant_types": ["authorization_code", "password"]})),
+            ICM,
+            "grant_types[1]: grant type \"password\" is not allowed",
+        ),
         ("unknown grant", web(json!({"grant_types": ["magic"]})), ICM, "grant_types[0]: unsupported grant type"),
-        ("refresh_token alone", web(json!({"grant_types": ["refresh_token"], "response_types": []})), ICM, "grant_types: \"refresh_token\" requires"),
-        ("response_types none", web(json!({"response_types": ["none"]})), ICM, "response_types[0]: response type \"none\" is not allowed"),
-        ("response_types unknown", web(json!({"response_types": ["code", "magic"]})), ICM, "response_types[1]: unsupported response type"),
-        ("response_types element type", web(json!({"response_types": [1]})), ICM, "response_types[0]: must be a string"),
-        ("authorization_code without code", web(json!({"response_types": []})), ICM, "grant_types: \"authorization_code\" requires response type \"code\""),
+        (
+            "refresh_token alone",
+            web(json!({"grant_types": ["refresh_token"], "response_types": []})),
+            ICM,
+            "grant_types: \"refresh_token\" requires",
+        ),
+        (
+            "response_types none",
+            web(json!({"response_types": ["none"]})),
+            ICM,
+            "response_types[0]: response type \"none\" is not allowed",
+        ),
+        (
+            "response_types unknown",
+            web(json!({"response_types": ["code", "magic"]})),
+            ICM,
+            "response_types[1]: unsupported response type",
+        ),
+        (
+            "response_types element type",
+            web(json!({"response_types": [1]})),
+            ICM,
+            "response_types[0]: must be a string",
+        ),
+        (
+            "authorization_code without code",
+            web(json!({"response_types": []})),
+            ICM,
+            "grant_types: \"authorization_code\" requires response type \"code\"",
+        ),
         // token endpoint authentication
-        ("auth method type", web(json!({"token_endpoint_auth_method": ["none"]})), ICM, "token_endpoint_auth_method: must be a string"),
-        ("auth method unknown", web(json!({"token_endpoint_auth_method": "magic"})), ICM, "token_endpoint_auth_method: unsupported"),
-        ("auth method not allowed", web(json!({"token_endpoint_auth_method": "client_secret_jwt"})), ICM, "token_endpoint_auth_method: \"client_secret_jwt\" is not allowed by policy"),
-        ("private_key_jwt without keys", web(json!({"token_endpoint_auth_method": "private_key_jwt"})), ICM, "token_endpoint_auth_method: this method requires jwks or jwks_uri"),
-        ("jwks and jwks_uri", web(json!({"jwks": {"keys": [{"kty": "EC"}]}, "jwks_uri": "https://app.example.com/jwks"})), ICM, "jwks: must not be used together with jwks_uri"),
+        (
+            "auth method type",
+            web(json!({"token_endpoint_auth_method": ["none"]})),
+            ICM,
+            "token_endpoint_auth_method: must be a string",
+        ),
+        (
+            "auth method unknown",
+            web(json!({"token_endpoint_auth_method": "magic"})),
+            ICM,
+            "token_endpoint_auth_method: unsupported",
+        ),
+        (
+            "auth method not allowed",
+            web(json!({"token_endpoint_auth_method": "client_secret_jwt"})),
+            ICM,
+            "token_endpoint_auth_method: \"client_secret_jwt\" is not allowed by policy",
+        ),
+        (
+            "private_key_jwt without keys",
+            web(json!({"token_endpoint_auth_method": "private_key_jwt"})),
+            ICM,
+            "token_endpoint_auth_method: this method requires jwks or jwks_uri",
+        ),
+        (
+            "jwks and jwks_uri",
+            web(json!({"jwks": {"keys": [{"kty": "EC"}]}, "jwks_uri": "https://app.example.com/jwks"})),
+            ICM,
+            "jwks: must not be used together with jwks_uri",
+        ),
         ("jwks not object", web(json!({"jwks": [{"kty": "EC"}]})), ICM, "jwks: must be a JSON object"),
         ("jwks without keys", web(json!({"jwks": {"kty": "EC"}})), ICM, "jwks: must have a \"keys\" array"),
         ("jwks empty keys", web(json!({"jwks": {"keys": []}})), ICM, "jwks: \"keys\" must not be empty"),
         ("jwks key not object", web(json!({"jwks": {"keys": ["k"]}})), ICM, "jwks.keys[0]: must be a JSON object"),
-        ("jwks key without kty", web(json!({"jwks": {"keys": [{"kty": "EC"}, {"kid": "1"}]}})), ICM, "jwks.keys[1]: must have a string \"kty\""),
-        ("jwks nested private key", web(json!({"jwks": {"keys": [{"kty": "RSA", "n": "x", "e": "AQAB", "x5": {"d": "secret"}}]}})), ICM, "jwks.keys[0]: must not contain private"),
-        ("jwks private key", web(json!({"jwks": {"keys": [{"kty": "RSA", "n": "x", "e": "AQAB", "d": "secret"}]}})), ICM, "jwks.keys[0]: must not contain private"),
-        ("jwks_uri http", web(json!({"jwks_uri": "http://app.example.com/jwks"})), ICM, "jwks_uri: scheme \"http\" is not allowed (https is required)"),
+        (
+            "jwks key without kty",
+            web(json!({"jwks": {"keys": [{"kty": "EC"}, {"kid": "1"}]}})),
+            ICM,
+            "jwks.keys[1]: must have a string \"kty\"",
+        ),
+        (
+            "jwks nested private key",
+            web(json!({"jwks": {"keys": [{"kty": "RSA", "n": "x", "e": "AQAB", "x5": {"d": "secret"}}]}})),
+            ICM,
+            "jwks.keys[0]: must not contain private",
+        ),
+        (
+            "jwks private key",
+            web(json!({"jwks": {"keys": [{"kty": "RSA", "n": "x", "e": "AQAB", "d": "secret"}]}})),
+            ICM,
+            "jwks.keys[0]: must not contain private",
+        ),
+        (
+            "jwks_uri http",
+            web(json!({"jwks_uri": "http://app.example.com/jwks"})),
+            ICM,
+            "jwks_uri: scheme \"http\" is not allowed (https is required)",
+        ),
         ("jwks_uri type", web(json!({"jwks_uri": 1})), ICM, "jwks_uri: must be a string"),
-        ("signing alg none", web(json!({"token_endpoint_auth_signing_alg": "none"})), ICM, "token_endpoint_auth_signing_alg: \"none\" is not allowed"),
-        ("alg shape", web(json!({"id_token_signed_response_alg": "RS 256"})), ICM, "id_token_signed_response_alg: not an algorithm name"),
-        ("enc without alg", web(json!({"userinfo_encrypted_response_enc": "A128GCM"})), ICM, "userinfo_encrypted_response_enc: requires userinfo_encrypted_response_alg"),
+        (
+            "signing alg none",
+            web(json!({"token_endpoint_auth_signing_alg": "none"})),
+            ICM,
+            "token_endpoint_auth_signing_alg: \"none\" is not allowed",
+        ),
+        (
+            "alg shape",
+            web(json!({"id_token_signed_response_alg": "RS 256"})),
+            ICM,
+            "id_token_signed_response_alg: not an algorithm name",
+        ),
+        (
+            "enc without alg",
+            web(json!({"userinfo_encrypted_response_enc": "A128GCM"})),
+            ICM,
+            "userinfo_encrypted_response_enc: requires userinfo_encrypted_response_alg",
+        ),
         // client_name
         ("client_name type", web(json!({"client_name": 5})), ICM, "client_name: must be a string"),
         ("client_name blank", web(json!({"client_name": "   "})), ICM, "client_name: must not be empty"),
-        ("client_name too long", web(json!({"client_name": "x".repeat(101)})), ICM, "client_name: longer than 100 characters"),
+        (
+            "client_name too long",
+            web(json!({"client_name": "x".repeat(101)})),
+            ICM,
+            "client_name: longer than 100 characters",
+        ),
         ("client_name control", web(json!({"client_name": "a\u{7}b"})), ICM, "client_name: must not contain control"),
-        ("client_name bidi override", web(json!({"client_name": "abc\u{202E}fdp.exe"})), ICM, "client_name: must not contain control"),
+        (
+            "client_name bidi override",
+            web(json!({"client_name": "abc\u{202E}fdp.exe"})),
+            ICM,
+            "client_name: must not contain control",
+        ),
         ("client_name#lang blank", web(json!({"client_name#en": ""})), ICM, "client_name#en: must not be empty"),
         ("client_name#lang type", web(json!({"client_name#ja-JP": ["x"]})), ICM, "client_name#ja-JP: must be a string"),
         ("client_name bad tag", web(json!({"client_name#e!": "x"})), ICM, "client_name#e!: invalid language tag"),
         ("client_name empty tag", web(json!({"client_name#": "x"})), ICM, "client_name#: invalid language tag"),
-        ("client_name tag case duplicate", web(json!({"client_name#en": "a", "client_name#EN": "b"})), ICM, "client_name#EN: duplicate language tag"),
+        (
+            "client_name tag case duplicate",
+            web(json!({"client_name#en": "a", "client_name#EN": "b"})),
+            ICM,
+            "client_name#EN: duplicate language tag",
+        ),
         // other URIs
-        ("logo_uri http", web(json!({"logo_uri": "http://app.example.com/logo.png"})), ICM, "logo_uri: scheme \"http\""),
-        ("logo_uri javascript", web(json!({"logo_uri": "javascript:alert(1)"})), ICM, "logo_uri: scheme \"javascript\""),
-        ("tos_uri#lang http", web(json!({"tos_uri#de": "http://app.example.com/agb"})), ICM, "tos_uri#de: scheme \"http\""),
+        (
+            "logo_uri http",
+            web(json!({"logo_uri": "http://app.example.com/logo.png"})),
+            ICM,
+            "logo_uri: scheme \"http\"",
+        ),
+        (
+            "logo_uri javascript",
+            web(json!({"logo_uri": "javascript:alert(1)"})),
+            ICM,
+            "logo_uri: scheme \"javascript\"",
+        ),
+        (
+            "tos_uri#lang http",
+            web(json!({"tos_uri#de": "http://app.example.com/agb"})),
+            ICM,
+            "tos_uri#de: scheme \"http\"",
+        ),
         ("policy_uri relative", web(json!({"policy_uri": "/privacy"})), ICM, "policy_uri: not an absolute URI"),
-        ("client_uri userinfo", web(json!({"client_uri": "https://u:p@app.example.com/"})), ICM, "client_uri: must not contain userinfo"),
-        ("client_uri too long", web(json!({"client_uri": format!("https://app.example.com/{}", "a".repeat(2048))})), ICM, "client_uri: longer than 2048"),
-        ("initiate_login_uri http", web(json!({"initiate_login_uri": "http://app.example.com/login"})), ICM, "initiate_login_uri: "),
-        ("sector_identifier_uri type", web(json!({"sector_identifier_uri": false})), ICM, "sector_identifier_uri: must be a string"),
+        (
+            "client_uri userinfo",
+            web(json!({"client_uri": "https://u:p@app.example.com/"})),
+            ICM,
+            "client_uri: must not contain userinfo",
+        ),
+        (
+            "client_uri too long",
+            web(json!({"client_uri": format!("https://app.example.com/{}", "a".repeat(2048))})),
+            ICM,
+            "client_uri: longer than 2048",
+        ),
+        (
+            "initiate_login_uri http",
+            web(json!({"initiate_login_uri": "http://app.example.com/login"})),
+            ICM,
+            "initiate_login_uri: ",
+        ),
+        (
+            "sector_identifier_uri type",
+            web(json!({"sector_identifier_uri": false})),
+            ICM,
+            "sector_identifier_uri: must be a string",
+        ),
         ("request_uris http", web(json!({"request_uris": ["http://app.example.com/r"]})), ICM, "request_uris[0]: "),
-        ("post logout http", web(json!({"post_logout_redirect_uris": ["http://app.example.com/bye"]})), ICM, "post_logout_redirect_uris[0]: scheme \"http\""),
+        (
+            "post logout http",
+            web(json!({"post_logout_redirect_uris": ["http://app.example.com/bye"]})),
+            ICM,
+            "post_logout_redirect_uris[0]: scheme \"http\"",
+        ),
         // the rest
         ("contacts type", web(json!({"contacts": "ops@example.com"})), ICM, "contacts: must be an array"),
-        ("contacts email", web(json!({"contacts": ["ops@example.com", "not-an-email"]})), ICM, "contacts[1]: not an email address"),
+        (
+            "contacts email",
+            web(json!({"contacts": ["ops@example.com", "not-an-email"]})),
+            ICM,
+            "contacts[1]: not an email address",
+        ),
         ("scope type", web(json!({"scope": ["openid"]})), ICM, "scope: must be a string"),
         ("scope bad char", web(json!({"scope": "openid \"x\""})), ICM, "scope: scope tokens may only contain"),
-        ("application_type", web(json!({"application_type": "desktop"})), ICM, "application_type: must be \"web\" or \"native\""),
+        (
+            "application_type",
+            web(json!({"application_type": "desktop"})),
+            ICM,
+            "application_type: must be \"web\" or \"native\"",
+        ),
         ("subject_type", web(json!({"subject_type": "secret"})), ICM, "subject_type: must be"),
         ("software_id type", web(json!({"software_id": 42})), ICM, "software_id: must be a string"),
-        ("software_version control", web(json!({"software_version": "1.0\n"})), ICM, "software_version: must not contain control"),
-        ("software_statement type", web(json!({"software_statement": {"alg": "none"}})), ISS, "software_statement: must be a string"),
-        ("software_statement shape", web(json!({"software_statement": "not-a-jws"})), ISS, "software_statement: not a compact JWS"),
-        ("software_statement unsigned", web(json!({"software_statement": "eyJhbGciOiJub25lIn0.eyJzIjoxfQ."})), ISS, "software_statement: not a compact JWS"),
-        ("default_max_age", web(json!({"default_max_age": -1})), ICM, "default_max_age: must be a non-negative integer"),
+        (
+            "software_version control",
+            web(json!({"software_version": "1.0\n"})),
+            ICM,
+            "software_version: must not contain control",
+        ),
+        (
+            "software_statement type",
+            web(json!({"software_statement": {"alg": "none"}})),
+            ISS,
+            "software_statement: must be a string",
+        ),
+        (
+            "software_statement shape",
+            web(json!({"software_statement": "not-a-jws"})),
+            ISS,
+            "software_statement: not a compact JWS",
+        ),
+        (
+            "software_statement unsigned",
+            web(json!({"software_statement": "eyJhbGciOiJub25lIn0.eyJzIjoxfQ."})),
+            ISS,
+            "software_statement: not a compact JWS",
+        ),
+        (
+            "default_max_age",
+            web(json!({"default_max_age": -1})),
+            ICM,
+            "default_max_age: must be a non-negative integer",
+        ),
         ("require_auth_time", web(json!({"require_auth_time": "yes"})), ICM, "require_auth_time: must be a boolean"),
         ("default_acr_values", web(json!({"default_acr_values": ["a b"]})), ICM, "default_acr_values[0]: "),
         // the body itself
@@ -186,16 +527,66 @@ fn rejected_in_strict_only() {
     let s = strict();
     let p = permissive();
     let cases: Vec<(&str, Value, ErrorCode, &str)> = vec![
-        ("implicit grant", web(json!({"grant_types": ["implicit"], "response_types": ["id_token"]})), ICM, "grant_types[0]: grant type \"implicit\" is not allowed in strict mode"),
-        ("client_credentials", json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"}), ICM, "grant_types[0]: grant type \"client_credentials\""),
-        ("device_code", json!({"grant_types": ["urn:ietf:params:oauth:grant-type:device_code"], "token_endpoint_auth_method": "none"}), ICM, "grant_types[0]: grant type \"urn:ietf:params:oauth:grant-type:device_code\""),
-        ("hybrid response type", web(json!({"response_types": ["code id_token"], "grant_types": ["authorization_code", "implicit"]})), ICM, "response_types[0]: response type \"code id_token\" is not allowed in strict mode"),
-        ("token response type", web(json!({"response_types": ["token"], "grant_types": ["implicit"]})), ICM, "response_types[0]: response type \"token\""),
-        ("angle brackets in name", web(json!({"client_name": "<script>alert(1)</script>"})), ICM, "client_name: must not contain '<' or '>'"),
-        ("homograph host", web(json!({"redirect_uris": ["https://\u{440}aypal.com/cb"]})), IRI, "redirect_uris[0]: host mixes scripts"),
-        ("homograph punycode", web(json!({"redirect_uris": ["https://xn--pypal-4ve.com/cb"]})), IRI, "redirect_uris[0]: host mixes scripts"),
-        ("logo fragment", web(json!({"logo_uri": "https://app.example.com/logo.png#x"})), ICM, "logo_uri: must not contain a fragment"),
-        ("refresh with device_code only", json!({"grant_types": ["refresh_token"], "response_types": []}), ICM, "grant_types: \"refresh_token\" requires \"authorization_code\""),
+        (
+            "implicit grant",
+            web(json!({"grant_types": ["implicit"], "response_types": ["id_token"]})),
+            ICM,
+            "grant_types[0]: grant type \"implicit\" is not allowed in strict mode",
+        ),
+        (
+            "client_credentials",
+            json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"}),
+            ICM,
+            "grant_types[0]: grant type \"client_credentials\"",
+        ),
+        (
+            "device_code",
+            json!({"grant_types": ["urn:ietf:params:oauth:grant-type:device_code"], "token_endpoint_auth_method": "none"}),
+            ICM,
+            "grant_types[0]: grant type \"urn:ietf:params:oauth:grant-type:device_code\"",
+        ),
+        (
+            "hybrid response type",
+            web(json!({"response_types": ["code id_token"], "grant_types": ["authorization_code", "implicit"]})),
+            ICM,
+            "response_types[0]: response type \"code id_token\" is not allowed in strict mode",
+        ),
+        (
+            "token response type",
+            web(json!({"response_types": ["token"], "grant_types": ["implicit"]})),
+            ICM,
+            "response_types[0]: response type \"token\"",
+        ),
+        (
+            "angle brackets in name",
+            web(json!({"client_name": "<script>alert(1)</script>"})),
+            ICM,
+            "client_name: must not contain '<' or '>'",
+        ),
+        (
+            "homograph host",
+            web(json!({"redirect_uris": ["https://\u{440}aypal.com/cb"]})),
+            IRI,
+            "redirect_uris[0]: host mixes scripts",
+        ),
+        (
+            "homograph punycode",
+            web(json!({"redirect_uris": ["https://xn--pypal-4ve.com/cb"]})),
+            IRI,
+            "redirect_uris[0]: host mixes scripts",
+        ),
+        (
+            "logo fragment",
+            web(json!({"logo_uri": "https://app.example.com/logo.png#x"})),
+            ICM,
+            "logo_uri: must not contain a fragment",
+        ),
+        (
+            "refresh with device_code only",
+            json!({"grant_types": ["refresh_token"], "response_types": []}),
+            ICM,
+            "grant_types: \"refresh_token\" requires \"authorization_code\"",
+        ),
     ];
     assert_bad(&s, &cases);
     // The same registrations pass in permissive mode, except refresh_token without a grant
@@ -247,32 +638,90 @@ fn typical_mcp_client_registration() {
 fn accepted_in_both_modes() {
     let cases: Vec<(&str, Value)> = vec![
         ("minimal", json!({"redirect_uris": ["https://app.example.com/cb"]})),
-        ("native private-use", json!({"application_type": "native", "redirect_uris": ["com.example.app:/oauth2redirect/example-provider"], "token_endpoint_auth_method": "none"})),
-        ("public private-use without dot or application_type", json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback", "https://www.cursor.com/agents/mcp/oauth/callback", "http://localhost:8787/callback"], "token_endpoint_auth_method": "none"})),
-        ("public private-use, application_type web", json!({"application_type": "web", "redirect_uris": ["vscode://saoudrizwan.claude-dev/mcp-auth/callback/abc123"], "token_endpoint_auth_method": "none"})),
-        ("public private-use, upper-case scheme", json!({"redirect_uris": ["Cursor://anysphere.cursor-mcp/oauth/callback"], "token_endpoint_auth_method": "none"})),
-        ("public private-use post_logout", json!({"redirect_uris": ["http://127.0.0.1/cb"], "post_logout_redirect_uris": ["myapp:/bye"], "token_endpoint_auth_method": "none"})),
-        ("confidential native reverse-domain", json!({"application_type": "native", "redirect_uris": ["com.example.app:/cb"], "token_endpoint_auth_method": "client_secret_basic"})),
+        (
+            "native private-use",
+            json!({"application_type": "native", "redirect_uris": ["com.example.app:/oauth2redirect/example-provider"], "token_endpoint_auth_method": "none"}),
+        ),
+        (
+            "public private-use without dot or application_type",
+            json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback", "https://www.cursor.com/agents/mcp/oauth/callback", "http://localhost:8787/callback"], "token_endpoint_auth_method": "none"}),
+        ),
+        (
+            "public private-use, application_type web",
+            json!({"application_type": "web", "redirect_uris": ["vscode://saoudrizwan.claude-dev/mcp-auth/callback/abc123"], "token_endpoint_auth_method": "none"}),
+        ),
+        (
+            "public private-use, upper-case scheme",
+            json!({"redirect_uris": ["Cursor://anysphere.cursor-mcp/oauth/callback"], "token_endpoint_auth_method": "none"}),
+        ),
+        (
+            "public private-use post_logout",
+            json!({"redirect_uris": ["http://127.0.0.1/cb"], "post_logout_redirect_uris": ["myapp:/bye"], "token_endpoint_auth_method": "none"}),
+        ),
+        (
+            "confidential native reverse-domain",
+            json!({"application_type": "native", "redirect_uris": ["com.example.app:/cb"], "token_endpoint_auth_method": "client_secret_basic"}),
+        ),
         ("empty scope is no scope", web(json!({"scope": ""}))),
         ("blank scope is no scope", web(json!({"scope": "  "}))),
-        ("native claimed https + loopback", json!({"application_type": "native", "redirect_uris": ["https://app.example.com/cb", "http://127.0.0.1/cb"]})),
+        (
+            "native claimed https + loopback",
+            json!({"application_type": "native", "redirect_uris": ["https://app.example.com/cb", "http://127.0.0.1/cb"]}),
+        ),
         ("idn host", json!({"redirect_uris": ["https://bücher.example/cb"]})),
         ("japanese host", json!({"redirect_uris": ["https://例え.テスト/cb"]})),
-        ("private_key_jwt with jwks", web(json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}]}}))),
-        ("private_key_jwt with jwks_uri", web(json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://app.example.com/jwks.json"}))),
-        ("site uris on the redirect site", web(json!({"client_uri": "https://www.example.com/", "logo_uri": "https://cdn.example.com/l.png", "policy_uri": "https://example.com/privacy", "tos_uri": "https://example.com/tos", "tos_uri#de": "https://example.com/agb", "logo_uri#ja": "https://example.com/ja.png"}))),
-        ("co.uk site", json!({"redirect_uris": ["https://app.example.co.uk/cb"], "client_uri": "https://www.example.co.uk/"})),
-        ("site uris without web redirect", json!({"redirect_uris": ["http://127.0.0.1:9999/cb"], "client_uri": "https://github.com/example/tool", "logo_uri": "https://avatars.example.net/l.png"})),
+        (
+            "private_key_jwt with jwks",
+            web(
+                json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}]}}),
+            ),
+        ),
+        (
+            "private_key_jwt with jwks_uri",
+            web(
+                json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://app.example.com/jwks.json"}),
+            ),
+        ),
+        (
+            "site uris on the redirect site",
+            web(
+                json!({"client_uri": "https://www.example.com/", "logo_uri": "https://cdn.example.com/l.png", "policy_uri": "https://example.com/privacy", "tos_uri": "https://example.com/tos", "tos_uri#de": "https://example.com/agb", "logo_uri#ja": "https://example.com/ja.png"}),
+            ),
+        ),
+        (
+            "co.uk site",
+            json!({"redirect_uris": ["https://app.example.co.uk/cb"], "client_uri": "https://www.example.co.uk/"}),
+        ),
+        (
+            "site uris without web redirect",
+            json!({"redirect_uris": ["http://127.0.0.1:9999/cb"], "client_uri": "https://github.com/example/tool", "logo_uri": "https://avatars.example.net/l.png"}),
+        ),
         ("localized names", web(json!({"client_name#ja-Jpan-JP": "アプリ", "client_name#en-US": "App"}))),
         ("contacts", web(json!({"contacts": ["ops@example.com", " sec@example.com "]}))),
         ("scope", web(json!({"scope": "openid profile offline_access"}))),
-        ("software fields", web(json!({"software_id": "4NRB1-0XZABZI9E6-5SM3R", "software_version": "2.1", "software_statement": "eyJhbGciOiJSUzI1NiJ9.eyJzb2Z0d2FyZV9pZCI6IjEifQ.c2ln"}))),
-        ("oidc members", web(json!({"subject_type": "pairwise", "sector_identifier_uri": "https://example.com/sector.json", "id_token_signed_response_alg": "ES256", "id_token_encrypted_response_alg": "RSA-OAEP-256", "id_token_encrypted_response_enc": "A256GCM", "default_max_age": 3600, "require_auth_time": true, "default_acr_values": ["urn:mace:incommon:iap:silver"], "initiate_login_uri": "https://app.example.com/login", "request_uris": ["https://app.example.com/req.jwt"], "post_logout_redirect_uris": ["https://app.example.com/bye"]}))),
+        (
+            "software fields",
+            web(
+                json!({"software_id": "4NRB1-0XZABZI9E6-5SM3R", "software_version": "2.1", "software_statement": "eyJhbGciOiJSUzI1NiJ9.eyJzb2Z0d2FyZV9pZCI6IjEifQ.c2ln"}),
+            ),
+        ),
+        (
+            "oidc members",
+            web(
+                json!({"subject_type": "pairwise", "sector_identifier_uri": "https://example.com/sector.json", "id_token_signed_response_alg": "ES256", "id_token_encrypted_response_alg": "RSA-OAEP-256", "id_token_encrypted_response_enc": "A256GCM", "default_max_age": 3600, "require_auth_time": true, "default_acr_values": ["urn:mace:incommon:iap:silver"], "initiate_login_uri": "https://app.example.com/login", "request_uris": ["https://app.example.com/req.jwt"], "post_logout_redirect_uris": ["https://app.example.com/bye"]}),
+            ),
+        ),
         ("client_secret_basic", web(json!({"token_endpoint_auth_method": "client_secret_basic"}))),
         ("refresh_token with code", web(json!({"grant_types": ["refresh_token", "authorization_code"]}))),
         ("application_type web", web(json!({"application_type": "web"}))),
-        ("max redirect uris", web(json!({"redirect_uris": (0..10).map(|i| format!("https://app.example.com/{i}")).collect::<Vec<_>>()}))),
-        ("uri exactly 2048", web(json!({"redirect_uris": [format!("https://app.example.com/{}", "a".repeat(2048 - 24))]}))),
+        (
+            "max redirect uris",
+            web(json!({"redirect_uris": (0..10).map(|i| format!("https://app.example.com/{i}")).collect::<Vec<_>>()})),
+        ),
+        (
+            "uri exactly 2048",
+            web(json!({"redirect_uris": [format!("https://app.example.com/{}", "a".repeat(2048 - 24))]})),
+        ),
         ("name exactly 100", web(json!({"client_name": "é".repeat(100)}))),
     ];
     for policy in [strict(), permissive()] {
@@ -287,10 +736,22 @@ fn accepted_in_both_modes() {
 fn accepted_in_permissive_only() {
     let p = permissive();
     let cases: Vec<(&str, Value)> = vec![
-        ("implicit", json!({"grant_types": ["implicit"], "response_types": ["id_token token"], "redirect_uris": ["https://app.example.com/cb"]})),
-        ("hybrid", json!({"grant_types": ["authorization_code", "implicit"], "response_types": ["code id_token", "code"], "redirect_uris": ["https://app.example.com/cb"]})),
-        ("client_credentials without redirect_uris", json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"})),
-        ("device code + refresh", json!({"grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"], "token_endpoint_auth_method": "none"})),
+        (
+            "implicit",
+            json!({"grant_types": ["implicit"], "response_types": ["id_token token"], "redirect_uris": ["https://app.example.com/cb"]}),
+        ),
+        (
+            "hybrid",
+            json!({"grant_types": ["authorization_code", "implicit"], "response_types": ["code id_token", "code"], "redirect_uris": ["https://app.example.com/cb"]}),
+        ),
+        (
+            "client_credentials without redirect_uris",
+            json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"}),
+        ),
+        (
+            "device code + refresh",
+            json!({"grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"], "token_endpoint_auth_method": "none"}),
+        ),
         ("angle brackets", web(json!({"client_name": "<Example>"}))),
         ("mixed-script host", json!({"redirect_uris": ["https://p\u{430}ypal.com/cb"]})),
         ("fragment in tos", web(json!({"tos_uri": "https://app.example.com/legal#tos"}))),
@@ -311,13 +772,48 @@ fn permissive_only_rules() {
     assert_bad(
         &p,
         &[
-            ("code without authorization_code grant", json!({"grant_types": ["client_credentials"], "response_types": ["code"], "token_endpoint_auth_method": "client_secret_basic"}), ICM, "response_types[0]: \"code\" requires grant type \"authorization_code\""),
-            ("refresh without code or device", json!({"grant_types": ["client_credentials", "refresh_token"], "token_endpoint_auth_method": "client_secret_basic"}), ICM, "grant_types: \"refresh_token\" requires \"authorization_code\" or"),
-            ("client_credentials public", json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "none"}), ICM, "grant_types: \"client_credentials\" requires a client that authenticates"),
-            ("implicit needs implicit response type", json!({"grant_types": ["authorization_code", "implicit"], "response_types": ["code"], "redirect_uris": ["https://app.example.com/cb"]}), ICM, "grant_types: \"implicit\" requires response type"),
-            ("token response type needs implicit", web(json!({"response_types": ["code", "code token"]})), ICM, "response_types[1]: \"code token\" requires grant type \"implicit\""),
-            ("implicit on loopback", json!({"grant_types": ["implicit"], "response_types": ["token"], "redirect_uris": ["http://127.0.0.1/cb"]}), IRI, "redirect_uris[0]: the implicit grant needs https"),
-            ("implicit without redirect", json!({"grant_types": ["implicit"], "response_types": ["token"]}), IRI, "redirect_uris: required"),
+            (
+                "code without authorization_code grant",
+                json!({"grant_types": ["client_credentials"], "response_types": ["code"], "token_endpoint_auth_method": "client_secret_basic"}),
+                ICM,
+                "response_types[0]: \"code\" requires grant type \"authorization_code\"",
+            ),
+            (
+                "refresh without code or device",
+                json!({"grant_types": ["client_credentials", "refresh_token"], "token_endpoint_auth_method": "client_secret_basic"}),
+                ICM,
+                "grant_types: \"refresh_token\" requires \"authorization_code\" or",
+            ),
+            (
+                "client_credentials public",
+                json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "none"}),
+                ICM,
+                "grant_types: \"client_credentials\" requires a client that authenticates",
+            ),
+            (
+                "implicit needs implicit response type",
+                json!({"grant_types": ["authorization_code", "implicit"], "response_types": ["code"], "redirect_uris": ["https://app.example.com/cb"]}),
+                ICM,
+                "grant_types: \"implicit\" requires response type",
+            ),
+            (
+                "token response type needs implicit",
+                web(json!({"response_types": ["code", "code token"]})),
+                ICM,
+                "response_types[1]: \"code token\" requires grant type \"implicit\"",
+            ),
+            (
+                "implicit on loopback",
+                json!({"grant_types": ["implicit"], "response_types": ["token"], "redirect_uris": ["http://127.0.0.1/cb"]}),
+                IRI,
+                "redirect_uris[0]: the implicit grant needs https",
+            ),
+            (
+                "implicit without redirect",
+                json!({"grant_types": ["implicit"], "response_types": ["token"]}),
+                IRI,
+                "redirect_uris: required",
+            ),
         ],
     );
 }
@@ -346,9 +842,13 @@ fn defaults_are_filled_from_policy() {
 
     // Response types default to the policy's values that fit the grant types.
     let pp = Policy { default_response_types: vec!["code".into(), "id_token".into()], ..permissive() };
-    let n = ok_with(&pp, &json!({"grant_types": ["authorization_code"], "redirect_uris": ["https://app.example.com/cb"]}));
+    let n =
+        ok_with(&pp, &json!({"grant_types": ["authorization_code"], "redirect_uris": ["https://app.example.com/cb"]}));
     assert_eq!(n.document["response_types"], json!(["code"]));
-    let n = ok_with(&pp, &json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"}));
+    let n = ok_with(
+        &pp,
+        &json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"}),
+    );
     assert_eq!(n.document["response_types"], json!([]));
 }
 
@@ -382,7 +882,12 @@ fn normalization() {
     assert_eq!(keys.last(), Some(&"token_endpoint_auth_method"));
     assert_eq!(keys[0], "client_name");
 
-    let n = ok_with(&permissive(), &web(json!({"response_types": ["code", "id_token code", "code id_token"], "grant_types": ["authorization_code", "implicit"]})));
+    let n = ok_with(
+        &permissive(),
+        &web(
+            json!({"response_types": ["code", "id_token code", "code id_token"], "grant_types": ["authorization_code", "implicit"]}),
+        ),
+    );
     assert_eq!(n.document["response_types"], json!(["code", "code id_token"]));
     // Only a localized name: used for the audit log.
     let n = ok_with(&strict(), &web(json!({"client_name": null, "client_name#de": "Beispiel"})));
@@ -405,7 +910,17 @@ fn unknown_and_forbidden_members() {
     let n = ok_with(&strict(), &v);
     assert_eq!(
         n.dropped_members,
-        ["x_custom", "tenant_hint", "client_id", "client_secret", "client_secret_expires_at", "registration_access_token", "registration_client_uri", "client_id_issued_at", "scope#en"]
+        [
+            "x_custom",
+            "tenant_hint",
+            "client_id",
+            "client_secret",
+            "client_secret_expires_at",
+            "registration_access_token",
+            "registration_client_uri",
+            "client_id_issued_at",
+            "scope#en"
+        ]
     );
     assert!(!String::from_utf8(n.body.clone()).unwrap().contains("s3cr3t"));
     let keep = Policy { keep_extension_members: vec!["tenant_hint".into()], ..strict() };
@@ -415,7 +930,17 @@ fn unknown_and_forbidden_members() {
     let n = ok_with(&permissive(), &v);
     assert_eq!(n.document["x_custom"], json!({"a": 1}));
     assert_eq!(n.document["scope#en"], "x");
-    assert_eq!(n.dropped_members, ["client_id", "client_secret", "client_secret_expires_at", "registration_access_token", "registration_client_uri", "client_id_issued_at"]);
+    assert_eq!(
+        n.dropped_members,
+        [
+            "client_id",
+            "client_secret",
+            "client_secret_expires_at",
+            "registration_access_token",
+            "registration_client_uri",
+            "client_id_issued_at"
+        ]
+    );
     for k in ["client_id", "client_secret", "registration_access_token"] {
         assert!(!n.document.contains_key(k));
     }
@@ -435,7 +960,10 @@ fn null_members_are_absent() {
     assert_eq!(n.document["token_endpoint_auth_method"], "client_secret_post");
     let mut v = web(json!({}));
     v["redirect_uris"] = Value::Null;
-    assert_eq!(err_with(&strict(), &v).description, "redirect_uris: required for the authorization_code and implicit grants");
+    assert_eq!(
+        err_with(&strict(), &v).description,
+        "redirect_uris: required for the authorization_code and implicit grants"
+    );
 }
 
 #[test]
@@ -492,7 +1020,10 @@ fn host_allow_and_deny_lists() {
 #[test]
 fn body_errors() {
     let cases: &[(&[u8], &str)] = &[
-        (br#"{"redirect_uris":["https://a.example.com/cb"],"redirect_uris":["https://b.example.com/cb"]}"#, "body: duplicate member \"redirect_uris\""),
+        (
+            br#"{"redirect_uris":["https://a.example.com/cb"],"redirect_uris":["https://b.example.com/cb"]}"#,
+            "body: duplicate member \"redirect_uris\"",
+        ),
         (br#"{"jwks":{"keys":[{"kty":"EC","kty":"RSA"}]}}"#, "body: duplicate member \"kty\""),
         (b"{\"client_name\":\"\xc3\x28\"}", "body: not valid UTF-8"),
         (br#"{"a":1} {"b":2}"#, "body: trailing data"),
@@ -602,10 +1133,29 @@ fn arb_text() -> impl Strategy<Value = String> {
 fn arb_key() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "redirect_uris", "grant_types", "response_types", "client_name", "client_name#en", "logo_uri", "client_uri",
-            "tos_uri#de", "policy_uri", "scope", "contacts", "jwks", "jwks_uri", "token_endpoint_auth_method",
-            "application_type", "software_statement", "software_id", "client_id", "client_secret", "default_max_age",
-            "post_logout_redirect_uris", "request_uris", "x_ext",
+            "redirect_uris",
+            "grant_types",
+            "response_types",
+            "client_name",
+            "client_name#en",
+            "logo_uri",
+            "client_uri",
+            "tos_uri#de",
+            "policy_uri",
+            "scope",
+            "contacts",
+            "jwks",
+            "jwks_uri",
+            "token_endpoint_auth_method",
+            "application_type",
+            "software_statement",
+            "software_id",
+            "client_id",
+            "client_secret",
+            "default_max_age",
+            "post_logout_redirect_uris",
+            "request_uris",
+            "x_ext",
         ])
         .prop_map(str::to_string),
         any::<String>(),
@@ -644,13 +1194,26 @@ fn arb_registration() -> impl Strategy<Value = Value> {
         prop::option::of(any::<String>()),
         prop::option::of("[ a-z]{0,10}( [a-z:/.]{1,8}){0,3}"),
         prop::option::of(prop::sample::select(vec!["none", "client_secret_post", "client_secret_basic"])),
-        prop::option::of(prop::sample::subsequence(vec!["authorization_code", "refresh_token", "authorization_code"], 1..=3)),
+        prop::option::of(prop::sample::subsequence(
+            vec!["authorization_code", "refresh_token", "authorization_code"],
+            1..=3,
+        )),
         prop::option::of(prop::collection::vec(" ?[a-z]{1,5}@example\\.(com|org) ?", 0..3)),
         prop::option::of((arb_key(), arb_value())),
     )
         .prop_map(|(uris, name, scope, method, grants, contacts, extra)| {
             let mut seen = Vec::new();
-            let uris: Vec<&str> = uris.into_iter().filter(|u| if seen.contains(u) { false } else { seen.push(*u); true }).collect();
+            let uris: Vec<&str> = uris
+                .into_iter()
+                .filter(|u| {
+                    if seen.contains(u) {
+                        false
+                    } else {
+                        seen.push(*u);
+                        true
+                    }
+                })
+                .collect();
             let mut m = serde_json::Map::new();
             m.insert("redirect_uris".into(), json!(uris));
             if let Some(n) = name {
@@ -694,7 +1257,8 @@ fn policies() -> [Policy; 3] {
 /// function of the normalized document.
 fn assert_fixed_point(policy: &Policy, n: &Normalized) {
     assert_eq!(n.body, serde_json::to_vec(&n.document).unwrap());
-    let again = check(&n.body, policy).unwrap_or_else(|e| panic!("normalized output rejected: {e}\n{}", String::from_utf8_lossy(&n.body)));
+    let again = check(&n.body, policy)
+        .unwrap_or_else(|e| panic!("normalized output rejected: {e}\n{}", String::from_utf8_lossy(&n.body)));
     assert_eq!(String::from_utf8_lossy(&again.body), String::from_utf8_lossy(&n.body));
     assert_eq!(again.document, n.document);
     assert_eq!(again.client_name, n.client_name);
@@ -773,7 +1337,9 @@ fn generated_registrations_are_mostly_accepted() {
 #[test]
 fn updates_are_checked_whole_without_registration_defaults() {
     let policy = strict();
-    let body = bytes(&json!({"client_id": "abc", "redirect_uris": ["https://app.example.com/cb"], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]}));
+    let body = bytes(
+        &json!({"client_id": "abc", "redirect_uris": ["https://app.example.com/cb"], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]}),
+    );
     let n = check_update_with(&body, &policy, &StatementVerifier::empty()).unwrap();
     assert_eq!(n.document["token_endpoint_auth_method"], "none");
     assert!(!n.document.contains_key("response_types"), "no default filled into an update: {:?}", n.document);
@@ -810,7 +1376,10 @@ fn off_site_uris_are_dropped_in_strict_mode() {
     let cases: Vec<(Value, &[&str])> = vec![
         (web(json!({"logo_uri": "https://cdn.evil.example/logo.png"})), &["logo_uri"]),
         (web(json!({"tos_uri#fr": "https://evil.example/cgu", "tos_uri": "https://example.com/tos"})), &["tos_uri#fr"]),
-        (json!({"redirect_uris": ["https://alice.github.io/cb"], "client_uri": "https://bob.github.io/"}), &["client_uri"]),
+        (
+            json!({"redirect_uris": ["https://alice.github.io/cb"], "client_uri": "https://bob.github.io/"}),
+            &["client_uri"],
+        ),
         (json!({"redirect_uris": ["https://10.0.0.1/cb"], "policy_uri": "https://10.0.0.2/p"}), &["policy_uri"]),
         (
             json!({"client_name": "Visual Studio Code", "client_uri": "https://code.visualstudio.com", "redirect_uris": ["https://vscode.dev/redirect", "http://127.0.0.1:33418/"], "token_endpoint_auth_method": "none"}),
@@ -857,7 +1426,10 @@ fn private_use_schemes_follow_the_scheme_lists() {
         allow.validate().unwrap();
         ok_with(&allow, &cursor);
         let e = err_with(&allow, &cline);
-        assert_eq!((e.code, e.description.as_str()), (IRI, "redirect_uris[0]: scheme \"vscode\" is not in the allowed redirect schemes"));
+        assert_eq!(
+            (e.code, e.description.as_str()),
+            (IRI, "redirect_uris[0]: scheme \"vscode\" is not in the allowed redirect schemes")
+        );
         // http(s) URIs are not subject to the scheme allow-list.
         ok_with(&allow, &web(json!({})));
 
@@ -871,7 +1443,10 @@ fn private_use_schemes_follow_the_scheme_lists() {
         let mut confidential = cursor.clone();
         confidential["token_endpoint_auth_method"] = json!("client_secret_basic");
         let e = err_with(&base, &confidential);
-        assert!(e.description.starts_with("redirect_uris[0]: private-use scheme \"cursor\" needs a public client"), "{e}");
+        assert!(
+            e.description.starts_with("redirect_uris[0]: private-use scheme \"cursor\" needs a public client"),
+            "{e}"
+        );
         confidential["application_type"] = json!("native");
         let e = err_with(&base, &confidential);
         assert!(e.description.contains("must be a reverse domain name"), "{e}");

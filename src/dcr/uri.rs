@@ -25,13 +25,46 @@ const DANGEROUS_SCHEMES: [&str; 4] = ["javascript", "data", "file", "vbscript"];
 /// their own rules). Compared with the lower-cased scheme; `redirect_scheme_deny` adds to it.
 pub(crate) const REFUSED_REDIRECT_SCHEMES: [&str; 38] = [
     // Script and content (also refused before parsing, see DANGEROUS_SCHEMES).
-    "javascript", "data", "file", "vbscript",
+    "javascript",
+    "data",
+    "file",
+    "vbscript",
     // The browser's own pages, storage and handlers.
-    "about", "blob", "filesystem", "view-source", "chrome", "chrome-extension", "edge", "moz-extension",
-    "resource", "jar", "intent", "ms-browser-extension",
+    "about",
+    "blob",
+    "filesystem",
+    "view-source",
+    "chrome",
+    "chrome-extension",
+    "edge",
+    "moz-extension",
+    "resource",
+    "jar",
+    "intent",
+    "ms-browser-extension",
     // Network protocols (WHATWG special schemes first).
-    "ws", "wss", "ftp", "ftps", "sftp", "ssh", "telnet", "gopher", "ldap", "ldaps", "smb", "nfs", "irc", "ircs",
-    "rtsp", "sip", "sips", "xmpp", "mailto", "news", "nntp", "tel",
+    "ws",
+    "wss",
+    "ftp",
+    "ftps",
+    "sftp",
+    "ssh",
+    "telnet",
+    "gopher",
+    "ldap",
+    "ldaps",
+    "smb",
+    "nfs",
+    "irc",
+    "ircs",
+    "rtsp",
+    "sip",
+    "sips",
+    "xmpp",
+    "mailto",
+    "news",
+    "nntp",
+    "tel",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +128,10 @@ pub(crate) fn check_redirect(raw: &str, ctx: &RedirectCtx<'_>) -> Result<UriInfo
             return Err(format!("host {host:?} is denied by policy"));
         }
         // Loopback hosts are governed by `loopback_hosts`, not by the allow-list.
-        if !info.is_loopback && !policy.redirect_host_allow.is_empty() && !matches_any(&policy.redirect_host_allow, host) {
+        if !info.is_loopback
+            && !policy.redirect_host_allow.is_empty()
+            && !matches_any(&policy.redirect_host_allow, host)
+        {
             return Err(format!("host {host:?} is not in the allowed redirect hosts"));
         }
     }
@@ -267,7 +303,8 @@ fn canonical_ipv4(host: &str) -> Option<Ipv4Addr> {
     let mut parts = host.split('.');
     for o in &mut octets {
         let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0'))
+        {
             return None;
         }
         *o = p.parse().ok()?;
@@ -352,7 +389,9 @@ fn check_chars(raw: &str) -> Result<(), String> {
                 }
                 return Err("contains an invalid percent-encoding".into());
             }
-            return Err("contains a character that is not allowed in a URI (whitespace, control, quote, backslash, ...)".into());
+            return Err(
+                "contains a character that is not allowed in a URI (whitespace, control, quote, backslash, ...)".into(),
+            );
         }
         // `at` is on a char boundary (the previous chars were whole), and not at the end.
         let Some(c) = raw[at..].chars().next() else { break };
@@ -412,7 +451,8 @@ fn host_info(parsed: &mut Parsed<'_>, kind: UriKind, policy: &Policy) -> Result<
         return Err("host must not end with a dot".into());
     }
     if !raw_host.starts_with('[') && !parsed.simple {
-        let ascii = domain_to_ascii_strict(raw_host).map_err(|_| "host is not a valid (internationalized) domain name".to_string())?;
+        let ascii = domain_to_ascii_strict(raw_host)
+            .map_err(|_| "host is not a valid (internationalized) domain name".to_string())?;
         if *ascii != *host {
             return Err("host is not written in canonical form".into());
         }
@@ -462,11 +502,25 @@ pub(crate) fn registrable_domain(host: &str) -> &str {
 }
 
 fn is_multi_label_suffix(second: &str, tld: &str, last_two: &str) -> bool {
-    const GENERIC_SECOND_LEVEL: [&str; 17] =
-        ["ac", "co", "com", "edu", "gob", "go", "gov", "gv", "ltd", "mil", "ne", "net", "nom", "or", "org", "plc", "sch"];
+    const GENERIC_SECOND_LEVEL: [&str; 17] = [
+        "ac", "co", "com", "edu", "gob", "go", "gov", "gv", "ltd", "mil", "ne", "net", "nom", "or", "org", "plc", "sch",
+    ];
     const SHARED_HOSTING: [&str; 16] = [
-        "github.io", "gitlab.io", "herokuapp.com", "vercel.app", "netlify.app", "pages.dev", "workers.dev", "web.app",
-        "firebaseapp.com", "appspot.com", "azurewebsites.net", "cloudfront.net", "amazonaws.com", "blogspot.com", "glitch.me",
+        "github.io",
+        "gitlab.io",
+        "herokuapp.com",
+        "vercel.app",
+        "netlify.app",
+        "pages.dev",
+        "workers.dev",
+        "web.app",
+        "firebaseapp.com",
+        "appspot.com",
+        "azurewebsites.net",
+        "cloudfront.net",
+        "amazonaws.com",
+        "blogspot.com",
+        "glitch.me",
         "onrender.com",
     ];
     (tld.len() == 2 && GENERIC_SECOND_LEVEL.contains(&second)) || SHARED_HOSTING.contains(&last_two)
@@ -570,7 +624,11 @@ mod tests {
             ("https://app_x.example.com/cb", false, "domain name"),
             ("/relative/cb", false, "absolute"),
             ("myapp:/cb", true, "private-use scheme \"myapp\" of a confidential client must be a reverse domain name"),
-            ("com.example.app:/cb", false, "needs a public client (token_endpoint_auth_method \"none\") or application_type \"native\""),
+            (
+                "com.example.app:/cb",
+                false,
+                "needs a public client (token_endpoint_auth_method \"none\") or application_type \"native\"",
+            ),
             ("ws://127.0.0.1/cb", true, "scheme \"ws\" is not allowed"),
             ("https://xn--pypal-4ve.com/cb", false, "mixes scripts"),
             ("https://p\u{430}ypal.com/cb", false, "mixes scripts"),
@@ -593,7 +651,9 @@ mod tests {
 
     #[test]
     fn private_use_schemes_for_public_clients() {
-        let public = |raw: &str, policy: &Policy| check_redirect(raw, &RedirectCtx { policy, native: false, public: true, implicit: false });
+        let public = |raw: &str, policy: &Policy| {
+            check_redirect(raw, &RedirectCtx { policy, native: false, public: true, implicit: false })
+        };
         let p = Policy::default();
         for ok in [
             "cursor://anysphere.cursor-mcp/oauth/callback",
@@ -631,7 +691,13 @@ mod tests {
         assert!(public("cursor://x/cb", &allow).unwrap_err().contains("not in the allowed redirect schemes"));
         assert!(public("vscode://x/cb", &allow).is_ok());
         assert!(public("https://app.example.com/cb", &allow).is_ok());
-        assert!(is_rfc3986_scheme("com.example.app") && is_rfc3986_scheme("a+b-c") && !is_rfc3986_scheme("1a") && !is_rfc3986_scheme("a:") && !is_rfc3986_scheme(""));
+        assert!(
+            is_rfc3986_scheme("com.example.app")
+                && is_rfc3986_scheme("a+b-c")
+                && !is_rfc3986_scheme("1a")
+                && !is_rfc3986_scheme("a:")
+                && !is_rfc3986_scheme("")
+        );
     }
 
     #[test]
@@ -692,7 +758,8 @@ mod tests {
         ] {
             assert_eq!(registrable_domain(host), want, "{host}");
         }
-        let info = |h: &str, ip: bool| UriInfo { kind: UriKind::Https, host: Some(h.into()), is_ip: ip, is_loopback: false };
+        let info =
+            |h: &str, ip: bool| UriInfo { kind: UriKind::Https, host: Some(h.into()), is_ip: ip, is_loopback: false };
         assert!(same_site(&info("www.example.com", false), &info("app.example.com", false)));
         assert!(!same_site(&info("alice.github.io", false), &info("bob.github.io", false)));
         assert!(same_site(&info("10.0.0.1", true), &info("10.0.0.1", true)));

@@ -174,7 +174,12 @@ struct Facts {
 /// The output document is `input` itself, normalized in place: members keep their order,
 /// removed members are taken out, defaults are appended. `body_len` (the size of the request
 /// body) sizes the output buffer.
-pub(crate) fn check_object(input: Map<String, Value>, policy: &Policy, body_len: usize, kind: Kind) -> Result<Normalized> {
+pub(crate) fn check_object(
+    input: Map<String, Value>,
+    policy: &Policy,
+    body_len: usize,
+    kind: Kind,
+) -> Result<Normalized> {
     let mode = policy.security_mode;
     let mut facts = Facts::default();
     let mut out = input;
@@ -296,7 +301,9 @@ fn strings_value<S: Into<String>>(items: impl IntoIterator<Item = S>) -> Value {
 
 /// A new array of `items`, or `None` when `value` already is that array (to be kept).
 fn changed_strings(value: &Value, items: &[&str]) -> Option<Value> {
-    let same = value.as_array().is_some_and(|a| a.len() == items.len() && a.iter().zip(items).all(|(v, s)| v.as_str() == Some(s)));
+    let same = value
+        .as_array()
+        .is_some_and(|a| a.len() == items.len() && a.iter().zip(items).all(|(v, s)| v.as_str() == Some(s)));
     (!same).then(|| strings_value(items.iter().copied()))
 }
 
@@ -314,10 +321,17 @@ fn member_value(
     let name: &str = &name_cow;
     let v = match member {
         Member::RedirectUris | Member::PostLogoutRedirectUris => {
-            let code = if member == Member::RedirectUris { ErrorCode::InvalidRedirectUri } else { ErrorCode::InvalidClientMetadata };
+            let code = if member == Member::RedirectUris {
+                ErrorCode::InvalidRedirectUri
+            } else {
+                ErrorCode::InvalidClientMetadata
+            };
             let uris = string_array(name, &value, code)?;
             if uris.len() > policy.max_redirect_uris {
-                return Err(RegistrationError::new(code, format!("{name}: more than {} URIs", policy.max_redirect_uris)));
+                return Err(RegistrationError::new(
+                    code,
+                    format!("{name}: more than {} URIs", policy.max_redirect_uris),
+                ));
             }
             for (j, u) in uris.iter().enumerate() {
                 if let Some(i) = uris[..j].iter().position(|p| p == u) {
@@ -371,7 +385,8 @@ fn member_value(
         }
         Member::ClientName => {
             let s = as_str(name, &value)?;
-            let text = human_text_cow(s, policy.max_client_name_chars, mode, policy.allow_apostrophe).map_err(|e| meta(name, e))?;
+            let text = human_text_cow(s, policy.max_client_name_chars, mode, policy.allow_apostrophe)
+                .map_err(|e| meta(name, e))?;
             if !policy.reserved_names.is_empty() {
                 let folded = fold_confusable(&text);
                 if policy.reserved_names.iter().any(|r| folded.contains(&fold_confusable(r.trim()))) {
@@ -571,7 +586,12 @@ fn response_type(s: &str, mode: SecurityMode) -> std::result::Result<ResponseTyp
 }
 
 /// Applies `allowed_scopes`: strict refuses a scope outside it, permissive removes it.
-fn filter_scopes<'s>(name: &str, tokens: Vec<&'s str>, policy: &Policy, removed: &mut Vec<String>) -> Result<Vec<&'s str>> {
+fn filter_scopes<'s>(
+    name: &str,
+    tokens: Vec<&'s str>,
+    policy: &Policy,
+    removed: &mut Vec<String>,
+) -> Result<Vec<&'s str>> {
     let Some(allowed) = &policy.allowed_scopes else {
         return Ok(tokens);
     };
@@ -673,7 +693,10 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>,
         Some(r) => {
             for (i, rt) in r.iter().enumerate() {
                 if let Some(g) = rt.missing_grant(&grants) {
-                    return Err(meta(&elem("response_types", i), format!("{:?} requires grant type {g:?}", rt.canonical())));
+                    return Err(meta(
+                        &elem("response_types", i),
+                        format!("{:?} requires grant type {g:?}", rt.canonical()),
+                    ));
                 }
             }
             r
@@ -753,7 +776,9 @@ fn cross_check(policy: &Policy, facts: &mut Facts, out: &mut Map<String, Value>,
 fn check_redirect_uris(policy: &Policy, facts: &Facts, out: &Map<String, Value>) -> Result<(Vec<String>, Vec<String>)> {
     // Present members were forwarded exactly as sent: arrays of strings.
     let uris = |present: bool, name: &str| -> Option<Vec<&str>> {
-        present.then(|| out.get(name).and_then(Value::as_array).map_or(Vec::new(), |a| a.iter().filter_map(Value::as_str).collect()))
+        present.then(|| {
+            out.get(name).and_then(Value::as_array).map_or(Vec::new(), |a| a.iter().filter_map(Value::as_str).collect())
+        })
     };
     let grants = facts.grant_types.as_deref().unwrap_or(&[]);
     let required = grants.iter().any(|g| g.is_redirect_based());
@@ -766,7 +791,9 @@ fn check_redirect_uris(policy: &Policy, facts: &Facts, out: &Map<String, Value>)
     let mut hosts: Vec<String> = Vec::new();
     let mut web: Vec<UriInfo> = Vec::new();
     match &uris(facts.redirect_uris, "redirect_uris") {
-        None if required => return Err(redirect_err("redirect_uris", "required for the authorization_code and implicit grants")),
+        None if required => {
+            return Err(redirect_err("redirect_uris", "required for the authorization_code and implicit grants"))
+        }
         Some(u) if u.is_empty() && required => return Err(redirect_err("redirect_uris", "must not be empty")),
         None => {}
         Some(uris) => {

@@ -211,7 +211,11 @@ where
             match settings.take() {
                 Some(s) => s.apply_to_session(&mut session),
                 None => {
-                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(self.limits.idle_timeout.as_secs().max(1)) });
+                    session.set_keepalive(if *shutdown.borrow() {
+                        None
+                    } else {
+                        Some(self.limits.idle_timeout.as_secs().max(1))
+                    });
                 }
             }
             if let Some(p) = prefix {

@@ -241,7 +241,11 @@ impl Gateway {
                 .map(|ua| truncate_chars(ua, snap.config.audit_user_agent_max_chars)),
             hostname: s.and_then(|s| s.hostname.clone()),
             rule: a.verdict.as_ref().and_then(|v| v.rule.as_ref().map(|r| r.to_string())),
-            logged_rules: a.verdict.as_ref().map(|v| v.logged.iter().map(|r| r.to_string()).collect()).unwrap_or_default(),
+            logged_rules: a
+                .verdict
+                .as_ref()
+                .map(|v| v.logged.iter().map(|r| r.to_string()).collect())
+                .unwrap_or_default(),
             decision: a.outcome.decision(),
             error: a.error.as_ref().map(|e| e.code()),
             error_description: a.error.as_ref().map(|e| e.description()),
@@ -269,7 +273,12 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _inflight: self.drain.enter(),
-            timing: Timing { start: Instant::now(), check: Duration::ZERO, upstream_start: None, upstream_latency: None },
+            timing: Timing {
+                start: Instant::now(),
+                check: Duration::ZERO,
+                upstream_start: None,
+                upstream_latency: None,
+            },
             admission: AdmissionState {
                 snapshot: None,
                 request_id: String::new(),
@@ -321,20 +330,25 @@ impl ProxyHttp for Gateway {
                 return self.refuse(session, ctx, Outcome::Invalid, GatewayError::Misdirected).await;
             }
         }
-        ctx.admission.upstream_host = match view.authority.as_ref().map(|a| http::HeaderValue::from_str(&a.header_value())) {
-            Some(Ok(h)) => Some(h),
-            Some(Err(_)) => {
-                return self.refuse(session, ctx, Outcome::Invalid, GatewayError::BadTarget(TargetError::InvalidHost)).await
-            }
-            None => None,
-        };
+        ctx.admission.upstream_host =
+            match view.authority.as_ref().map(|a| http::HeaderValue::from_str(&a.header_value())) {
+                Some(Ok(h)) => Some(h),
+                Some(Err(_)) => {
+                    return self
+                        .refuse(session, ctx, Outcome::Invalid, GatewayError::BadTarget(TargetError::InvalidHost))
+                        .await
+                }
+                None => None,
+            };
         let verdict = snap.acl.evaluate(route.scope, ctx.admission.signals.as_ref().expect("signals set above"));
         ctx.timing.check += t.elapsed();
         self.record_acl(&verdict);
-        ctx.registration.is_registration_post = route.is_registration && session.req_header().method == http::Method::POST;
+        ctx.registration.is_registration_post =
+            route.is_registration && session.req_header().method == http::Method::POST;
         if snap.config.routes.rewrite_discovery {
             let lower: Vec<String> = view.segments.iter().map(|s| s.to_ascii_lowercase()).collect();
-            ctx.upstream.discovery = session.req_header().method == http::Method::GET && discovery::is_discovery_path(&lower);
+            ctx.upstream.discovery =
+                session.req_header().method == http::Method::GET && discovery::is_discovery_path(&lower);
             if ctx.upstream.discovery || route.scope == Scope::Dcr {
                 ctx.upstream.rewriter = self.rewriter(session, ctx, &snap);
             }
@@ -382,7 +396,12 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let Some(snap) = ctx.admission.snapshot.clone() else { return Ok(()) };
         let is_tls = signals::is_tls(session, &self.tls_listeners);
         forward::rewrite(req, ctx, &snap, is_tls)?;
@@ -390,7 +409,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if resp.status.is_informational() {
             return Ok(());
         }
@@ -423,14 +447,22 @@ impl ProxyHttp for Gateway {
                 }
             }
             if let Some(rw) = &ctx.upstream.rewriter {
-                let location = resp.headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).and_then(|l| rw.rewrite_url(l));
+                let location = resp
+                    .headers
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| rw.rewrite_url(l));
                 if let Some(l) = location {
                     resp.insert_header(http::header::LOCATION, l)?;
                 }
             }
         }
         let plain_json = resp.headers.get(http::header::CONTENT_ENCODING).is_none()
-            && resp.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.to_ascii_lowercase().contains("json"));
+            && resp
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.to_ascii_lowercase().contains("json"));
         let kind = if ctx.upstream.discovery && status == 200 {
             Some(Rewrite::Discovery)
         } else if ctx.scope() == Scope::Dcr && success {
@@ -456,7 +488,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if self.drain.is_draining() {
             // Shutting down: send clients elsewhere for their next request.
             session.set_keepalive(None);
@@ -512,10 +549,13 @@ impl ProxyHttp for Gateway {
                         Rewrite::Registration => rw.rewrite_registration(&buf),
                     };
                     if rewritten.is_some() {
-                        self.metrics.answers_rewritten.with_label_values(&[match kind {
-                            Rewrite::Discovery => "discovery",
-                            Rewrite::Registration => "registration",
-                        }]).inc();
+                        self.metrics
+                            .answers_rewritten
+                            .with_label_values(&[match kind {
+                                Rewrite::Discovery => "discovery",
+                                Rewrite::Registration => "registration",
+                            }])
+                            .inc();
                     }
                     *body = Some(Bytes::from(rewritten.unwrap_or(buf)));
                 }
@@ -533,7 +573,9 @@ impl ProxyHttp for Gateway {
             ErrorType::ConnectNoRoute => Some(GatewayError::NoHealthyUpstream),
             _ if e.esource() == &ErrorSource::Upstream => {
                 let kind = match e.etype() {
-                    ErrorType::ConnectRefused | ErrorType::ConnectError | ErrorType::TLSHandshakeFailure => "connect_failure",
+                    ErrorType::ConnectRefused | ErrorType::ConnectError | ErrorType::TLSHandshakeFailure => {
+                        "connect_failure"
+                    }
                     _ => "other",
                 };
                 self.metrics.upstream_errors.with_label_values(&[kind]).inc();
@@ -570,7 +612,8 @@ impl ProxyHttp for Gateway {
             ctx.admission.status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         }
         if ctx.registration.is_registration_post {
-            let (result, code) = record::registration_result(outcome, ctx.admission.error.as_ref(), ctx.upstream.status);
+            let (result, code) =
+                record::registration_result(outcome, ctx.admission.error.as_ref(), ctx.upstream.status);
             self.metrics.registrations.with_label_values(&[result, code]).inc();
         }
         if !record::is_audited(scope, outcome, ctx.admission.error.as_ref())

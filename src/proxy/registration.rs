@@ -27,7 +27,8 @@ impl Gateway {
             return None;
         }
         let auth = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let verified = crate::tokens::bearer(auth).and_then(|t| snap.registration_tokens.verify(t, std::time::SystemTime::now()).cloned());
+        let verified = crate::tokens::bearer(auth)
+            .and_then(|t| snap.registration_tokens.verify(t, std::time::SystemTime::now()).cloned());
         Some(verified.and_then(|e| match e.max_uses {
             // Refuse a used-up token before reading the body; the use itself is leased after
             // validation.
@@ -76,7 +77,8 @@ impl Gateway {
             Err(e) => return self.refuse(session, ctx, Outcome::Invalid, e).await,
         };
         let t = Instant::now();
-        let admitted = gate::admit_body(&body, admission.payload, &admission.policy, &snap.statements, route.client_id.as_deref());
+        let admitted =
+            gate::admit_body(&body, admission.payload, &admission.policy, &snap.statements, route.client_id.as_deref());
         ctx.timing.check += t.elapsed();
         let admitted = match admitted {
             Ok(a) => a,
@@ -100,7 +102,12 @@ impl Gateway {
 
     /// Read the whole body, bounded in size and time. The bytes also land in Pingora's retry
     /// buffer, which is what it replays upstream; `request_body_filter` swaps them for ours.
-    async fn read_body(&self, session: &mut Session, limit: usize, deadline: Duration) -> std::result::Result<Vec<u8>, GatewayError> {
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        limit: usize,
+        deadline: Duration,
+    ) -> std::result::Result<Vec<u8>, GatewayError> {
         if session.req_header().headers.get(http::header::EXPECT).is_some() {
             let cont = ResponseHeader::build(100, Some(0)).map_err(|_| GatewayError::BadRequestBody)?;
             session.write_response_header(Box::new(cont), false).await.map_err(|_| GatewayError::BadRequestBody)?;

@@ -12,7 +12,13 @@ use crate::telemetry::Outcome;
 
 impl Gateway {
     /// Refuse the request with `err`, counted as `outcome`; `Ok(true)`: the request is done.
-    pub(super) async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, outcome: Outcome, err: GatewayError) -> Result<bool> {
+    pub(super) async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        outcome: Outcome,
+        err: GatewayError,
+    ) -> Result<bool> {
         ctx.refuse(outcome);
         let status = err.status();
         let body = err.body(&ctx.admission.request_id);

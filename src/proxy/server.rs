@@ -16,10 +16,10 @@ use pingora::services::listening::Service;
 use super::drain::{Drain, DrainingSignalWatch};
 use super::tls::CertAndSni;
 use super::{listener, upstream, Gateway};
+use crate::admin::listener::AdminApp;
 use crate::config::AuditOutput;
 use crate::reload::{ReloadService, Reloader};
 use crate::snapshot::Snapshot;
-use crate::admin::listener::AdminApp;
 use crate::telemetry::{logging, AuditLog, Metrics};
 
 /// HTTP/2 stream bounds per connection (h2's defaults are 20 and 1024; a registration
@@ -39,8 +39,7 @@ pub struct RunOptions {
 pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infallible, Vec<String>> {
     // Absolute but not canonical: a Kubernetes ConfigMap mounts gateway.toml as a symlink
     // through `..data`; resolving it would pin a directory the kubelet deletes on update.
-    let config_path = std::path::absolute(config_path)
-        .map_err(|e| vec![format!("{}: {e}", config_path.display())])?;
+    let config_path = std::path::absolute(config_path).map_err(|e| vec![format!("{}: {e}", config_path.display())])?;
     let snap = Snapshot::load(&config_path).map_err(|e| e.0)?;
     let cfg = snap.config.clone();
     logging::init(&cfg.log.level, cfg.log.format);
@@ -72,8 +71,8 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         let cb = CertAndSni::load(&l.cert, &l.key).map_err(|e| vec![format!("listen.https: {e}")])?;
         // Reloads replace the pair in this slot; handshakes read it (certificates rotate in place).
         cert_slots.push((l.address, cb.slot()));
-        let mut settings = TlsSettings::with_callbacks(Box::new(cb))
-            .map_err(|e| vec![format!("listen.https: {}: {e}", l.address)])?;
+        let mut settings =
+            TlsSettings::with_callbacks(Box::new(cb)).map_err(|e| vec![format!("listen.https: {}: {e}", l.address)])?;
         if l.h2 {
             settings.enable_h2();
         }
@@ -131,7 +130,8 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         max_head_bytes: MAX_HEAD_BYTES,
         max_connections: s.max_connections,
     };
-    let mut proxy = Service::new("dcr-gateway".to_string(), listener::GatewayApp::new(http_proxy, limits, metrics.clone()));
+    let mut proxy =
+        Service::new("dcr-gateway".to_string(), listener::GatewayApp::new(http_proxy, limits, metrics.clone()));
     for a in &cfg.http_listeners {
         proxy.add_tcp(&a.to_string());
     }

@@ -40,10 +40,7 @@ pub fn is_tls(session: &Session, tls_listeners: &[SocketAddr]) -> bool {
     if session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some() {
         return true;
     }
-    session
-        .server_addr()
-        .and_then(|a| a.as_inet())
-        .is_some_and(|a| tls_listeners.contains(a))
+    session.server_addr().and_then(|a| a.as_inet()).is_some_and(|a| tls_listeners.contains(a))
 }
 
 fn sni(session: &Session) -> Option<String> {
@@ -127,4 +124,3 @@ pub fn extract(session: &Session, snap: &Snapshot, metrics: &Metrics, host: Opti
     let request_id = if peer_trusted { header_text(session, &cfg.request_id_header) } else { None };
     Extracted { signals, peer_trusted, request_id, sni, header_error }
 }
-

@@ -47,13 +47,20 @@ pub fn build(up: &Upstream) -> Result<(LoadBalancer<RoundRobin>, PeerTemplate), 
             errors.push(format!("upstream.origins[{i}]: {} resolves to no address", o.host));
             continue;
         };
-        let b = Backend { addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr), weight: 1, ext: Default::default() };
+        let b = Backend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr),
+            weight: 1,
+            ext: Default::default(),
+        };
         let sni = up.sni.clone().unwrap_or_else(|| o.host.clone());
         origins.push((b, o.tls, sni));
     }
     let ca = match &up.ca_file {
         None => None,
-        Some(p) => match std::fs::read(p).map_err(|e| e.to_string()).and_then(|pem| X509::stack_from_pem(&pem).map_err(|e| e.to_string())) {
+        Some(p) => match std::fs::read(p)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| X509::stack_from_pem(&pem).map_err(|e| e.to_string()))
+        {
             Ok(certs) if !certs.is_empty() => Some(Arc::new(certs.into_boxed_slice())),
             Ok(_) => {
                 errors.push(format!("upstream.ca_file: {} holds no PEM certificate", p.display()));

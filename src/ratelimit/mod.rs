@@ -52,12 +52,7 @@ pub struct Bucket {
 }
 
 /// The buckets a request from `ip` counts against at `now_secs`, narrowest first (pure).
-pub fn buckets(
-    policy: &RateLimitPolicy,
-    ip: IpAddr,
-    class: RateClass,
-    now_secs: u64,
-) -> Vec<Bucket> {
+pub fn buckets(policy: &RateLimitPolicy, ip: IpAddr, class: RateClass, now_secs: u64) -> Vec<Bucket> {
     let class_prefix = match class {
         RateClass::Main => "",
         RateClass::Unauthenticated => "anon:",
@@ -72,9 +67,7 @@ pub fn buckets(
                         IpAddr::V4(_) => policy.ipv4_prefix,
                         IpAddr::V6(_) => policy.ipv6_prefix,
                     };
-                    let net = IpNet::new(ip, len)
-                        .map(|n| n.trunc())
-                        .unwrap_or_else(|_| IpNet::from(ip));
+                    let net = IpNet::new(ip, len).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip));
                     format!("{class_prefix}net:{net}")
                 }
                 LimitKind::Global => format!("{class_prefix}all"),
@@ -82,13 +75,7 @@ pub fn buckets(
             let w = limit.window_seconds.max(1);
             let window = now_secs / w;
             let remaining_secs = (window + 1) * w - now_secs;
-            Bucket {
-                kind,
-                key,
-                limit,
-                window,
-                remaining_secs,
-            }
+            Bucket { kind, key, limit, window, remaining_secs }
         })
         .collect()
 }
@@ -118,10 +105,7 @@ pub fn decide(buckets: &[Bucket], admission: Admission) -> RateDecision {
     match admission {
         Admission::Admitted => RateDecision::Allow,
         Admission::Refused { index, reset_secs } => match buckets.get(index) {
-            Some(b) => RateDecision::Limited {
-                kind: b.kind,
-                retry_after_secs: reset_secs.max(1),
-            },
+            Some(b) => RateDecision::Limited { kind: b.kind, retry_after_secs: reset_secs.max(1) },
             // A backend naming a bucket we did not send: refuse rather than guess.
             None => RateDecision::BackendUnavailable,
         },
@@ -164,10 +148,7 @@ impl Default for RateLimiter {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl RateLimiter {
@@ -187,12 +168,7 @@ impl RateLimiter {
 
     /// Check one request from `ip` and count it when admitted. Never fails: backend trouble
     /// is mapped to the configured fallback.
-    pub async fn check(
-        &self,
-        policy: &RateLimitPolicy,
-        ip: IpAddr,
-        class: RateClass,
-    ) -> (RateDecision, Answered) {
+    pub async fn check(&self, policy: &RateLimitPolicy, ip: IpAddr, class: RateClass) -> (RateDecision, Answered) {
         if !policy.enabled {
             return (RateDecision::Allow, Answered::Local);
         }
@@ -204,16 +180,10 @@ impl RateLimiter {
             return (decide(&bs, self.local.admit(&bs)), Answered::Local);
         }
         let timeout = Duration::from_millis(policy.redis_timeout_ms);
-        match self
-            .redis
-            .admit(&policy.redis_url, &policy.key_prefix, &bs, timeout)
-            .await
-        {
+        match self.redis.admit(&policy.redis_url, &policy.key_prefix, &bs, timeout).await {
             Ok(admission) => {
                 if self.redis_down.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(
-                        "rate limit: Redis reachable again; shared counters back in use"
-                    );
+                    tracing::warn!("rate limit: Redis reachable again; shared counters back in use");
                 }
                 (decide(&bs, admission), Answered::Redis)
             }
@@ -225,13 +195,9 @@ impl RateLimiter {
                     );
                 }
                 match policy.on_backend_error {
-                    OnBackendError::Local => {
-                        (decide(&bs, self.local.admit(&bs)), Answered::LocalFallback)
-                    }
+                    OnBackendError::Local => (decide(&bs, self.local.admit(&bs)), Answered::LocalFallback),
                     OnBackendError::FailOpen => (RateDecision::Allow, Answered::FailOpen),
-                    OnBackendError::FailClosed => {
-                        (RateDecision::BackendUnavailable, Answered::FailClosed)
-                    }
+                    OnBackendError::FailClosed => (RateDecision::BackendUnavailable, Answered::FailClosed),
                 }
             }
         }
@@ -244,18 +210,9 @@ mod tests {
 
     fn policy() -> RateLimitPolicy {
         RateLimitPolicy {
-            per_ip: Some(Limit {
-                requests: 2,
-                window_seconds: 60,
-            }),
-            per_prefix: Some(Limit {
-                requests: 3,
-                window_seconds: 60,
-            }),
-            global: Some(Limit {
-                requests: 100,
-                window_seconds: 10,
-            }),
+            per_ip: Some(Limit { requests: 2, window_seconds: 60 }),
+            per_prefix: Some(Limit { requests: 3, window_seconds: 60 }),
+            global: Some(Limit { requests: 100, window_seconds: 10 }),
             ..Default::default()
         }
     }
@@ -277,11 +234,7 @@ mod tests {
         let anon = buckets(&policy(), ip("203.0.113.77"), RateClass::Unauthenticated, 0);
         assert_eq!(
             anon.iter().map(|b| b.key.as_str()).collect::<Vec<_>>(),
-            [
-                "anon:ip:203.0.113.77",
-                "anon:net:203.0.113.0/24",
-                "anon:all"
-            ]
+            ["anon:ip:203.0.113.77", "anon:net:203.0.113.0/24", "anon:all"]
         );
     }
 
@@ -290,28 +243,10 @@ mod tests {
         let bs = buckets(&policy(), ip("198.51.100.1"), RateClass::Main, 0);
         assert_eq!(decide(&bs, Admission::Admitted), RateDecision::Allow);
         assert_eq!(
-            decide(
-                &bs,
-                Admission::Refused {
-                    index: 1,
-                    reset_secs: 33
-                }
-            ),
-            RateDecision::Limited {
-                kind: LimitKind::Prefix,
-                retry_after_secs: 33
-            }
+            decide(&bs, Admission::Refused { index: 1, reset_secs: 33 }),
+            RateDecision::Limited { kind: LimitKind::Prefix, retry_after_secs: 33 }
         );
-        assert_eq!(
-            decide(
-                &bs,
-                Admission::Refused {
-                    index: 7,
-                    reset_secs: 1
-                }
-            ),
-            RateDecision::BackendUnavailable
-        );
+        assert_eq!(decide(&bs, Admission::Refused { index: 7, reset_secs: 1 }), RateDecision::BackendUnavailable);
     }
 
     #[tokio::test]
@@ -319,54 +254,30 @@ mod tests {
         let rl = RateLimiter::new();
         let p = policy();
         let m = RateClass::Main;
-        assert_eq!(
-            rl.check(&p, ip("203.0.113.1"), m).await.0,
-            RateDecision::Allow
-        );
-        assert_eq!(
-            rl.check(&p, ip("203.0.113.1"), m).await.0,
-            RateDecision::Allow
-        );
+        assert_eq!(rl.check(&p, ip("203.0.113.1"), m).await.0, RateDecision::Allow);
+        assert_eq!(rl.check(&p, ip("203.0.113.1"), m).await.0, RateDecision::Allow);
         assert!(matches!(
             rl.check(&p, ip("203.0.113.1"), m).await.0,
-            RateDecision::Limited {
-                kind: LimitKind::Ip,
-                ..
-            }
+            RateDecision::Limited { kind: LimitKind::Ip, .. }
         ));
         // Refused requests did not count against the prefix: one more address fits (3 per window).
-        assert_eq!(
-            rl.check(&p, ip("203.0.113.2"), m).await.0,
-            RateDecision::Allow
-        );
+        assert_eq!(rl.check(&p, ip("203.0.113.2"), m).await.0, RateDecision::Allow);
         // Rotating inside the /24 does not escape the prefix limit (3 per window, 3 used).
         assert!(matches!(
             rl.check(&p, ip("203.0.113.3"), m).await.0,
-            RateDecision::Limited {
-                kind: LimitKind::Prefix,
-                ..
-            }
+            RateDecision::Limited { kind: LimitKind::Prefix, .. }
         ));
         // Another network is unaffected.
-        assert_eq!(
-            rl.check(&p, ip("198.51.100.9"), m).await.0,
-            RateDecision::Allow
-        );
+        assert_eq!(rl.check(&p, ip("198.51.100.9"), m).await.0, RateDecision::Allow);
     }
 
     #[tokio::test]
     async fn one_source_cannot_exhaust_the_global_bucket() {
         let rl = RateLimiter::new();
         let p = RateLimitPolicy {
-            per_ip: Some(Limit {
-                requests: 5,
-                window_seconds: 3600,
-            }),
+            per_ip: Some(Limit { requests: 5, window_seconds: 3600 }),
             per_prefix: None,
-            global: Some(Limit {
-                requests: 20,
-                window_seconds: 3600,
-            }),
+            global: Some(Limit { requests: 20, window_seconds: 3600 }),
             ..Default::default()
         };
         for _ in 0..1000 {
@@ -374,19 +285,11 @@ mod tests {
         }
         // 5 admitted from the flooder; 15 left for everyone else.
         for i in 0..15u8 {
-            assert_eq!(
-                rl.check(&p, IpAddr::from([198, 51, 100, i]), RateClass::Main)
-                    .await
-                    .0,
-                RateDecision::Allow
-            );
+            assert_eq!(rl.check(&p, IpAddr::from([198, 51, 100, i]), RateClass::Main).await.0, RateDecision::Allow);
         }
         assert!(matches!(
             rl.check(&p, ip("192.0.2.1"), RateClass::Main).await.0,
-            RateDecision::Limited {
-                kind: LimitKind::Global,
-                ..
-            }
+            RateDecision::Limited { kind: LimitKind::Global, .. }
         ));
     }
 
@@ -396,70 +299,41 @@ mod tests {
         let p = RateLimitPolicy {
             per_ip: None,
             per_prefix: None,
-            global: Some(Limit {
-                requests: 3,
-                window_seconds: 3600,
-            }),
+            global: Some(Limit { requests: 3, window_seconds: 3600 }),
             ..Default::default()
         };
         for i in 0..50u8 {
-            rl.check(
-                &p,
-                IpAddr::from([203, 0, 113, i]),
-                RateClass::Unauthenticated,
-            )
-            .await;
+            rl.check(&p, IpAddr::from([203, 0, 113, i]), RateClass::Unauthenticated).await;
         }
         assert!(matches!(
-            rl.check(&p, ip("203.0.113.1"), RateClass::Unauthenticated)
-                .await
-                .0,
+            rl.check(&p, ip("203.0.113.1"), RateClass::Unauthenticated).await.0,
             RateDecision::Limited { .. }
         ));
         for _ in 0..3 {
-            assert_eq!(
-                rl.check(&p, ip("198.51.100.1"), RateClass::Main).await.0,
-                RateDecision::Allow
-            );
+            assert_eq!(rl.check(&p, ip("198.51.100.1"), RateClass::Main).await.0, RateDecision::Allow);
         }
     }
 
     #[tokio::test]
     async fn unreachable_redis_falls_back_as_configured() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut p = policy();
         p.backend = Backend::Redis;
         p.redis_url = format!("redis://127.0.0.1:{port}/0");
         p.redis_timeout_ms = 500;
         let rl = RateLimiter::new();
         let a = ip("203.0.113.5");
-        assert_eq!(
-            rl.check(&p, a, RateClass::Main).await,
-            (RateDecision::Allow, Answered::LocalFallback)
-        );
+        assert_eq!(rl.check(&p, a, RateClass::Main).await, (RateDecision::Allow, Answered::LocalFallback));
         p.on_backend_error = OnBackendError::FailOpen;
-        assert_eq!(
-            rl.check(&p, a, RateClass::Main).await,
-            (RateDecision::Allow, Answered::FailOpen)
-        );
+        assert_eq!(rl.check(&p, a, RateClass::Main).await, (RateDecision::Allow, Answered::FailOpen));
         p.on_backend_error = OnBackendError::FailClosed;
-        assert_eq!(
-            rl.check(&p, a, RateClass::Main).await,
-            (RateDecision::BackendUnavailable, Answered::FailClosed)
-        );
+        assert_eq!(rl.check(&p, a, RateClass::Main).await, (RateDecision::BackendUnavailable, Answered::FailClosed));
     }
 
     #[test]
     fn validation_names_keys() {
         let mut p = policy();
-        p.per_ip = Some(Limit {
-            requests: 1,
-            window_seconds: 0,
-        });
+        p.per_ip = Some(Limit { requests: 1, window_seconds: 0 });
         p.backend = Backend::Redis;
         p.redis_url = "http://x".into();
         let keys: Vec<String> = p.validate().into_iter().map(|(k, _)| k).collect();

@@ -67,20 +67,11 @@ impl Default for RateLimitPolicy {
     fn default() -> Self {
         RateLimitPolicy {
             enabled: true,
-            per_ip: Some(Limit {
-                requests: 30,
-                window_seconds: 3600,
-            }),
-            per_prefix: Some(Limit {
-                requests: 120,
-                window_seconds: 3600,
-            }),
+            per_ip: Some(Limit { requests: 30, window_seconds: 3600 }),
+            per_prefix: Some(Limit { requests: 120, window_seconds: 3600 }),
             ipv4_prefix: 24,
             ipv6_prefix: 56,
-            global: Some(Limit {
-                requests: 1000,
-                window_seconds: 60,
-            }),
+            global: Some(Limit { requests: 1000, window_seconds: 60 }),
             backend: Backend::Local,
             redis_url: "redis://127.0.0.1:6379/0".into(),
             redis_timeout_ms: 50,
@@ -94,18 +85,11 @@ impl RateLimitPolicy {
     /// Configuration problems, each naming its key.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut e = Vec::new();
-        for (k, l) in [
-            ("per_ip", self.per_ip),
-            ("per_prefix", self.per_prefix),
-            ("global", self.global),
-        ] {
+        for (k, l) in [("per_ip", self.per_ip), ("per_prefix", self.per_prefix), ("global", self.global)] {
             // `requests = 0` turns the limit off; its window is then not read.
             if let Some(l) = l.filter(|l| l.requests > 0) {
                 if l.window_seconds == 0 || l.window_seconds > 86_400 * 31 {
-                    e.push((
-                        format!("rate_limit.{k}.window_seconds"),
-                        "must be between 1 and 2678400".into(),
-                    ));
+                    e.push((format!("rate_limit.{k}.window_seconds"), "must be between 1 and 2678400".into()));
                 }
             }
         }
@@ -118,37 +102,24 @@ impl RateLimitPolicy {
         if self.backend == Backend::Redis {
             match url::Url::parse(&self.redis_url) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {}
-                Ok(u) => e.push((
-                    "rate_limit.redis_url".into(),
-                    format!("scheme {:?} is not redis://", u.scheme()),
-                )),
+                Ok(u) => e.push(("rate_limit.redis_url".into(), format!("scheme {:?} is not redis://", u.scheme()))),
                 Err(err) => e.push(("rate_limit.redis_url".into(), format!("invalid URL: {err}"))),
             }
             if self.redis_timeout_ms == 0 {
-                e.push((
-                    "rate_limit.redis_timeout_ms".into(),
-                    "must be at least 1".into(),
-                ));
+                e.push(("rate_limit.redis_timeout_ms".into(), "must be at least 1".into()));
             }
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
-            e.push((
-                "rate_limit.key_prefix".into(),
-                "must be non-empty without spaces".into(),
-            ));
+            e.push(("rate_limit.key_prefix".into(), "must be non-empty without spaces".into()));
         }
         e
     }
 
     /// The limits in force, narrowest first (absent ones and `requests = 0` are off).
     pub fn limits(&self) -> impl Iterator<Item = (LimitKind, Limit)> + '_ {
-        [
-            (LimitKind::Ip, self.per_ip),
-            (LimitKind::Prefix, self.per_prefix),
-            (LimitKind::Global, self.global),
-        ]
-        .into_iter()
-        .filter_map(|(k, l)| l.filter(|l| l.requests > 0).map(|l| (k, l)))
+        [(LimitKind::Ip, self.per_ip), (LimitKind::Prefix, self.per_prefix), (LimitKind::Global, self.global)]
+            .into_iter()
+            .filter_map(|(k, l)| l.filter(|l| l.requests > 0).map(|l| (k, l)))
     }
 }
 
@@ -186,18 +157,12 @@ mod tests {
 
     #[test]
     fn no_section_means_the_built_in_limits() {
-        assert_eq!(
-            kinds(""),
-            [LimitKind::Ip, LimitKind::Prefix, LimitKind::Global]
-        );
+        assert_eq!(kinds(""), [LimitKind::Ip, LimitKind::Prefix, LimitKind::Global]);
     }
 
     #[test]
     fn a_missing_line_is_no_limit() {
-        assert_eq!(
-            kinds("[rate_limit]\nper_ip = { requests = 3, window_seconds = 60 }\n"),
-            [LimitKind::Ip]
-        );
+        assert_eq!(kinds("[rate_limit]\nper_ip = { requests = 3, window_seconds = 60 }\n"), [LimitKind::Ip]);
         assert_eq!(kinds("[rate_limit]\nbackend = \"local\"\n"), []);
     }
 
@@ -205,14 +170,7 @@ mod tests {
     fn zero_requests_is_off_and_valid() {
         let text = "[rate_limit]\nper_ip = { requests = 0, window_seconds = 0 }\nglobal = { requests = 5, window_seconds = 60 }\n";
         let f: File = toml::from_str(text).unwrap();
-        assert!(
-            f.rate_limit.validate().is_empty(),
-            "{:?}",
-            f.rate_limit.validate()
-        );
-        assert_eq!(
-            f.rate_limit.limits().map(|(k, _)| k).collect::<Vec<_>>(),
-            [LimitKind::Global]
-        );
+        assert!(f.rate_limit.validate().is_empty(), "{:?}", f.rate_limit.validate());
+        assert_eq!(f.rate_limit.limits().map(|(k, _)| k).collect::<Vec<_>>(), [LimitKind::Global]);
     }
 }

@@ -106,23 +106,15 @@ impl RedisLimiter {
             let now = s.started.elapsed().as_millis() as u64;
             let last = s.last_attempt_ms.load(Ordering::Acquire);
             if last != u64::MAX && now.saturating_sub(last) < RECONNECT_EVERY.as_millis() as u64 {
-                return Err(BackendError(
-                    "not connected (next attempt within 1s)".into(),
-                ));
+                return Err(BackendError("not connected (next attempt within 1s)".into()));
             }
-            if s.connecting
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
+            if s.connecting.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 s.last_attempt_ms.store(now, Ordering::Release);
                 let client = match redis::Client::open(url) {
                     Ok(c) => c,
                     Err(e) => {
                         s.connecting.store(false, Ordering::Release);
-                        return Err(BackendError(format!(
-                            "bad redis_url: {}",
-                            crate::redact::redact(&e.to_string())
-                        )));
+                        return Err(BackendError(format!("bad redis_url: {}", crate::redact::redact(&e.to_string()))));
                     }
                 };
                 let shared = s.clone();
@@ -133,15 +125,11 @@ impl RedisLimiter {
                         .set_response_timeout(Some(CONNECT_TIMEOUT))
                         .set_number_of_retries(1)
                         .set_max_delay(Duration::from_millis(500));
-                    let made = tokio::time::timeout(
-                        CONNECT_TIMEOUT,
-                        ConnectionManager::new_with_config(client, config),
-                    )
-                    .await;
+                    let made =
+                        tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new_with_config(client, config)).await;
                     match made {
                         Ok(Ok(mgr)) => {
-                            *shared.conn.write().unwrap_or_else(|p| p.into_inner()) =
-                                Some((url, mgr));
+                            *shared.conn.write().unwrap_or_else(|p| p.into_inner()) = Some((url, mgr));
                         }
                         Ok(Err(e)) => tracing::debug!(
                             "rate limit: Redis connection failed: {}",
@@ -155,8 +143,7 @@ impl RedisLimiter {
             }
         }
         notified.await;
-        self.current(url)
-            .ok_or_else(|| BackendError("connect failed".into()))
+        self.current(url).ok_or_else(|| BackendError("connect failed".into()))
     }
 
     /// Check and count one request (see the module doc). `timeout` bounds the whole call.
@@ -169,43 +156,27 @@ impl RedisLimiter {
     ) -> Result<Admission, BackendError> {
         match tokio::time::timeout(timeout, self.admit_unbounded(url, prefix, buckets)).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError(format!(
-                "no answer within {}ms",
-                timeout.as_millis()
-            ))),
+            Err(_) => Err(BackendError(format!("no answer within {}ms", timeout.as_millis()))),
         }
     }
 
-    async fn admit_unbounded(
-        &self,
-        url: &str,
-        prefix: &str,
-        buckets: &[Bucket],
-    ) -> Result<Admission, BackendError> {
+    async fn admit_unbounded(&self, url: &str, prefix: &str, buckets: &[Bucket]) -> Result<Admission, BackendError> {
         let mut conn = self.connection(url).await?;
         let mut inv = self.script.prepare_invoke();
         for b in buckets {
-            inv.key(format!(
-                "{prefix}:rl:{}:{}:{}",
-                b.kind.as_str(),
-                b.key,
-                b.window
-            ));
+            inv.key(format!("{prefix}:rl:{}:{}:{}", b.kind.as_str(), b.key, b.window));
             inv.arg(b.limit.requests);
             inv.arg(b.remaining_secs.max(1));
         }
-        let res: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| {
-            BackendError(format!(
-                "script failed: {}",
-                crate::redact::redact(&e.to_string())
-            ))
-        })?;
+        let res: Vec<i64> = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BackendError(format!("script failed: {}", crate::redact::redact(&e.to_string()))))?;
         match res.as_slice() {
             [0, _] => Ok(Admission::Admitted),
-            [i, ttl] if *i >= 1 && (*i as usize) <= buckets.len() => Ok(Admission::Refused {
-                index: *i as usize - 1,
-                reset_secs: (*ttl).max(0) as u64,
-            }),
+            [i, ttl] if *i >= 1 && (*i as usize) <= buckets.len() => {
+                Ok(Admission::Refused { index: *i as usize - 1, reset_secs: (*ttl).max(0) as u64 })
+            }
             _ => Err(BackendError("unexpected script reply".into())),
         }
     }

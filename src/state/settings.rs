@@ -28,12 +28,8 @@ pub struct Overrides {
     pub default_scope: Option<Option<String>>,
 }
 
-const TOP_MEMBERS: &[&str] = &[
-    "flags",
-    "enable_dynamic_client_registration",
-    "dynamic_client_registration_security_mode",
-    "default_dcr_scopes",
-];
+const TOP_MEMBERS: &[&str] =
+    &["flags", "enable_dynamic_client_registration", "dynamic_client_registration_security_mode", "default_dcr_scopes"];
 const FLAG_MEMBERS: &[&str] = &["enable_dynamic_client_registration"];
 const SCOPE_MEMBERS: &[&str] = &["allowed", "default"];
 
@@ -52,7 +48,12 @@ fn unknown(field: String, allowed: &[&str]) -> FieldError {
     FieldError::new(field, format!("unknown member (dcr-gateway supports: {})", allowed.join(", ")))
 }
 
-fn object<'a>(field: &str, v: &'a Value, allowed: &[&str], errors: &mut Vec<FieldError>) -> Option<&'a Map<String, Value>> {
+fn object<'a>(
+    field: &str,
+    v: &'a Value,
+    allowed: &[&str],
+    errors: &mut Vec<FieldError>,
+) -> Option<&'a Map<String, Value>> {
     let Value::Object(map) = v else {
         errors.push(FieldError::new(field, format!("expected an object, found {}", kind(v))));
         return None;
@@ -166,8 +167,8 @@ impl Overrides {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Overrides::default());
         }
-        let doc: Value = serde_json::from_slice(bytes)
-            .map_err(|e| vec![FieldError::new("", format!("invalid JSON: {e}"))])?;
+        let doc: Value =
+            serde_json::from_slice(bytes).map_err(|e| vec![FieldError::new("", format!("invalid JSON: {e}"))])?;
         Overrides::from_value(&doc)
     }
 
@@ -316,7 +317,10 @@ mod tests {
     fn auth0_shape_and_alias() {
         let o = parse(r#"{"flags":{"enable_dynamic_client_registration":false}}"#).unwrap();
         assert_eq!(o.enabled, Some(false));
-        let o = parse(r#"{"enable_dynamic_client_registration":true,"dynamic_client_registration_security_mode":"permissive"}"#).unwrap();
+        let o = parse(
+            r#"{"enable_dynamic_client_registration":true,"dynamic_client_registration_security_mode":"permissive"}"#,
+        )
+        .unwrap();
         assert_eq!((o.enabled, o.security_mode), (Some(true), Some(SecurityMode::Permissive)));
         let o = parse(r#"{"default_dcr_scopes":{"allowed":null}}"#).unwrap();
         assert_eq!((o.allowed_scopes, o.default_scope), (Some(None), None));
@@ -340,7 +344,9 @@ mod tests {
             assert!(f.iter().any(|x| x == want), "missing {want} in {f:?}");
         }
         assert_eq!(
-            fields(parse(r#"{"flags":{"enable_dynamic_client_registration":true},"enable_dynamic_client_registration":false}"#)),
+            fields(parse(
+                r#"{"flags":{"enable_dynamic_client_registration":true},"enable_dynamic_client_registration":false}"#
+            )),
             ["enable_dynamic_client_registration"]
         );
         assert_eq!(fields(parse("[]")), [""]);
@@ -349,7 +355,10 @@ mod tests {
     #[test]
     fn merge_apply_and_round_trip() {
         let file = parse(r#"{"flags":{"enable_dynamic_client_registration":false},"default_dcr_scopes":{"allowed":["openid","profile"]}}"#).unwrap();
-        let patch = parse(r#"{"dynamic_client_registration_security_mode":"permissive","default_dcr_scopes":{"default":"openid"}}"#).unwrap();
+        let patch = parse(
+            r#"{"dynamic_client_registration_security_mode":"permissive","default_dcr_scopes":{"default":"openid"}}"#,
+        )
+        .unwrap();
         let merged = file.merge(&patch);
         let p = merged.overlay(&Policy::default()).unwrap();
         assert!(!p.enabled);

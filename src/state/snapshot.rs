@@ -70,23 +70,13 @@ pub struct Source {
 impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the bytes: token files and settings are not for logs.
-        write!(
-            f,
-            "Source({:?}, {}, {:?} bytes)",
-            self.kind,
-            self.path.display(),
-            self.bytes.as_ref().map(|b| b.len())
-        )
+        write!(f, "Source({:?}, {}, {:?} bytes)", self.kind, self.path.display(), self.bytes.as_ref().map(|b| b.len()))
     }
 }
 
 impl Source {
     fn new(path: &Path, kind: SourceKind, bytes: Option<&[u8]>) -> Source {
-        Source {
-            path: path.to_path_buf(),
-            kind,
-            bytes: bytes.map(Arc::from),
-        }
+        Source { path: path.to_path_buf(), kind, bytes: bytes.map(Arc::from) }
     }
 }
 
@@ -137,22 +127,14 @@ impl Snapshot {
     }
 
     fn load_unredacted(config_path: &Path) -> Result<Snapshot, BuildErrors> {
-        let bytes = std::fs::read(config_path).map_err(|e| {
-            BuildErrors(vec![format!(
-                "{}: cannot read configuration: {e}",
-                config_path.display()
-            )])
-        })?;
-        let text = String::from_utf8(bytes.clone()).map_err(|_| {
-            BuildErrors(vec![format!("{}: not valid UTF-8", config_path.display())])
-        })?;
-        let config = config::parse(&text, config_path)
-            .map_err(|e| BuildErrors(e.0.iter().map(|e| e.to_string()).collect()))?;
+        let bytes = std::fs::read(config_path)
+            .map_err(|e| BuildErrors(vec![format!("{}: cannot read configuration: {e}", config_path.display())]))?;
+        let text = String::from_utf8(bytes.clone())
+            .map_err(|_| BuildErrors(vec![format!("{}: not valid UTF-8", config_path.display())]))?;
+        let config =
+            config::parse(&text, config_path).map_err(|e| BuildErrors(e.0.iter().map(|e| e.to_string()).collect()))?;
         let mut snap = Self::from_config(config, sha256_hex(&bytes))?;
-        snap.sources.insert(
-            0,
-            Source::new(config_path, SourceKind::Config, Some(&bytes)),
-        );
+        snap.sources.insert(0, Source::new(config_path, SourceKind::Config, Some(&bytes)));
         Ok(snap)
     }
 
@@ -183,11 +165,7 @@ impl Snapshot {
             }
         };
 
-        let base = config
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &str| {
             if Path::new(p).is_absolute() {
                 PathBuf::from(p)
@@ -195,8 +173,7 @@ impl Snapshot {
                 base.join(p)
             }
         };
-        let registration_tokens = match (&config.dcr.registration, config.dcr.token_file.as_deref())
-        {
+        let registration_tokens = match (&config.dcr.registration, config.dcr.token_file.as_deref()) {
             (RegistrationMode::Token, None) => {
                 errors.push(format!(
                     "{}: dcr.token_file: required when dcr.registration = \"token\"",
@@ -220,16 +197,12 @@ impl Snapshot {
         let geo = config.country_db.as_ref().and_then(|p| {
             watched.push(p.clone());
             let bytes = read(p, "GeoIP country database", &mut errors)?;
-            GeoDb::from_bytes(bytes)
-                .map_err(|e| errors.push(format!("{}: geoip.country_db: {e}", p.display())))
-                .ok()
+            GeoDb::from_bytes(bytes).map_err(|e| errors.push(format!("{}: geoip.country_db: {e}", p.display()))).ok()
         });
         let asn = config.asn_db.as_ref().and_then(|p| {
             watched.push(p.clone());
             let bytes = read(p, "ASN database", &mut errors)?;
-            AsnDb::from_bytes(bytes)
-                .map_err(|e| errors.push(format!("{}: geoip.asn_db: {e}", p.display())))
-                .ok()
+            AsnDb::from_bytes(bytes).map_err(|e| errors.push(format!("{}: geoip.asn_db: {e}", p.display()))).ok()
         });
 
         let mut rules_sha256 = String::new();
@@ -254,13 +227,8 @@ impl Snapshot {
         };
 
         if let Some(acl) = &acl {
-            let rules = config
-                .rules_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            if (acl.uses_geo_country() || acl.uses_geo_subdivision()) && config.country_db.is_none()
-            {
+            let rules = config.rules_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            if (acl.uses_geo_country() || acl.uses_geo_subdivision()) && config.country_db.is_none() {
                 errors.push(format!(
                     "{rules}: rules use geo_country_codes/geo_subdivision_codes but geoip.country_db is not set in {}",
                     config.path.display()
@@ -277,10 +245,8 @@ impl Snapshot {
                 }
             }
             if acl.uses_asn() && config.asn_db.is_none() {
-                errors.push(format!(
-                    "{rules}: rules use asns but geoip.asn_db is not set in {}",
-                    config.path.display()
-                ));
+                errors
+                    .push(format!("{rules}: rules use asns but geoip.asn_db is not set in {}", config.path.display()));
             }
         }
 
@@ -306,20 +272,12 @@ impl Snapshot {
 }
 
 /// A token file, parsed; problems (naming the file) go to `errors` and leave an empty set.
-fn load_tokens(
-    path: &Path,
-    what: &str,
-    errors: &mut Vec<String>,
-    sources: &mut Vec<Source>,
-) -> TokenSet {
+fn load_tokens(path: &Path, what: &str, errors: &mut Vec<String>, sources: &mut Vec<Source>) -> TokenSet {
     let Some(bytes) = read(path, what, errors) else {
         return TokenSet::empty();
     };
     sources.push(Source::new(path, SourceKind::Tokens, Some(&bytes)));
-    match String::from_utf8(bytes)
-        .map_err(|_| vec!["not valid UTF-8".to_string()])
-        .and_then(|t| TokenSet::parse(&t))
-    {
+    match String::from_utf8(bytes).map_err(|_| vec!["not valid UTF-8".to_string()]).and_then(|t| TokenSet::parse(&t)) {
         Ok(set) => set,
         Err(errs) => {
             errors.extend(errs.iter().map(|e| format!("{}: {e}", path.display())));
@@ -330,37 +288,20 @@ fn load_tokens(
 
 /// The software statement verifier `[dcr] software_statement_issuers` describes, reading
 /// `jwks_file`s relative to the config file. Problems are pushed onto `errors`.
-pub fn statement_verifier(
-    config: &Config,
-    watched: &mut Vec<PathBuf>,
-    errors: &mut Vec<String>,
-) -> StatementVerifier {
-    let base = config
-        .path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+pub fn statement_verifier(config: &Config, watched: &mut Vec<PathBuf>, errors: &mut Vec<String>) -> StatementVerifier {
+    let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut issuers = Vec::new();
     for (i, iss) in config.dcr.software_statement_issuers.iter().enumerate() {
         let doc = match (&iss.jwks, iss.jwks_file.as_deref()) {
             (Some(inline), _) => Some(inline.clone()),
             (None, Some(f)) => {
-                let p = if Path::new(f).is_absolute() {
-                    PathBuf::from(f)
-                } else {
-                    base.join(f)
-                };
+                let p = if Path::new(f).is_absolute() { PathBuf::from(f) } else { base.join(f) };
                 watched.push(p.clone());
-                read(&p, "JWKS file", errors).and_then(|b| {
-                    match serde_json::from_slice::<serde_json::Value>(&b) {
-                        Ok(v) => Some(v),
-                        Err(e) => {
-                            errors.push(format!(
-                                "{}: dcr.software_statement_issuers[{i}].jwks_file: {e}",
-                                p.display()
-                            ));
-                            None
-                        }
+                read(&p, "JWKS file", errors).and_then(|b| match serde_json::from_slice::<serde_json::Value>(&b) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        errors.push(format!("{}: dcr.software_statement_issuers[{i}].jwks_file: {e}", p.display()));
+                        None
                     }
                 })
             }
@@ -373,10 +314,7 @@ pub fn statement_verifier(
     match StatementVerifier::new(&issuers) {
         Ok(v) => v,
         Err(errs) => {
-            errors.extend(
-                errs.iter()
-                    .map(|e| format!("{}: {e}", config.path.display())),
-            );
+            errors.extend(errs.iter().map(|e| format!("{}: {e}", config.path.display())));
             StatementVerifier::empty()
         }
     }

@@ -87,7 +87,8 @@ pub fn restore(path: &Path, previous: &Option<Vec<u8>>) -> io::Result<()> {
 /// strong ETags; a weak ETag never matches.)
 pub fn if_match_accepts(header: &str, sha256: &str) -> bool {
     header.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).is_some_and(|t| t.eq_ignore_ascii_case(sha256))
+        tag == "*"
+            || tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).is_some_and(|t| t.eq_ignore_ascii_case(sha256))
     })
 }
 

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use super::Outcome;
@@ -95,8 +95,11 @@ impl Metrics {
         );
         let buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("dcr_gateway_request_duration_seconds", "Request duration from first byte to logging, by scope.")
-                .buckets(buckets),
+            HistogramOpts::new(
+                "dcr_gateway_request_duration_seconds",
+                "Request duration from first byte to logging, by scope.",
+            )
+            .buckets(buckets),
             &["scope"],
         )
         .expect("static metric definition");
@@ -112,8 +115,11 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(check_duration.clone())).expect("unique metric name");
         let body_read_duration = Histogram::with_opts(
-            HistogramOpts::new("dcr_gateway_registration_body_read_seconds", "Time to receive a registration body from the client.")
-                .buckets(vec![0.0001, 0.001, 0.01, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new(
+                "dcr_gateway_registration_body_read_seconds",
+                "Time to receive a registration body from the client.",
+            )
+            .buckets(vec![0.0001, 0.001, 0.01, 0.1, 0.5, 1.0, 5.0]),
         )
         .expect("static metric definition");
         r.register(Box::new(body_read_duration.clone())).expect("unique metric name");
@@ -129,7 +135,8 @@ impl Metrics {
             "Upstream failures by kind (connect_failure, timeout, no_healthy_upstream, other).",
             &["kind"],
         );
-        let reloads = counter(r, "dcr_gateway_reloads_total", "Snapshot reloads by result (success, failure).", &["result"]);
+        let reloads =
+            counter(r, "dcr_gateway_reloads_total", "Snapshot reloads by result (success, failure).", &["result"]);
         let rules_loaded = IntGauge::new("dcr_gateway_rules_loaded", "ACL rules in the active snapshot.")
             .expect("static metric definition");
         r.register(Box::new(rules_loaded.clone())).expect("unique metric name");
@@ -146,7 +153,10 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(restart_required.clone())).expect("unique metric name");
         let config_info = IntGaugeVec::new(
-            Opts::new("dcr_gateway_config_info", "Active configuration: SHA-256 of the config and rules files (value is always 1)."),
+            Opts::new(
+                "dcr_gateway_config_info",
+                "Active configuration: SHA-256 of the config and rules files (value is always 1).",
+            ),
             &["config_sha256", "rules_sha256"],
         )
         .expect("static metric definition");
@@ -157,11 +167,13 @@ impl Metrics {
             "GeoIP lookups that found no record, by database (country, asn).",
             &["database"],
         );
-        let upstream_healthy = IntGauge::new("dcr_gateway_upstream_healthy_origins", "Upstream origins currently passing health checks.")
-            .expect("static metric definition");
+        let upstream_healthy =
+            IntGauge::new("dcr_gateway_upstream_healthy_origins", "Upstream origins currently passing health checks.")
+                .expect("static metric definition");
         r.register(Box::new(upstream_healthy.clone())).expect("unique metric name");
-        let audit_write_errors = IntCounter::new("dcr_gateway_audit_write_errors_total", "Audit lines that could not be written.")
-            .expect("static metric definition");
+        let audit_write_errors =
+            IntCounter::new("dcr_gateway_audit_write_errors_total", "Audit lines that could not be written.")
+                .expect("static metric definition");
         r.register(Box::new(audit_write_errors.clone())).expect("unique metric name");
         let rate_limited = counter(
             r,
@@ -175,8 +187,9 @@ impl Metrics {
             "Rate-limit checks by the backend that answered (local, redis, local_fallback, fail_open, fail_closed) and result.",
             &["backend", "result"],
         );
-        let connections_open = IntGauge::new("dcr_gateway_connections_open", "Open client connections on the public listeners.")
-            .expect("static metric definition");
+        let connections_open =
+            IntGauge::new("dcr_gateway_connections_open", "Open client connections on the public listeners.")
+                .expect("static metric definition");
         r.register(Box::new(connections_open.clone())).expect("unique metric name");
         let connections_refused = IntCounter::new(
             "dcr_gateway_connections_refused_total",

@@ -30,9 +30,7 @@ impl fmt::Debug for UseCounter {
 }
 
 fn key(entry: &TokenEntry) -> Option<[u8; 32]> {
-    hex::decode(&entry.sha256_hex)
-        .ok()
-        .and_then(|v| v.try_into().ok())
+    hex::decode(&entry.sha256_hex).ok().and_then(|v| v.try_into().ok())
 }
 
 impl UseCounter {
@@ -68,11 +66,7 @@ impl UseCounter {
         if !self.try_use(entry) {
             return None;
         }
-        Some(UseLease {
-            counter: self.clone(),
-            key: key(entry),
-            committed: false,
-        })
+        Some(UseLease { counter: self.clone(), key: key(entry), committed: false })
     }
 
     /// Gives back one use of the token with digest `k`.
@@ -84,9 +78,7 @@ impl UseCounter {
 
     /// Uses counted so far for `entry`.
     pub fn uses(&self, entry: &TokenEntry) -> u64 {
-        key(entry)
-            .and_then(|k| self.lock().get(&k).copied())
-            .unwrap_or(0)
+        key(entry).and_then(|k| self.lock().get(&k).copied()).unwrap_or(0)
     }
 
     /// Forgets the tokens that are not in `set` (call after a reload).

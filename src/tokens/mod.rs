@@ -65,9 +65,7 @@ impl TokenError {
         match self {
             TokenError::Missing => None,
             TokenError::Malformed => Some("invalid_request"),
-            TokenError::Unknown | TokenError::Expired | TokenError::Exhausted => {
-                Some("invalid_token")
-            }
+            TokenError::Unknown | TokenError::Expired | TokenError::Exhausted => Some("invalid_token"),
         }
     }
 
@@ -86,10 +84,7 @@ impl TokenError {
     pub fn www_authenticate(self) -> String {
         match self.oauth_error() {
             None => "Bearer".to_string(),
-            Some(code) => format!(
-                "Bearer error=\"{code}\", error_description=\"{}\"",
-                self.as_str()
-            ),
+            Some(code) => format!("Bearer error=\"{code}\", error_description=\"{}\"", self.as_str()),
         }
     }
 }
@@ -107,9 +102,7 @@ impl std::error::Error for TokenError {}
 /// and the token must be a non-empty `b64token` (`A-Z a-z 0-9 - . _ ~ + /`, then `=`s).
 /// No header or another scheme (`Basic ...`) is [`TokenError::Missing`].
 pub fn bearer(authorization: Option<&str>) -> Result<&str, TokenError> {
-    let value = authorization
-        .ok_or(TokenError::Missing)?
-        .trim_matches(|c| c == ' ' || c == '\t');
+    let value = authorization.ok_or(TokenError::Missing)?.trim_matches(|c| c == ' ' || c == '\t');
     let (scheme, rest) = match value.find([' ', '\t']) {
         Some(i) => (&value[..i], &value[i..]),
         None => (value, ""),
@@ -126,10 +119,7 @@ pub fn bearer(authorization: Option<&str>) -> Result<&str, TokenError> {
 
 fn is_b64token(t: &str) -> bool {
     let body = t.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// Lower-case hex SHA-256 of the token: what the token file stores.
@@ -146,20 +136,13 @@ pub(crate) fn digest(token: &str) -> [u8; 32] {
 pub fn generate_token(admin: bool) -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let prefix = if admin {
-        ADMIN_TOKEN_PREFIX
-    } else {
-        INITIAL_ACCESS_TOKEN_PREFIX
-    };
+    let prefix = if admin { ADMIN_TOKEN_PREFIX } else { INITIAL_ACCESS_TOKEN_PREFIX };
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// A token label: 1 to 64 of `A-Z a-z 0-9 . _ -`.
 pub fn is_valid_label(label: &str) -> bool {
-    (1..=64).contains(&label.len())
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    (1..=64).contains(&label.len()) && label.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]

@@ -38,9 +38,7 @@ impl PolicyOverrides {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.security_mode.is_none()
-            && self.redirect_host_allow.is_none()
-            && self.allowed_scopes.is_none()
+        self.security_mode.is_none() && self.redirect_host_allow.is_none() && self.allowed_scopes.is_none()
     }
 }
 
@@ -81,10 +79,7 @@ impl fmt::Debug for TokenEntry {
             .field("label", &self.label)
             .field("sha256", &format_args!("{}…", self.hash_prefix()))
             .field("created_at", &self.created_at)
-            .field(
-                "expires_at",
-                &self.expires_at.map(humantime::format_rfc3339_seconds),
-            )
+            .field("expires_at", &self.expires_at.map(humantime::format_rfc3339_seconds))
             .field("max_uses", &self.max_uses)
             .field("scopes", &self.scopes)
             .field("overrides", &self.overrides)
@@ -165,9 +160,7 @@ impl TokenSet {
             }
             if let Err(v) = e.overrides.apply(base).validate() {
                 errs.extend(
-                    v.into_iter().map(|m| {
-                        format!("token[{i}] (label {:?}): with its overrides, {m}", e.label)
-                    }),
+                    v.into_iter().map(|m| format!("token[{i}] (label {:?}): with its overrides, {m}", e.label)),
                 );
             }
         }
@@ -184,9 +177,7 @@ impl TokenSet {
         let table: toml::Table = toml::from_str(text).map_err(|e| vec![toml_error(text, &e)])?;
         let mut errs = Vec::new();
         for key in table.keys().filter(|k| *k != "token") {
-            errs.push(format!(
-                "{key}: unknown key (the file holds [[token]] entries)"
-            ));
+            errs.push(format!("{key}: unknown key (the file holds [[token]] entries)"));
         }
         let items = match table.get("token") {
             None => &[][..],
@@ -214,9 +205,7 @@ impl TokenSet {
                     None => drop(labels.insert(entry.label.clone(), i)),
                 }
             }
-            let d = hex::decode(&entry.sha256_hex)
-                .ok()
-                .and_then(|v| <[u8; 32]>::try_from(v).ok());
+            let d = hex::decode(&entry.sha256_hex).ok().and_then(|v| <[u8; 32]>::try_from(v).ok());
             if let Some(d) = d {
                 match digests.get(&d) {
                     Some(j) => errs.push(format!("{loc}: sha256: duplicate of token[{j}]")),
@@ -271,13 +260,8 @@ fn parse_entry(i: usize, t: &toml::Table, errs: &mut Vec<String>) -> TokenEntry 
         overrides: PolicyOverrides::default(),
     };
     match t.get("sha256") {
-        None => err(
-            "sha256",
-            "required (the lower-case hex SHA-256 of the token)",
-        ),
-        Some(toml::Value::String(h))
-            if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) =>
-        {
+        None => err("sha256", "required (the lower-case hex SHA-256 of the token)"),
+        Some(toml::Value::String(h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
             entry.sha256_hex = h.to_ascii_lowercase();
         }
         Some(_) => err("sha256", "must be 64 hex digits"),
@@ -319,9 +303,7 @@ fn parse_entry(i: usize, t: &toml::Table, errs: &mut Vec<String>) -> TokenEntry 
             },
             "security_mode" => match value.as_str() {
                 Some("strict") => entry.overrides.security_mode = Some(SecurityMode::Strict),
-                Some("permissive") => {
-                    entry.overrides.security_mode = Some(SecurityMode::Permissive)
-                }
+                Some("permissive") => entry.overrides.security_mode = Some(SecurityMode::Permissive),
                 _ => err(key, "must be \"strict\" or \"permissive\""),
             },
             "redirect_host_allow" => match strings(value) {
@@ -348,10 +330,7 @@ fn parse_entry(i: usize, t: &toml::Table, errs: &mut Vec<String>) -> TokenEntry 
 }
 
 fn strings(v: &toml::Value) -> Option<Vec<String>> {
-    v.as_array()?
-        .iter()
-        .map(|s| s.as_str().map(str::to_string))
-        .collect()
+    v.as_array()?.iter().map(|s| s.as_str().map(str::to_string)).collect()
 }
 
 /// `line L, column C: message` (the toml crate's own rendering quotes the offending line).
@@ -386,8 +365,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         _ => return None,
     };
     let num = |a: u8, b: u8| {
-        (a.is_ascii_digit() && b.is_ascii_digit())
-            .then(|| u64::from(a - b'0') * 10 + u64::from(b - b'0'))
+        (a.is_ascii_digit() && b.is_ascii_digit()).then(|| u64::from(a - b'0') * 10 + u64::from(b - b'0'))
     };
     let (hh, mm) = (num(o[1], o[2])?, num(o[4], o[5])?);
     if o[3] != b':' || hh > 23 || mm > 59 || base.len() < 19 {

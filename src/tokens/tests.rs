@@ -49,11 +49,7 @@ fn parse_a_valid_file() {
     assert_eq!(a.overrides.security_mode, Some(SecurityMode::Permissive));
     let b = &set.entries()[1];
     assert_eq!(b.sha256_hex, hash_token(TOKEN_B), "stored lower case");
-    assert_eq!(
-        b.created_at.as_deref(),
-        Some("2026-11-28T13:00:00Z"),
-        "TOML datetimes accepted"
-    );
+    assert_eq!(b.created_at.as_deref(), Some("2026-11-28T13:00:00Z"), "TOML datetimes accepted");
     assert!(b.has_scope("read:network_acls") && !b.has_scope("delete:network_acls"));
     assert!(b.overrides.is_empty());
     assert_eq!(TokenSet::parse("").unwrap().len(), 0);
@@ -116,10 +112,7 @@ sha256 = "{}"
         "token[4]: label: must be 1 to 64 characters",
     ];
     for w in want {
-        assert!(
-            errs.iter().any(|e| e.starts_with(w)),
-            "missing {w:?} in {errs:#?}"
-        );
+        assert!(errs.iter().any(|e| e.starts_with(w)), "missing {w:?} in {errs:#?}");
     }
     assert_eq!(errs.len(), want.len(), "{errs:#?}");
 
@@ -135,10 +128,7 @@ fn rfc3339() {
     assert_eq!(at("2026-12-28T13:00:00Z"), at("2026-12-28t13:00:00z"));
     assert_eq!(at("2026-12-28T15:00:00+02:00"), at("2026-12-28T13:00:00Z"));
     assert_eq!(at("2026-12-28T10:30:00-02:30"), at("2026-12-28T13:00:00Z"));
-    assert_eq!(
-        at("2026-12-28T13:00:00.500Z"),
-        at("2026-12-28T13:00:00Z") + Duration::from_millis(500)
-    );
+    assert_eq!(at("2026-12-28T13:00:00.500Z"), at("2026-12-28T13:00:00Z") + Duration::from_millis(500));
     for bad in [
         "2026-12-28",
         "2026-12-28T13:00:00",
@@ -158,28 +148,12 @@ fn verify_ok_unknown_expired() {
     let before = at("2026-12-01T00:00:00Z");
     assert_eq!(set.verify(TOKEN_A, before).unwrap().label, "partner-x");
     assert_eq!(set.verify(TOKEN_B, before).unwrap().label, "ops.admin_1");
-    assert_eq!(
-        set.verify("dcrgw_iat_other", before).unwrap_err(),
-        TokenError::Unknown
-    );
+    assert_eq!(set.verify("dcrgw_iat_other", before).unwrap_err(), TokenError::Unknown);
     assert_eq!(set.verify("", before).unwrap_err(), TokenError::Unknown);
-    assert_eq!(
-        set.verify(&hash_token(TOKEN_A), before).unwrap_err(),
-        TokenError::Unknown,
-        "the hash is not the token"
-    );
-    assert_eq!(
-        set.verify(TOKEN_A, at("2026-12-28T13:00:00Z")).unwrap_err(),
-        TokenError::Expired
-    );
-    assert_eq!(
-        set.verify(TOKEN_A, at("2027-01-01T00:00:00Z")).unwrap_err(),
-        TokenError::Expired
-    );
-    assert!(
-        set.verify(TOKEN_B, at("2099-01-01T00:00:00Z")).is_ok(),
-        "no expiry"
-    );
+    assert_eq!(set.verify(&hash_token(TOKEN_A), before).unwrap_err(), TokenError::Unknown, "the hash is not the token");
+    assert_eq!(set.verify(TOKEN_A, at("2026-12-28T13:00:00Z")).unwrap_err(), TokenError::Expired);
+    assert_eq!(set.verify(TOKEN_A, at("2027-01-01T00:00:00Z")).unwrap_err(), TokenError::Expired);
+    assert!(set.verify(TOKEN_B, at("2099-01-01T00:00:00Z")).is_ok(), "no expiry");
     fn send_sync<T: Send + Sync>() {}
     send_sync::<TokenSet>();
     send_sync::<UseCounter>();
@@ -208,10 +182,7 @@ fn bearer_parsing() {
     assert_eq!(ok("Bearer ==="), Err(TokenError::Malformed));
     assert_eq!(ok("Bearer a=b"), Err(TokenError::Malformed));
     assert_eq!(ok("Bearer tök"), Err(TokenError::Malformed));
-    assert_eq!(
-        ok(&format!("Bearer {}", "a".repeat(513))),
-        Err(TokenError::Malformed)
-    );
+    assert_eq!(ok(&format!("Bearer {}", "a".repeat(513))), Err(TokenError::Malformed));
 }
 
 #[test]
@@ -220,25 +191,12 @@ fn errors_and_entries_never_show_the_token() {
     let e = set.get("partner-x").unwrap();
     let shown = format!("{e:?} {e} {set:?}");
     assert!(shown.contains(&hash_token(TOKEN_A)[..8]));
-    assert!(
-        !shown.contains(&hash_token(TOKEN_A)[..9]),
-        "only an 8-digit hash prefix: {shown}"
-    );
-    assert!(
-        !shown.contains(TOKEN_A) && !shown.contains("alpha"),
-        "{shown}"
-    );
-    assert_eq!(
-        e.to_string(),
-        format!("token \"partner-x\" (sha256 {}…)", &e.sha256_hex[..8])
-    );
-    for err in [
-        TokenError::Missing,
-        TokenError::Malformed,
-        TokenError::Unknown,
-        TokenError::Expired,
-        TokenError::Exhausted,
-    ] {
+    assert!(!shown.contains(&hash_token(TOKEN_A)[..9]), "only an 8-digit hash prefix: {shown}");
+    assert!(!shown.contains(TOKEN_A) && !shown.contains("alpha"), "{shown}");
+    assert_eq!(e.to_string(), format!("token \"partner-x\" (sha256 {}…)", &e.sha256_hex[..8]));
+    for err in
+        [TokenError::Missing, TokenError::Malformed, TokenError::Unknown, TokenError::Expired, TokenError::Exhausted]
+    {
         let shown = format!("{err} {err:?} {}", err.www_authenticate());
         assert!(!shown.contains("alpha"));
     }
@@ -252,19 +210,14 @@ fn errors_and_entries_never_show_the_token() {
 
 #[test]
 fn hash_and_generate() {
-    assert_eq!(
-        hash_token("abc"),
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    );
+    assert_eq!(hash_token("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     let t = generate_token(false);
     assert!(t.starts_with("dcrgw_iat_"));
     assert_eq!(t.len(), "dcrgw_iat_".len() + 43);
     assert_eq!(bearer(Some(&format!("Bearer {t}"))), Ok(t.as_str()));
     let a = generate_token(true);
     assert!(a.starts_with("dcrgw_adm_"));
-    assert!(a[10..]
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(a[10..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     assert_ne!(generate_token(false), generate_token(false));
     assert!(
         is_valid_label("partner-x.v2_1")
@@ -276,10 +229,7 @@ fn hash_and_generate() {
 
 #[test]
 fn overrides_apply() {
-    let base = Policy {
-        redirect_host_deny: vec!["evil.example".into()],
-        ..Policy::default()
-    };
+    let base = Policy { redirect_host_deny: vec!["evil.example".into()], ..Policy::default() };
     let none = PolicyOverrides::default();
     assert!(none.is_empty());
     assert_eq!(none.apply(&base), base);
@@ -300,10 +250,7 @@ fn overrides_apply() {
     assert!(crate::dcr::check(body, &base).is_err());
     assert!(crate::dcr::check(body, &p).is_ok());
     let elsewhere = br#"{"redirect_uris":["https://other.example/cb"]}"#;
-    assert_eq!(
-        crate::dcr::check(elsewhere, &p).unwrap_err().code,
-        crate::dcr::ErrorCode::InvalidRedirectUri
-    );
+    assert_eq!(crate::dcr::check(elsewhere, &p).unwrap_err().code, crate::dcr::ErrorCode::InvalidRedirectUri);
 
     // validate_against: strict override over a base whose defaults need permissive.
     let set = TokenSet::parse(&format!(
@@ -319,11 +266,7 @@ fn overrides_apply() {
     };
     assert_eq!(permissive_base.validate(), Ok(()));
     let errs = set.validate_against(&permissive_base).unwrap_err();
-    assert!(
-        errs[0]
-            .starts_with("token[0] (label \"s\"): with its overrides, dcr.default_grant_types[0]:"),
-        "{errs:?}"
-    );
+    assert!(errs[0].starts_with("token[0] (label \"s\"): with its overrides, dcr.default_grant_types[0]:"), "{errs:?}");
     assert_eq!(set.validate_against(&Policy::default()), Ok(()));
 }
 
@@ -333,10 +276,7 @@ fn use_counter_limit() {
     let limited = set.get("partner-x").unwrap();
     let unlimited = set.get("ops.admin_1").unwrap();
     let c = UseCounter::new();
-    let small = TokenEntry {
-        max_uses: Some(2),
-        ..limited.clone()
-    };
+    let small = TokenEntry { max_uses: Some(2), ..limited.clone() };
     assert!(c.try_use(&small) && c.try_use(&small));
     assert!(!c.try_use(&small));
     assert_eq!(c.uses(&small), 2);
@@ -345,28 +285,18 @@ fn use_counter_limit() {
     }
     assert_eq!(c.len(), 2);
     // A token dropped from the file is forgotten.
-    let only_b = TokenSet::parse(&format!(
-        "[[token]]\nlabel = \"b\"\nsha256 = \"{}\"\n",
-        hash_token(TOKEN_B)
-    ))
-    .unwrap();
+    let only_b = TokenSet::parse(&format!("[[token]]\nlabel = \"b\"\nsha256 = \"{}\"\n", hash_token(TOKEN_B))).unwrap();
     c.retain(&only_b);
     assert_eq!((c.len(), c.uses(&small), c.uses(unlimited)), (1, 0, 1000));
     // An entry that did not come from a parsed set: limited ones fail closed.
-    let forged = TokenEntry {
-        sha256_hex: "zz".into(),
-        ..small.clone()
-    };
+    let forged = TokenEntry { sha256_hex: "zz".into(), ..small.clone() };
     assert!(!c.try_use(&forged));
 }
 
 #[test]
 fn use_counter_is_atomic_under_concurrency() {
     let set = TokenSet::parse(&file()).unwrap();
-    let entry = Arc::new(TokenEntry {
-        max_uses: Some(250),
-        ..set.get("partner-x").unwrap().clone()
-    });
+    let entry = Arc::new(TokenEntry { max_uses: Some(250), ..set.get("partner-x").unwrap().clone() });
     let counter = Arc::new(UseCounter::new());
     let threads: Vec<_> = (0..8)
         .map(|_| {
@@ -382,10 +312,7 @@ fn use_counter_is_atomic_under_concurrency() {
 #[test]
 fn a_lease_is_given_back_unless_committed() {
     let set = TokenSet::parse(&file()).unwrap();
-    let small = TokenEntry {
-        max_uses: Some(2),
-        ..set.get("partner-x").unwrap().clone()
-    };
+    let small = TokenEntry { max_uses: Some(2), ..set.get("partner-x").unwrap().clone() };
     let c = Arc::new(UseCounter::new());
     // The IdP failed (502, 504, refused, aborted): the lease is dropped, the use comes back.
     let lease = c.lease(&small).expect("a use is left");

@@ -32,7 +32,8 @@ pub const PLUGIN: &str = "oidc";
 pub const REGISTRATION_PATH: &str = "/api/oidc/register";
 /// Glewlwyd's administration APIs (API.md), for `[routes] management_prefixes`. `/api/auth`
 /// and `/api/profile` are not among them: end users log in and grant scopes there.
-pub const MANAGEMENT_PREFIXES: &[&str] = &["/api/mod/", "/api/user/", "/api/client/", "/api/scope/", "/api/key/", "/api/delegate/"];
+pub const MANAGEMENT_PREFIXES: &[&str] =
+    &["/api/mod/", "/api/user/", "/api/client/", "/api/scope/", "/api/key/", "/api/delegate/"];
 
 /// Where the package ships the SQLite schema and default data: the documented file first, then
 /// dbconfig-common's copy (the same statements without the leading DROP TABLEs), which survives

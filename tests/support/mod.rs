@@ -17,11 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_dcr-gateway");
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Poll `f` until it returns true, at most `timeout`.
@@ -139,9 +135,7 @@ impl GatewayBuilder {
 
     pub fn start(self) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", self.http_port.unwrap_or_else(free_port))
-            .parse()
-            .unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", self.http_port.unwrap_or_else(free_port)).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         for (name, bytes) in &self.files {
             std::fs::write(dir.path().join(name), bytes).unwrap();
@@ -179,14 +173,7 @@ impl GatewayBuilder {
             .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
             .spawn()
             .unwrap();
-        let mut gw = Gateway {
-            child: Some(child),
-            dir,
-            http,
-            admin,
-            stdout,
-            stderr,
-        };
+        let mut gw = Gateway { child: Some(child), dir, http, admin, stdout, stderr };
         gw.wait_ready();
         gw
     }
@@ -231,10 +218,7 @@ impl Gateway {
         self.stdout_text()
             .lines()
             .filter(|l| l.starts_with('{'))
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
             .collect()
     }
     /// Wait until the audit log has at least `n` lines.
@@ -248,10 +232,7 @@ impl Gateway {
     }
 
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .unwrap();
+        let st = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
         assert!(st.success());
     }
 
@@ -316,10 +297,7 @@ pub fn readyz_answers(admin: SocketAddr) -> bool {
 }
 
 pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .redirects(0)
-        .timeout(Duration::from_secs(10))
-        .build()
+    ureq::AgentBuilder::new().redirects(0).timeout(Duration::from_secs(10)).build()
 }
 
 /// (status, body) of a GET, whatever the status.
@@ -347,10 +325,7 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
 
 /// Status code of a raw HTTP/1.1 response.
 pub fn raw_status(resp: &str) -> u16 {
-    resp.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 pub fn write_file(path: &Path, text: &str) {

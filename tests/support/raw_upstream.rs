@@ -36,10 +36,7 @@ impl RawRecorded {
         (!all.is_empty()).then(|| all.join(", "))
     }
     pub fn header_bytes(&self, name: &str) -> Option<Vec<u8>> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
     }
 }
 
@@ -92,7 +89,13 @@ impl RawUpstream {
     pub fn respond_with(&self, prefix: &str, status: u16, content_type: &str, body: &str) {
         self.canned.lock().unwrap().insert(
             0,
-            Canned { prefix: prefix.into(), status, content_type: content_type.into(), body: body.into(), headers: String::new() },
+            Canned {
+                prefix: prefix.into(),
+                status,
+                content_type: content_type.into(),
+                body: body.into(),
+                headers: String::new(),
+            },
         );
     }
 
@@ -101,7 +104,13 @@ impl RawUpstream {
         let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
         self.canned.lock().unwrap().insert(
             0,
-            Canned { prefix: prefix.into(), status, content_type: "application/json".into(), body: body.into(), headers },
+            Canned {
+                prefix: prefix.into(),
+                status,
+                content_type: "application/json".into(),
+                body: body.into(),
+                headers,
+            },
         );
     }
 
@@ -119,10 +128,7 @@ impl RawUpstream {
 
     /// Requests other than the gateway's health checks.
     pub fn count_except_health(&self) -> usize {
-        self.recorded()
-            .iter()
-            .filter(|r| !r.target.starts_with(b"/.well-known"))
-            .count()
+        self.recorded().iter().filter(|r| !r.target.starts_with(b"/.well-known")).count()
     }
 }
 
@@ -182,12 +188,7 @@ fn serve(
                 headers.push((name, v.to_vec()));
             }
         }
-        let find = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| String::from_utf8_lossy(v).to_string())
-        };
+        let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| String::from_utf8_lossy(v).to_string());
         let mut body = Vec::new();
         if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             loop {
@@ -196,11 +197,7 @@ fn serve(
                     return;
                 }
                 let n = usize::from_str_radix(
-                    String::from_utf8_lossy(trim_crlf(&sz))
-                        .split(';')
-                        .next()
-                        .unwrap_or("0")
-                        .trim(),
+                    String::from_utf8_lossy(trim_crlf(&sz)).split(';').next().unwrap_or("0").trim(),
                     16,
                 )
                 .unwrap_or(0);
@@ -213,24 +210,14 @@ fn serve(
                 }
                 body.extend_from_slice(&chunk[..n]);
             }
-        } else if let Some(n) = find("content-length").and_then(|v| v.trim().parse::<usize>().ok())
-        {
+        } else if let Some(n) = find("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
             body = vec![0; n];
             if rd.read_exact(&mut body).is_err() {
                 return;
             }
         }
-        let path = String::from_utf8_lossy(&target)
-            .split('?')
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let rec = RawRecorded {
-            method: method.clone(),
-            target,
-            headers,
-            body,
-        };
+        let path = String::from_utf8_lossy(&target).split('?').next().unwrap_or("").to_string();
+        let rec = RawRecorded { method: method.clone(), target, headers, body };
         requests.lock().unwrap().push(rec.clone());
         let canned_answer = canned.lock().unwrap().iter().find(|c| path.starts_with(&c.prefix)).cloned();
         if let Some(c) = canned_answer {
@@ -250,17 +237,13 @@ fn serve(
         }
         let (status, body) = if method == "POST" && (path == "/reg" || path == "/oidc/register") {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            let mut doc: serde_json::Value =
-                serde_json::from_slice(&rec.body).unwrap_or(serde_json::json!({}));
+            let mut doc: serde_json::Value = serde_json::from_slice(&rec.body).unwrap_or(serde_json::json!({}));
             doc["client_id"] = format!("client-{n}").into();
             doc["client_secret"] = format!("SECRET-{n}-s3cr3t").into();
             doc["registration_access_token"] = format!("RAT-{n}-t0k3n").into();
             ("201 Created", doc.to_string())
         } else {
-            (
-                "200 OK",
-                serde_json::json!({"ok": true, "path": path}).to_string(),
-            )
+            ("200 OK", serde_json::json!({"ok": true, "path": path}).to_string())
         };
         let resp = format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Upstream: raw\r\n\r\n{body}",

@@ -52,9 +52,13 @@ impl Upstream {
                     let _ = rq.as_reader().read_to_end(&mut body);
                     let mut headers: HashMap<String, Vec<String>> = HashMap::new();
                     for h in rq.headers() {
-                        headers.entry(h.field.as_str().as_str().to_ascii_lowercase()).or_default().push(h.value.as_str().to_string());
+                        headers
+                            .entry(h.field.as_str().as_str().to_ascii_lowercase())
+                            .or_default()
+                            .push(h.value.as_str().to_string());
                     }
-                    let rec = Recorded { method: rq.method().as_str().to_string(), url: rq.url().to_string(), headers, body };
+                    let rec =
+                        Recorded { method: rq.method().as_str().to_string(), url: rq.url().to_string(), headers, body };
                     requests.lock().unwrap().push(rec.clone());
                     let path = rec.url.split('?').next().unwrap_or("").to_string();
                     if path.starts_with("/slow") {
@@ -68,7 +72,8 @@ impl Upstream {
                             *c += 1;
                             *c
                         };
-                        let mut doc: serde_json::Value = serde_json::from_slice(&rec.body).unwrap_or(serde_json::json!({}));
+                        let mut doc: serde_json::Value =
+                            serde_json::from_slice(&rec.body).unwrap_or(serde_json::json!({}));
                         doc["client_id"] = format!("client-{n}").into();
                         doc["client_secret"] = format!("SECRET-{n}-s3cr3t").into();
                         doc["registration_access_token"] = format!("RAT-{n}-t0k3n").into();

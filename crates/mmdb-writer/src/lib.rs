@@ -69,19 +69,13 @@ fn names(name: &str) -> Value {
 }
 
 fn country_object(iso: &str) -> Value {
-    Value::map([
-        ("iso_code", Value::str(iso)),
-        ("names", names(&format!("Country {iso}"))),
-    ])
+    Value::map([("iso_code", Value::str(iso)), ("names", names(&format!("Country {iso}")))])
 }
 
 /// A GeoIP2/GeoLite2-Country shaped record: `country` and `registered_country` both `iso`.
 pub fn country_record(iso: &str) -> Value {
     Value::map([
-        (
-            "continent",
-            Value::map([("code", Value::str("XX")), ("names", names("Continent"))]),
-        ),
+        ("continent", Value::map([("code", Value::str("XX")), ("names", names("Continent"))])),
         ("country", country_object(iso)),
         ("registered_country", country_object(iso)),
     ])
@@ -96,23 +90,14 @@ pub fn city_record(iso: &str, subdivisions: &[&str]) -> Value {
         .iter()
         .map(|s| {
             let code = s.strip_prefix(prefix.as_str()).unwrap_or(s);
-            Value::map([
-                ("iso_code", Value::str(code)),
-                ("names", names(&format!("Subdivision {code}"))),
-            ])
+            Value::map([("iso_code", Value::str(code)), ("names", names(&format!("Subdivision {code}")))])
         })
         .collect();
     let mut fields = match country_record(iso) {
         Value::Map(fields) => fields,
         _ => unreachable!(),
     };
-    fields.insert(
-        0,
-        (
-            "city".to_string(),
-            Value::map([("names", names("Test City"))]),
-        ),
-    );
+    fields.insert(0, ("city".to_string(), Value::map([("names", names("Test City"))])));
     fields.push((
         "location".to_string(),
         Value::map([
@@ -127,10 +112,7 @@ pub fn city_record(iso: &str, subdivisions: &[&str]) -> Value {
 
 /// A GeoLite2-ASN shaped record (also the ip-location-db asn mmdb shape).
 pub fn asn_record(asn: u32, org: &str) -> Value {
-    Value::map([
-        ("autonomous_system_number", Value::U32(asn)),
-        ("autonomous_system_organization", Value::str(org)),
-    ])
+    Value::map([("autonomous_system_number", Value::U32(asn)), ("autonomous_system_organization", Value::str(org))])
 }
 
 /// The flat record of the ip-location-db country mmdb: `{"country_code": iso}`.
@@ -166,10 +148,7 @@ const IPV4_MAPPED_PREFIX: u128 = 0xffff_u128 << 32;
 impl MmdbWriter {
     /// `ip_version` is 4 or 6, as in the metadata of the produced database.
     pub fn new(database_type: &str, ip_version: u16) -> Self {
-        assert!(
-            ip_version == 4 || ip_version == 6,
-            "ip_version must be 4 or 6, got {ip_version}"
-        );
+        assert!(ip_version == 4 || ip_version == 6, "ip_version must be 4 or 6, got {ip_version}");
         MmdbWriter {
             database_type: database_type.to_string(),
             ip_version,
@@ -185,18 +164,14 @@ impl MmdbWriter {
     /// Forces the search tree record size (24, 28 or 32 bits); panics in `to_bytes` if the
     /// database does not fit.
     pub fn record_size(&mut self, bits: u16) -> &mut Self {
-        assert!(
-            matches!(bits, 24 | 28 | 32),
-            "record size must be 24, 28 or 32, got {bits}"
-        );
+        assert!(matches!(bits, 24 | 28 | 32), "record size must be 24, 28 or 32, got {bits}");
         self.record_size = Some(bits);
         self
     }
 
     pub fn description(&mut self, language: &str, text: &str) -> &mut Self {
         self.description.retain(|(l, _)| l != language);
-        self.description
-            .push((language.to_string(), text.to_string()));
+        self.description.push((language.to_string(), text.to_string()));
         self
     }
 
@@ -217,20 +192,12 @@ impl MmdbWriter {
             Some((a, l)) => (a, Some(l)),
             None => (network, None),
         };
-        let ip: IpAddr = addr
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("mmdb_writer: bad network {network:?}: {e}"));
-        let len: Option<u32> = len.map(|l| {
-            l.trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("mmdb_writer: bad prefix length in {network:?}: {e}"))
-        });
+        let ip: IpAddr = addr.trim().parse().unwrap_or_else(|e| panic!("mmdb_writer: bad network {network:?}: {e}"));
+        let len: Option<u32> = len
+            .map(|l| l.trim().parse().unwrap_or_else(|e| panic!("mmdb_writer: bad prefix length in {network:?}: {e}")));
         // IPv4-mapped IPv6 networks are IPv4 networks.
         let (ip, len) = match ip {
-            IpAddr::V6(v6)
-                if !matches!(len, Some(l) if l < 96) && (u128::from(v6) >> 32) == 0xffff =>
-            {
+            IpAddr::V6(v6) if !matches!(len, Some(l) if l < 96) && (u128::from(v6) >> 32) == 0xffff => {
                 let v4 = Ipv4Addr::from(u128::from(v6) as u32);
                 (IpAddr::V4(v4), len.map(|l| l - 96))
             }
@@ -239,10 +206,7 @@ impl MmdbWriter {
         match ip {
             IpAddr::V4(v4) => {
                 let len = len.unwrap_or(32);
-                assert!(
-                    len <= 32,
-                    "mmdb_writer: prefix length {len} > 32 in {network:?}"
-                );
+                assert!(len <= 32, "mmdb_writer: prefix length {len} > 32 in {network:?}");
                 let bits = u128::from(u32::from(v4));
                 if self.ip_version == 4 {
                     (mask(bits << 96, len), len)
@@ -256,10 +220,7 @@ impl MmdbWriter {
                     "mmdb_writer: IPv6 network {network:?} in an IPv4 (ip_version 4) database"
                 );
                 let len = len.unwrap_or(128);
-                assert!(
-                    len <= 128,
-                    "mmdb_writer: prefix length {len} > 128 in {network:?}"
-                );
+                assert!(len <= 128, "mmdb_writer: prefix length {len} > 128 in {network:?}");
                 (mask(u128::from(v6), len), len)
             }
         }
@@ -338,8 +299,7 @@ impl MmdbWriter {
             }) as u32
         };
 
-        let mut out =
-            Vec::with_capacity(node_count * record_size as usize / 4 + 16 + data.len() + 256);
+        let mut out = Vec::with_capacity(node_count * record_size as usize / 4 + 16 + data.len() + 256);
         for &n in &order {
             let [l, r] = nodes[n];
             let (l, r) = (value_of(l), value_of(r));
@@ -367,20 +327,9 @@ impl MmdbWriter {
             ("binary_format_minor_version", Value::U16(0)),
             ("build_epoch", Value::U64(self.build_epoch)),
             ("database_type", Value::str(&self.database_type)),
-            (
-                "description",
-                Value::Map(
-                    self.description
-                        .iter()
-                        .map(|(l, t)| (l.clone(), Value::str(t)))
-                        .collect(),
-                ),
-            ),
+            ("description", Value::Map(self.description.iter().map(|(l, t)| (l.clone(), Value::str(t))).collect())),
             ("ip_version", Value::U16(self.ip_version)),
-            (
-                "languages",
-                Value::Array(self.languages.iter().map(|l| Value::str(l)).collect()),
-            ),
+            ("languages", Value::Array(self.languages.iter().map(|l| Value::str(l)).collect())),
             ("node_count", Value::U32(node_count as u32)),
             ("record_size", Value::U16(record_size)),
         ]);
@@ -522,6 +471,5 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
 
 /// `"1.2.3.4"` → IpAddr; panics on bad input (test helper).
 pub fn ip(s: &str) -> IpAddr {
-    s.parse()
-        .unwrap_or_else(|e| panic!("mmdb_writer: bad address {s:?}: {e}"))
+    s.parse().unwrap_or_else(|e| panic!("mmdb_writer: bad address {s:?}: {e}"))
 }

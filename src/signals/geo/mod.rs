@@ -45,11 +45,7 @@ pub enum GeoError {
     Invalid(String),
     /// A valid MaxMind DB of the wrong kind (e.g. an ASN database given as the GeoIP one).
     #[error("MaxMind DB of type {database_type:?} is not {expected}: {reason}")]
-    WrongKind {
-        database_type: String,
-        expected: &'static str,
-        reason: String,
-    },
+    WrongKind { database_type: String, expected: &'static str, reason: String },
 }
 
 /// What a GeoIP lookup found. Empty (`Default`) when the database has no record.
@@ -95,30 +91,18 @@ fn deserialize_asn<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Er
             f.write_str("an autonomous system number")
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            u32::try_from(v)
-                .map(|n| (n != 0).then_some(n))
-                .map_err(|_| E::custom(format!("ASN {v} out of range")))
+            u32::try_from(v).map(|n| (n != 0).then_some(n)).map_err(|_| E::custom(format!("ASN {v} out of range")))
         }
         fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
-            u64::try_from(v)
-                .map_err(|_| E::custom(format!("ASN {v} out of range")))
-                .and_then(|v| self.visit_u64(v))
+            u64::try_from(v).map_err(|_| E::custom(format!("ASN {v} out of range"))).and_then(|v| self.visit_u64(v))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v)
-                .map_err(|_| E::custom(format!("negative ASN {v}")))
-                .and_then(|v| self.visit_u64(v))
+            u64::try_from(v).map_err(|_| E::custom(format!("negative ASN {v}"))).and_then(|v| self.visit_u64(v))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
             let digits = v.trim();
-            let digits = digits
-                .strip_prefix("AS")
-                .or_else(|| digits.strip_prefix("as"))
-                .unwrap_or(digits);
-            digits
-                .parse::<u64>()
-                .map_err(|_| E::custom(format!("bad ASN {v:?}")))
-                .and_then(|v| self.visit_u64(v))
+            let digits = digits.strip_prefix("AS").or_else(|| digits.strip_prefix("as")).unwrap_or(digits);
+            digits.parse::<u64>().map_err(|_| E::custom(format!("bad ASN {v:?}"))).and_then(|v| self.visit_u64(v))
         }
     }
     d.deserialize_any(AsnVisitor)
@@ -126,51 +110,36 @@ fn deserialize_asn<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Er
 
 impl GeoRecord<'_> {
     fn country(&self) -> Option<String> {
-        self.country
-            .as_ref()
-            .and_then(|c| c.iso_code)
-            .or(self.country_code)
-            .and_then(normalize_country)
+        self.country.as_ref().and_then(|c| c.iso_code).or(self.country_code).and_then(normalize_country)
     }
 
     fn has_subdivisions(&self) -> bool {
-        self.subdivisions
-            .as_ref()
-            .is_some_and(|s| s.iter().any(|s| s.iso_code.is_some()))
+        self.subdivisions.as_ref().is_some_and(|s| s.iter().any(|s| s.iso_code.is_some()))
     }
 
     fn into_info(self) -> GeoInfo {
         let country = self.country();
         let subdivisions = match (&country, &self.subdivisions) {
-            (Some(cc), Some(subs)) => subs
-                .iter()
-                .filter_map(|s| s.iso_code)
-                .filter_map(|code| normalize_subdivision(cc, code))
-                .collect(),
+            (Some(cc), Some(subs)) => {
+                subs.iter().filter_map(|s| s.iso_code).filter_map(|code| normalize_subdivision(cc, code)).collect()
+            }
             _ => Vec::new(),
         };
-        GeoInfo {
-            country,
-            subdivisions,
-        }
+        GeoInfo { country, subdivisions }
     }
 }
 
 /// Two ASCII letters, upper-cased; anything else is no country.
 fn normalize_country(code: &str) -> Option<String> {
     let code = code.trim();
-    (code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic()))
-        .then(|| code.to_ascii_uppercase())
+    (code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic())).then(|| code.to_ascii_uppercase())
 }
 
 /// `("GB", "eng")` → `GB-ENG`. The subdivision part of an ISO 3166-2 code is 1–3 ASCII
 /// letters/digits; a code that already carries the country prefix is accepted.
 fn normalize_subdivision(country: &str, code: &str) -> Option<String> {
     let code = code.trim().to_ascii_uppercase();
-    let code = match code
-        .strip_prefix(country)
-        .and_then(|rest| rest.strip_prefix('-'))
-    {
+    let code = match code.strip_prefix(country).and_then(|rest| rest.strip_prefix('-')) {
         Some(rest) => rest,
         None => code.as_str(),
     };
@@ -206,45 +175,31 @@ impl GeoDb {
         const EXPECTED: &str = "a country or city database";
         let (reader, reps) = open(bytes)?;
         let database_type = reader.metadata.database_type.clone();
-        let wrong = |reason: String| GeoError::WrongKind {
-            database_type: database_type.clone(),
-            expected: EXPECTED,
-            reason,
-        };
+        let wrong =
+            |reason: String| GeoError::WrongKind { database_type: database_type.clone(), expected: EXPECTED, reason };
         if let Some(kind) = non_location_kind(&database_type) {
-            return Err(wrong(format!(
-                "{kind} database; configure it as the ASN database, if at all"
-            )));
+            return Err(wrong(format!("{kind} database; configure it as the ASN database, if at all")));
         }
         let (mut with_country, mut with_subdivisions, mut with_asn) = (0usize, 0usize, 0usize);
         for ip in &reps {
             let rec: GeoRecord = reader.lookup(*ip).map_err(|e| {
-                GeoError::Invalid(format!(
-                    "record for {ip} does not decode as a country/city record: {e}"
-                ))
+                GeoError::Invalid(format!("record for {ip} does not decode as a country/city record: {e}"))
             })?;
             with_country += usize::from(rec.country().is_some());
             with_subdivisions += usize::from(rec.has_subdivisions());
-            if let Ok(AsnRecord {
-                autonomous_system_number: Some(_),
-            }) = reader.lookup::<AsnRecord>(*ip)
-            {
+            if let Ok(AsnRecord { autonomous_system_number: Some(_) }) = reader.lookup::<AsnRecord>(*ip) {
                 with_asn += 1;
             }
         }
         if !reps.is_empty() && with_country == 0 {
             let reason = if with_asn > 0 {
-                "its records carry autonomous_system_number but no country: this is an ASN database"
-                    .to_string()
+                "its records carry autonomous_system_number but no country: this is an ASN database".to_string()
             } else {
                 "no record has a country code (country.iso_code or country_code)".to_string()
             };
             return Err(wrong(reason));
         }
-        Ok(GeoDb {
-            reader,
-            has_subdivisions: with_subdivisions > 0,
-        })
+        Ok(GeoDb { reader, has_subdivisions: with_subdivisions > 0 })
     }
 
     /// The metadata's `database_type` (`GeoLite2-City`, `country ipvAll`, ...).
@@ -302,11 +257,9 @@ impl AsnDb {
         let mut with_asn = 0usize;
         let mut with_country = 0usize;
         for ip in &reps {
-            let rec: AsnRecord = reader.lookup(*ip).map_err(|e| {
-                GeoError::Invalid(format!(
-                    "record for {ip} does not decode as an ASN record: {e}"
-                ))
-            })?;
+            let rec: AsnRecord = reader
+                .lookup(*ip)
+                .map_err(|e| GeoError::Invalid(format!("record for {ip} does not decode as an ASN record: {e}")))?;
             with_asn += usize::from(rec.autonomous_system_number.is_some());
             if let Ok(geo) = reader.lookup::<GeoRecord>(*ip) {
                 with_country += usize::from(geo.country().is_some());
@@ -316,16 +269,11 @@ impl AsnDb {
         let looks_geo = has_token(database_type, &["country", "city", "enterprise"]);
         if with_asn == 0 && (!reps.is_empty() || looks_geo) {
             let reason = if with_country > 0 || looks_geo {
-                "no record has autonomous_system_number: this is a country/city database"
-                    .to_string()
+                "no record has autonomous_system_number: this is a country/city database".to_string()
             } else {
                 "no record has autonomous_system_number".to_string()
             };
-            return Err(GeoError::WrongKind {
-                database_type: database_type.clone(),
-                expected: EXPECTED,
-                reason,
-            });
+            return Err(GeoError::WrongKind { database_type: database_type.clone(), expected: EXPECTED, reason });
         }
         Ok(AsnDb { reader })
     }
@@ -341,10 +289,7 @@ impl AsnDb {
     /// The autonomous system number of `ip`, if the database has one. Never panics.
     pub fn lookup(&self, ip: IpAddr) -> Option<u32> {
         let ip = lookup_address(&self.reader, ip)?;
-        self.reader
-            .lookup::<AsnRecord>(ip)
-            .ok()?
-            .autonomous_system_number
+        self.reader.lookup::<AsnRecord>(ip).ok()?.autonomous_system_number
     }
 }
 
@@ -358,9 +303,7 @@ fn lookup_address(reader: &Reader<Vec<u8>>, ip: IpAddr) -> Option<IpAddr> {
 /// Whether `database_type` has one of `tokens` as a word (case-insensitive):
 /// `GeoLite2-ASN` has `asn`; `geo-whois-asn-country`-derived `country ipvAll` has not.
 fn has_token(database_type: &str, tokens: &[&str]) -> bool {
-    database_type
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|w| tokens.iter().any(|t| w.eq_ignore_ascii_case(t)))
+    database_type.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| tokens.iter().any(|t| w.eq_ignore_ascii_case(t)))
 }
 
 /// MaxMind's non-location databases, by name.

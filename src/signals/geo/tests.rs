@@ -1,8 +1,6 @@
 //! Tests of the lookups and the validator, on databases built by the `mmdb-writer` crate.
 
-use mmdb_writer::{
-    asn_record, city_record, country_record, encode, flat_country_record, ip, MmdbWriter, Value,
-};
+use mmdb_writer::{asn_record, city_record, country_record, encode, flat_country_record, ip, MmdbWriter, Value};
 
 use super::validate::{rfind, METADATA_MARKER};
 use super::*;
@@ -12,10 +10,7 @@ fn geo(w: &MmdbWriter) -> GeoDb {
 }
 
 fn info(country: &str, subdivisions: &[&str]) -> GeoInfo {
-    GeoInfo {
-        country: Some(country.to_string()),
-        subdivisions: subdivisions.iter().map(|s| s.to_string()).collect(),
-    }
+    GeoInfo { country: Some(country.to_string()), subdivisions: subdivisions.iter().map(|s| s.to_string()).collect() }
 }
 
 fn country_db(ip_version: u16) -> MmdbWriter {
@@ -51,8 +46,7 @@ fn tag_of(r: &Reader<Vec<u8>>, a: &str) -> Option<String> {
 #[test]
 fn writer_ipv4_round_trip_and_metadata() {
     let mut w = MmdbWriter::new("Test-DB", 4);
-    w.insert("81.2.69.0/24", tag("a"))
-        .insert("1.2.3.4", tag("host"));
+    w.insert("81.2.69.0/24", tag("a")).insert("1.2.3.4", tag("host"));
     let r = Reader::from_source(w.to_bytes()).unwrap();
     assert_eq!(r.metadata.ip_version, 4);
     assert_eq!(r.metadata.database_type, "Test-DB");
@@ -83,10 +77,7 @@ fn writer_ipv6_round_trip_with_ipv4_placement_and_alias() {
     // ::ffff:0:0/96 is an alias of the IPv4 space
     assert_eq!(tag_of(&r, "::ffff:81.2.69.142").as_deref(), Some("v4"));
     assert_eq!(tag_of(&r, "10.9.8.7").as_deref(), Some("mapped-form"));
-    assert_eq!(
-        tag_of(&r, "::ffff:10.9.8.7").as_deref(),
-        Some("mapped-form")
-    );
+    assert_eq!(tag_of(&r, "::ffff:10.9.8.7").as_deref(), Some("mapped-form"));
     assert_eq!(tag_of(&r, "2001:218:ffff::1").as_deref(), Some("v6"));
     assert_eq!(tag_of(&r, "2001:219::1"), None);
     assert_eq!(tag_of(&r, "::1"), None);
@@ -94,11 +85,8 @@ fn writer_ipv6_round_trip_with_ipv4_placement_and_alias() {
     let (_, prefix) = r.lookup_prefix::<Tag>(ip("81.2.69.142")).unwrap();
     assert_eq!(prefix, 24); // maxminddb 0.24 counts IPv4 prefixes from the ::/96 node
                             // the alias is not reported twice by within()
-    let all: Vec<String> = r
-        .within::<Tag>("::/0".parse().unwrap())
-        .unwrap()
-        .map(|i| i.unwrap().ip_net.to_string())
-        .collect();
+    let all: Vec<String> =
+        r.within::<Tag>("::/0".parse().unwrap()).unwrap().map(|i| i.unwrap().ip_net.to_string()).collect();
     assert_eq!(all, vec!["10.0.0.0/8", "81.2.69.0/24", "2001:218::/32"]);
 }
 
@@ -121,9 +109,7 @@ fn writer_later_inserts_override_within_their_range() {
 
     // a smaller network inserted later wins only inside itself
     let mut w = MmdbWriter::new("Test-DB", 6);
-    w.insert("::/0", tag("all"))
-        .insert("2001:db8::/32", tag("doc"))
-        .insert("192.0.2.0/24", tag("test-net"));
+    w.insert("::/0", tag("all")).insert("2001:db8::/32", tag("doc")).insert("192.0.2.0/24", tag("test-net"));
     let r = Reader::from_source(w.to_bytes()).unwrap();
     assert_eq!(tag_of(&r, "2001:db8::1").as_deref(), Some("doc"));
     assert_eq!(tag_of(&r, "2001:db9::1").as_deref(), Some("all"));
@@ -141,16 +127,8 @@ fn writer_all_record_sizes() {
         let r = Reader::from_source(bytes.clone()).unwrap();
         assert_eq!(r.metadata.record_size, bits);
         let db = GeoDb::from_bytes(bytes).unwrap();
-        assert_eq!(
-            db.lookup(ip("81.2.69.142")),
-            info("GB", &[]),
-            "record size {bits}"
-        );
-        assert_eq!(
-            db.lookup(ip("2001:218::1")),
-            info("JP", &[]),
-            "record size {bits}"
-        );
+        assert_eq!(db.lookup(ip("81.2.69.142")), info("GB", &[]), "record size {bits}");
+        assert_eq!(db.lookup(ip("2001:218::1")), info("JP", &[]), "record size {bits}");
     }
 }
 
@@ -236,10 +214,7 @@ fn writer_identical_records_are_stored_once() {
     let (a, b) = (one.to_bytes(), two.to_bytes());
     // one more node's worth of tree, same data section
     assert!(b.len() - a.len() < 100, "{} vs {}", a.len(), b.len());
-    assert_eq!(
-        GeoDb::from_bytes(b).unwrap().lookup(ip("11.1.1.1")),
-        info("GB", &[])
-    );
+    assert_eq!(GeoDb::from_bytes(b).unwrap().lookup(ip("11.1.1.1")), info("GB", &[]));
 }
 
 // ---- GeoDb ----
@@ -273,14 +248,7 @@ fn ipv6_lookups() {
 #[test]
 fn no_record_is_default() {
     let db = geo(&country_db(6));
-    for a in [
-        "1.1.1.1",
-        "0.0.0.0",
-        "255.255.255.255",
-        "::",
-        "::1",
-        "ffff::1",
-    ] {
+    for a in ["1.1.1.1", "0.0.0.0", "255.255.255.255", "::", "::1", "ffff::1"] {
         assert_eq!(db.lookup(ip(a)), GeoInfo::default(), "{a}");
     }
     // an empty database is valid and finds nothing
@@ -292,14 +260,8 @@ fn no_record_is_default() {
 fn country_only_never_registered_country() {
     let mut w = MmdbWriter::new("GeoIP2-Country", 6);
     let iso = |c: &str| Value::map([("iso_code", Value::str(c))]);
-    w.insert(
-        "10.0.0.0/8",
-        Value::map([("country", iso("DE")), ("registered_country", iso("US"))]),
-    );
-    w.insert(
-        "11.0.0.0/8",
-        Value::map([("registered_country", iso("US"))]),
-    );
+    w.insert("10.0.0.0/8", Value::map([("country", iso("DE")), ("registered_country", iso("US"))]));
+    w.insert("11.0.0.0/8", Value::map([("registered_country", iso("US"))]));
     w.insert("12.0.0.0/8", country_record("FR"));
     let db = geo(&w);
     assert_eq!(db.lookup(ip("10.1.1.1")), info("DE", &[]));
@@ -330,10 +292,7 @@ fn city_db_with_subdivisions() {
     assert!(db.has_subdivisions());
     assert_eq!(db.lookup(ip("81.2.69.142")), info("GB", &["GB-ENG"]));
     assert_eq!(db.lookup(ip("216.160.83.56")), info("US", &["US-WA"]));
-    assert_eq!(
-        db.lookup(ip("89.160.20.112")),
-        info("ES", &["ES-CT", "ES-B"])
-    );
+    assert_eq!(db.lookup(ip("89.160.20.112")), info("ES", &["ES-CT", "ES-B"]));
     assert_eq!(db.lookup(ip("2001:218::1")), info("JP", &[]));
     assert_eq!(db.lookup(ip("81.2.70.1")), info("GB", &["GB-SCT"]));
 }
@@ -344,10 +303,7 @@ fn subdivisions_without_country_are_dropped() {
     w.insert("10.0.0.0/8", country_record("GB"));
     w.insert(
         "11.0.0.0/8",
-        Value::map([(
-            "subdivisions",
-            Value::Array(vec![Value::map([("iso_code", Value::str("ENG"))])]),
-        )]),
+        Value::map([("subdivisions", Value::Array(vec![Value::map([("iso_code", Value::str("ENG"))])]))]),
     );
     let db = geo(&w);
     assert_eq!(db.lookup(ip("11.0.0.1")), GeoInfo::default());
@@ -384,14 +340,8 @@ fn asn_db(database_type: &str, ip_version: u16) -> AsnDb {
     w.insert("12.81.92.0/22", asn_record(7018, "AT&T Services"));
     w.insert("89.160.0.0/17", asn_record(29518, "Bredband2 AB"));
     w.insert("5.5.5.0/24", asn_record(0, "reserved"));
-    w.insert(
-        "6.6.6.0/24",
-        Value::map([("autonomous_system_number", Value::str("AS64500"))]),
-    );
-    w.insert(
-        "7.7.7.0/24",
-        Value::map([("autonomous_system_number", Value::U64(4_200_000_000))]),
-    );
+    w.insert("6.6.6.0/24", Value::map([("autonomous_system_number", Value::str("AS64500"))]));
+    w.insert("7.7.7.0/24", Value::map([("autonomous_system_number", Value::U64(4_200_000_000))]));
     if ip_version == 6 {
         w.insert("2600:6000::/20", asn_record(237, "Merit"));
     }
@@ -428,14 +378,8 @@ fn garbage_is_invalid() {
         b"\xab\xcd\xefMaxMind.com\xe1\x4bip_version\xa1\x06".to_vec(),
     ];
     for bytes in cases {
-        assert!(
-            matches!(GeoDb::from_bytes(bytes.clone()), Err(GeoError::Invalid(_))),
-            "{bytes:?}"
-        );
-        assert!(matches!(
-            AsnDb::from_bytes(bytes),
-            Err(GeoError::Invalid(_))
-        ));
+        assert!(matches!(GeoDb::from_bytes(bytes.clone()), Err(GeoError::Invalid(_))), "{bytes:?}");
+        assert!(matches!(AsnDb::from_bytes(bytes), Err(GeoError::Invalid(_))));
     }
     let good = country_db(6).to_bytes();
     // truncated anywhere before the metadata: the tree or the data no longer fit
@@ -443,20 +387,11 @@ fn garbage_is_invalid() {
     for cut in [0, 1, 7, marker / 2, marker - 1] {
         let mut b = good[..cut].to_vec();
         b.extend_from_slice(&good[marker..]);
-        assert!(
-            matches!(GeoDb::from_bytes(b), Err(GeoError::Invalid(_))),
-            "cut {cut}"
-        );
+        assert!(matches!(GeoDb::from_bytes(b), Err(GeoError::Invalid(_))), "cut {cut}");
     }
     // truncated inside the metadata
     for cut in [marker + 14, marker + 20, good.len() - 1] {
-        assert!(
-            matches!(
-                GeoDb::from_bytes(good[..cut].to_vec()),
-                Err(GeoError::Invalid(_))
-            ),
-            "cut {cut}"
-        );
+        assert!(matches!(GeoDb::from_bytes(good[..cut].to_vec()), Err(GeoError::Invalid(_))), "cut {cut}");
     }
 }
 
@@ -466,10 +401,7 @@ fn corrupt_tree_and_data_are_invalid() {
     w.insert("0.0.0.0/1", country_record("GB"));
     let good = w.to_bytes();
     assert!(GeoDb::from_bytes(good.clone()).is_ok());
-    let node_count = Reader::from_source(good.clone())
-        .unwrap()
-        .metadata
-        .node_count as usize;
+    let node_count = Reader::from_source(good.clone()).unwrap().metadata.node_count as usize;
     assert_eq!(node_count, 1);
     // root's left record (24 bits) into the 16-byte separator
     let mut b = good.clone();
@@ -495,22 +427,10 @@ fn corrupt_tree_and_data_are_invalid() {
 fn wrong_record_types_are_invalid() {
     let mut w = MmdbWriter::new("GeoIP2-Country", 4);
     w.insert("10.0.0.0/8", Value::map([("country", Value::str("GB"))]));
-    assert!(matches!(
-        GeoDb::from_bytes(w.to_bytes()),
-        Err(GeoError::Invalid(_))
-    ));
+    assert!(matches!(GeoDb::from_bytes(w.to_bytes()), Err(GeoError::Invalid(_))));
     let mut w = MmdbWriter::new("GeoLite2-ASN", 4);
-    w.insert(
-        "10.0.0.0/8",
-        Value::map([(
-            "autonomous_system_number",
-            Value::map([("x", Value::U32(1))]),
-        )]),
-    );
-    assert!(matches!(
-        AsnDb::from_bytes(w.to_bytes()),
-        Err(GeoError::Invalid(_))
-    ));
+    w.insert("10.0.0.0/8", Value::map([("autonomous_system_number", Value::map([("x", Value::U32(1))]))]));
+    assert!(matches!(AsnDb::from_bytes(w.to_bytes()), Err(GeoError::Invalid(_))));
 }
 
 #[test]
@@ -518,9 +438,7 @@ fn asn_db_as_geo_db_is_refused() {
     let mut w = MmdbWriter::new("GeoLite2-ASN", 6);
     w.insert("1.128.0.0/11", asn_record(1221, "Telstra"));
     let err = GeoDb::from_bytes(w.to_bytes()).unwrap_err();
-    assert!(
-        matches!(&err, GeoError::WrongKind { database_type, .. } if database_type == "GeoLite2-ASN")
-    );
+    assert!(matches!(&err, GeoError::WrongKind { database_type, .. } if database_type == "GeoLite2-ASN"));
     assert!(err.to_string().contains("ASN"), "{err}");
     // recognised by its records too (ip-location-db names its asn dbs "asn ipv4" etc.,
     // but do not rely on names)
@@ -531,10 +449,7 @@ fn asn_db_as_geo_db_is_refused() {
     assert!(err.to_string().contains("ASN database"), "{err}");
     // ... even when empty, by name
     let empty = MmdbWriter::new("GeoLite2-ASN", 6).to_bytes();
-    assert!(matches!(
-        GeoDb::from_bytes(empty),
-        Err(GeoError::WrongKind { .. })
-    ));
+    assert!(matches!(GeoDb::from_bytes(empty), Err(GeoError::WrongKind { .. })));
 }
 
 #[test]
@@ -546,10 +461,7 @@ fn geo_db_as_asn_db_is_refused() {
     }
     let mut flat = MmdbWriter::new("country ipv4", 4);
     flat.insert("8.8.8.0/24", flat_country_record("US"));
-    assert!(matches!(
-        AsnDb::from_bytes(flat.to_bytes()),
-        Err(GeoError::WrongKind { .. })
-    ));
+    assert!(matches!(AsnDb::from_bytes(flat.to_bytes()), Err(GeoError::WrongKind { .. })));
 }
 
 #[test]
@@ -560,17 +472,8 @@ fn mutated_databases_never_panic() {
         .insert("2001:218::/32", city_record("JP", &["13"]))
         .insert("1.128.0.0/11", asn_record(1221, "Telstra"));
     let bases = [city.to_bytes(), asn_db_bytes()];
-    let probes: Vec<IpAddr> = [
-        "81.2.69.142",
-        "2001:218::1",
-        "1.128.0.1",
-        "::",
-        "255.255.255.255",
-        "ffff::",
-    ]
-    .iter()
-    .map(|a| ip(a))
-    .collect();
+    let probes: Vec<IpAddr> =
+        ["81.2.69.142", "2001:218::1", "1.128.0.1", "::", "255.255.255.255", "ffff::"].iter().map(|a| ip(a)).collect();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move || {
         seed ^= seed << 13;
@@ -601,8 +504,7 @@ fn mutated_databases_never_panic() {
 
 fn asn_db_bytes() -> Vec<u8> {
     let mut w = MmdbWriter::new("GeoLite2-ASN", 6);
-    w.insert("1.128.0.0/11", asn_record(1221, "Telstra"))
-        .insert("2600:6000::/20", asn_record(237, "Merit"));
+    w.insert("1.128.0.0/11", asn_record(1221, "Telstra")).insert("2600:6000::/20", asn_record(237, "Merit"));
     w.to_bytes()
 }
 

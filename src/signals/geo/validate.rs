@@ -19,28 +19,23 @@ fn invalid(msg: impl Into<String>) -> GeoError {
 /// Validates the whole database. Returns one representative address per distinct data
 /// record reachable by lookups, for the callers' schema checks.
 pub(super) fn validate(bytes: &[u8]) -> Result<Vec<IpAddr>, GeoError> {
-    let marker = rfind(bytes, METADATA_MARKER)
-        .ok_or_else(|| invalid("no MaxMind DB metadata marker (not an .mmdb file?)"))?;
+    let marker =
+        rfind(bytes, METADATA_MARKER).ok_or_else(|| invalid("no MaxMind DB metadata marker (not an .mmdb file?)"))?;
     let meta_buf = &bytes[marker + METADATA_MARKER.len()..];
     let mut budget = VALUE_BUDGET;
-    let (meta, _) =
-        walk(meta_buf, 0, 0, &mut budget, true).map_err(|e| invalid(format!("metadata: {e}")))?;
+    let (meta, _) = walk(meta_buf, 0, 0, &mut budget, true).map_err(|e| invalid(format!("metadata: {e}")))?;
     let Some(Node::Map(meta)) = meta else {
         return Err(invalid("metadata is not a map"));
     };
     let field = |name: &str| meta.iter().find(|(k, _)| k == name).map(|(_, v)| v);
     let uint = |name: &str| match field(name) {
         Some(Node::Uint(n)) => Ok(*n),
-        Some(_) => Err(invalid(format!(
-            "metadata {name} is not an unsigned integer"
-        ))),
+        Some(_) => Err(invalid(format!("metadata {name} is not an unsigned integer"))),
         None => Err(invalid(format!("metadata has no {name}"))),
     };
     let major = uint("binary_format_major_version")?;
     if major != 2 {
-        return Err(invalid(format!(
-            "unsupported binary format major version {major}"
-        )));
+        return Err(invalid(format!("unsupported binary format major version {major}")));
     }
     let ip_version = uint("ip_version")?;
     if ip_version != 4 && ip_version != 6 {
@@ -48,9 +43,7 @@ pub(super) fn validate(bytes: &[u8]) -> Result<Vec<IpAddr>, GeoError> {
     }
     let record_size = uint("record_size")?;
     if !matches!(record_size, 24 | 28 | 32) {
-        return Err(invalid(format!(
-            "record_size {record_size} (must be 24, 28 or 32)"
-        )));
+        return Err(invalid(format!("record_size {record_size} (must be 24, 28 or 32)")));
     }
     let node_count = uint("node_count")?;
     if node_count == 0 || node_count > u128::from(u32::MAX) {
@@ -83,11 +76,7 @@ fn read_record(tree: &[u8], record_size: usize, node: usize, side: usize) -> usi
     match record_size {
         24 => be(&tree[base + side * 3..base + side * 3 + 3]),
         28 => {
-            let middle = if side == 0 {
-                tree[base + 3] >> 4
-            } else {
-                tree[base + 3] & 0x0f
-            };
+            let middle = if side == 0 { tree[base + 3] >> 4 } else { tree[base + 3] & 0x0f };
             (usize::from(middle) << 24) | be(&tree[base + side * 4..base + side * 4 + 3])
         }
         _ => be(&tree[base + side * 4..base + side * 4 + 4]),
@@ -113,11 +102,7 @@ fn walk_tree(
     while let Some((node, depth, prefix)) = stack.pop() {
         for side in 0..2 {
             let value = read_record(tree, record_size, node, side);
-            let child_prefix = if depth < 128 {
-                prefix | ((side as u128) << (127 - depth))
-            } else {
-                prefix
-            };
+            let child_prefix = if depth < 128 { prefix | ((side as u128) << (127 - depth)) } else { prefix };
             let child_depth = depth + 1;
             if value < node_count {
                 if !visited[value] {
@@ -129,9 +114,7 @@ fn walk_tree(
                     .checked_sub(node_count + 16)
                     .ok_or_else(|| format!("node {node} points into the data section separator"))?;
                 if offset >= data.len() {
-                    return Err(format!(
-                        "node {node} points past the end of the data section"
-                    ));
+                    return Err(format!("node {node} points past the end of the data section"));
                 }
                 if seen.insert(offset) {
                     let mut budget = VALUE_BUDGET;
@@ -172,19 +155,11 @@ fn be_usize(b: &[u8]) -> usize {
 /// Checks the value at `pos` the way the `maxminddb` decoder will read it (control byte,
 /// extended type, size bytes, pointers), with bounds, and returns the position after it.
 /// With `build`, also returns the value (metadata only).
-fn walk(
-    buf: &[u8],
-    pos: usize,
-    depth: u32,
-    budget: &mut u32,
-    build: bool,
-) -> Result<(Option<Node>, usize), String> {
+fn walk(buf: &[u8], pos: usize, depth: u32, budget: &mut u32, build: bool) -> Result<(Option<Node>, usize), String> {
     if depth > MAX_DEPTH {
         return Err("values nested too deeply (pointer loop?)".into());
     }
-    *budget = budget
-        .checked_sub(1)
-        .ok_or("too many values (pointer loop?)")?;
+    *budget = budget.checked_sub(1).ok_or("too many values (pointer loop?)")?;
     let ctrl = get(buf, pos, 1)?[0];
     let mut p = pos + 1;
     let mut type_num = ctrl >> 5;
@@ -260,11 +235,7 @@ fn walk(
                 if type_num == 8 {
                     Node::Other
                 } else {
-                    Node::Uint(
-                        buf[p..next]
-                            .iter()
-                            .fold(0u128, |acc, &x| (acc << 8) | u128::from(x)),
-                    )
+                    Node::Uint(buf[p..next].iter().fold(0u128, |acc, &x| (acc << 8) | u128::from(x)))
                 }
             });
             Ok((v, next))
@@ -283,10 +254,7 @@ fn walk(
                 let (v, next) = walk(buf, p, depth + 1, budget, build)?;
                 p = next;
                 if build {
-                    entries.push((
-                        string_at(buf, key_pos).unwrap_or_default(),
-                        v.unwrap_or(Node::Other),
-                    ));
+                    entries.push((string_at(buf, key_pos).unwrap_or_default(), v.unwrap_or(Node::Other)));
                 }
             }
             Ok((build.then_some(Node::Map(entries)), p))
@@ -311,10 +279,7 @@ fn string_at(buf: &[u8], pos: usize) -> Option<String> {
             let len = ((size >> 3) & 0x3) + 1;
             let raw = buf.get(pos + 1..pos + 1 + len)?;
             let base = if len == 4 { 0 } else { size & 0x7 };
-            string_at(
-                buf,
-                ((base << (8 * len)) | be_usize(raw)) + [0, 0, 2048, 526_336, 0][len],
-            )
+            string_at(buf, ((base << (8 * len)) | be_usize(raw)) + [0, 0, 2048, 526_336, 0][len])
         }
         2 => {
             let (size, p) = match ctrl & 0x1f {
@@ -323,9 +288,7 @@ fn string_at(buf: &[u8], pos: usize) -> Option<String> {
                 31 => (65_821 + be_usize(buf.get(pos + 1..pos + 4)?), pos + 4),
                 s => (usize::from(s), pos + 1),
             };
-            std::str::from_utf8(buf.get(p..p + size)?)
-                .ok()
-                .map(str::to_owned)
+            std::str::from_utf8(buf.get(p..p + size)?).ok().map(str::to_owned)
         }
         _ => None,
     }

@@ -14,13 +14,8 @@ use crate::snapshot::{Source, SourceKind};
 
 /// Configuration keys (`section.key`) whose removal would open the gateway: present in the
 /// last good configuration and absent from the new one is a failed reload.
-pub const GUARDED_KEYS: [&str; 5] = [
-    "dcr.enabled",
-    "dcr.registration",
-    "dcr.token_file",
-    "acl.rules",
-    "acl.default_action",
-];
+pub const GUARDED_KEYS: [&str; 5] =
+    ["dcr.enabled", "dcr.registration", "dcr.token_file", "acl.rules", "acl.default_action"];
 
 /// How a reload treats the judgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,10 +42,7 @@ pub fn judge(previous: &[Source], next: &[Source], mode: &Judge) -> Vec<String> 
             continue;
         }
         // A file no longer referenced (the configuration now names another) is not judged.
-        let Some(new) = next
-            .iter()
-            .find(|n| n.path == old.path && n.kind == old.kind)
-        else {
+        let Some(new) = next.iter().find(|n| n.path == old.path && n.kind == old.kind) else {
             continue;
         };
         let path = old.path.display();
@@ -62,10 +54,7 @@ pub fn judge(previous: &[Source], next: &[Source], mode: &Judge) -> Vec<String> 
             Some(b) => b,
         };
         if is_blank(new_bytes) {
-            why.push(format!(
-                "{path}: empty, but it held {} bytes before",
-                old_bytes.len()
-            ));
+            why.push(format!("{path}: empty, but it held {} bytes before", old_bytes.len()));
         } else if new_bytes.len() < old_bytes.len() && old_bytes.starts_with(new_bytes) {
             why.push(format!(
                 "{path}: the first {} of the {} bytes loaded before (a partial write?)",
@@ -96,33 +85,20 @@ fn is_section(v: &toml::Value) -> bool {
 /// Sections (and, for the configuration, [`GUARDED_KEYS`]) of `old` missing from `new`.
 /// A `new` that does not parse is left to the loader, which reports it.
 fn lost_sections(old: &[u8], new: &[u8], guarded_keys: bool) -> Vec<String> {
-    let parse = |b: &[u8]| {
-        std::str::from_utf8(b)
-            .ok()
-            .and_then(|t| t.parse::<toml::Table>().ok())
-    };
+    let parse = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|t| t.parse::<toml::Table>().ok());
     let (Some(old), Some(new)) = (parse(old), parse(new)) else {
         return Vec::new();
     };
     let mut lost: Vec<String> = old
         .iter()
         .filter(|(k, v)| is_section(v) && !new.contains_key(k.as_str()))
-        .map(|(k, v)| {
-            if v.is_table() {
-                format!("section [{k}]")
-            } else {
-                format!("section [[{k}]]")
-            }
-        })
+        .map(|(k, v)| if v.is_table() { format!("section [{k}]") } else { format!("section [[{k}]]") })
         .collect();
     if guarded_keys {
         for key in GUARDED_KEYS {
             let (section, name) = key.split_once('.').unwrap_or(("", key));
-            let has = |t: &toml::Table| {
-                t.get(section)
-                    .and_then(toml::Value::as_table)
-                    .is_some_and(|s| s.contains_key(name))
-            };
+            let has =
+                |t: &toml::Table| t.get(section).and_then(toml::Value::as_table).is_some_and(|s| s.contains_key(name));
             if has(&old) && new.contains_key(section) && !has(&new) {
                 lost.push(format!("key {key}"));
             }
@@ -133,10 +109,7 @@ fn lost_sections(old: &[u8], new: &[u8], guarded_keys: bool) -> Vec<String> {
 
 /// The marker whose presence turns a SIGHUP into a forced reload: `<config>.force-reload`.
 pub fn force_marker(config: &Path) -> PathBuf {
-    let mut name = config
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = config.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".force-reload");
     config.with_file_name(name)
 }
@@ -147,11 +120,7 @@ mod tests {
     use std::sync::Arc;
 
     fn src(path: &str, kind: SourceKind, text: Option<&str>) -> Source {
-        Source {
-            path: PathBuf::from(path),
-            kind,
-            bytes: text.map(|t| Arc::from(t.as_bytes())),
-        }
+        Source { path: PathBuf::from(path), kind, bytes: text.map(|t| Arc::from(t.as_bytes())) }
     }
 
     const CONFIG: &str = "[listen]\nhttp = [\"0.0.0.0:8080\"]\n[dcr]\nregistration = \"token\"\ntoken_file = \"t.toml\"\n[rate_limit]\nper_ip = { requests = 3, window_seconds = 60 }\n";
@@ -179,48 +148,27 @@ mod tests {
         assert!(judge(&old, &config(None), &Judge::Guarded)[0].contains("missing"));
         for cut in [1, 10, 40, CONFIG.len() - 1] {
             let why = judge(&old, &config(Some(&CONFIG[..cut])), &Judge::Guarded);
-            assert!(
-                why.iter().any(|w| w.contains("partial write")),
-                "{cut}: {why:?}"
-            );
+            assert!(why.iter().any(|w| w.contains("partial write")), "{cut}: {why:?}");
         }
     }
 
     #[test]
     fn lost_sections_and_guarded_keys_fail() {
         let old = config(Some(CONFIG));
-        let no_rl = format!(
-            "{}[log]\nlevel = \"info\"\n",
-            CONFIG.split("[rate_limit]").next().unwrap()
-        );
+        let no_rl = format!("{}[log]\nlevel = \"info\"\n", CONFIG.split("[rate_limit]").next().unwrap());
         let why = judge(&old, &config(Some(&no_rl)), &Judge::Guarded);
-        assert_eq!(
-            why,
-            ["/c/gateway.toml: section [rate_limit] is gone, but it was there before"]
-        );
+        assert_eq!(why, ["/c/gateway.toml: section [rate_limit] is gone, but it was there before"]);
         let open = CONFIG.replace("registration = \"token\"\n", "");
         let why = judge(&old, &config(Some(&open)), &Judge::Guarded);
-        assert_eq!(
-            why,
-            ["/c/gateway.toml: key dcr.registration is gone, but it was there before"]
-        );
+        assert_eq!(why, ["/c/gateway.toml: key dcr.registration is gone, but it was there before"]);
         // Token files: all [[token]] entries gone.
         let t = "[[token]]\nlabel = \"a\"\nsha256 = \"00\"\n[[token]]\nlabel = \"b\"\nsha256 = \"11\"\n";
         let old = vec![src("/c/t.toml", SourceKind::Tokens, Some(t))];
-        let why = judge(
-            &old,
-            &[src("/c/t.toml", SourceKind::Tokens, Some("# nothing\n"))],
-            &Judge::Guarded,
-        );
+        let why = judge(&old, &[src("/c/t.toml", SourceKind::Tokens, Some("# nothing\n"))], &Judge::Guarded);
         assert!(why[0].contains("section [[token]]"), "{why:?}");
         // Removing one of two entries is an edit.
         let one = &t[t.find("[[token]]\nlabel = \"b\"").unwrap()..];
-        assert!(judge(
-            &old,
-            &[src("/c/t.toml", SourceKind::Tokens, Some(one))],
-            &Judge::Guarded
-        )
-        .is_empty());
+        assert!(judge(&old, &[src("/c/t.toml", SourceKind::Tokens, Some(one))], &Judge::Guarded).is_empty());
     }
 
     #[test]
@@ -234,11 +182,7 @@ mod tests {
             src("/c/rules.json", SourceKind::Rules, Some("[]")),
         ];
         assert!(judge(&old, &new, &Judge::Guarded).is_empty());
-        let settings = vec![src(
-            "/c/settings.json",
-            SourceKind::Settings,
-            Some("{\"enabled\":false}"),
-        )];
+        let settings = vec![src("/c/settings.json", SourceKind::Settings, Some("{\"enabled\":false}"))];
         let gone = vec![src("/c/settings.json", SourceKind::Settings, None)];
         assert!(judge(&settings, &gone, &Judge::Guarded)[0].contains("missing"));
     }
@@ -247,21 +191,8 @@ mod tests {
     fn force_and_admin_writes_override() {
         let old = config(Some(CONFIG));
         assert!(judge(&old, &config(Some("")), &Judge::Forced).is_empty());
-        assert!(judge(
-            &old,
-            &config(Some("")),
-            &Judge::Exempt(PathBuf::from("/c/gateway.toml"))
-        )
-        .is_empty());
-        assert!(!judge(
-            &old,
-            &config(Some("")),
-            &Judge::Exempt(PathBuf::from("/c/rules.json"))
-        )
-        .is_empty());
-        assert_eq!(
-            force_marker(Path::new("/etc/gw/gateway.toml")),
-            PathBuf::from("/etc/gw/gateway.toml.force-reload")
-        );
+        assert!(judge(&old, &config(Some("")), &Judge::Exempt(PathBuf::from("/c/gateway.toml"))).is_empty());
+        assert!(!judge(&old, &config(Some("")), &Judge::Exempt(PathBuf::from("/c/rules.json"))).is_empty());
+        assert_eq!(force_marker(Path::new("/etc/gw/gateway.toml")), PathBuf::from("/etc/gw/gateway.toml.force-reload"));
     }
 }
