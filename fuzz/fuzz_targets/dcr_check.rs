@@ -2,8 +2,8 @@
 //! normalize to a fixed point (checking the forwarded body again yields the same body).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use dcr_gateway::dcr::{check, Policy, SecurityMode};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let strict = Policy::default();

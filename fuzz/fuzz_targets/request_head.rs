@@ -14,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
     let mut req = httparse::Request::new(&mut headers);
     let Ok(httparse::Status::Complete(_)) = req.parse(data) else { return };
     let (Some(method), Some(path)) = (req.method, req.path) else { return };
-    let hosts: Vec<&[u8]> = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value).collect();
+    let hosts: Vec<&[u8]> =
+        req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value).collect();
     let head = Head {
         method_is_options: method == "OPTIONS",
         target: path.as_bytes(),

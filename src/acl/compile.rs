@@ -131,8 +131,8 @@ pub(crate) fn check_rule(index: usize, rule: &Rule, errors: &mut Vec<AclError>) 
     let act = check_action(&mut cx, &rule.rule.action);
     let when = check_side(&mut cx, "rule.match", rule.rule.match_.as_ref());
     let unless = check_side(&mut cx, "rule.not_match", rule.rule.not_match.as_ref());
-    let no_match = rule.rule.match_.as_ref().map_or(true, Conditions::is_empty);
-    let no_not = rule.rule.not_match.as_ref().map_or(true, Conditions::is_empty);
+    let no_match = rule.rule.match_.as_ref().is_none_or(Conditions::is_empty);
+    let no_not = rule.rule.not_match.as_ref().is_none_or(Conditions::is_empty);
     if no_match && no_not {
         cx.err("rule", "has no condition: give at least one non-empty signal list under match or not_match");
     }

@@ -77,8 +77,8 @@ fn signal_results(c: &Conditions, s: &Signals) -> Vec<bool> {
 }
 
 fn rule_matches(r: &Rule, s: &Signals) -> bool {
-    let m = r.rule.match_.as_ref().map_or(true, |c| signal_results(c, s).into_iter().all(|eq| eq));
-    let n = r.rule.not_match.as_ref().map_or(true, |c| signal_results(c, s).into_iter().all(|eq| !eq));
+    let m = r.rule.match_.as_ref().is_none_or(|c| signal_results(c, s).into_iter().all(|eq| eq));
+    let n = r.rule.not_match.as_ref().is_none_or(|c| signal_results(c, s).into_iter().all(|eq| !eq));
     m && n
 }
 

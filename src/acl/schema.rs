@@ -129,7 +129,7 @@ impl Conditions {
     /// True when no signal has a value (every list absent or empty).
     pub fn is_empty(&self) -> bool {
         fn e<T>(v: &Option<Vec<T>>) -> bool {
-            v.as_ref().map_or(true, Vec::is_empty)
+            v.as_ref().is_none_or(Vec::is_empty)
         }
         e(&self.asns)
             && e(&self.geo_country_codes)

@@ -714,7 +714,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                     action.redirect_uri = Some("https://r.example/".into());
                 }
             }
-            let empty = m.as_ref().map_or(true, Conditions::is_empty) && n.as_ref().map_or(true, Conditions::is_empty);
+            let empty = m.as_ref().is_none_or(Conditions::is_empty) && n.as_ref().is_none_or(Conditions::is_empty);
             let m = if empty {
                 Some(Conditions { ipv4_cidrs: Some(vec!["10.0.0.0/8".into()]), ..Default::default() })
             } else {

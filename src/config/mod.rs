@@ -507,7 +507,7 @@ mod tests {
     }
 
     fn keys(r: Result<Config, ConfigErrors>) -> Vec<String> {
-        r.err().expect("expected errors").0.into_iter().map(|e| e.key).collect()
+        r.expect_err("expected errors").0.into_iter().map(|e| e.key).collect()
     }
 
     #[test]

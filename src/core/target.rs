@@ -196,8 +196,11 @@ pub fn parse(head: &Head<'_>) -> Result<RequestView, TargetError> {
     Ok(RequestView { form, authority, segments, flat_segments, trailing_slash, query: raw_query.map(encode_query) })
 }
 
+/// An absolute-form target split into its authority and its path-and-query.
+type AuthorityAndRest<'a> = (&'a [u8], &'a [u8]);
+
 /// `scheme://authority[path]` with scheme http or https → (authority, path-and-query).
-fn split_absolute(t: &[u8]) -> Result<Option<(&[u8], &[u8])>, TargetError> {
+fn split_absolute(t: &[u8]) -> Result<Option<AuthorityAndRest<'_>>, TargetError> {
     let Some(colon) = t.iter().position(|&b| b == b':') else { return Ok(None) };
     let scheme = &t[..colon];
     if scheme.is_empty()
@@ -413,9 +416,8 @@ impl RequestView {
             out.push('/');
             encode_segment(&mut out, s);
         }
-        if out.is_empty() {
-            out.push('/');
-        } else if self.trailing_slash && !rest.is_empty() {
+        // The root, or a kept trailing slash.
+        if out.is_empty() || (self.trailing_slash && !rest.is_empty()) {
             out.push('/');
         }
         if let Some(q) = &self.query {

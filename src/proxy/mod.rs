@@ -430,13 +430,15 @@ impl ProxyHttp for Gateway {
             }
         }
         let success = (200..300).contains(&status);
-        if ctx.registration.is_registration_post && success && status != 201 {
-            if ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status) {
-                // RFC 7591 §3.2.1: 201. Clients (openid-client, oauth4webapi) throw on anything
-                // else — after the IdP created the client.
-                tracing::debug!(request_id = %ctx.admission.request_id, upstream = status, "registration answer normalized to 201");
-                resp.set_status(201)?;
-            }
+        if ctx.registration.is_registration_post
+            && success
+            && status != 201
+            && ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status)
+        {
+            // RFC 7591 §3.2.1: 201. Clients (openid-client, oauth4webapi) throw on anything
+            // else — after the IdP created the client.
+            tracing::debug!(request_id = %ctx.admission.request_id, upstream = status, "registration answer normalized to 201");
+            resp.set_status(201)?;
         }
         if resp.headers.contains_key(http::header::LOCATION) {
             // A redirect to the IdP's own address (a login page, a consent step) would take the
