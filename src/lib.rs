@@ -25,5 +25,8 @@ pub mod state;
 pub mod telemetry;
 pub mod tokens;
 
+#[cfg(test)]
+mod layering;
+
 // The state layer's modules keep their old paths too.
 pub use state::{reload, snapshot};

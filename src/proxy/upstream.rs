@@ -2,7 +2,7 @@
 //! (TLS, SNI, CA, timeouts) for each selected origin.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+
 use std::sync::Arc;
 
 use pingora::lb::discovery::Static;
@@ -26,55 +26,23 @@ pub struct PeerTemplate {
     pub ca: Option<Arc<Box<[X509]>>>,
 }
 
-/// Resolve the configured origins (DNS happens here, once, at startup) and build the load
-/// balancer. Errors name the config key.
+/// Resolve the configured origins (`state::upstream::resolve`: DNS once, at startup, and the
+/// CA file) and build the load balancer. Errors name the config key.
 pub fn build(up: &Upstream) -> Result<(LoadBalancer<RoundRobin>, PeerTemplate), Vec<String>> {
-    let mut errors = Vec::new();
-    let mut origins = Vec::new();
-    let tls_modes: BTreeSet<bool> = up.origins.iter().map(|o| o.tls).collect();
-    if tls_modes.len() > 1 {
-        errors.push("upstream.origins: mixing http and https origins is not supported".to_string());
-    }
-    for (i, o) in up.origins.iter().enumerate() {
-        let addrs: Vec<SocketAddr> = match o.authority().to_socket_addrs() {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                errors.push(format!("upstream.origins[{i}]: cannot resolve {}: {e}", o.host));
-                continue;
-            }
-        };
-        let Some(addr) = addrs.first() else {
-            errors.push(format!("upstream.origins[{i}]: {} resolves to no address", o.host));
-            continue;
-        };
-        let b = Backend {
-            addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr),
-            weight: 1,
-            ext: Default::default(),
-        };
-        let sni = up.sni.clone().unwrap_or_else(|| o.host.clone());
-        origins.push((b, o.tls, sni));
-    }
-    let ca = match &up.ca_file {
-        None => None,
-        Some(p) => match std::fs::read(p)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| X509::stack_from_pem(&pem).map_err(|e| e.to_string()))
-        {
-            Ok(certs) if !certs.is_empty() => Some(Arc::new(certs.into_boxed_slice())),
-            Ok(_) => {
-                errors.push(format!("upstream.ca_file: {} holds no PEM certificate", p.display()));
-                None
-            }
-            Err(e) => {
-                errors.push(format!("upstream.ca_file: {}: {e}", p.display()));
-                None
-            }
-        },
-    };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    let resolved = crate::state::upstream::resolve(up)?;
+    let ca = resolved.ca;
+    let origins: Vec<(Backend, bool, String)> = resolved
+        .origins
+        .into_iter()
+        .map(|o| {
+            let b = Backend {
+                addr: pingora::protocols::l4::socket::SocketAddr::Inet(o.addr),
+                weight: 1,
+                ext: Default::default(),
+            };
+            (b, o.tls, o.sni)
+        })
+        .collect();
     let template = PeerTemplate { upstream: up.clone(), ca: ca.clone() };
     let backends: BTreeSet<Backend> = origins
         .into_iter()

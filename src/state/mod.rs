@@ -9,11 +9,15 @@
 //! - [`snapshot`]: loading every file a configuration names into one snapshot.
 //! - [`reload`]: SIGHUP and file-watch reloads, judged against the last good snapshot.
 //! - [`store`]: reading a file with its digest, and atomic writes (the admin API's).
+//! - [`upstream`]: the `[upstream]` origins resolved and the CA loaded.
+//! - [`certs`]: the HTTPS listeners' certificate/key pairs, checked and swapped on reload.
 //!
 //! Imports go downward only: state uses config and the core, never the adapters.
 
+pub mod certs;
 pub mod policy;
 pub mod reload;
 pub mod settings;
 pub mod snapshot;
 pub mod store;
+pub mod upstream;

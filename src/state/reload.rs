@@ -37,8 +37,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::Config;
-use crate::proxy::tls::{CertPair, CertSlot};
 use crate::snapshot::{BuildErrors, Snapshot, Store};
+use crate::state::certs::{CertPair, CertSlot};
 use crate::telemetry::Metrics;
 use crate::tokens::UseCounter;
 
@@ -76,7 +76,7 @@ impl Reloader {
         let _ = self.token_uses.set(counter);
     }
 
-    /// The certificate slots of the HTTPS listeners ([`crate::proxy::tls::CertAndSni::slot`]),
+    /// The certificate slots of the HTTPS listeners (`proxy::tls::CertAndSni::slot`),
     /// reloaded in place by every successful reload.
     pub fn set_tls_slots(&self, slots: Vec<(SocketAddr, Arc<CertSlot>)>) {
         let _ = self.tls.set(slots);

@@ -151,7 +151,7 @@ pub fn check_start_bound(file: &Config, changed: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     let path = file.path.display();
     if changed.iter().any(|k| k.starts_with("upstream.")) {
-        if let Err(errs) = crate::proxy::upstream::build(&file.upstream) {
+        if let Err(errs) = crate::state::upstream::resolve(&file.upstream) {
             problems.extend(errs.into_iter().map(|e| format!("{path}: {e}")));
         }
     }

@@ -1,0 +1,84 @@
+//! The crate's layers, checked: every `crate::…` path in production code (tests excluded)
+//! names a module of the same layer or one below (docs/architecture.md). An upward import is
+//! the first step of the tangles this layout exists to prevent.
+
+/// Layers, lowest first. A module may import its own layer and those below.
+const LAYERS: &[&[&str]] = &[
+    // pure: no Pingora session types, no I/O on the request path
+    &["core", "routes", "scope", "acl", "dcr", "signals", "tokens", "ratelimit", "errors", "redact"],
+    &["config"],
+    &["telemetry"],
+    &["state", "reload", "snapshot"],
+    &["proxy", "admin"],
+    &["cli"],
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+/// Production text of a file: everything before its first `#[cfg(test)]`.
+fn production(text: &str) -> &str {
+    text.find("#[cfg(test)]").map_or(text, |i| &text[..i])
+}
+
+fn crate_paths(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("crate::") {
+        let after = &rest[i + 7..];
+        let name: String = after.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+        rest = after;
+    }
+    out
+}
+
+#[test]
+fn modules_import_only_their_layer_and_below() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut violations = Vec::new();
+    let mut stack = vec![src.clone()];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().to_string();
+            let top = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+            let Some(own) = layer_of(&top) else {
+                assert!(["lib", "main", "layering"].contains(&top.as_str()), "{rel}: module {top} has no layer");
+                continue;
+            };
+            seen += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for name in crate_paths(production(&text)) {
+                if let Some(l) = layer_of(&name) {
+                    if l > own {
+                        violations.push(format!("{rel}: {top} imports {name}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen > 50, "walked {seen} files");
+    violations.sort();
+    violations.dedup();
+    assert!(violations.is_empty(), "upward imports:\n{}", violations.join("\n"));
+}
+
+#[test]
+fn an_upward_import_is_caught() {
+    let text =
+        "use crate::proxy::Gateway;\nfn f() { crate::core::gate::is_json(None); }\n#[cfg(test)]\nuse crate::cli::x;";
+    assert_eq!(crate_paths(production(text)), ["proxy", "core"]);
+    assert!(layer_of("proxy") > layer_of("state"));
+}
