@@ -10,8 +10,6 @@ use support::upstream::Upstream;
 use support::*;
 
 const BODY: &str = r#"{"client_name":"Rate","redirect_uris":["https://rate.example.com/cb"]}"#;
-/// Longest window the config accepts: epoch-aligned, so a boundary is a month away.
-const LONG: u64 = 2_678_400;
 
 fn register(gw: &Gateway, ip: &str) -> (u16, Option<String>, String) {
     let r = agent()
@@ -28,15 +26,12 @@ fn register(gw: &Gateway, ip: &str) -> (u16, Option<String>, String) {
     }
 }
 
-/// Don't start a counting test in the last minute of a window.
-fn away_from_window_edge() {
-    loop {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        if LONG - now % LONG > 60 {
-            return;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+/// A long window (≤ 31 days, the maximum) whose current period has more than an hour left:
+/// windows are aligned to the epoch, so the length is chosen from now instead of waiting for a
+/// boundary to pass. Deterministic, no sleep.
+fn long_window() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    (2_000_000..=2_678_400u64).rev().find(|w| w - now % w > 3600).unwrap()
 }
 
 struct Redis {
@@ -69,11 +64,11 @@ impl Drop for Redis {
 
 #[test]
 fn local_limits_per_ip_and_prefix_answer_429_without_calling_the_idp() {
-    away_from_window_edge();
+    let long = long_window();
     let up = Upstream::start();
     let gw = GatewayBuilder::new(&up.origin())
         .extra(&format!(
-            "[rate_limit]\nper_ip = {{ requests = 3, window_seconds = {LONG} }}\nper_prefix = {{ requests = 5, window_seconds = {LONG} }}\nglobal = {{ requests = 1000, window_seconds = 60 }}"
+            "[rate_limit]\nper_ip = {{ requests = 3, window_seconds = {long} }}\nper_prefix = {{ requests = 5, window_seconds = {long} }}\nglobal = {{ requests = 1000, window_seconds = 60 }}"
         ))
         .start();
     for _ in 0..3 {
@@ -83,7 +78,7 @@ fn local_limits_per_ip_and_prefix_answer_429_without_calling_the_idp() {
     let (status, retry, body) = register(&gw, "203.0.113.10");
     assert_eq!(status, 429, "{body}");
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
-    assert!((1..=LONG).contains(&retry));
+    assert!((1..=long).contains(&retry));
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"], "rate_limit_exceeded");
     assert!(v["request_id"].is_string());
@@ -110,9 +105,10 @@ fn local_limits_per_ip_and_prefix_answer_429_without_calling_the_idp() {
 }
 
 fn redis_gateway(up: &Upstream, redis_url: &str, fallback: &str, global: u64) -> Gateway {
+    let long = long_window();
     GatewayBuilder::new(&up.origin())
         .extra(&format!(
-            "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{redis_url}\"\nredis_timeout_ms = 200\non_backend_error = \"{fallback}\"\nkey_prefix = \"t{}\"\nper_ip = {{ requests = 1000, window_seconds = 60 }}\nper_prefix = {{ requests = 1000, window_seconds = 60 }}\nglobal = {{ requests = {global}, window_seconds = {LONG} }}",
+            "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{redis_url}\"\nredis_timeout_ms = 200\non_backend_error = \"{fallback}\"\nkey_prefix = \"t{}\"\nper_ip = {{ requests = 1000, window_seconds = 60 }}\nper_prefix = {{ requests = 1000, window_seconds = 60 }}\nglobal = {{ requests = {global}, window_seconds = {long} }}",
             free_port()
         ))
         .start()
@@ -120,7 +116,7 @@ fn redis_gateway(up: &Upstream, redis_url: &str, fallback: &str, global: u64) ->
 
 #[test]
 fn two_gateways_sharing_redis_enforce_one_global_limit() {
-    away_from_window_edge();
+    let long = long_window();
     let redis = Redis::start_on(free_port());
     let up = Upstream::start();
     // Both replicas must use the same key prefix: build the second from the first's config.
@@ -129,7 +125,7 @@ fn two_gateways_sharing_redis_enforce_one_global_limit() {
     let prefix_line = config.lines().find(|l| l.starts_with("key_prefix")).unwrap().to_string();
     let b = GatewayBuilder::new(&up.origin())
         .extra(&format!(
-            "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = 200\n{prefix_line}\nper_ip = {{ requests = 1000, window_seconds = 60 }}\nper_prefix = {{ requests = 1000, window_seconds = 60 }}\nglobal = {{ requests = 6, window_seconds = {LONG} }}",
+            "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = 200\n{prefix_line}\nper_ip = {{ requests = 1000, window_seconds = 60 }}\nper_prefix = {{ requests = 1000, window_seconds = 60 }}\nglobal = {{ requests = 6, window_seconds = {long} }}",
             redis.url()
         ))
         .start();
@@ -150,7 +146,6 @@ fn two_gateways_sharing_redis_enforce_one_global_limit() {
 
 #[test]
 fn redis_outage_falls_back_to_local_counters_and_recovers() {
-    away_from_window_edge();
     let port = free_port();
     let redis = Redis::start_on(port);
     let url = redis.url();

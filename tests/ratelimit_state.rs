@@ -14,16 +14,12 @@ use dcr_gateway::ratelimit::{
 use support::upstream::Upstream;
 use support::*;
 
-const LONG: u64 = 2_678_400;
-
-fn away_from_window_edge() {
-    loop {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        if LONG - now % LONG > 60 {
-            return;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+/// A long window (≤ 31 days, the maximum) whose current period has more than an hour left:
+/// windows are aligned to the epoch, so the length is chosen from now instead of waiting for a
+/// boundary to pass. Deterministic, no sleep.
+fn long_window() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    (2_000_000..=2_678_400u64).rev().find(|w| w - now % w > 3600).unwrap()
 }
 
 struct Redis {
@@ -65,12 +61,12 @@ fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
 
 #[tokio::test]
 async fn redis_keys_exist_only_for_admitted_requests_and_expire() {
-    away_from_window_edge();
+    let long = long_window();
     let redis = Redis::start();
     let policy = RateLimitPolicy {
-        per_ip: Some(Limit { requests: 5, window_seconds: LONG }),
-        per_prefix: Some(Limit { requests: 50, window_seconds: LONG }),
-        global: Some(Limit { requests: 20, window_seconds: LONG }),
+        per_ip: Some(Limit { requests: 5, window_seconds: long }),
+        per_prefix: Some(Limit { requests: 50, window_seconds: long }),
+        global: Some(Limit { requests: 20, window_seconds: long }),
         backend: Backend::Redis,
         redis_url: redis.url(),
         redis_timeout_ms: 1000,
@@ -102,7 +98,7 @@ async fn redis_keys_exist_only_for_admitted_requests_and_expire() {
     assert_eq!(keys.len(), 16 + 16 + 1, "{keys:?}");
     for k in &keys {
         let ttl: i64 = redis::cmd("TTL").arg(k).query_async(&mut conn).await.unwrap();
-        assert!(ttl > 0 && ttl as u64 <= LONG, "{k} has TTL {ttl}");
+        assert!(ttl > 0 && ttl as u64 <= long, "{k} has TTL {ttl}");
     }
     let flooder: u64 = redis::cmd("GET")
         .arg(keys.iter().find(|k| k.contains("ip:203.0.113.66")).unwrap())
@@ -179,14 +175,14 @@ fn register(gw: &Gateway, from: &str, token: Option<&str>) -> u16 {
 
 #[test]
 fn an_unauthenticated_flood_does_not_lock_token_holders_out() {
-    away_from_window_edge();
+    let long = long_window();
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let token = mint(dir.path(), "partner");
     let gw = GatewayBuilder::new(&up.origin())
         .file("tokens.toml", std::fs::read(dir.path().join("tokens.toml")).unwrap())
         .dcr("registration = \"token\"\ntoken_file = \"tokens.toml\"")
-        .extra(&format!("[rate_limit]\nglobal = {{ requests = 5, window_seconds = {LONG} }}"))
+        .extra(&format!("[rate_limit]\nglobal = {{ requests = 5, window_seconds = {long} }}"))
         .start();
     let mut statuses = std::collections::BTreeMap::new();
     for i in 0..40 {
@@ -218,15 +214,15 @@ async fn fill_to_maxmemory(conn: &mut redis::aio::MultiplexedConnection) {
 
 #[tokio::test]
 async fn redis_at_maxmemory_keeps_limiting_as_configured() {
-    away_from_window_edge();
+    let long = long_window();
     // What the docs recommend against a flood: a bounded Redis that refuses writes when full.
     let redis = Redis::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let policy = |on_error| RateLimitPolicy {
-        per_ip: Some(Limit { requests: 3, window_seconds: LONG }),
-        per_prefix: Some(Limit { requests: 1000, window_seconds: LONG }),
-        global: Some(Limit { requests: 100_000, window_seconds: LONG }),
+        per_ip: Some(Limit { requests: 3, window_seconds: long }),
+        per_prefix: Some(Limit { requests: 1000, window_seconds: long }),
+        global: Some(Limit { requests: 100_000, window_seconds: long }),
         backend: Backend::Redis,
         redis_url: redis.url(),
         redis_timeout_ms: 1000,
