@@ -5,6 +5,7 @@
 #   cmake, pkg-config, libssl-dev, make   Pingora's build (zlib-ng, openssl-sys)
 #   Node.js >= 20.18, npm                 the demo IdP (oidc-provider) and the e2e OIDC client
 #   redis-server                          the shared rate-limit tests start a real Redis
+#   systemd (systemd-analyze)             tests/deploy.rs verifies the systemd unit
 #
 # Node.js: Debian 12 ships 18, which oidc-provider refuses. When the installed node is older
 # than 20.18 (or missing and apt only offers an old one), a Node.js 22 build is installed from
@@ -23,6 +24,7 @@ command -v make >/dev/null || need+=(make)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
 command -v curl >/dev/null || need+=(curl)
+command -v systemd-analyze >/dev/null || need+=(systemd) # tests/deploy.rs verifies the unit file
 if [ "${#need[@]}" -gt 0 ]; then
   echo "prereqs: installing ${need[*]}" >&2
   $SUDO apt-get update -qq

@@ -113,7 +113,10 @@ fn openid_client_discovers_and_registers_through_the_gateway() {
     let ids: Vec<_> = audit.iter().filter_map(|l| l["client_id"].as_str()).collect();
     assert!(ids.contains(&public["client_id"].as_str().unwrap()), "{audit:?}");
     let secret = conf["client_secret"].as_str().unwrap();
-    let rat = conf["registration_access_token"].as_str().unwrap_or("no-token-issued");
+    // The demo IdP issues both (issueRegistrationAccessToken): a missing one would make the
+    // leak check below vacuous, so it is required.
+    let rat = conf["registration_access_token"].as_str().expect("the IdP issued a registration_access_token");
+    assert!(secret.len() > 10 && rat.len() > 10);
     for text in [s.gw.stdout_text(), s.gw.stderr_text(), s.gw.metrics()] {
         assert!(!text.contains(secret), "client_secret leaked");
         assert!(!text.contains(rat), "registration_access_token leaked");
@@ -154,4 +157,28 @@ fn the_idp_never_receives_an_invalid_registration() {
     assert_eq!(doc["token_endpoint_auth_method"], "client_secret_post");
     assert_eq!(doc["grant_types"], serde_json::json!(["authorization_code"]));
     assert!(doc.get("x_unknown").is_none(), "strict mode drops unknown members");
+}
+
+/// The IdP receives the gateway's bytes: a registration sent with whitespace, an unknown member
+/// and an untrimmed name reaches node-oidc-provider compact, without the member, trimmed — so
+/// this fails if the client's bytes were passed through.
+#[test]
+fn the_idp_receives_the_gateways_bytes_not_the_clients() {
+    let s = Stack::start("");
+    let sent = "{\n  \"client_name\" :  \"  Spaced Name  \",\n  \"x_unknown_member\": 1,\n  \"redirect_uris\": [ \"https://app.example.com/cb\" ],\n  \"token_endpoint_auth_method\": \"none\"\n}";
+    let (status, body) = response_parts(
+        agent()
+            .post(&format!("http://{}/oidc/register", s.gw.http))
+            .set("content-type", "application/json")
+            .send_string(sent),
+    );
+    assert_eq!(status, 201, "{body}");
+    let got = s.idp_received();
+    let post = got.iter().find(|r| r["method"] == "POST").expect("the IdP saw the registration");
+    let received = post["body"].as_str().unwrap();
+    assert_ne!(received, sent);
+    let doc: serde_json::Value = serde_json::from_str(received).unwrap();
+    assert_eq!(doc["client_name"], "Spaced Name");
+    assert!(doc.get("x_unknown_member").is_none(), "{received}");
+    assert!(!received.contains('\n') && !received.contains(": "), "compact: {received}");
 }

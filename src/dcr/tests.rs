@@ -1458,3 +1458,81 @@ fn private_use_schemes_follow_the_scheme_lists() {
         ok_with(&public_default, &defaulted);
     }
 }
+
+/// Pieces of redirect URIs that hostile registrations use: schemes in any case, userinfo,
+/// hosts that are or only look like loopback, encoded characters, whitespace.
+fn arb_redirect_uri() -> impl Strategy<Value = String> {
+    let scheme = prop::sample::select(vec![
+        "https",
+        "HTTPS",
+        "http",
+        "HtTp",
+        "javascript",
+        "JavaScript",
+        "data",
+        "file",
+        "vbscript",
+        "cursor",
+        "com.example.app",
+        "vscode",
+        "ws",
+        "blob",
+    ]);
+    let userinfo = prop::sample::select(vec!["", "user@", "user:pw@", "@", "a%40b@"]);
+    let host = prop::sample::select(vec![
+        "app.example.com",
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example",
+        "evil.example",
+        "10.0.0.1",
+        "0x7f.0.0.1",
+        "2130706433",
+        "",
+    ]);
+    let port = prop::sample::select(vec!["", ":8080", ":0", ":65536"]);
+    let path = prop::sample::select(vec!["/cb", "", "/cb?x=1", "/cb#f", "/%2e%2e/cb", "alert(1)", "/a b"]);
+    let slashes = prop::sample::select(vec!["//", "/", "", "///"]);
+    (scheme, slashes, userinfo, host, port, path).prop_map(|(s, sl, u, h, p, pa)| format!("{s}:{sl}{u}{h}{p}{pa}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Security outcomes, whatever the input: an accepted registration carries no
+    /// script/data/file scheme, no userinfo, and plain http only to a loopback host.
+    #[test]
+    fn accepted_registrations_have_only_safe_redirect_uris(
+        uris in prop::collection::vec(arb_redirect_uri(), 1..4),
+        public in any::<bool>(),
+        native in any::<bool>(),
+        lenient in any::<bool>(),
+    ) {
+        let mut doc = json!({"client_name": "P", "redirect_uris": uris});
+        if public {
+            doc["token_endpoint_auth_method"] = json!("none");
+        }
+        if native {
+            doc["application_type"] = json!("native");
+        }
+        let policy = if lenient { permissive() } else { strict() };
+        if let Ok(n) = check(&bytes(&doc), &policy) {
+            for u in n.document["redirect_uris"].as_array().unwrap() {
+                let u = u.as_str().unwrap();
+                let lower = u.to_ascii_lowercase();
+                for bad in ["javascript:", "data:", "file:", "vbscript:", "blob:"] {
+                    prop_assert!(!lower.starts_with(bad), "{u} accepted");
+                }
+                if let Ok(parsed) = url::Url::parse(u) {
+                    prop_assert!(parsed.username().is_empty() && parsed.password().is_none(), "userinfo in {u}");
+                    if parsed.scheme() == "http" {
+                        let host = parsed.host_str().unwrap_or("");
+                        prop_assert!(matches!(host, "127.0.0.1" | "[::1]" | "localhost"), "http to {host} in {u}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -55,6 +55,7 @@ pub struct GatewayBuilder {
     acl_extra: String,
     threads: usize,
     server_extra: String,
+    reload_extra: String,
 }
 
 impl GatewayBuilder {
@@ -71,11 +72,18 @@ impl GatewayBuilder {
             acl_extra: String::new(),
             threads: 2,
             server_extra: String::new(),
+            reload_extra: String::new(),
         }
     }
     /// `[server] threads` (2 unless set).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n;
+        self
+    }
+    /// Extra keys for [reload].
+    pub fn reload_keys(mut self, keys: &str) -> Self {
+        self.reload_extra.push_str(keys);
+        self.reload_extra.push('\n');
         self
     }
     /// Extra keys for [server].
@@ -151,11 +159,12 @@ impl GatewayBuilder {
             "[server]\nthreads = {threads}\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\ngraceful_shutdown_timeout_seconds = 5\n{server_extra}\
              [listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n{listen_extra}\n\
              [upstream]\n{up}connect_timeout_ms = 1000\nread_timeout_ms = 2000\nhealth_check_interval_ms = 200\n\
-             [network]\n{net}\n{acl}\n[dcr]\n{dcr}\n[reload]\ndebounce_ms = 50\n{extra}",
+             [network]\n{net}\n{acl}\n[dcr]\n{dcr}\n[reload]\ndebounce_ms = 50\n{reload_extra}\n{extra}",
             pid = dir.path().join("gw.pid").display(),
             sock = dir.path().join("upgrade.sock").display(),
             threads = self.threads,
             server_extra = self.server_extra,
+            reload_extra = self.reload_extra,
             up = self.upstream,
             net = self.network,
             dcr = self.dcr,
