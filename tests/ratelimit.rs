@@ -4,7 +4,7 @@
 mod support;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use support::upstream::Upstream;
 use support::*;
@@ -24,14 +24,6 @@ fn register(gw: &Gateway, ip: &str) -> (u16, Option<String>, String) {
         }
         Err(e) => panic!("{e}"),
     }
-}
-
-/// A long window (≤ 31 days, the maximum) whose current period has more than an hour left:
-/// windows are aligned to the epoch, so the length is chosen from now instead of waiting for a
-/// boundary to pass. Deterministic, no sleep.
-fn long_window() -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    (2_000_000..=2_678_400u64).rev().find(|w| w - now % w > 3600).unwrap()
 }
 
 struct Redis {

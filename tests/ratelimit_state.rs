@@ -6,21 +6,13 @@ mod support;
 
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dcr_gateway::ratelimit::{
     Answered, Backend, Limit, LimitKind, OnBackendError, RateClass, RateDecision, RateLimitPolicy, RateLimiter,
 };
 use support::upstream::Upstream;
 use support::*;
-
-/// A long window (≤ 31 days, the maximum) whose current period has more than an hour left:
-/// windows are aligned to the epoch, so the length is chosen from now instead of waiting for a
-/// boundary to pass. Deterministic, no sleep.
-fn long_window() -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    (2_000_000..=2_678_400u64).rev().find(|w| w - now % w > 3600).unwrap()
-}
 
 struct Redis {
     child: Child,

@@ -9,36 +9,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use openssl::x509::{X509NameBuilder, X509};
 
 use support::upstream::Upstream;
 use support::*;
-
-/// A self-signed certificate (PEM) and its key (PEM) for `cn`.
-fn self_signed(cn: &str) -> (Vec<u8>, Vec<u8>) {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    (b.build().to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap())
-}
 
 /// The CN of the certificate a new TLS handshake sees, and the status of a GET over it.
 fn handshake(addr: SocketAddr) -> (String, u16) {
@@ -67,7 +41,7 @@ fn write_bytes(path: &std::path::Path, bytes: &[u8]) {
 #[test]
 fn tls_certificates_reload_in_place_and_a_bad_pair_keeps_the_old_one() {
     let up = Upstream::start();
-    let (cert, key) = self_signed("one.example.com");
+    let (cert, key) = support::certs::self_signed("one.example.com");
     let tls_port = free_port();
     let mut gw = GatewayBuilder::new(&up.origin())
         .network("trusted_proxies = []\nsni_host_mismatch = \"allow\"")
@@ -83,7 +57,7 @@ fn tls_certificates_reload_in_place_and_a_bad_pair_keeps_the_old_one() {
 
     // Rotate the files (as cert-manager or an operator does) and signal: the next handshake
     // sees the new certificate, on the same listener, without a restart.
-    let (cert2, key2) = self_signed("two.example.com");
+    let (cert2, key2) = support::certs::self_signed("two.example.com");
     write_bytes(&gw.path("key.pem"), &key2);
     write_bytes(&gw.path("cert.pem"), &cert2);
     gw.signal("HUP");
@@ -113,8 +87,8 @@ fn tls_certificates_reload_in_place_and_a_bad_pair_keeps_the_old_one() {
 
     // A key that does not belong to the certificate: refused too.
     write_file(&gw.config_path(), &config);
-    let (_, other_key) = self_signed("three.example.com");
-    let (cert3, _) = self_signed("three.example.com");
+    let (_, other_key) = support::certs::self_signed("three.example.com");
+    let (cert3, _) = support::certs::self_signed("three.example.com");
     write_bytes(&gw.path("cert.pem"), &cert3);
     write_bytes(&gw.path("key.pem"), &other_key);
     let failures = gw.metric("dcr_gateway_reloads_total{result=\"failure\"}");

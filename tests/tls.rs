@@ -7,39 +7,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use openssl::x509::extension::SubjectAlternativeName;
-use openssl::x509::{X509NameBuilder, X509};
 
 use support::upstream::Upstream;
 use support::*;
-
-/// A self-signed certificate for `idp.example.com`, generated for this test.
-fn self_signed() -> (Vec<u8>, Vec<u8>) {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "idp.example.com").unwrap();
-    let name = name.build();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
-    let san = SubjectAlternativeName::new().dns("idp.example.com").build(&b.x509v3_context(None, None)).unwrap();
-    b.append_extension(san).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    (b.build().to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap())
-}
 
 fn https_get(addr: std::net::SocketAddr, sni: &str, host: &str, path: &str) -> (u16, String) {
     let mut c = SslConnector::builder(SslMethod::tls()).unwrap();
@@ -62,7 +33,7 @@ fn https_get(addr: std::net::SocketAddr, sni: &str, host: &str, path: &str) -> (
 }
 
 fn tls_gateway(up: &Upstream, network: &str) -> (Gateway, std::net::SocketAddr) {
-    let (cert, key) = self_signed();
+    let (cert, key) = support::certs::self_signed("idp.example.com");
     let tls_port = free_port();
     let gw = GatewayBuilder::new(&up.origin())
         .network(network)

@@ -187,16 +187,7 @@ pub struct AdminApi {
 }
 
 fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()))
+    crate::core::request_id::accept_or_generate(headers.get("x-request-id").and_then(|v| v.to_str().ok()))
 }
 
 fn json_response(status: StatusCode, body: Option<&Value>, request_id: &str) -> Response<Vec<u8>> {
@@ -233,11 +224,7 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
-        .unwrap_or(false)
+    crate::core::gate::is_json(headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes()))
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> ApiError {

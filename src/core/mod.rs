@@ -9,6 +9,7 @@
 //! - [`discovery`]: discovery documents, registration answers and `Location` headers
 //!   rewritten so that clients stay on the gateway.
 //! - [`gate`]: registration admission — method, switch, token, body plan, payload check.
+//! - [`request_id`]: accepting or making request ids (proxy, listener and admin alike).
 //! - [`outcome`] and [`record`]: what happened to a request, as metric labels and one audit
 //!   line, from the facts the adapter collected.
 
@@ -17,4 +18,5 @@ pub mod gate;
 pub mod headers;
 pub mod outcome;
 pub mod record;
+pub mod request_id;
 pub mod target;

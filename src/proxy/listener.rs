@@ -131,7 +131,7 @@ async fn read_head(
 
 /// The JSON answer for a refused head, written straight to the connection.
 async fn answer(stream: &mut Stream, err: GatewayError) {
-    let request_id = hex::encode(rand::random::<[u8; 16]>());
+    let request_id = crate::core::request_id::generate();
     let body = err.body(&request_id);
     let reason = match err.status() {
         408 => "Request Timeout",

@@ -3,6 +3,7 @@
 //! readiness polling instead of sleeps.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod glewlwyd;
 pub mod raw_upstream;
 pub mod upstream;
@@ -14,6 +15,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dcr-gateway");
+
+/// A long rate-limit window (≤ 31 days, the maximum) whose current period has more than an
+/// hour left: windows are aligned to the epoch, so the length is chosen from now instead of
+/// waiting for a boundary to pass. Deterministic, no sleep.
+pub fn long_window() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    (2_000_000..=2_678_400u64).rev().find(|w| w - now % w > 3600).unwrap()
+}
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
