@@ -160,17 +160,6 @@ impl RequestCtx {
     }
 }
 
-fn generate_request_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
-}
-
-/// A request id from a trusted proxy is kept only if it is short and harmless in logs.
-fn acceptable_request_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 128
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
 impl Gateway {
     /// How answers are rewritten for this request: the public base is `[routes]
     /// public_base_url`, else the scheme the client used (a trusted proxy's
@@ -314,8 +303,7 @@ impl ProxyHttp for Gateway {
         let host = view.as_ref().ok().and_then(|v| v.authority.as_ref()).map(|a| a.host.clone());
         let extracted = signals::extract(session, &snap, &self.metrics, host);
         ctx.admission.peer_trusted = extracted.peer_trusted;
-        ctx.admission.request_id =
-            extracted.request_id.filter(|id| acceptable_request_id(id)).unwrap_or_else(generate_request_id);
+        ctx.admission.request_id = crate::core::request_id::accept_or_generate(extracted.request_id.as_deref());
         ctx.admission.signals = Some(extracted.signals);
         let classified = view.and_then(|v| snap.config.router.classify(&v).map(|r| (v, r)));
         let (view, route) = match classified {
