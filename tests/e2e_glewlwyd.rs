@@ -20,19 +20,15 @@ struct Stack {
     gw: Gateway,
 }
 
-fn routes() -> String {
-    let prefixes: Vec<String> = glewlwyd::MANAGEMENT_PREFIXES.iter().map(|p| format!("\"{p}\"")).collect();
-    format!(
-        "[routes]\nregistration_path = \"/oidc/register\"\nupstream_registration_path = \"{}\"\nmanagement_prefixes = [{}]",
-        glewlwyd::REGISTRATION_PATH,
-        prefixes.join(", ")
-    )
-}
+/// `[upstream] profile = "glewlwyd"` (conf/profiles/glewlwyd.toml): Glewlwyd's registration
+/// path and admin API prefixes, and `client_confidential` derived from
+/// `token_endpoint_auth_method` — nothing Glewlwyd-specific in gateway.toml.
+const PROFILE: &str = "profile = \"glewlwyd\"";
 
 impl Stack {
     fn start(dcr_keys: &str) -> Stack {
         let idp = Glewlwyd::start();
-        let gw = GatewayBuilder::new(&idp.origin()).extra(&routes()).dcr(dcr_keys).start();
+        let gw = GatewayBuilder::new(&idp.origin()).upstream_keys(PROFILE).dcr(dcr_keys).start();
         Stack { idp, gw }
     }
 
@@ -41,7 +37,7 @@ impl Stack {
     fn start_public_issuer(dcr_keys: &str) -> Stack {
         let gw_port = free_port();
         let idp = Glewlwyd::start_with_issuer(&format!("http://127.0.0.1:{gw_port}/api/{}", glewlwyd::PLUGIN));
-        let gw = GatewayBuilder::new(&idp.origin()).http_port(gw_port).extra(&routes()).dcr(dcr_keys).start();
+        let gw = GatewayBuilder::new(&idp.origin()).http_port(gw_port).upstream_keys(PROFILE).dcr(dcr_keys).start();
         Stack { idp, gw }
     }
 
@@ -330,16 +326,19 @@ fn registration_client_uri_points_at_the_gateway() {
 /// secret — as the client would send it (`token_endpoint_auth_method: none`, nothing
 /// Glewlwyd-specific).
 ///
-/// Today Glewlwyd stores such a client confidential (it reads only its own
-/// `client_confidential`), and the code cannot be redeemed without a secret: the token
-/// endpoint answers 403 `unauthorized_client`.
+/// Glewlwyd makes a client public only on its own `client_confidential: false` (without it
+/// the token endpoint answers 403 `unauthorized_client`); the glewlwyd profile derives that
+/// member from the validated `token_endpoint_auth_method`.
 #[test]
-#[ignore = "needs a glewlwyd profile deriving client_confidential from token_endpoint_auth_method (issue 15, item 3)"]
 fn openid_client_public_client_pkce_flow_through_the_gateway() {
     let s = Stack::start_public_issuer("");
     let r = s.flow(None);
     assert_eq!(r["ok"], true, "{r}\n{}", s.idp.log());
     check_flow(&s, &r);
+    // Glewlwyd kept what the gateway sent: no difference audited.
+    let audit = s.gw.wait_audit(1);
+    let line = audit.iter().find(|l| l["client_id"] == r["client_id"]).unwrap_or_else(|| panic!("{audit:?}"));
+    assert!(line.get("idp_changed_members").is_none(), "{line}");
 }
 
 /// The same flow with Glewlwyd's own member `client_confidential: false`, kept by permissive

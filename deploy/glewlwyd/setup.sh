@@ -8,8 +8,7 @@
 #
 # Then, e.g., the gateway in front of it:
 #   [upstream] origins = ["http://127.0.0.1:4593"]
-#   [routes]   upstream_registration_path = "/api/oidc/register"
-#              management_prefixes = ["/api/mod/", "/api/user/", "/api/client/", "/api/scope/", "/api/key/", "/api/delegate/"]
+#              profile = "glewlwyd"   (conf/profiles/glewlwyd.toml, docs/idps.md)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 port="${1:-4593}"

@@ -2,6 +2,7 @@
 //! resolved against the config file's directory but never opened here.
 
 mod field_error;
+pub mod profile;
 pub mod schema;
 
 pub use field_error::FieldError;
@@ -106,6 +107,71 @@ pub struct Admin {
     pub settings_file: PathBuf,
 }
 
+/// `[routes]` with the profile's values filled in where the file says nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    pub registration_path: String,
+    pub upstream_registration_path: String,
+    pub management_prefixes: Vec<String>,
+    pub public_base_url: Option<String>,
+    pub rewrite_discovery: bool,
+    pub idp_origins: Vec<String>,
+    pub normalize_registration_status: bool,
+}
+
+/// What the gateway does for this IdP (`[upstream] profile` and the keys that talk to the IdP
+/// rather than connect to it). Per request: a reload applies it. Secret values are read by the
+/// snapshot (`state::snapshot`), never here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idp {
+    pub profile: String,
+    /// Members added to forwarded registrations (`core::verify::derive`).
+    pub derive: Vec<profile::Derive>,
+    /// Registration members the IdP is known to leave out of its answer.
+    pub known_drops: Vec<String>,
+    /// `Host` sent upstream: `None` = the request's host, else this value.
+    pub host_header: Option<String>,
+    pub registration_token_file: Option<PathBuf>,
+    /// Static upstream headers: name and the file holding the value.
+    pub headers: Vec<(http::HeaderName, PathBuf)>,
+    pub client_ip_header: Option<http::HeaderName>,
+}
+
+/// The secret values the snapshot read for [`Idp`]: marked sensitive, and `Debug` prints
+/// only the header names.
+#[derive(Clone, Default)]
+pub struct UpstreamSecrets {
+    /// `Bearer <token>` from `[upstream] registration_token_file`.
+    pub registration_authorization: Option<http::HeaderValue>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl fmt::Debug for UpstreamSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamSecrets")
+            .field("registration_authorization", &self.registration_authorization.as_ref().map(|_| "<secret>"))
+            .field("headers", &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl UpstreamSecrets {
+    /// A secret file's content as a header value: surrounding whitespace trimmed, non-empty,
+    /// visible ASCII. The message never quotes the content.
+    pub fn value(bytes: &[u8], prefix: &str) -> Result<http::HeaderValue, &'static str> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8")?.trim();
+        if text.is_empty() {
+            return Err("empty");
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err("holds characters a header value cannot carry (one line of visible ASCII)");
+        }
+        let mut v = http::HeaderValue::from_str(&format!("{prefix}{text}")).map_err(|_| "not a header value")?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum AuditOutput {
     Stdout,
@@ -122,7 +188,8 @@ pub struct Config {
     pub admin_listener: Option<SocketAddr>,
     pub upstream: Upstream,
     pub router: Router,
-    pub routes: schema::RoutesSection,
+    pub routes: Routes,
+    pub idp: Idp,
     pub trusted_proxies: TrustedProxies,
     pub request_id_header: String,
     pub ja3_header: Option<String>,
@@ -237,7 +304,7 @@ impl Validator {
 
         let upstream = self.upstream(&raw.upstream);
 
-        let routes = raw.routes.clone();
+        let (routes, idp) = self.profile(&raw);
         for (key, p) in [
             ("routes.registration_path", &routes.registration_path),
             ("routes.upstream_registration_path", &routes.upstream_registration_path),
@@ -387,6 +454,7 @@ impl Validator {
             upstream,
             router,
             routes,
+            idp,
             trusted_proxies: TrustedProxies::new(&nets),
             request_id_header: raw.network.request_id_header.to_ascii_lowercase(),
             ja3_header: raw.network.ja3_header.map(|h| h.to_ascii_lowercase()),
@@ -410,6 +478,113 @@ impl Validator {
             reload_debounce: Duration::from_millis(raw.reload.debounce_ms),
             admin,
         })
+    }
+
+    /// `[routes]` and `[upstream]` laid over the chosen profile, laid over `generic`.
+    fn profile(&mut self, raw: &schema::File) -> (Routes, Idp) {
+        let generic = profile::load("generic").expect("the generic profile is embedded");
+        let chosen = match profile::load(&raw.upstream.profile) {
+            Ok(p) => p,
+            Err(e) => {
+                self.err("upstream.profile", e);
+                generic.clone()
+            }
+        };
+        let r = &raw.routes;
+        let pick = |f: fn(&profile::Profile) -> Option<String>| f(&chosen).or_else(|| f(&generic)).unwrap_or_default();
+        let upstream_registration_path = match &r.upstream_registration_path {
+            Some(p) => p.clone(),
+            None => {
+                let p = pick(|p| p.routes.upstream_registration_path.clone());
+                if p.contains('{') {
+                    self.err(
+                        "routes.upstream_registration_path",
+                        format!("required with profile {:?} (its path is {p:?}: name yours)", chosen.name),
+                    );
+                }
+                p
+            }
+        };
+        let routes = Routes {
+            registration_path: r.registration_path.clone(),
+            upstream_registration_path,
+            management_prefixes: r.management_prefixes.clone().unwrap_or_else(|| {
+                chosen
+                    .routes
+                    .management_prefixes
+                    .clone()
+                    .or_else(|| generic.routes.management_prefixes.clone())
+                    .unwrap_or_default()
+            }),
+            public_base_url: r.public_base_url.clone(),
+            rewrite_discovery: r.rewrite_discovery,
+            idp_origins: r.idp_origins.clone(),
+            normalize_registration_status: r
+                .normalize_registration_status
+                .or(chosen.routes.normalize_registration_status)
+                .or(generic.routes.normalize_registration_status)
+                .unwrap_or(true),
+        };
+        let u = &raw.upstream;
+        let host = u.host_header.or(chosen.upstream.host_header).unwrap_or_default();
+        let host_header = match host {
+            profile::UpstreamHost::Request => None,
+            profile::UpstreamHost::Origin => {
+                let first = u.origins.first().and_then(|o| url::Url::parse(o).ok());
+                match (u.sni.clone().filter(|s| !s.is_empty()), first) {
+                    (Some(sni), _) => Some(sni),
+                    (None, Some(url)) => url.host_str().map(|h| match url.port() {
+                        Some(p) => format!("{h}:{p}"),
+                        None => h.to_string(),
+                    }),
+                    (None, None) => None,
+                }
+            }
+        };
+        if host == profile::UpstreamHost::Origin && u.origins.len() > 1 && u.sni.is_none() {
+            self.err("upstream.host_header", "\"origin\" with several origins needs upstream.sni (the one Host)");
+        }
+        let mut headers = Vec::new();
+        for (i, h) in u.headers.iter().enumerate() {
+            let key = format!("upstream.headers[{i}]");
+            match http::HeaderName::from_bytes(h.name.trim().to_ascii_lowercase().as_bytes()) {
+                Ok(n) if is_hop_or_framing(&n) => {
+                    self.err(&key, format!("{:?} is set by the gateway itself", h.name));
+                }
+                Ok(n) => {
+                    if let Some(p) = self.path_key(&format!("{key}.value_file"), &h.value_file) {
+                        headers.push((n, p));
+                    }
+                }
+                Err(_) => self.err(&key, format!("{:?} is not a valid header name", h.name)),
+            }
+        }
+        let client_ip_header = match u.client_ip_header.as_deref() {
+            None | Some("") => None,
+            Some(h) => match http::HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes()) {
+                Ok(n) if is_hop_or_framing(&n) => {
+                    self.err("upstream.client_ip_header", format!("{h:?} is set by the gateway itself"));
+                    None
+                }
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.err("upstream.client_ip_header", format!("{h:?} is not a valid header name"));
+                    None
+                }
+            },
+        };
+        let registration_token_file =
+            u.registration_token_file.as_deref().and_then(|p| self.path_key("upstream.registration_token_file", p));
+        let idp = Idp {
+            profile: chosen.name.clone(),
+            derive: chosen.registration.derive.clone(),
+            known_drops: chosen.registration.known_drops.clone(),
+            host_header,
+            registration_token_file,
+            headers,
+            client_ip_header,
+        };
+        (routes, idp)
     }
 
     fn upstream(&mut self, u: &schema::UpstreamSection) -> Upstream {
@@ -479,6 +654,25 @@ impl Validator {
             health_check_path: u.health_check_path.clone(),
         }
     }
+}
+
+/// Headers the gateway writes itself: a static header or the client IP header may not name
+/// them.
+fn is_hop_or_framing(n: &http::HeaderName) -> bool {
+    matches!(
+        n.as_str(),
+        "host"
+            | "content-length"
+            | "content-type"
+            | "transfer-encoding"
+            | "connection"
+            | "upgrade"
+            | "te"
+            | "authorization"
+            | "cookie"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+    )
 }
 
 /// `dcr.key: message` → (`dcr.key`, `message`).
@@ -596,5 +790,84 @@ management_prefixes = ["/"]
         assert_eq!(c.admin.settings_file, Path::new("/var/lib/dcr/s.json"));
         assert!(keys(p("[admin]\nsettings_file = \"\"\n")).contains(&"admin.settings_file".to_string()));
         assert!(p("[admin]\ntoken_file = \"x\"\n").unwrap_err().to_string().contains("token_file"));
+    }
+
+    #[test]
+    fn profiles_give_defaults_and_explicit_keys_win() {
+        let c = p("").unwrap();
+        assert_eq!(c.idp.profile, "generic");
+        assert_eq!(c.routes.upstream_registration_path, "/oidc/register");
+        assert_eq!(c.routes.management_prefixes, ["/api/v2/", "/scim/"]);
+        assert!(c.routes.normalize_registration_status && c.idp.derive.is_empty() && c.idp.host_header.is_none());
+
+        let c = p("[upstream]\nprofile = \"node-oidc-provider\"\n").unwrap();
+        assert_eq!(c.routes.upstream_registration_path, "/reg");
+        assert!(c.routes.management_prefixes.is_empty());
+
+        let c = p("[upstream]\nprofile = \"glewlwyd\"\n").unwrap();
+        assert_eq!(c.routes.upstream_registration_path, "/api/oidc/register");
+        assert!(c.routes.management_prefixes.contains(&"/api/client/".to_string()));
+        assert_eq!(c.idp.derive[0].member, "client_confidential");
+
+        let c = p("[upstream]\nprofile = \"glewlwyd\"\n[routes]\nupstream_registration_path = \"/api/other/register\"\nmanagement_prefixes = []\nnormalize_registration_status = false\n").unwrap();
+        assert_eq!(c.routes.upstream_registration_path, "/api/other/register");
+        assert!(c.routes.management_prefixes.is_empty() && !c.routes.normalize_registration_status);
+
+        // Keycloak's path names a realm: it must be given.
+        assert!(
+            keys(p("[upstream]\nprofile = \"keycloak\"\n")).contains(&"routes.upstream_registration_path".to_string())
+        );
+        let c = p("[upstream]\nprofile = \"keycloak\"\n[routes]\nupstream_registration_path = \"/realms/mcp/clients-registrations/openid-connect\"\n").unwrap();
+        assert_eq!(c.routes.management_prefixes, ["/admin/"]);
+
+        assert!(keys(p("[upstream]\nprofile = \"okta\"\n")).contains(&"upstream.profile".to_string()));
+    }
+
+    #[test]
+    fn auth0_fronting_keys() {
+        let c = p(r#"
+[upstream]
+profile = "auth0"
+origins = ["https://acme-cd-x1.edge.tenants.auth0.com"]
+headers = [{ name = "cname-api-key", value_file = "secrets/cname-api-key" }]
+client_ip_header = "True-Client-IP"
+registration_token_file = "/run/secrets/iat"
+"#)
+        .unwrap();
+        assert_eq!(c.idp.host_header.as_deref(), Some("acme-cd-x1.edge.tenants.auth0.com"));
+        assert_eq!(c.idp.headers[0].0.as_str(), "cname-api-key");
+        assert_eq!(c.idp.headers[0].1, Path::new("/etc/dcr/secrets/cname-api-key"));
+        assert_eq!(c.idp.client_ip_header.as_ref().map(|h| h.as_str()), Some("true-client-ip"));
+        assert_eq!(c.idp.registration_token_file.as_deref(), Some(Path::new("/run/secrets/iat")));
+        let c =
+            p("[upstream]\nprofile = \"auth0\"\norigins = [\"https://e.example:8443\"]\nhost_header = \"request\"\n")
+                .unwrap();
+        assert_eq!(c.idp.host_header, None, "an explicit key wins over the profile");
+        let c = p("[upstream]\norigins = [\"https://e.example:8443\"]\nhost_header = \"origin\"\n").unwrap();
+        assert_eq!(c.idp.host_header.as_deref(), Some("e.example:8443"));
+        let ks = keys(p(r#"
+[upstream]
+headers = [{ name = "content-length", value_file = "x" }, { name = "bad name", value_file = "x" }, { name = "x-ok", value_file = "" }]
+client_ip_header = "host"
+"#));
+        for k in [
+            "upstream.headers[0]",
+            "upstream.headers[1]",
+            "upstream.headers[2].value_file",
+            "upstream.client_ip_header",
+        ] {
+            assert!(ks.iter().any(|x| x == k), "missing {k} in {ks:?}");
+        }
+    }
+
+    #[test]
+    fn secret_values_are_checked_and_never_printed() {
+        let v = UpstreamSecrets::value(b"  s3cr3t-value\n", "Bearer ").unwrap();
+        assert_eq!(v.as_bytes(), b"Bearer s3cr3t-value");
+        assert!(v.is_sensitive());
+        assert_eq!(UpstreamSecrets::value(b"\n", ""), Err("empty"));
+        assert!(UpstreamSecrets::value(b"a\nb", "").is_err());
+        let s = UpstreamSecrets { registration_authorization: Some(v), headers: Vec::new() };
+        assert!(!format!("{s:?}").contains("s3cr3t"));
     }
 }

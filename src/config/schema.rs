@@ -106,6 +106,26 @@ pub struct UpstreamSection {
     pub health_check: HealthCheckKind,
     pub health_check_interval_ms: u64,
     pub health_check_path: String,
+    /// The IdP profile (`conf/profiles/<name>.toml`): path defaults, members added on the way
+    /// in, known answer drops. Explicit keys override it.
+    pub profile: String,
+    /// The `Host` header the IdP receives; absent: the profile's (`request` unless it says).
+    pub host_header: Option<super::profile::UpstreamHost>,
+    /// A file holding the IdP's initial access token: sent as `Authorization: Bearer` on every
+    /// registration the gateway admitted (brokered registration). Never logged.
+    pub registration_token_file: Option<String>,
+    /// Static headers on every upstream request, each value read from a file (never logged).
+    pub headers: Vec<StaticHeader>,
+    /// Send the resolved client IP in this header (replacing any client value).
+    pub client_ip_header: Option<String>,
+}
+
+/// `{ name = "cname-api-key", value_file = "secrets/cname-api-key" }`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticHeader {
+    pub name: String,
+    pub value_file: String,
 }
 
 impl Default for UpstreamSection {
@@ -122,6 +142,11 @@ impl Default for UpstreamSection {
             health_check: HealthCheckKind::Tcp,
             health_check_interval_ms: 2_000,
             health_check_path: "/.well-known/openid-configuration".into(),
+            profile: "generic".into(),
+            host_header: None,
+            registration_token_file: None,
+            headers: Vec::new(),
+            client_ip_header: None,
         }
     }
 }
@@ -138,8 +163,10 @@ pub enum HealthCheckKind {
 #[serde(deny_unknown_fields, default)]
 pub struct RoutesSection {
     pub registration_path: String,
-    pub upstream_registration_path: String,
-    pub management_prefixes: Vec<String>,
+    /// Where the IdP serves registration; absent: the profile's.
+    pub upstream_registration_path: Option<String>,
+    /// Absent: the profile's.
+    pub management_prefixes: Option<Vec<String>>,
     /// `scheme://host[:port]` clients use to reach the gateway; absent: the request's own
     /// scheme and host. Used in rewritten discovery documents and registration answers.
     pub public_base_url: Option<String>,
@@ -150,19 +177,20 @@ pub struct RoutesSection {
     /// believes it is served at.
     pub idp_origins: Vec<String>,
     /// Answer a successful registration 201 (RFC 7591 §3.2.1) whatever 2xx the IdP used.
-    pub normalize_registration_status: bool,
+    /// Absent: the profile's.
+    pub normalize_registration_status: Option<bool>,
 }
 
 impl Default for RoutesSection {
     fn default() -> Self {
         RoutesSection {
             registration_path: "/oidc/register".into(),
-            upstream_registration_path: "/oidc/register".into(),
-            management_prefixes: vec!["/api/v2/".into(), "/scim/".into()],
+            upstream_registration_path: None,
+            management_prefixes: None,
             public_base_url: None,
             rewrite_discovery: true,
             idp_origins: Vec::new(),
-            normalize_registration_status: true,
+            normalize_registration_status: None,
         }
     }
 }

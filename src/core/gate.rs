@@ -196,26 +196,35 @@ pub struct Admitted {
 }
 
 /// Step 4: check the payload. An update is checked whole without registration defaults and
-/// carries the client id of its path (RFC 7592 §2.2), not whatever the body said.
+/// carries the client id of its path (RFC 7592 §2.2), not whatever the body said. The IdP
+/// profile's derived members (`derive`, e.g. Glewlwyd's `client_confidential`) are added to
+/// the checked document, after validation.
 pub fn admit_body(
     body: &[u8],
     payload: Payload,
     policy: &Policy,
     statements: &StatementVerifier,
     client_id: Option<&str>,
+    derive: &[super::verify::Derive],
 ) -> Result<Admitted, Refusal> {
     let checked = match payload {
         Payload::Update => dcr::check_update_with(body, policy, statements),
         _ => dcr::check_with(body, policy, statements),
     };
     let n = checked.map_err(|e| Refusal::new(Outcome::Invalid, GatewayError::InvalidRegistration(e)))?;
-    let body = match (payload, client_id) {
-        (Payload::Update, Some(id)) => {
-            let mut doc = n.document;
+    let id = match (payload, client_id) {
+        (Payload::Update, Some(id)) => Some(id),
+        _ => None,
+    };
+    let body = if id.is_none() && derive.is_empty() {
+        n.body
+    } else {
+        let mut doc = n.document;
+        if let Some(id) = id {
             doc.insert("client_id".into(), serde_json::Value::String(id.to_string()));
-            serde_json::to_vec(&doc).map_err(|_| Refusal::new(Outcome::Invalid, GatewayError::BadRequestBody))?
         }
-        _ => n.body,
+        super::verify::derive(&mut doc, derive);
+        serde_json::to_vec(&doc).map_err(|_| Refusal::new(Outcome::Invalid, GatewayError::BadRequestBody))?
     };
     Ok(Admitted {
         body,
@@ -316,12 +325,48 @@ mod tests {
         let a = admit_head(&f, &base, None, Some(&pin)).unwrap();
         let body =
             br#"{"client_id":"other","redirect_uris":["https://app.example.com/cb"],"scope":"openid offline_access"}"#;
-        let e = admit_body(body, a.payload, &a.policy, &StatementVerifier::empty(), Some("abc")).unwrap_err();
+        let e = admit_body(body, a.payload, &a.policy, &StatementVerifier::empty(), Some("abc"), &[]).unwrap_err();
         assert_eq!(e.error.status(), 400);
         let ok = br#"{"client_id":"other","redirect_uris":["https://app.example.com/cb"],"scope":"openid"}"#;
-        let admitted = admit_body(ok, a.payload, &a.policy, &StatementVerifier::empty(), Some("abc")).unwrap();
+        let admitted = admit_body(ok, a.payload, &a.policy, &StatementVerifier::empty(), Some("abc"), &[]).unwrap();
         let sent: serde_json::Value = serde_json::from_slice(&admitted.body).unwrap();
         assert_eq!(sent["client_id"], "abc", "the path's client id, not the body's");
         assert!(sent.get("token_endpoint_auth_method").is_none(), "no registration default in an update");
+    }
+
+    #[test]
+    fn a_profile_adds_its_members_after_validation() {
+        let p = Policy::default();
+        let derive = crate::core::verify::glewlwyd_rule();
+        let public = br#"{"redirect_uris":["http://127.0.0.1:1/cb"],"token_endpoint_auth_method":"none","client_confidential":true}"#;
+        let a = admit_body(public, Payload::Registration, &p, &StatementVerifier::empty(), None, &derive).unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(sent["client_confidential"], false, "{sent}");
+        // Strict mode dropped the client's own member; the profile's is added after that.
+        assert!(a.dropped_members.contains(&"client_confidential".to_string()), "{:?}", a.dropped_members);
+        // Without the method, the registration default decides.
+        let a = admit_body(
+            br#"{"redirect_uris":["https://a.example/cb"]}"#,
+            Payload::Registration,
+            &p,
+            &StatementVerifier::empty(),
+            None,
+            &derive,
+        )
+        .unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(sent["client_confidential"], true, "{sent}");
+        // An update without the method gets nothing.
+        let a = admit_body(
+            br#"{"redirect_uris":["https://a.example/cb"]}"#,
+            Payload::Update,
+            &p,
+            &StatementVerifier::empty(),
+            Some("abc"),
+            &derive,
+        )
+        .unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert!(sent.get("client_confidential").is_none(), "{sent}");
     }
 }

@@ -10,6 +10,8 @@
 //!   rewritten so that clients stay on the gateway.
 //! - [`gate`]: registration admission — method, switch, token, body plan, payload check.
 //! - [`request_id`]: accepting or making request ids (proxy, listener and admin alike).
+//! - [`verify`]: members an IdP profile adds to registrations, and the IdP's answer compared
+//!   with what the gateway sent.
 //! - [`outcome`] and [`record`]: what happened to a request, as metric labels and one audit
 //!   line, from the facts the adapter collected.
 
@@ -20,3 +22,4 @@ pub mod outcome;
 pub mod record;
 pub mod request_id;
 pub mod target;
+pub mod verify;

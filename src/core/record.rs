@@ -43,6 +43,10 @@ pub struct AuditLine {
     /// The OAuth `error` code of an IdP that refused the request (RFC 7591 §3.2.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idp_error: Option<String>,
+    /// Registration members the IdP answered differently from what the gateway sent
+    /// (`core::verify`): names only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub idp_changed_members: Vec<String>,
     pub upstream_latency_ms: Option<f64>,
     /// The client the IdP issued (registration) or the one the RFC 7592 path names.
     pub client_id: Option<String>,
@@ -148,7 +152,7 @@ mod tests {
     fn an_audit_line_serializes_without_absent_extras() {
         let v = serde_json::to_value(AuditLine { request_id: "r".into(), decision: "allow", ..Default::default() })
             .unwrap();
-        assert!(v.get("path").is_none() && v.get("idp_error").is_none());
+        assert!(v.get("path").is_none() && v.get("idp_error").is_none() && v.get("idp_changed_members").is_none());
         assert_eq!(v["client_id"], serde_json::Value::Null);
     }
 }

@@ -46,10 +46,12 @@ pub(super) fn rewrite(req: &mut RequestHeader, ctx: &RequestCtx, snap: &Snapshot
             req.remove_header(name);
         }
     }
-    // The host decided in request_filter is the host the IdP sees.
-    match a.upstream_host.clone() {
-        Some(h) => req.insert_header(http::header::HOST, h)?,
-        None => {
+    // The host decided in request_filter is the host the IdP sees, unless the profile routes on
+    // the origin's name ([upstream] host_header = "origin": Auth0's edge).
+    match (snap.config.idp.host_header.as_deref(), a.upstream_host.clone()) {
+        (Some(origin), _) => req.insert_header(http::header::HOST, header(origin.as_bytes())?)?,
+        (None, Some(h)) => req.insert_header(http::header::HOST, h)?,
+        (None, None) => {
             req.remove_header(&http::header::HOST);
         }
     }
@@ -98,6 +100,19 @@ pub(super) fn rewrite(req: &mut RequestHeader, ctx: &RequestCtx, snap: &Snapshot
     }
     if ctx.registration.strip_authorization {
         req.remove_header(&http::header::AUTHORIZATION);
+    }
+    let secrets = &snap.upstream_secrets;
+    if let (true, Some(token)) = (ctx.registration.brokered(), secrets.registration_authorization.as_ref()) {
+        // Brokered registration: the IdP's initial access token, on registrations the gateway
+        // admitted, in place of whatever the client sent.
+        req.insert_header(http::header::AUTHORIZATION, token.clone())?;
+    }
+    for (name, value) in &secrets.headers {
+        // [upstream] headers (Auth0's cname-api-key): the client's value of the name never passes.
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    if let (Some(name), Some(s)) = (snap.config.idp.client_ip_header.as_ref(), a.signals.as_ref()) {
+        req.insert_header(name.clone(), header(s.client_ip.to_string().as_bytes())?)?;
     }
     if let Some(body) = &ctx.registration.body {
         // The body is the gateway's own bytes: nothing that described the client's stays.

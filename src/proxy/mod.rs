@@ -135,6 +135,15 @@ struct UpstreamState {
     discovery: bool,
     client_id: Option<String>,
     idp_error: Option<String>,
+    /// Registration members the IdP answered differently (`core::verify`).
+    changed_members: Vec<String>,
+}
+
+impl RegistrationState {
+    /// A registration POST the gateway admitted (its body is the gateway's).
+    fn brokered(&self) -> bool {
+        self.is_registration_post && self.body.is_some()
+    }
 }
 
 impl UpstreamState {
@@ -244,6 +253,7 @@ impl Gateway {
             removed_scopes: reg.as_ref().map(|r| r.removed_scopes.clone()).unwrap_or_default(),
             upstream_status: ctx.upstream.status,
             idp_error: ctx.upstream.idp_error.clone(),
+            idp_changed_members: std::mem::take(&mut ctx.upstream.changed_members),
             upstream_latency_ms: ctx.timing.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
             client_id,
             token_label: ctx.registration.token.as_ref().map(|t| t.label.clone()),
@@ -528,10 +538,28 @@ impl ProxyHttp for Gateway {
                     ctx.upstream.client_id = v.client_id.map(|s| truncate_chars(&s, 256));
                     ctx.upstream.idp_error = v.error.and_then(|e| record::idp_error_code(&e));
                 }
+                let success = ctx.upstream.status.is_some_and(|s| (200..300).contains(&s));
                 if let (Some(id), Some(token)) = (&ctx.upstream.client_id, &ctx.registration.token) {
-                    if ctx.upstream.status.is_some_and(|s| (200..300).contains(&s)) {
+                    if success {
                         self.pins.pin(id, &token.overrides);
                     }
+                }
+                if let (true, true, Some(sent), Some(snap)) = (
+                    success,
+                    ctx.registration.is_registration_post,
+                    ctx.registration.body.as_ref(),
+                    ctx.admission.snapshot.as_ref(),
+                ) {
+                    // What the IdP made of the registration, compared with what it was sent.
+                    let changed =
+                        crate::core::verify::differences(sent, &buf, &snap.config.idp.known_drops).unwrap_or_default();
+                    for member in &changed {
+                        self.metrics.registration_differences.with_label_values(&[member]).inc();
+                    }
+                    if !changed.is_empty() {
+                        tracing::warn!(request_id = %ctx.admission.request_id, members = ?changed, "the IdP registered the client differently from what the gateway sent");
+                    }
+                    ctx.upstream.changed_members = changed;
                 }
                 if let Some((kind, rw)) = ctx.upstream.rewrite.take() {
                     let rewritten = match kind {

@@ -77,8 +77,14 @@ impl Gateway {
             Err(e) => return self.refuse(session, ctx, Outcome::Invalid, e).await,
         };
         let t = Instant::now();
-        let admitted =
-            gate::admit_body(&body, admission.payload, &admission.policy, &snap.statements, route.client_id.as_deref());
+        let admitted = gate::admit_body(
+            &body,
+            admission.payload,
+            &admission.policy,
+            &snap.statements,
+            route.client_id.as_deref(),
+            &snap.config.idp.derive,
+        );
         ctx.timing.check += t.elapsed();
         let admitted = match admitted {
             Ok(a) => a,

@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub registration_tokens: TokenSet,
     /// Trusted software statement issuers with their keys (`[dcr] software_statement_issuers`).
     pub statements: StatementVerifier,
+    /// `[upstream] registration_token_file` and `headers` values (never logged).
+    pub upstream_secrets: config::UpstreamSecrets,
     /// Files whose change should trigger a reload.
     pub watched_files: Vec<PathBuf>,
     /// The bytes of the configuration, rules, tenant settings and token files as loaded: a
@@ -193,6 +195,7 @@ impl Snapshot {
             }
         };
         let statements = statement_verifier(&config, &mut watched, &mut errors);
+        let upstream_secrets = upstream_secrets(&config, &mut watched, &mut errors);
 
         let geo = config.country_db.as_ref().and_then(|p| {
             watched.push(p.clone());
@@ -263,6 +266,7 @@ impl Snapshot {
                 admin_tokens,
                 registration_tokens,
                 statements,
+                upstream_secrets,
                 watched_files: watched,
                 sources,
             }),
@@ -284,6 +288,28 @@ fn load_tokens(path: &Path, what: &str, errors: &mut Vec<String>, sources: &mut 
             TokenSet::empty()
         }
     }
+}
+
+/// The secret values `[upstream] registration_token_file` and `headers` name. Messages name
+/// the file and the key, never the content.
+fn upstream_secrets(config: &Config, watched: &mut Vec<PathBuf>, errors: &mut Vec<String>) -> config::UpstreamSecrets {
+    let mut secrets = config::UpstreamSecrets::default();
+    let mut value = |path: &Path, key: &str, prefix: &str, watched: &mut Vec<PathBuf>| {
+        watched.push(path.to_path_buf());
+        let bytes = read(path, key, errors)?;
+        config::UpstreamSecrets::value(&bytes, prefix)
+            .map_err(|why| errors.push(format!("{}: {key}: the file's content is {why}", path.display())))
+            .ok()
+    };
+    if let Some(p) = &config.idp.registration_token_file {
+        secrets.registration_authorization = value(p, "upstream.registration_token_file", "Bearer ", watched);
+    }
+    for (i, (name, p)) in config.idp.headers.iter().enumerate() {
+        if let Some(v) = value(p, &format!("upstream.headers[{i}].value_file"), "", watched) {
+            secrets.headers.push((name.clone(), v));
+        }
+    }
+    secrets
 }
 
 /// The software statement verifier `[dcr] software_statement_issuers` describes, reading

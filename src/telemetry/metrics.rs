@@ -44,6 +44,8 @@ pub struct Metrics {
     pub head_errors: IntCounterVec,
     /// IdP answers rewritten to keep clients on the gateway, by kind (discovery, registration).
     pub answers_rewritten: IntCounterVec,
+    /// Registration members the IdP answered differently from what the gateway sent.
+    pub registration_differences: IntCounterVec,
 }
 
 /// Series every request touches, resolved on first use: `with_label_values` hashes the label
@@ -215,6 +217,15 @@ impl Metrics {
         for kind in ["discovery", "registration"] {
             answers_rewritten.with_label_values(&[kind]);
         }
+        let registration_differences = counter(
+            r,
+            "dcr_gateway_registration_differences_total",
+            "Registrations whose IdP answer differs from what the gateway sent, by member.",
+            &["member"],
+        );
+        for member in crate::core::verify::VERIFIED_MEMBERS {
+            registration_differences.with_label_values(&[member]);
+        }
         let hot = Hot {
             requests: std::array::from_fn(|_| OnceLock::new()),
             request_duration: std::array::from_fn(|_| OnceLock::new()),
@@ -223,6 +234,7 @@ impl Metrics {
         };
         Metrics {
             answers_rewritten,
+            registration_differences,
             connections_open,
             connections_refused,
             head_errors,

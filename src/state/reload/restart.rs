@@ -24,6 +24,7 @@ pub const PER_REQUEST: &[&str] = &[
     "ja4_header",
     "sni_host_mismatch",
     "idp_origins",
+    "idp",
     "public_base_url",
     "strip_untrusted_headers",
     "set_forwarded",

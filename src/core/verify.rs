@@ -1,0 +1,157 @@
+//! What the IdP made of a registration: members a profile adds on the way in ([`derive`]),
+//! and the comparison of the IdP's answer with what the gateway sent ([`differences`]).
+//!
+//! An IdP that silently drops `token_endpoint_auth_method: none`, `grant_types` or
+//! `response_types` (LemonLDAP::NG 2.16 does, and issues a secret anyway) "registers" public
+//! clients that can never get a token, and nobody is told. The gateway compares the members it
+//! validated with the answer and counts and audits every difference by member name — never by
+//! value.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+/// A member an IdP profile adds to registrations (`[[registration.derive]]` in
+/// `conf/profiles/*.toml`): `member` = `map[document[from]]`, else `otherwise`, when `from` is
+/// a string in the document; nothing is added when it is absent.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Derive {
+    pub member: String,
+    pub from: String,
+    #[serde(default)]
+    pub map: BTreeMap<String, Value>,
+    pub otherwise: Option<Value>,
+}
+
+/// Add the profile's derived members to a validated document. A rule applies when its `from`
+/// member is a string in the document; the derived value replaces whatever the client sent
+/// under that name (the gateway validated `from`, not the IdP-specific member).
+pub fn derive(doc: &mut Map<String, Value>, rules: &[Derive]) {
+    for rule in rules {
+        let Some(Value::String(from)) = doc.get(&rule.from) else { continue };
+        let value = rule.map.get(from).cloned().or_else(|| rule.otherwise.clone());
+        if let Some(v) = value {
+            doc.insert(rule.member.clone(), v);
+        }
+    }
+}
+
+/// The verified members whose value in the IdP's `answer` differs from the document the
+/// gateway `sent`, sorted. A member the gateway did not send is not compared; one the answer
+/// leaves out is a difference unless `known_drops` names it. Arrays compare as sets, `scope` as
+/// a set of space-separated tokens, and a one-element array equals its string. `None` when
+/// either body is not a JSON object.
+pub fn differences(sent: &[u8], answer: &[u8], known_drops: &[String]) -> Option<Vec<String>> {
+    let sent: Map<String, Value> = serde_json::from_slice(sent).ok()?;
+    let answer: Map<String, Value> = serde_json::from_slice(answer).ok()?;
+    let mut out = Vec::new();
+    for &member in VERIFIED_MEMBERS {
+        let Some(ours) = sent.get(member) else { continue };
+        let same = match answer.get(member) {
+            None | Some(Value::Null) => known_drops.iter().any(|d| d == member),
+            Some(theirs) => tokens(member, ours) == tokens(member, theirs),
+        };
+        if !same {
+            out.push(member.to_string());
+        }
+    }
+    out.sort();
+    Some(out)
+}
+
+/// A member's value as a sorted set of strings (`None` for a shape that is neither).
+fn tokens(member: &str, v: &Value) -> Option<Vec<String>> {
+    let mut t: Vec<String> = match v {
+        Value::String(s) if member == "scope" => s.split_ascii_whitespace().map(String::from).collect(),
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().map(|x| x.as_str().map(String::from)).collect::<Option<_>>()?,
+        _ => return None,
+    };
+    t.sort();
+    t.dedup();
+    Some(t)
+}
+
+/// Glewlwyd's rule (conf/profiles/glewlwyd.toml), for tests.
+#[cfg(test)]
+pub fn glewlwyd_rule() -> Vec<Derive> {
+    vec![Derive {
+        member: "client_confidential".into(),
+        from: "token_endpoint_auth_method".into(),
+        map: [("none".to_string(), Value::Bool(false))].into(),
+        otherwise: Some(Value::Bool(true)),
+    }]
+}
+
+/// The members compared: what the gateway's policy decided about the client.
+pub const VERIFIED_MEMBERS: &[&str] =
+    &["token_endpoint_auth_method", "grant_types", "response_types", "redirect_uris", "scope"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn glewlwyd() -> Vec<Derive> {
+        glewlwyd_rule()
+    }
+
+    fn doc(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn client_confidential_follows_the_validated_auth_method() {
+        let mut d = doc(json!({"token_endpoint_auth_method": "none", "client_confidential": true}));
+        derive(&mut d, &glewlwyd());
+        assert_eq!(d["client_confidential"], false, "the client's own value does not win");
+        let mut d = doc(json!({"token_endpoint_auth_method": "private_key_jwt"}));
+        derive(&mut d, &glewlwyd());
+        assert_eq!(d["client_confidential"], true);
+        let mut d = doc(json!({"client_name": "an update without the method"}));
+        derive(&mut d, &glewlwyd());
+        assert!(!d.contains_key("client_confidential"));
+    }
+
+    #[test]
+    fn what_counts_as_a_difference() {
+        let sent = json!({
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "redirect_uris": ["http://127.0.0.1:1/cb"],
+            "scope": "openid profile",
+        })
+        .to_string();
+        // The same, reordered and reshaped: no difference.
+        let same = json!({
+            "client_id": "x",
+            "token_endpoint_auth_method": ["none"],
+            "grant_types": ["refresh_token", "authorization_code"],
+            "response_types": "code",
+            "redirect_uris": ["http://127.0.0.1:1/cb"],
+            "scope": "profile  openid",
+        })
+        .to_string();
+        assert_eq!(differences(sent.as_bytes(), same.as_bytes(), &[]), Some(vec![]));
+        // LemonLDAP::NG: the auth method and the grants dropped, a secret issued.
+        let lemon = json!({
+            "client_id": "x",
+            "client_secret": "s",
+            "token_endpoint_auth_method": "client_secret_basic",
+            "redirect_uris": ["http://127.0.0.1:1/cb"],
+        })
+        .to_string();
+        assert_eq!(
+            differences(sent.as_bytes(), lemon.as_bytes(), &[]).unwrap(),
+            ["grant_types", "response_types", "scope", "token_endpoint_auth_method"]
+        );
+        // A known drop is not counted; a changed value still is.
+        let known = ["scope".to_string(), "grant_types".to_string(), "response_types".to_string()];
+        assert_eq!(differences(sent.as_bytes(), lemon.as_bytes(), &known).unwrap(), ["token_endpoint_auth_method"]);
+        // Members the gateway did not send are not compared.
+        assert_eq!(differences(br#"{"client_name":"x"}"#, lemon.as_bytes(), &[]), Some(vec![]));
+        assert_eq!(differences(sent.as_bytes(), b"not json", &[]), None);
+    }
+}
