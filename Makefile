@@ -54,7 +54,7 @@ check: release $(GEOIP_DB)
 	./target/release/dcr-gateway test-rules -c conf/gateway.toml conf/rules.tests.json
 
 bench-micro:
-	$(CARGO) bench --bench acl --bench dcr
+	$(CARGO) bench --bench acl --bench dcr --bench request
 
 # Memory held per idle / half-open client connection, and what is given back after they close.
 bench-connections:
