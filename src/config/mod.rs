@@ -408,10 +408,9 @@ impl Validator {
         let country_db = raw.geoip.country_db.as_deref().and_then(|p| self.path_key("geoip.country_db", p));
         let asn_db = raw.geoip.asn_db.as_deref().and_then(|p| self.path_key("geoip.asn_db", p));
 
-        if let Err(errs) = raw.dcr.validate() {
+        if let Err(errs) = raw.dcr.check() {
             for e in errs {
-                let (key, msg) = split_key(&e);
-                self.err(key, msg);
+                self.err(format!("dcr.{}", e.key), e.message);
             }
         }
         if raw.dcr.max_body_bytes == 0 || raw.dcr.max_body_bytes > MAX_BODY_LIMIT {
@@ -673,14 +672,6 @@ fn is_hop_or_framing(n: &http::HeaderName) -> bool {
             | "x-forwarded-proto"
             | "x-forwarded-host"
     )
-}
-
-/// `dcr.key: message` → (`dcr.key`, `message`).
-fn split_key(e: &str) -> (String, String) {
-    match e.split_once(": ") {
-        Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
-        _ => ("dcr".to_string(), e.to_string()),
-    }
 }
 
 /// A CIDR, or a bare address meaning one host.

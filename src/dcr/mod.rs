@@ -44,5 +44,6 @@ mod tests;
 pub use error::{ErrorCode, RegistrationError};
 pub use pipeline::{check, check_update_with, check_with};
 pub use policy::{Policy, StatementIssuer};
+pub use policy_check::PolicyError;
 pub use statement::StatementVerifier;
 pub use vocab::{Normalized, RegistrationMode, SecurityMode};

@@ -16,11 +16,31 @@ const MAX_STATEMENT_LEEWAY_SECONDS: u64 = 3600;
 /// serde_json's own nesting limit; deeper documents fail in the parser anyway.
 const MAX_JSON_DEPTH_LIMIT: usize = 127;
 
+/// A `[dcr]` configuration problem: the key below `dcr.` and what is wrong with it. Typed, so
+/// the configuration loader and the tenant-settings API place it without parsing text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// `default_scope`, `allowed_scopes[2]`, `software_statement_issuers[0].jwks.keys[1]`, ...
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "dcr.{}: {}", self.key, self.message)
+    }
+}
+
 impl Policy {
     /// Checks the configuration. Each problem names its key as `dcr.<key>`.
     pub fn validate(&self) -> Result<(), Vec<String>> {
+        self.check().map_err(|errs| errs.iter().map(ToString::to_string).collect())
+    }
+
+    /// [`Policy::validate`], typed.
+    pub fn check(&self) -> Result<(), Vec<PolicyError>> {
         let mut errs = Vec::new();
-        let mut err = |key: &str, msg: String| errs.push(format!("dcr.{key}: {msg}"));
+        let mut err = |key: &str, msg: String| errs.push(PolicyError { key: key.to_string(), message: msg });
 
         if self.max_body_bytes == 0 {
             err("max_body_bytes", "must be at least 1".into());
@@ -197,7 +217,12 @@ impl Policy {
         }
         for (i, iss) in self.software_statement_issuers.iter().enumerate() {
             for e in validate_issuer(iss, &self.software_statement_issuers[..i]) {
-                errs.push(format!("dcr.software_statement_issuers[{i}]{e}"));
+                // `validate_issuer` says `<suffix>: <message>` (suffix `.jwks.keys[0]` or empty).
+                let (suffix, message) = e.split_once(": ").unwrap_or(("", e.as_str()));
+                errs.push(PolicyError {
+                    key: format!("software_statement_issuers[{i}]{suffix}"),
+                    message: message.to_string(),
+                });
             }
         }
 

@@ -207,9 +207,9 @@ impl Overrides {
     pub fn overlay(&self, base: &Policy) -> Result<Policy, Vec<FieldError>> {
         let mut p = base.clone();
         self.apply(&mut p);
-        match p.validate() {
+        match p.check() {
             Ok(()) => Ok(p),
-            Err(errs) => Err(errs.into_iter().map(|e| map_policy_error(&e)).collect()),
+            Err(errs) => Err(errs.iter().map(settings_field).collect()),
         }
     }
 
@@ -242,20 +242,16 @@ fn mode_value(m: SecurityMode) -> Value {
     serde_json::to_value(m).unwrap_or(Value::Null)
 }
 
-/// `dcr.default_scope: msg` → the settings member it comes from.
-fn map_policy_error(e: &str) -> FieldError {
-    let (key, msg) = e.split_once(": ").unwrap_or(("", e));
-    if let Some(rest) = key.strip_prefix("dcr.allowed_scopes") {
-        FieldError::new(format!("default_dcr_scopes.allowed{rest}"), msg)
-    } else if key == "dcr.default_scope" {
-        FieldError::new("default_dcr_scopes.default", msg)
+/// The settings member a policy problem comes from (typed: no text to parse).
+fn settings_field(e: &crate::dcr::PolicyError) -> FieldError {
+    if let Some(rest) = e.key.strip_prefix("allowed_scopes") {
+        FieldError::new(format!("default_dcr_scopes.allowed{rest}"), e.message.clone())
+    } else if e.key == "default_scope" {
+        FieldError::new("default_dcr_scopes.default", e.message.clone())
     } else {
         // Only the security mode can invalidate other keys (grant and response type
         // defaults must be allowed in the mode).
-        FieldError::new(
-            "dynamic_client_registration_security_mode",
-            format!("conflicts with gateway.toml: {key}: {msg}"),
-        )
+        FieldError::new("dynamic_client_registration_security_mode", format!("conflicts with gateway.toml: {e}"))
     }
 }
 
