@@ -124,3 +124,66 @@ pub fn extract(session: &Session, snap: &Snapshot, metrics: &Metrics, host: Opti
     let request_id = if peer_trusted { header_text(session, &cfg.request_id_header) } else { None };
     Extracted { signals, peer_trusted, request_id, sni, header_error }
 }
+
+/// The adapter's reading of a request, tested in-process on a Pingora session built from raw
+/// bytes (no socket, no spawned binary), as Pingap tests its filters.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::target::TargetForm;
+    use crate::telemetry::Metrics;
+
+    async fn session(raw: &[u8]) -> Session {
+        let io = tokio_test::io::Builder::new().read(raw).build();
+        let mut s = Session::new_h1(Box::new(io));
+        assert!(s.read_request().await.unwrap(), "request head parsed");
+        s
+    }
+
+    fn snapshot(dir: &std::path::Path, network: &str) -> Snapshot {
+        let path = dir.join("gateway.toml");
+        let text = format!("[network]\n{network}\n[admin]\nsettings_file = \"settings.json\"\n");
+        let config = crate::config::parse(&text, &path).unwrap();
+        Snapshot::from_config(config, String::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn absolute_form_is_one_view_with_the_targets_host() {
+        let s = session(b"POST http://IDP.example:8080/oidc/register?x=1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+        let v = request_view(&s).unwrap();
+        assert_eq!(v.form, TargetForm::Absolute);
+        assert_eq!(v.authority.as_ref().unwrap().header_value(), "idp.example:8080");
+        assert_eq!(v.origin_form(), "/oidc/register?x=1");
+        let dir = tempfile::tempdir().unwrap();
+        let snap = snapshot(dir.path(), "trusted_proxies = []");
+        let e = extract(&s, &snap, &Metrics::new(), v.authority.map(|a| a.host));
+        assert_eq!(e.signals.hostname.as_deref(), Some("idp.example"));
+        assert!(!e.peer_trusted);
+    }
+
+    #[tokio::test]
+    async fn header_bytes_are_read_and_duplicates_refused() {
+        let s = session(b"GET /authorize HTTP/1.1\r\nHost: a\r\nUser-Agent: Bot caf\xe9\r\n\r\n").await;
+        let dir = tempfile::tempdir().unwrap();
+        let snap = snapshot(dir.path(), "trusted_proxies = []");
+        let e = extract(&s, &snap, &Metrics::new(), Some("a".into()));
+        assert_eq!(e.signals.user_agent.as_deref(), Some("Bot caf\u{fffd}"));
+        assert_eq!(e.header_error, None);
+        let s = session(b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\nUser-Agent: y\r\n\r\n").await;
+        assert_eq!(extract(&s, &snap, &Metrics::new(), None).header_error, Some("User-Agent"));
+    }
+
+    #[tokio::test]
+    async fn refused_heads() {
+        for (raw, want) in [
+            (&b"GET /a%00 HTTP/1.1\r\nHost: a\r\n\r\n"[..], TargetError::ControlCharacter),
+            (b"GET / HTTP/1.1\r\n\r\n", TargetError::MissingHost),
+            (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", TargetError::AsteriskNotOptions),
+        ] {
+            let s = session(raw).await;
+            assert_eq!(request_view(&s).unwrap_err(), want, "{}", String::from_utf8_lossy(raw));
+        }
+        let s = session(b"GET / HTTP/1.0\r\n\r\n").await;
+        assert_eq!(request_view(&s).unwrap().authority, None, "HTTP/1.0 may omit Host");
+    }
+}
