@@ -32,6 +32,11 @@ struct Stack {
 impl Stack {
     /// IdP on a free port with the gateway's address as issuer, and the gateway in front.
     fn start(dcr_keys: &str) -> Stack {
+        Stack::start_with(dcr_keys, Vec::new())
+    }
+
+    /// [`Stack::start`] with files placed beside the gateway's configuration.
+    fn start_with(dcr_keys: &str, files: Vec<(&str, Vec<u8>)>) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join("idp-record.jsonl");
         let idp_port = free_port();
@@ -48,11 +53,15 @@ impl Stack {
             .expect("node is installed (make test runs npm ci for the demo IdP)");
         let idp = Node(idp);
         assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", idp_port)).is_ok()),
+            wait_until(Duration::from_secs(60), || std::net::TcpStream::connect(("127.0.0.1", idp_port)).is_ok()),
             "demo IdP did not start: {}",
             std::fs::read_to_string(dir.path().join("idp.log")).unwrap_or_default()
         );
-        let gw = GatewayBuilder::new(&format!("http://127.0.0.1:{idp_port}"))
+        let mut builder = GatewayBuilder::new(&format!("http://127.0.0.1:{idp_port}"));
+        for (name, bytes) in files {
+            builder = builder.file(name, bytes);
+        }
+        let gw = builder
             .http_port(gw_port)
             .extra("[routes]\nregistration_path = \"/oidc/register\"\nupstream_registration_path = \"/reg\"")
             .dcr(dcr_keys)
@@ -181,4 +190,77 @@ fn the_idp_receives_the_gateways_bytes_not_the_clients() {
     assert_eq!(doc["client_name"], "Spaced Name");
     assert!(doc.get("x_unknown_member").is_none(), "{received}");
     assert!(!received.contains('\n') && !received.contains(": "), "compact: {received}");
+}
+
+/// A partner token pinned to its domain and `openid`: the client it registered at the real IdP
+/// cannot be moved outside the pin by an RFC 7592 update; a change within the pin reaches the
+/// IdP, which applies it. The partner's token use is spent once, by the registration only.
+#[test]
+fn partner_pins_hold_for_updates_at_the_real_idp() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let out = Command::new(BIN)
+        .args(["token", "new", "--file"])
+        .arg(&tokens)
+        .args(["--label", "partner-x", "--max-uses", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let text = std::fs::read_to_string(&tokens).unwrap().replace(
+        "label = \"partner-x\"",
+        "label = \"partner-x\"\nredirect_host_allow = [\"*.partner-x.example\"]\nallowed_scopes = [\"openid\"]",
+    );
+    let s = Stack::start_with(
+        "registration = \"token\"\ntoken_file = \"tokens.toml\"",
+        vec![("tokens.toml", text.into_bytes())],
+    );
+    let base = format!("http://{}/oidc/register", s.gw.http);
+    let body = r#"{"client_name":"Partner X","redirect_uris":["https://app.partner-x.example/cb"],"scope":"openid","token_endpoint_auth_method":"none","grant_types":["authorization_code"],"response_types":["code"]}"#;
+    let (status, text) = response_parts(
+        agent()
+            .post(&base)
+            .set("content-type", "application/json")
+            .set("authorization", &format!("Bearer {token}"))
+            .send_string(body),
+    );
+    assert_eq!(status, 201, "{text}");
+    let reg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let client_id = reg["client_id"].as_str().unwrap().to_string();
+    let rat = reg["registration_access_token"].as_str().expect("RFC 7592 token").to_string();
+    let put = |doc: serde_json::Value| {
+        response_parts(
+            agent()
+                .put(&format!("{base}/{client_id}"))
+                .set("content-type", "application/json")
+                .set("authorization", &format!("Bearer {rat}"))
+                .send_string(&doc.to_string()),
+        )
+    };
+    let puts_at_idp = || s.idp_received().iter().filter(|r| r["method"] == "PUT").count();
+    let mut doc = serde_json::json!({
+        "client_id": client_id, "redirect_uris": ["https://attacker.example/cb"], "scope": "openid",
+        "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"], "response_types": ["code"],
+    });
+    assert_eq!(put(doc.clone()).0, 400, "redirect moved outside the pin");
+    doc["redirect_uris"] = serde_json::json!(["https://app.partner-x.example/cb"]);
+    doc["scope"] = serde_json::json!("openid offline_access");
+    assert_eq!(put(doc.clone()).0, 400, "scope widened beyond the pin");
+    assert_eq!(puts_at_idp(), 0, "neither update reached the IdP");
+    doc["scope"] = serde_json::json!("openid");
+    doc["redirect_uris"] = serde_json::json!(["https://www.partner-x.example/cb"]);
+    let (status, text) = put(doc);
+    assert_eq!(status, 200, "the IdP applied the update within the pin: {text}");
+    assert_eq!(puts_at_idp(), 1);
+    let updated: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(updated["redirect_uris"], serde_json::json!(["https://www.partner-x.example/cb"]));
+    // max_uses = 1 was spent by the registration: a second one is refused before the IdP.
+    let (status, _) = response_parts(
+        agent()
+            .post(&base)
+            .set("content-type", "application/json")
+            .set("authorization", &format!("Bearer {token}"))
+            .send_string(body),
+    );
+    assert_eq!(status, 401);
 }
