@@ -116,9 +116,10 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         tls_listeners: cfg.https_listeners.iter().map(|l| l.address).collect(),
     };
     let mut http_proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-    // HTTP/2 rapid reset (CVE-2023-44487): a client that resets streams right after the
-    // server accepted them made hundreds of upstream requests per connection before GOAWAY.
-    // Bound accepted-then-reset and locally errored streams per connection.
+    // HTTP/2 rapid reset (CVE-2023-44487): bound the streams a client resets before they are
+    // accepted, locally errored streams and concurrent streams per connection. Streams reset
+    // *after* acceptance are not counted by h2; capping those needs a per-connection counter
+    // (not built yet, see README).
     let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
     h2.max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
