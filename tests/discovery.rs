@@ -126,3 +126,40 @@ fn redirects_to_the_idps_own_address_stay_on_the_gateway() {
     let r = agent().get(&gw.url("/elsewhere")).set("host", "auth.example.com").call().unwrap();
     assert_eq!(r.header("location"), Some("https://accounts.example.org/login"), "other origins untouched");
 }
+
+/// The IdP advertises registration at a path the gateway does not guard: refuse to start, and
+/// `check` fails naming both paths; when they agree, it starts.
+#[test]
+fn a_registration_path_the_idp_does_not_use_refuses_to_start() {
+    let up = RawUpstream::start();
+    up.respond_with(
+        "/.well-known/openid-configuration",
+        200,
+        "application/json",
+        r#"{"issuer":"{origin}","registration_endpoint":"{origin}/reg"}"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    let port = free_port();
+    let admin = free_port();
+    let text = |up_path: &str| {
+        format!(
+            "[server]\npid_file = \"{d}/p\"\nupgrade_sock = \"{d}/s\"\n[listen]\nhttp = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:{admin}\"\n\
+             [upstream]\norigins = [\"{o}\"]\nhealth_check = \"none\"\n[routes]\nupstream_registration_path = \"{up_path}\"\n",
+            d = dir.path().display(),
+            o = up.origin()
+        )
+    };
+    std::fs::write(&cfg, text("/oidc/register")).unwrap();
+    let check = std::process::Command::new(BIN).args(["check", "-c"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{err}");
+    assert!(err.contains("\"/reg\"") && err.contains("\"/oidc/register\""), "{err}");
+    let run = std::process::Command::new(BIN).args(["run", "-c"]).arg(&cfg).output().unwrap();
+    assert!(!run.status.success(), "refused to start");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("advertises registration at \"/reg\""));
+    // Agreeing configuration: check passes that point.
+    std::fs::write(&cfg, text("/reg")).unwrap();
+    let check = std::process::Command::new(BIN).args(["check", "-c"]).arg(&cfg).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}

@@ -95,6 +95,15 @@ pub fn check(config: &Path) -> i32 {
         }
     };
     let mut problems = Vec::new();
+    match crate::state::idp_probe::probe(&snap.config) {
+        crate::state::idp_probe::Probe::Disagrees { advertised } => {
+            problems.push(crate::proxy::server::registration_path_error(&snap.config, &advertised));
+        }
+        crate::state::idp_probe::Probe::Skipped(why) => {
+            eprintln!("note: registration path not compared with the IdP's discovery document: {why}");
+        }
+        crate::state::idp_probe::Probe::Agrees => {}
+    }
     if let Err(errs) = crate::proxy::upstream::build(&snap.config.upstream) {
         problems.extend(errs.into_iter().map(|e| format!("{}: {e}", config.display())));
     }

@@ -30,6 +30,17 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Largest HTTP/1 request head (431 beyond); Pingora's own limit is 1 MiB.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// The message for an IdP that advertises another registration path than the configured one.
+pub fn registration_path_error(cfg: &crate::config::Config, advertised: &str) -> String {
+    format!(
+        "{}: routes.upstream_registration_path: the IdP's discovery document advertises registration at {advertised:?}, \
+         not {:?}: requests to the IdP's path would pass unvalidated; set upstream_registration_path (or [upstream] \
+         profile) to the IdP's path",
+        cfg.path.display(),
+        cfg.routes.upstream_registration_path
+    )
+}
+
 pub struct RunOptions {
     /// Take over listening sockets from a running instance (graceful upgrade).
     pub upgrade: bool,
@@ -43,6 +54,16 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let snap = Snapshot::load(&config_path).map_err(|e| e.0)?;
     let cfg = snap.config.clone();
     logging::init(&cfg.log.level, cfg.log.format);
+    // The IdP's own registration path must be the one the gateway guards.
+    match crate::state::idp_probe::probe(&cfg) {
+        crate::state::idp_probe::Probe::Agrees => {}
+        crate::state::idp_probe::Probe::Disagrees { advertised } => {
+            return Err(vec![registration_path_error(&cfg, &advertised)]);
+        }
+        crate::state::idp_probe::Probe::Skipped(why) => {
+            tracing::info!("registration path not compared with the IdP's discovery document: {why}");
+        }
+    }
 
     let metrics = Arc::new(Metrics::new());
     metrics.set_active(&snap.config_sha256, &snap.rules_sha256, snap.acl.rule_count());

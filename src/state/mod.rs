@@ -10,11 +10,14 @@
 //! - [`reload`]: SIGHUP and file-watch reloads, judged against the last good snapshot.
 //! - [`store`]: reading a file with its digest, and atomic writes (the admin API's).
 //! - [`upstream`]: the `[upstream]` origins resolved and the CA loaded.
+//! - [`idp_probe`]: at start and in `check`, the IdP's advertised registration path compared
+//!   with `[routes] upstream_registration_path`.
 //! - [`certs`]: the HTTPS listeners' certificate/key pairs, checked and swapped on reload.
 //!
 //! Imports go downward only: state uses config and the core, never the adapters.
 
 pub mod certs;
+pub mod idp_probe;
 pub mod policy;
 pub mod reload;
 pub mod settings;
