@@ -62,6 +62,7 @@ impl Stack {
             builder = builder.file(name, bytes);
         }
         let gw = builder
+            .read_timeout_ms(20_000)
             .http_port(gw_port)
             .extra("[routes]\nregistration_path = \"/oidc/register\"\nupstream_registration_path = \"/reg\"")
             .dcr(dcr_keys)

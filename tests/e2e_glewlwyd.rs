@@ -15,6 +15,10 @@ use serde_json::{json, Value};
 use support::glewlwyd::{self, Glewlwyd};
 use support::*;
 
+/// Glewlwyd writes each registration to SQLite and hashes its secret: on a loaded machine
+/// (parallel tests, CI) that took over the harness's 2 s default once.
+const REAL_IDP_READ_TIMEOUT_MS: u64 = 20_000;
+
 struct Stack {
     idp: Glewlwyd,
     gw: Gateway,
@@ -28,7 +32,11 @@ const PROFILE: &str = "profile = \"glewlwyd\"";
 impl Stack {
     fn start(dcr_keys: &str) -> Stack {
         let idp = Glewlwyd::start();
-        let gw = GatewayBuilder::new(&idp.origin()).upstream_keys(PROFILE).dcr(dcr_keys).start();
+        let gw = GatewayBuilder::new(&idp.origin())
+            .read_timeout_ms(REAL_IDP_READ_TIMEOUT_MS)
+            .upstream_keys(PROFILE)
+            .dcr(dcr_keys)
+            .start();
         Stack { idp, gw }
     }
 
@@ -37,7 +45,12 @@ impl Stack {
     fn start_public_issuer(dcr_keys: &str) -> Stack {
         let gw_port = free_port();
         let idp = Glewlwyd::start_with_issuer(&format!("http://127.0.0.1:{gw_port}/api/{}", glewlwyd::PLUGIN));
-        let gw = GatewayBuilder::new(&idp.origin()).http_port(gw_port).upstream_keys(PROFILE).dcr(dcr_keys).start();
+        let gw = GatewayBuilder::new(&idp.origin())
+            .http_port(gw_port)
+            .read_timeout_ms(REAL_IDP_READ_TIMEOUT_MS)
+            .upstream_keys(PROFILE)
+            .dcr(dcr_keys)
+            .start();
         Stack { idp, gw }
     }
 

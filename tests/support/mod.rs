@@ -65,6 +65,7 @@ pub struct GatewayBuilder {
     threads: usize,
     server_extra: String,
     reload_extra: String,
+    read_timeout_ms: u64,
 }
 
 impl GatewayBuilder {
@@ -82,11 +83,18 @@ impl GatewayBuilder {
             threads: 2,
             server_extra: String::new(),
             reload_extra: String::new(),
+            read_timeout_ms: 2000,
         }
     }
     /// `[server] threads` (2 unless set).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n;
+        self
+    }
+    /// `[upstream] read_timeout_ms` (2000 unless set): a real IdP on a loaded machine may need
+    /// more than the recording upstream.
+    pub fn read_timeout_ms(mut self, ms: u64) -> Self {
+        self.read_timeout_ms = ms;
         self
     }
     /// Extra keys for [reload].
@@ -167,13 +175,14 @@ impl GatewayBuilder {
         let config = format!(
             "[server]\nthreads = {threads}\npid_file = \"{pid}\"\nupgrade_sock = \"{sock}\"\ngraceful_shutdown_timeout_seconds = 5\n{server_extra}\
              [listen]\nhttp = [\"{http}\"]\nadmin = \"{admin}\"\n{listen_extra}\n\
-             [upstream]\n{up}connect_timeout_ms = 1000\nread_timeout_ms = 2000\nhealth_check_interval_ms = 200\n\
+             [upstream]\n{up}connect_timeout_ms = 1000\nread_timeout_ms = {read_timeout_ms}\nhealth_check_interval_ms = 200\n\
              [network]\n{net}\n{acl}\n[dcr]\n{dcr}\n[reload]\ndebounce_ms = 50\n{reload_extra}\n{extra}",
             pid = dir.path().join("gw.pid").display(),
             sock = dir.path().join("upgrade.sock").display(),
             threads = self.threads,
             server_extra = self.server_extra,
             reload_extra = self.reload_extra,
+            read_timeout_ms = self.read_timeout_ms,
             up = self.upstream,
             net = self.network,
             dcr = self.dcr,
