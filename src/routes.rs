@@ -23,6 +23,9 @@ pub struct Router {
     /// learned it from the discovery document must not bypass the gateway's checks.
     dcr_paths: Vec<Vec<String>>,
     management_prefixes: Vec<Vec<String>>,
+    /// Prefixes refused outright (400) unless a dcr path matches first: other registration
+    /// providers of the IdP that the gateway cannot validate.
+    refused: Vec<Vec<String>>,
 }
 
 /// The outcome of classifying one request.
@@ -58,6 +61,17 @@ impl Router {
         let reg = segments_of(registration_path);
         let up_lower = segments_of(upstream_registration_path);
         let mut dcr_paths = vec![reg.clone()];
+        // Keycloak serves other client-registration providers beside `openid-connect`
+        // (`…/clients-registrations/default`, `…/saml2-entity-descriptor`) that create clients
+        // from their own formats: unvalidated ways around the gateway. They are refused.
+        let refused = match up_lower.as_slice() {
+            [parent @ .., last, provider] if last == "clients-registrations" && provider == "openid-connect" => {
+                let mut p = parent.to_vec();
+                p.push(last.clone());
+                vec![p]
+            }
+            _ => Vec::new(),
+        };
         if up_lower != reg {
             dcr_paths.push(up_lower);
         }
@@ -66,6 +80,7 @@ impl Router {
         let management_prefixes =
             management_prefixes.iter().map(|p| segments_of(p)).filter(|p| !p.is_empty()).collect();
         Router {
+            refused,
             registration_path: canonical_path(registration_path),
             registration: reg,
             upstream_registration,
@@ -119,6 +134,9 @@ impl Router {
     fn classify_view(&self, view: &RequestView) -> Result<Route, TargetError> {
         let segs = lower(&view.segments);
         let (scope, is_registration, matched) = self.route_of(&segs);
+        if scope != Scope::Dcr && self.refused.iter().any(|p| strip_prefix(&segs, p).is_some()) {
+            return Err(TargetError::RefusedPath);
+        }
         let (flat_scope, flat_reg, _) = self.route_of(&lower(&view.flat_segments));
         if (scope, is_registration) != (flat_scope, flat_reg) {
             return Err(TargetError::Ambiguous);
@@ -215,6 +233,25 @@ mod tests {
         ] {
             assert_eq!(router().classify_target(p), Err(TargetError::Ambiguous), "{p}");
         }
+    }
+
+    #[test]
+    fn other_keycloak_registration_providers_are_refused() {
+        let r = Router::new("/oidc/register", "/realms/mcp/clients-registrations/openid-connect", &["/admin/".into()]);
+        let ok = r.classify_target("/realms/mcp/clients-registrations/openid-connect").unwrap();
+        assert!(ok.scope == Scope::Dcr && ok.is_registration);
+        assert_eq!(
+            r.classify_target("/realms/mcp/clients-registrations/openid-connect/abc").unwrap().scope,
+            Scope::Dcr
+        );
+        for p in [
+            "/realms/mcp/clients-registrations/default",
+            "/realms/MCP/clients-registrations/saml2-entity-descriptor",
+            "/realms/mcp/clients-registrations",
+        ] {
+            assert_eq!(r.classify_target(p), Err(TargetError::RefusedPath), "{p}");
+        }
+        assert_eq!(r.classify_target("/realms/mcp/protocol/openid-connect/auth").unwrap().scope, Scope::Authentication);
     }
 
     #[test]

@@ -39,10 +39,13 @@ fn discovery_documents_point_at_the_gateway() {
         assert_eq!(doc["issuer"], format!("{}/api/oidc", up.origin()), "issuer is the IdP's");
         assert_eq!(doc["end_session_endpoint"], "https://elsewhere.example/logout");
     }
+    // The rewritten document holds the request's Host: caches must key on it.
+    let r = agent().get(&gw.url("/.well-known/openid-configuration")).set("host", "x.example").call().unwrap();
+    assert!(r.header("vary").is_some_and(|v| v.to_ascii_lowercase().contains("host")));
     // The IdP was asked for an uncompressed document.
     let seen = up.recorded();
     assert!(seen.iter().all(|r| r.header("accept-encoding").is_none()));
-    assert_eq!(gw.wait_metric("dcr_gateway_answers_rewritten_total{kind=\"discovery\"}", 2.0), 2.0);
+    assert_eq!(gw.wait_metric("dcr_gateway_answers_rewritten_total{kind=\"discovery\"}", 3.0), 3.0);
 }
 
 #[test]

@@ -92,6 +92,9 @@ pub enum TargetError {
     /// The two readings of the path land on different routes.
     Ambiguous,
     TooLong,
+    /// A path the gateway refuses outright (an IdP endpoint that creates clients from a format
+    /// the gateway cannot validate).
+    RefusedPath,
 }
 
 impl TargetError {
@@ -109,6 +112,7 @@ impl TargetError {
             TargetError::TooManyEncodings => "the request path is percent-encoded too many times",
             TargetError::Ambiguous => "the request path can be read as more than one path",
             TargetError::TooLong => "the request target is too long",
+            TargetError::RefusedPath => "this endpoint is not available through the gateway",
         }
     }
 }

@@ -94,8 +94,9 @@ pub(super) fn rewrite(req: &mut RequestHeader, ctx: &RequestCtx, snap: &Snapshot
             req.remove_header(&http::header::COOKIE);
         }
     }
-    if ctx.upstream.rewrite_expected() {
-        // An answer the gateway rewrites must arrive uncompressed.
+    if ctx.upstream.rewrite_expected() || a.route.as_ref().is_some_and(|r| r.scope == Scope::Dcr) {
+        // An answer the gateway rewrites or reads (the issued client_id, which partner pins
+        // need) must arrive uncompressed.
         req.remove_header(&http::header::ACCEPT_ENCODING);
     }
     if ctx.registration.strip_authorization {

@@ -85,8 +85,9 @@ fn parse_state(buf: &[u8]) -> Result<bool, HeadError> {
         Ok(httparse::Status::Partial) => Ok(false),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
         // Pingora retries these with the target percent-escaped (non-ASCII request targets):
-        // leave them to it, the gateway's own target rules judge the result.
-        Err(httparse::Error::Token | httparse::Error::Version) => Ok(true),
+        // leave them to it, the gateway's own target rules judge the result — but only once the
+        // whole head is here, so the deadline and the size cap still bound it.
+        Err(httparse::Error::Token | httparse::Error::Version) => Ok(buf.windows(4).any(|w| w == b"\r\n\r\n")),
         Err(_) => Err(HeadError::Malformed),
     }
 }
@@ -243,6 +244,9 @@ mod tests {
         assert_eq!(parse_state(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(true));
         assert_eq!(parse_state(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(false));
         assert_eq!(parse_state(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"), Err(HeadError::Malformed));
+        // A target Pingora escapes itself: handed over only when the head is complete.
+        assert_eq!(parse_state(b"GET /a b HTTP/1.1\r\nX: y\r\n"), Ok(false));
+        assert_eq!(parse_state(b"GET /a b HTTP/1.1\r\nX: y\r\n\r\n"), Ok(true));
         let many: String = (0..300).map(|i| format!("x{i}: y\r\n")).collect();
         assert_eq!(parse_state(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()), Err(HeadError::TooLarge));
     }

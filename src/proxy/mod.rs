@@ -43,8 +43,10 @@ use crate::telemetry::audit::now_rfc3339;
 use crate::telemetry::{AuditLog, Metrics, Outcome};
 use upstream::PeerTemplate;
 
-/// Upper bound on the upstream response we buffer to learn the issued `client_id`.
-const CLIENT_ID_CAPTURE_LIMIT: usize = 64 * 1024;
+/// Upper bound on the upstream answer buffered to learn the issued `client_id` or to rewrite
+/// it: a 64 KiB registration can come back several times larger (an IdP that escapes `&` as
+/// `\u0026`), and a lost client_id loses the client's partner pin.
+const CLIENT_ID_CAPTURE_LIMIT: usize = 1024 * 1024;
 
 const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -476,6 +478,10 @@ impl ProxyHttp for Gateway {
             if !session.is_http2() && resp.version != http::Version::HTTP_10 {
                 resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
             }
+            if ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.public_base_url.is_none()) {
+                // The rewritten URLs hold the request's Host: a shared cache must key on it.
+                resp.append_header(http::header::VARY, "Host")?;
+            }
             ctx.upstream.rewrite = Some((kind, rw));
             ctx.upstream.capture = Some(Vec::new());
         }
@@ -628,6 +634,17 @@ impl ProxyHttp for Gateway {
         self.metrics.observe_durations(scope, elapsed.as_secs_f64(), ctx.timing.check.as_secs_f64());
         if ctx.admission.status == 0 {
             ctx.admission.status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        }
+        if ctx.registration.is_registration_post
+            && ctx.upstream.status.is_some_and(|s| (200..300).contains(&s))
+            && ctx.upstream.client_id.is_none()
+            && ctx.registration.token.as_ref().is_some_and(|t| !t.overrides.is_empty())
+        {
+            tracing::warn!(
+                request_id = %ctx.admission.request_id,
+                "partner pin not recorded: the IdP's registration answer carried no readable client_id; \
+                 updates of that client are checked against the base policy"
+            );
         }
         if ctx.registration.is_registration_post {
             let (result, code) =
