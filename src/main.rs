@@ -15,7 +15,10 @@ fn main() {
     // 2,000 half-open connections closed, RSS 175 MiB → 176 MiB with the default, 104 MiB →
     // 33 MiB (base 30 MiB) with 0 (bench/idle_connections.sh).
     // SAFETY: sets an integer option; mimalloc reads options atomically.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // An operator's MIMALLOC_PURGE_DELAY wins (mimalloc reads it at start).
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
     let cli = dcr_gateway::cli::Cli::parse();
     std::process::exit(dcr_gateway::cli::dispatch(cli));
 }
