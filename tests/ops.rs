@@ -162,19 +162,7 @@ fn graceful_upgrade_hands_over_the_sockets() {
     let mut old = GatewayBuilder::new(&up.origin()).start();
     assert_eq!(http_get(&old.url("/authorize")).0, 200);
     // The new process reads the same configuration and waits for the sockets.
-    let new_stderr = old.path("new.stderr.log");
-    let mut new = std::process::Command::new(BIN)
-        .args(["run", "--upgrade", "-c"])
-        .arg(old.config_path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::from(std::fs::File::create(&new_stderr).unwrap()))
-        .spawn()
-        .unwrap();
-    // Pingora's new process listens on the upgrade socket before it can receive the fds.
-    assert!(
-        wait_until(Duration::from_secs(20), || old.path("upgrade.sock").exists()),
-        "new process waits on the upgrade socket"
-    );
+    let (mut new, new_stderr) = old.spawn_upgrade();
     old.signal("QUIT");
     let status = old.wait_exit(Duration::from_secs(20)).expect("old process exits after handing over");
     assert!(status.success(), "{status}");

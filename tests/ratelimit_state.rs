@@ -5,47 +5,15 @@
 mod support;
 
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dcr_gateway::ratelimit::{
     Answered, Backend, Limit, LimitKind, OnBackendError, RateClass, RateDecision, RateLimitPolicy, RateLimiter,
 };
+use support::redis_server::Redis;
 use support::upstream::Upstream;
 use support::*;
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        Redis::start_with(&[])
-    }
-    fn start_with(extra: &[&str]) -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        assert!(wait_until(Duration::from_secs(10), || { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() }));
-        Redis { child, port }
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::from([a, b, c, d])
@@ -54,7 +22,7 @@ fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
 #[tokio::test]
 async fn redis_keys_exist_only_for_admitted_requests_and_expire() {
     let long = long_window();
-    let redis = Redis::start();
+    let redis = Redis::start_with(&[]);
     let policy = RateLimitPolicy {
         per_ip: Some(Limit { requests: 5, window_seconds: long }),
         per_prefix: Some(Limit { requests: 50, window_seconds: long }),

@@ -5,31 +5,16 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
 use support::upstream::Upstream;
 use support::*;
 
 /// The CN of the certificate a new TLS handshake sees, and the status of a GET over it.
 fn handshake(addr: SocketAddr) -> (String, u16) {
-    let mut c = SslConnector::builder(SslMethod::tls()).unwrap();
-    c.set_verify(SslVerifyMode::NONE);
-    let c = c.build();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut cfg = c.configure().unwrap();
-    cfg.set_verify_hostname(false);
-    let mut s = cfg.connect("idp.example.com", tcp).unwrap();
-    let cert = s.ssl().peer_certificate().expect("server certificate");
-    let cn = String::from_utf8(cert.subject_name().entries().next().unwrap().data().as_slice().to_vec()).unwrap();
-    write!(s, "GET /authorize HTTP/1.1\r\nHost: idp.example.com\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    (cn, raw_status(&String::from_utf8_lossy(&out)))
+    let (cn, text) = support::certs::https_get(addr, "idp.example.com", "idp.example.com", "/authorize");
+    (cn, raw_status(&text))
 }
 
 fn write_bytes(path: &std::path::Path, bytes: &[u8]) {

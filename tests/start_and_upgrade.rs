@@ -123,18 +123,7 @@ fn a_graceful_upgrade_answers_every_request_2xx_while_a_client_loops() {
     let client = Client::start(old.http);
     assert!(wait_until(Duration::from_secs(10), || client.answers().len() >= 20));
 
-    let new_stderr = old.path("new.stderr.log");
-    let mut new = std::process::Command::new(BIN)
-        .args(["run", "--upgrade", "-c"])
-        .arg(old.config_path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::from(std::fs::File::create(&new_stderr).unwrap()))
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || old.path("upgrade.sock").exists()),
-        "new process waits on the upgrade socket"
-    );
+    let (mut new, new_stderr) = old.spawn_upgrade();
     let during = client.answers().len();
     old.signal("QUIT");
     let status = old.wait_exit(Duration::from_secs(20)).expect("old process exits after handing over");

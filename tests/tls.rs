@@ -3,32 +3,15 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
 use support::upstream::Upstream;
 use support::*;
 
 fn https_get(addr: std::net::SocketAddr, sni: &str, host: &str, path: &str) -> (u16, String) {
-    let mut c = SslConnector::builder(SslMethod::tls()).unwrap();
-    c.set_verify(SslVerifyMode::NONE);
-    let c = c.build();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut cfg = c.configure().unwrap();
-    cfg.set_verify_hostname(false);
-    let mut s = cfg.connect(sni, tcp).unwrap();
-    let cert = s.ssl().peer_certificate().expect("server certificate");
-    let cn = cert.subject_name().entries().next().unwrap().data().as_slice().to_vec();
-    let cn = String::from_utf8(cn).unwrap();
+    let (cn, text) = support::certs::https_get(addr, sni, host, path);
     assert_eq!(cn, "idp.example.com");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
     (raw_status(&text), text)
 }
 

@@ -29,3 +29,22 @@ pub fn self_signed(cn: &str) -> (Vec<u8>, Vec<u8>) {
     b.sign(&key, MessageDigest::sha256()).unwrap();
     (b.build().to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap())
 }
+
+/// A GET over a fresh TLS handshake with `sni` (no certificate verification): the CN of the
+/// certificate served, and the raw response.
+pub fn https_get(addr: std::net::SocketAddr, sni: &str, host: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut c = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    c.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut cfg = c.build().configure().unwrap();
+    cfg.set_verify_hostname(false);
+    let mut s = cfg.connect(sni, tcp).unwrap();
+    let cert = s.ssl().peer_certificate().expect("server certificate");
+    let cn = String::from_utf8(cert.subject_name().entries().next().unwrap().data().as_slice().to_vec()).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (cn, String::from_utf8_lossy(&out).into_owned())
+}

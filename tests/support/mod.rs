@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod glewlwyd;
 pub mod raw_upstream;
+pub mod redis_server;
 pub mod upstream;
 
 use std::io::{Read, Write};
@@ -256,6 +257,26 @@ impl Gateway {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Start the new process of a graceful upgrade (`run --upgrade` on the same configuration,
+    /// stderr to `new.stderr.log`) and wait until it listens on the upgrade socket; the caller
+    /// then sends SIGQUIT to this one. The returned child is the caller's to stop.
+    pub fn spawn_upgrade(&self) -> (Child, PathBuf) {
+        let new_stderr = self.path("new.stderr.log");
+        let new = Command::new(BIN)
+            .args(["run", "--upgrade", "-c"])
+            .arg(self.config_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&new_stderr).unwrap()))
+            .spawn()
+            .unwrap();
+        // Pingora's new process listens on the upgrade socket before it can receive the fds.
+        assert!(
+            wait_until(Duration::from_secs(20), || self.path("upgrade.sock").exists()),
+            "new process waits on the upgrade socket"
+        );
+        (new, new_stderr)
     }
 
     pub fn signal(&self, sig: &str) {
