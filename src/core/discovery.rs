@@ -84,7 +84,11 @@ impl Rewriter {
 
     /// A rewritten discovery document, or `None` when `body` is not a JSON object.
     pub fn rewrite_discovery(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let mut doc: Map<String, Value> = serde_json::from_slice(body).ok()?;
+        self.rewrite_discovery_doc(serde_json::from_slice(body).ok()?)
+    }
+
+    /// [`Rewriter::rewrite_discovery`] of an already parsed document.
+    pub fn rewrite_discovery_doc(&self, mut doc: Map<String, Value>) -> Option<Vec<u8>> {
         for (name, value) in doc.iter_mut() {
             if name == "issuer" {
                 continue;
@@ -114,7 +118,11 @@ impl Rewriter {
     /// A registration answer with `registration_client_uri` moved to the gateway, or `None`
     /// when nothing changes (or the body is not a JSON object).
     pub fn rewrite_registration(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let mut doc: Map<String, Value> = serde_json::from_slice(body).ok()?;
+        self.rewrite_registration_doc(serde_json::from_slice(body).ok()?)
+    }
+
+    /// [`Rewriter::rewrite_registration`] of an already parsed document.
+    pub fn rewrite_registration_doc(&self, mut doc: Map<String, Value>) -> Option<Vec<u8>> {
         let Some(Value::String(uri)) = doc.get("registration_client_uri") else { return None };
         let new = self.rewrite_url(uri)?;
         doc.insert("registration_client_uri".into(), Value::String(new));

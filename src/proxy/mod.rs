@@ -538,27 +538,40 @@ impl ProxyHttp for Gateway {
         }
         if end_of_stream {
             if let Some(buf) = ctx.upstream.capture.take() {
-                // Only client_id and error are read; the secrets in the same document are
-                // dropped here.
-                if let Ok(v) = serde_json::from_slice::<IdpAnswer>(&buf) {
-                    ctx.upstream.client_id = v.client_id.map(|s| truncate_chars(&s, 256));
-                    ctx.upstream.idp_error = v.error.and_then(|e| record::idp_error_code(&e));
-                }
                 let success = ctx.upstream.status.is_some_and(|s| (200..300).contains(&s));
+                let verify = success && ctx.registration.is_registration_post && ctx.registration.body.is_some();
+                // The answer is parsed once: into a tree when it is rewritten or verified,
+                // else only its client_id and error (no tree; the secrets beside them are
+                // dropped here).
+                let tree = if ctx.upstream.rewrite.is_some() || verify {
+                    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&buf).ok()
+                } else {
+                    None
+                };
+                match &tree {
+                    Some(doc) => {
+                        let text = |k: &str| doc.get(k).and_then(serde_json::Value::as_str);
+                        ctx.upstream.client_id = text("client_id").map(|s| truncate_chars(s, 256));
+                        ctx.upstream.idp_error = text("error").and_then(record::idp_error_code);
+                    }
+                    None => {
+                        if let Ok(v) = serde_json::from_slice::<IdpAnswer>(&buf) {
+                            ctx.upstream.client_id = v.client_id.map(|s| truncate_chars(&s, 256));
+                            ctx.upstream.idp_error = v.error.and_then(|e| record::idp_error_code(&e));
+                        }
+                    }
+                }
                 if let (Some(id), Some(token)) = (&ctx.upstream.client_id, &ctx.registration.token) {
                     if success {
                         self.pins.pin(id, &token.overrides);
                     }
                 }
-                if let (true, true, Some(sent), Some(snap)) = (
-                    success,
-                    ctx.registration.is_registration_post,
-                    ctx.registration.body.as_ref(),
-                    ctx.admission.snapshot.as_ref(),
-                ) {
+                if let (true, Some(sent), Some(snap), Some(answer)) =
+                    (verify, ctx.registration.body.as_ref(), ctx.admission.snapshot.as_ref(), tree.as_ref())
+                {
                     // What the IdP made of the registration, compared with what it was sent.
-                    let changed =
-                        crate::core::verify::differences(sent, &buf, &snap.config.idp.known_drops).unwrap_or_default();
+                    let changed = crate::core::verify::differences_in(sent, answer, &snap.config.idp.known_drops)
+                        .unwrap_or_default();
                     for member in &changed {
                         self.metrics.registration_differences.with_label_values(&[member]).inc();
                     }
@@ -568,10 +581,10 @@ impl ProxyHttp for Gateway {
                     ctx.upstream.changed_members = changed;
                 }
                 if let Some((kind, rw)) = ctx.upstream.rewrite.take() {
-                    let rewritten = match kind {
-                        Rewrite::Discovery => rw.rewrite_discovery(&buf),
-                        Rewrite::Registration => rw.rewrite_registration(&buf),
-                    };
+                    let rewritten = tree.and_then(|doc| match kind {
+                        Rewrite::Discovery => rw.rewrite_discovery_doc(doc),
+                        Rewrite::Registration => rw.rewrite_registration_doc(doc),
+                    });
                     if rewritten.is_some() {
                         self.metrics
                             .answers_rewritten
