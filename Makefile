@@ -9,13 +9,13 @@ DEMO_IDP := deploy/demo-idp
 GEOIP_PKG := @ip-location-db/geo-whois-asn-country-mmdb@2.3.2026061719
 GEOIP_DB := geoip/geo-whois-asn-country.mmdb
 
-.PHONY: run test prereqs build release demo-idp-deps geoip check bench bench-micro bench-connections fuzz fuzz-check clean
+.PHONY: run test prereqs build release dist demo-idp-deps console-test-deps geoip check bench bench-bundle bench-micro bench-connections fuzz fuzz-check clean
 
 run: prereqs release demo-idp-deps $(GEOIP_DB)
 	@$(DEMO_IDP)/run-demo.sh
 
 # Every test, the doc tests too even when a test failed (the exit status is the first failure's).
-test: prereqs demo-idp-deps
+test: prereqs demo-idp-deps console-test-deps
 	@status=0; \
 	$(CARGO) test --all-targets --no-fail-fast || status=$$?; \
 	$(CARGO) test --doc || status=$${status:-$$?}; \
@@ -32,7 +32,28 @@ build:
 release:
 	$(CARGO) build --release --bin dcr-gateway
 
+# Release artefacts in dist/: the binary stripped the way Debian strips packages
+# (--strip-unneeded), its debug info and symbols split off into dcr-gateway.debug (found by gdb,
+# perf and addr2line through the .gnu_debuglink section), and SHA256SUMS. build.rs records the
+# commit for dcr_gateway_build_info (git rev-parse, or DCR_GATEWAY_COMMIT when set).
+DIST := dist
+dist: prereqs release
+	@mkdir -p $(DIST)
+	@rm -f $(DIST)/dcr-gateway $(DIST)/dcr-gateway.debug $(DIST)/SHA256SUMS
+	objcopy --only-keep-debug target/release/dcr-gateway $(DIST)/dcr-gateway.debug
+	chmod 0644 $(DIST)/dcr-gateway.debug
+	cd $(DIST) && objcopy --strip-unneeded --add-gnu-debuglink=dcr-gateway.debug ../target/release/dcr-gateway dcr-gateway
+	cd $(DIST) && sha256sum dcr-gateway dcr-gateway.debug > SHA256SUMS
+	@cd $(DIST) && ls -l dcr-gateway dcr-gateway.debug && ./dcr-gateway --version
+
 demo-idp-deps: $(DEMO_IDP)/node_modules/.package-lock.json
+
+# puppeteer-core for the admin console's browser test (tests/console.rs drives Debian's chromium).
+console-test-deps: tests/console/node_modules/.package-lock.json
+
+tests/console/node_modules/.package-lock.json: tests/console/package.json tests/console/package-lock.json
+	cd tests/console && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(DEMO_IDP)/node_modules/.package-lock.json: $(DEMO_IDP)/package.json $(DEMO_IDP)/package-lock.json
 	cd $(DEMO_IDP) && $(NPM) ci --no-audit --no-fund --loglevel=error
@@ -73,8 +94,13 @@ fuzz-check:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(DEMO_IDP)/node_modules $(GEOIP_DB)
+	rm -rf $(DEMO_IDP)/node_modules $(GEOIP_DB) $(DIST)
 
 # End-to-end benchmark against nginx, HAProxy and bare Pingora; writes docs/benchmarks.md (bench/README.md).
 bench:
 	./bench/run.sh
+
+# The same benchmark packed (binaries, peers, their libraries, fixtures, a Python runner) for an
+# offline many-core machine: bench/README.md, "Running on another machine".
+bench-bundle:
+	./bench/bundle.sh

@@ -8,6 +8,12 @@
 #   AB_THREADS=2 ./bench/ab.sh                           # [server] threads of the gateway
 #   AB_OHA_RATE=4400 ./bench/ab.sh 1 10                  # then fixed-rate p50/p99 with oha
 #   AB_PERF=/tmp/p ./bench/ab.sh 1                       # then perf record both
+#   AB_REF=/path/to/older/dcr-gateway ./bench/ab.sh      # two gateway builds instead of bare
+#   AB_WORKLOAD=blocked AB_REF=... ./bench/ab.sh         # post (default), get or blocked (403)
+#
+# Columns: `gw` is AB_GW, `bare` is bare Pingora or, with AB_REF, that gateway build (same
+# configuration and pinning). The blocked flood (bench/flood.lua) needs AB_REF: bare Pingora
+# blocks nothing.
 #
 # Prints per round: req/s, CPU µs per request (user+system) and user-space CPU µs per request
 # for both, and the medians. On this shared VM req/s and system time move by ±20 % between runs
@@ -18,6 +24,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROUNDS=${1:-5}; SECS=${2:-5}; CONNS=${3:-16}
 GW=${AB_GW:-$ROOT/target/release/dcr-gateway}
 BARE=${AB_BARE:-$ROOT/target/release/examples/bare_proxy}
+REF=${AB_REF:-}
+WORKLOAD=${AB_WORKLOAD:-post}
+case $WORKLOAD in
+  post) SCRIPT=$ROOT/bench/post.lua; TARGET=/oidc/register; WANT=2xx ;;
+  get) SCRIPT=; TARGET='/authorize?client_id=bench&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A33418%2Foauth%2Fcallback&scope=openid'; WANT=2xx ;; # run.sh's GET_PATH
+  blocked) SCRIPT=$ROOT/bench/flood.lua; TARGET=/oidc/register; WANT=403
+    [[ -n $REF ]] || { echo "AB_WORKLOAD=blocked needs AB_REF (another gateway build): bare Pingora blocks nothing" >&2; exit 2; } ;;
+  *) echo "AB_WORKLOAD: post, get or blocked" >&2; exit 2 ;;
+esac
 PORT=${AB_PORT_BASE:-19080}
 HZ=$(getconf CLK_TCK)
 for t in nginx wrk taskset; do command -v $t >/dev/null || { echo "ab.sh needs $t (make bench installs it)" >&2; exit 1; }; done
@@ -41,28 +56,43 @@ cp "$W/fx/rules-100000.json" "$W/rules.json"; cp "$W/fx/country.mmdb" "$W/countr
 source "$ROOT/bench/gateway-config.sh"
 gateway_toml "$W" $((PORT + 2)) $((PORT + 3)) $((PORT + 1)) "${AB_THREADS:-1}" true 128 0 >"$W/gateway.toml"
 taskset -c 0 "$GW" run -c "$W/gateway.toml" >"$W/gw.log" 2>&1 & GWPID=$!; PIDS+=($GWPID)
-taskset -c 0 "$BARE" "127.0.0.1:$((PORT + 4))" "127.0.0.1:$((PORT + 1))" 1 >"$W/bare.log" 2>&1 & BAREPID=$!; PIDS+=($BAREPID)
-for u in "http://127.0.0.1:$((PORT + 3))/readyz" "http://127.0.0.1:$((PORT + 4))/"; do
+if [[ -n $REF ]]; then # the reference gateway: same configuration on its own ports and directory
+  mkdir -p "$W/ref"; cp "$W/rules.json" "$W/country.mmdb" "$W/ref/"
+  gateway_toml "$W/ref" $((PORT + 4)) $((PORT + 5)) $((PORT + 1)) "${AB_THREADS:-1}" true 128 0 >"$W/ref/gateway.toml"
+  taskset -c 0 "$REF" run -c "$W/ref/gateway.toml" >"$W/bare.log" 2>&1 & BAREPID=$!; PIDS+=($BAREPID)
+  REF_READY="http://127.0.0.1:$((PORT + 5))/readyz"
+else
+  taskset -c 0 "$BARE" "127.0.0.1:$((PORT + 4))" "127.0.0.1:$((PORT + 1))" 1 >"$W/bare.log" 2>&1 & BAREPID=$!; PIDS+=($BAREPID)
+  REF_READY="http://127.0.0.1:$((PORT + 4))/"
+fi
+for u in "http://127.0.0.1:$((PORT + 3))/readyz" "$REF_READY"; do
   for _ in $(seq 300); do curl -sf -o /dev/null "$u" && break; sleep 0.1; done
 done
 ticks() { cut -d')' -f2 "/proc/$1/stat" | awk '{print $12 + $13}'; }
 utime() { cut -d')' -f2 "/proc/$1/stat" | awk '{print $12}'; }
 run() { # port pid → "rps cpu_us_per_req user_cpu_us_per_req"
   local t0 u0 t1 u1 out; t0=$(ticks "$2"); u0=$(utime "$2")
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$ROOT/bench/post.lua" "http://127.0.0.1:$1/oidc/register")
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" ${SCRIPT:+-s "$SCRIPT"} "http://127.0.0.1:$1$TARGET")
   t1=$(ticks "$2"); u1=$(utime "$2")
-  grep -q 'Non-2xx' <<<"$out" && { echo "non-2xx answers on port $1" >&2; exit 1; }
+  if [[ $WANT == 2xx ]]; then
+    grep -q 'Non-2xx' <<<"$out" && { echo "non-2xx answers on port $1" >&2; exit 1; }
+  else # every answer a refusal: wrk counts them all as non-2xx
+    awk '/requests in/ { n = $1 } /Non-2xx/ { b = $NF } END { exit !(n > 0 && b == n) }' <<<"$out" \
+      || { echo "answers other than refusals on port $1" >&2; exit 1; }
+  fi
   awk -v dt=$((t1 - t0)) -v du=$((u1 - u0)) -v hz="$HZ" '/requests in/ { n = $1 } /Requests\/sec/ { r = $2 } END { printf "%.0f %.1f %.1f\n", r, 1e6 * dt / hz / n, 1e6 * du / hz / n }' <<<"$out"
 }
-printf '%-6s %9s %8s %10s %9s %8s %10s %7s %7s %7s\n' round gw_rps gw_us gw_user bare_rps bare_us bare_user rps× cpu× user×
+R=bare; [[ -n $REF ]] && R=ref
+echo "workload: $WORKLOAD; gw = $GW; $R = ${REF:-$BARE}"
+printf '%-6s %9s %8s %10s %9s %8s %10s %7s %7s %7s\n' round gw_rps gw_us gw_user ${R}_rps ${R}_us ${R}_user rps× cpu× user×
 for i in $(seq "$ROUNDS"); do
   read -r gr gu gi < <(run $((PORT + 2)) $GWPID); read -r br bu bi < <(run $((PORT + 4)) $BAREPID)
   awk -v i="$i" -v gr="$gr" -v gu="$gu" -v gi="$gi" -v br="$br" -v bu="$bu" -v bi="$bi" \
     'BEGIN { printf "%-6s %9s %8s %10s %9s %8s %10s %7.3f %7.3f %7.3f\n", i, gr, gu, gi, br, bu, bi, gr / br, gu / bu, (bi > 0 ? gi / bi : 0) }'
 done | tee "$W/rows"
 med() { awk -v k="$1" '{ print $k }' "$W/rows" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-echo "median: gateway $(med 2) req/s, $(med 3) µs/req, $(med 4) user µs/req; bare $(med 5) req/s, $(med 6) µs/req, $(med 7) user µs/req"
-echo "median gateway/bare: throughput $(med 8)×, CPU per request $(med 9)×, user CPU per request $(med 10)×"
+echo "median: gateway $(med 2) req/s, $(med 3) µs/req, $(med 4) user µs/req; $R $(med 5) req/s, $(med 6) µs/req, $(med 7) user µs/req"
+echo "median gateway/$R: throughput $(med 8)×, CPU per request $(med 9)×, user CPU per request $(med 10)×"
 if [[ -n ${AB_OHA_RATE:-} ]]; then # fixed-rate tail latency (oha), gateway then bare
   for who in gateway:$((PORT + 2)) bare:$((PORT + 4)); do
     oha_out=$(taskset -c 1 oha --no-tui -z "${SECS}s" -c "$CONNS" -q "$AB_OHA_RATE" --latency-correction -m POST \

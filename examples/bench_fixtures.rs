@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Writes into OUT_DIR, for each size N:
-//! * `rules-N.json`     Tenant ACL: `block-kp` (geo_country_codes KP, priority 1) and the N CIDRs
-//!   as block rules of at most 1,000 `ipv4_cidrs` each (`blocklist-0001`, ..., priority 2);
+//! * `rules-N.json`     Tenant ACL: `block-kp` (geo_country_codes KP, priority 1), the N CIDRs
+//!   as block rules of at most 1,000 `ipv4_cidrs` each (`blocklist-0001`, ..., priority 2) and
+//!   `block-flood-ua` (user_agents `flood-bot/*`, priority 3: the blocked-flood workload);
 //! * `rules-N-alt.json` the same shape with a different random list (the reload-under-load test
 //!   alternates between the two);
 //! * `nginx-deny-N.conf` `deny CIDR;` lines (ngx_http_access_module);
@@ -116,8 +117,21 @@ fn rules_json(list: &[String]) -> String {
             "rule": {"action": {"block": true}, "scope": "tenant", "match": {"ipv4_cidrs": chunk}}
         }));
     }
+    // The blocked-flood workload (bench/flood.lua): the User-Agent an abusive client sends,
+    // checked after the CIDR lists so a flood pays for the whole evaluation.
+    rules.push(serde_json::json!({
+        "id": "block-flood-ua",
+        "description": "Bench flood client (bench/flood.lua)",
+        "active": true,
+        "priority": 3,
+        "rule": {"action": {"block": true}, "scope": "tenant", "match": {"user_agents": [FLOOD_USER_AGENT]}}
+    }));
     serde_json::to_string_pretty(&rules).unwrap() + "\n"
 }
+
+/// The `User-Agent` of the blocked-flood workload, blocked by every system under test (the
+/// gateway's `block-flood-ua` rule, nginx `if ($http_user_agent ...)`, HAProxy `req.hdr`).
+const FLOOD_USER_AGENT: &str = "flood-bot/*";
 
 fn lines(list: &[String], f: impl Fn(&str) -> String) -> String {
     list.iter().fold(String::new(), |mut s, c| {

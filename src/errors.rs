@@ -49,6 +49,11 @@ pub enum GatewayError {
     Internal,
     /// `[server] max_connections` connections are open.
     TooManyConnections,
+    /// A `[registry]` cap (`total`, `software`, `prefix`) is reached (docs/registry.md).
+    ClientLimit {
+        cap: &'static str,
+        retry_after_secs: Option<u64>,
+    },
 }
 
 impl GatewayError {
@@ -71,6 +76,8 @@ impl GatewayError {
             GatewayError::MalformedRequest { status } => *status,
             GatewayError::Internal => 500,
             GatewayError::TooManyConnections => 503,
+            GatewayError::ClientLimit { retry_after_secs: Some(_), .. } => 429,
+            GatewayError::ClientLimit { .. } => 403,
         }
     }
 
@@ -98,6 +105,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::Internal => "server_error",
             GatewayError::Unauthorized(_) => "invalid_token",
+            GatewayError::ClientLimit { .. } => "client_limit_reached",
         }
     }
 
@@ -128,6 +136,13 @@ impl GatewayError {
             GatewayError::MalformedRequest { .. } => "malformed request".into(),
             GatewayError::Internal => "internal error".into(),
             GatewayError::TooManyConnections => "too many open connections".into(),
+            GatewayError::ClientLimit { cap: "total", .. } => {
+                "the limit of dynamically registered clients is reached".into()
+            }
+            GatewayError::ClientLimit { cap: "software", .. } => {
+                "the limit of registered clients of this software is reached".into()
+            }
+            GatewayError::ClientLimit { .. } => "too many client registrations from this network".into(),
         }
     }
 
@@ -139,6 +154,7 @@ impl GatewayError {
                 vec![("retry-after", "5".into())]
             }
             GatewayError::RateLimited { retry_after_secs } => vec![("retry-after", retry_after_secs.to_string())],
+            GatewayError::ClientLimit { retry_after_secs: Some(s), .. } => vec![("retry-after", s.to_string())],
             GatewayError::RateLimitUnavailable | GatewayError::TooManyConnections => vec![("retry-after", "5".into())],
             // RFC 6750 §3; the issue asks for invalid_token even when the header is missing.
             GatewayError::Unauthorized(e) => vec![(
@@ -150,12 +166,18 @@ impl GatewayError {
     }
 
     pub fn body(&self, request_id: &str) -> Vec<u8> {
-        let v = serde_json::json!({
-            "error": self.code(),
-            "error_description": self.description(),
-            "request_id": request_id,
-        });
-        serde_json::to_vec(&v).unwrap_or_default()
+        /// The same three members as a `json!` map, without building one (every refusal of a
+        /// flood writes this).
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            error_description: &'a str,
+            request_id: &'a str,
+        }
+        let description = self.description();
+        let body = Body { error: self.code(), error_description: &description, request_id };
+        let mut out = Vec::with_capacity(96 + description.len() + request_id.len());
+        serde_json::to_writer(&mut out, &body).map(|_| out).unwrap_or_default()
     }
 }
 

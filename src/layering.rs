@@ -5,11 +5,11 @@
 /// Layers, lowest first. A module may import its own layer and those below.
 const LAYERS: &[&[&str]] = &[
     // pure: no Pingora session types, no I/O on the request path
-    &["core", "routes", "scope", "acl", "dcr", "signals", "tokens", "ratelimit", "errors", "redact"],
+    &["core", "routes", "scope", "acl", "dcr", "cimd", "signals", "tokens", "ratelimit", "errors", "redact"],
     &["config"],
     &["telemetry"],
-    &["state", "reload", "snapshot"],
-    &["proxy", "admin"],
+    &["state", "reload", "snapshot", "registry"],
+    &["proxy", "admin", "fetch", "console"],
     &["cli"],
 ];
 
@@ -73,6 +73,58 @@ fn modules_import_only_their_layer_and_below() {
     violations.sort();
     violations.dedup();
     assert!(violations.is_empty(), "upward imports:\n{}", violations.join("\n"));
+}
+
+/// What the pure layer must not do: Pingora's session types, files, sockets, tasks, processes.
+const IO: &[&str] = &[
+    "pingora::",
+    "std::fs",
+    "tokio::net",
+    "tokio::spawn",
+    "redis::",
+    "TcpStream",
+    "std::thread::spawn",
+    "std::process",
+];
+
+/// The I/O a production file of the pure layer names.
+fn io_in(text: &str) -> Vec<&'static str> {
+    IO.iter().copied().filter(|w| production(text).contains(w)).collect()
+}
+
+#[test]
+fn the_pure_layer_does_no_io() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut violations = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().to_string();
+            let top = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+            // Test modules kept in their own file (`mod tests;` under `#[cfg(test)]`).
+            if layer_of(&top) != Some(0) || rel.ends_with("/tests.rs") || path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let found = io_in(&std::fs::read_to_string(&path).unwrap());
+            if !found.is_empty() {
+                violations.push(format!("{rel}: {found:?}"));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "I/O in the pure layer:\n{}", violations.join("\n"));
+}
+
+#[test]
+fn io_in_the_pure_layer_is_caught() {
+    assert_eq!(io_in("use redis::aio::ConnectionManager;\nfn f() {}"), ["redis::"]);
+    assert_eq!(io_in("fn f() { std::fs::read(\"x\"); }"), ["std::fs"]);
+    assert!(io_in("#[cfg(test)]\nmod t { fn f() { std::fs::read(\"x\"); } }").is_empty(), "tests may");
+    assert!(io_in("use pingora_limits::estimator::Estimator;").is_empty(), "a data-structure crate is not I/O");
 }
 
 #[test]

@@ -10,14 +10,18 @@
 
 pub mod acl;
 pub mod admin;
+pub mod cimd;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod dcr;
 pub mod errors;
+pub mod fetch;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;
+pub mod registry;
 pub mod routes;
 pub mod scope;
 pub mod signals;

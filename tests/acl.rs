@@ -225,27 +225,56 @@ fn reload_under_traffic_never_fails_a_request_nor_mixes_rule_sets() {
 #[test]
 fn test_rules_and_explain_on_the_shipped_example() {
     let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let city = dir.path().join("city.mmdb");
+    std::fs::write(&city, geo_fixture()).unwrap();
+    let city = city.to_str().unwrap();
     let out = std::process::Command::new(BIN)
-        .args(["test-rules", "--rules", &format!("{root}/conf/rules.json"), &format!("{root}/conf/rules.tests.json")])
+        .args(["test-rules", "--rules", &format!("{root}/conf/rules.json"), "--geoip-db", city])
+        .arg(format!("{root}/conf/rules.tests.json"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 
-    let dir = tempfile::tempdir().unwrap();
     let cases = dir.path().join("cases.json");
     std::fs::write(&cases, r#"[{"name":"wrong on purpose","ip":"192.0.2.1","expect":"allow"}]"#).unwrap();
     let out = std::process::Command::new(BIN)
-        .args(["test-rules", "--rules", &format!("{root}/conf/rules.json")])
+        .args(["test-rules", "--rules", &format!("{root}/conf/rules.json"), "--geoip-db", city])
         .arg(&cases)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL wrong on purpose"));
 
-    std::fs::write(dir.path().join("city.mmdb"), geo_fixture()).unwrap();
+    // Without the database the geo rules need, both refuse (exit 2) as check does, naming
+    // the rules, instead of evaluating them as never matching.
+    for args in [
+        vec!["test-rules", "--rules", &format!("{root}/conf/rules.json"), cases.to_str().unwrap()],
+        vec!["explain", "--rules", &format!("{root}/conf/rules.json"), "--ip", "81.2.69.142"],
+    ] {
+        let out = std::process::Command::new(BIN).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("geo_country_codes") && err.contains("--geoip-db"), "{err}");
+        assert!(err.contains("rules \"block-embargoed-countries-dcr\" use"), "{err}");
+        assert!(out.stdout.is_empty(), "nothing evaluated: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let asn_rules = dir.path().join("asn.json");
+    std::fs::write(
+        &asn_rules,
+        r#"[{"id":"cloud","active":true,"rule":{"action":{"block":true},"scope":"dcr","match":{"asns":[64500]}}}]"#,
+    )
+    .unwrap();
     let out = std::process::Command::new(BIN)
-        .args(["explain", "--rules", &format!("{root}/conf/rules.json"), "--geoip-db"])
-        .arg(dir.path().join("city.mmdb"))
+        .args(["explain", "--rules", asn_rules.to_str().unwrap(), "--ip", "192.0.2.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rules \"cloud\" use asns") && err.contains("--asn-db"), "{err}");
+
+    let out = std::process::Command::new(BIN)
+        .args(["explain", "--rules", &format!("{root}/conf/rules.json"), "--geoip-db", city])
         .args(["--ip", "81.2.69.142", "--ua", "curl/8", "--json"])
         .output()
         .unwrap();
@@ -254,6 +283,7 @@ fn test_rules_and_explain_on_the_shipped_example() {
     assert_eq!(v["decision"], "allow");
     assert_eq!(v["rule"], serde_json::Value::Null);
     assert_eq!(v["logged"][0], "log-scripted-registrations");
+    assert_eq!(v["monitored"][0], serde_json::json!({"rule": "log-scripted-registrations", "action": "log"}));
     assert_eq!(v["signals"]["country"], "GB");
     assert_eq!(v["signals"]["subdivisions"][0], "GB-ENG");
 }
@@ -304,4 +334,83 @@ fn sighup_reloads_without_the_file_watcher() {
     gw.signal("HUP");
     assert!(wait_until(Duration::from_secs(5), || gw.metric("dcr_gateway_reloads_total{result=\"success\"}") > before));
     assert_eq!(get_from(&gw, "/authorize", "203.0.113.5").0, 200, "the signal reloaded the rules");
+}
+
+#[test]
+fn client_id_hosts_block_cimd_clients_by_host() {
+    let up = Upstream::start();
+    let gw = GatewayBuilder::new(&up.origin())
+        .rules(r#"[{"id":"evil-cimd","active":true,"priority":1,"rule":{"action":{"block":true},"scope":"authentication","match":{"client_id_hosts":["*.evil.example"]}}}]"#)
+        .start();
+    let authorize = |client_id: &str| {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", "https://app.example/cb")
+            .finish();
+        get_from(&gw, &format!("/authorize?{q}"), "198.51.100.7")
+    };
+    let (status, body) = authorize("https://x.evil.example/c.json");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(up.count(), 0, "the IdP saw nothing");
+    assert_eq!(authorize("HTTPS://X.EVIL.EXAMPLE./c.json").0, 403, "read as a URL parser reads the host");
+    // A repeated client_id cannot hide the blocked host.
+    let (status, _) = get_from(
+        &gw,
+        "/authorize?client_id=https%3A%2F%2Fok.example%2Fc.json&client_id=https%3A%2F%2Fa.evil.example%2Fc.json",
+        "198.51.100.7",
+    );
+    assert_eq!(status, 403);
+    assert_eq!(up.count(), 0);
+    // Other hosts, plain client_ids and the suffix itself pass.
+    for ok in ["https://app.example/c.json", "s6BhdRkqt3", "https://evil.example/c.json", "https://notevil.example/c"] {
+        assert_eq!(authorize(ok).0, 200, "{ok}");
+    }
+    assert_eq!(up.count(), 4);
+    assert!(up.last().url.contains("client_id=https%3A%2F%2Fnotevil.example%2Fc"), "{}", up.last().url);
+    assert_eq!(gw.metric("dcr_gateway_acl_matches_total{action=\"block\",rule=\"evil-cimd\"}"), 3.0);
+}
+
+#[test]
+fn explain_and_test_rules_take_a_client_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.json");
+    std::fs::write(
+        &rules,
+        r#"[{"id":"evil-cimd","active":true,"rule":{"action":{"block":true},"scope":"authentication","match":{"client_id_hosts":["*.evil.example"]}}}]"#,
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let explain = |client_id: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["explain", "--rules", rules, "--ip", "192.0.2.1", "--scope", "authentication", "--json"])
+            .args(["--client-id", client_id])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = explain("https://X.evil.example/c.json");
+    assert_eq!((v["decision"].as_str(), v["rule"].as_str()), (Some("block"), Some("evil-cimd")), "{v}");
+    assert_eq!(v["signals"]["client_id_hosts"], serde_json::json!(["x.evil.example"]));
+    let v = explain("s6BhdRkqt3");
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["signals"]["client_id_hosts"], serde_json::json!([]));
+    let out = std::process::Command::new(BIN)
+        .args(["explain", "--rules", rules, "--ip", "192.0.2.1", "--scope", "authentication"])
+        .args(["--client-id", "https://a.evil.example/c.json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("client_id host: a.evil.example"), "{text}");
+
+    let cases = dir.path().join("cases.json");
+    std::fs::write(
+        &cases,
+        r#"[{"name":"evil","ip":"192.0.2.1","scope":"authentication","client_id":"https://a.evil.example/c","expect":"block","rule":"evil-cimd"},
+            {"name":"fine","ip":"192.0.2.1","scope":"authentication","client_id":"https://ok.example/c","expect":"allow","rule":null}]"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN).args(["test-rules", "--rules", rules]).arg(&cases).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }

@@ -137,7 +137,8 @@ fn toggling_dcr_changes_what_registration_answers_as_soon_as_patch_returns() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(register(&gw, None).0, 201);
 
-    // Unknown members and bad values: 400 naming them, nothing written.
+    // Bad values: 400 naming them, nothing written (members the gateway does not use, as
+    // Terraform's auth0_tenant sends, are no error: kept and not enforced).
     let before = std::fs::read(&file).unwrap();
     let r = call(
         "PATCH",
@@ -148,7 +149,7 @@ fn toggling_dcr_changes_what_registration_answers_as_soon_as_patch_returns() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
-        r.body.contains("friendly_name") && r.body.contains("dynamic_client_registration_security_mode"),
+        !r.body.contains("friendly_name") && r.body.contains("dynamic_client_registration_security_mode"),
         "{}",
         r.body
     );
@@ -384,8 +385,11 @@ fn scopes_are_enforced_per_endpoint() {
     assert_eq!(call("GET", &gw.admin_url("/api/v2/tenants/settings"), Some(&reader), None, None).status, 200);
     let r = call("POST", &acls, Some(&reader), None, Some(rule));
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.body.contains(r#""error":"insufficient_scope""#), "{}", r.body);
-    assert!(r.body.contains("create:network_acls"), "{}", r.body);
+    // Auth0's 403 body: the reason phrase in `error`, the code in `errorCode`.
+    let v = r.json();
+    assert_eq!(v["error"], "Forbidden", "{v}");
+    assert_eq!(v["errorCode"], "insufficient_scope", "{v}");
+    assert_eq!(v["message"], "Insufficient scope, expected any of: create:network_acls", "{v}");
     let r = call("PATCH", &gw.admin_url("/api/v2/tenants/settings"), Some(&reader), None, Some("{}"));
     assert_eq!(r.status, 403, "{}", r.body);
 
@@ -567,4 +571,187 @@ fn a_write_the_reload_refuses_is_rolled_back() {
     assert!(!gw.path("tenant-settings.json").exists());
     assert_eq!(call("GET", &acls, Some(&admin), None, None).json(), serde_json::json!([]));
     assert!(gw.audit_lines().iter().all(|l| l["scope"] != "admin"), "nothing changed, nothing audited");
+}
+
+// ------------------------------------------------------------------ Auth0 fidelity (#16)
+
+fn auth0_fixture(name: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/auth0").join(name))
+        .unwrap()
+}
+
+fn call_form(method: &str, url: &str, token: &Token, body: &str) -> Resp {
+    let r = agent()
+        .request(method, url)
+        .set("authorization", &token.bearer())
+        .set("content-type", "application/x-www-form-urlencoded")
+        .send_string(body);
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let etag = resp.header("etag").map(str::to_string);
+    Resp { status: resp.status(), etag, headers: Vec::new(), body: resp.into_string().unwrap_or_default() }
+}
+
+#[test]
+fn auth0s_monitoring_mode_patch_records_the_block_and_lets_the_request_through() {
+    let up = Upstream::start();
+    let admin = Token::new("sec-team", ALL_SCOPES);
+    let rules = r#"[{"id":"bad-net","description":"block a bad network","active":true,"priority":1,
+        "rule":{"action":{"block":true},"scope":"dcr","match":{"ipv4_cidrs":["203.0.113.0/24"]}}}]"#;
+    let gw = builder(&up, &[&admin]).rules(rules).start();
+    let rule_url = gw.admin_url("/api/v2/network-acls/bad-net");
+    assert_eq!(register(&gw, Some("203.0.113.7")).0, 403);
+    let before = up.count();
+
+    // The body on Auth0's "Enable monitoring mode" page, verbatim.
+    let r = call("PATCH", &rule_url, Some(&admin), None, Some(&auth0_fixture("monitoring-mode-patch.json")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["rule"]["action"], serde_json::json!({"block": true, "log": true}), "{v}");
+    assert_eq!(v["rule"]["scope"], "authentication");
+    assert_eq!(v["rule"]["match"]["ipv4_cidrs"][0], "203.0.113.0/24", "the conditions are kept: {v}");
+    assert_eq!(v["description"], "block a bad network");
+
+    // Recorded, not executed: the IdP gets the registration; the audit line names the rule.
+    let (status, body) = register(&gw, Some("203.0.113.7"));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(up.count(), before + 1);
+    let logged = || gw.audit_lines().iter().any(|l| l["logged_rules"] == serde_json::json!(["bad-net"]));
+    assert!(wait_until(Duration::from_secs(5), logged), "{:?}", gw.audit_lines());
+    assert!(gw.wait_metric("dcr_gateway_acl_matches_total{action=\"log\",rule=\"bad-net\"}", 1.0) >= 1.0);
+
+    // Off again the Auth0 way (log false): the block executes.
+    let r = call("PATCH", &rule_url, Some(&admin), None, Some(r#"{"rule":{"action":{"log":false}}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(register(&gw, Some("203.0.113.7")).0, 403);
+    assert_eq!(up.count(), before + 1);
+
+    // Switching the action: null removes the old flag (JSON merge patch).
+    let r = call("PATCH", &rule_url, Some(&admin), None, Some(r#"{"rule":{"action":{"block":null,"allow":true}}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["rule"]["action"], serde_json::json!({"allow": true, "log": false}));
+}
+
+#[test]
+fn auth0s_constraints_unique_priorities_lengths_and_ids() {
+    let up = Upstream::start();
+    let admin = Token::new("sec-team", ALL_SCOPES);
+    let gw = builder(&up, &[&admin]).rules("[]").start();
+    let acls = gw.admin_url("/api/v2/network-acls");
+    let path = gw.path("rules.json");
+
+    // Auth0's documented create body, verbatim.
+    let china = auth0_fixture("create-block-china.json")
+        .replace("\"geo_country_codes\": [\"CN\"]", "\"user_agents\": [\"cn-bot/*\"]");
+    let r = call("POST", &acls, Some(&admin), None, Some(&china));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(dcr_gateway::admin::network_acls::is_auth0_id(&id), "{id}");
+
+    let before = std::fs::read(&path).unwrap();
+    let r = call("POST", &acls, Some(&admin), None, Some(&china));
+    assert_eq!(r.status, 409, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        (v["error"].as_str(), v["message"].as_str()),
+        (Some("Conflict"), Some("A Network ACL with this priority number has already been created."))
+    );
+    for (body, field) in [
+        (china.replace("\"priority\": 1", "\"priority\": 101"), "priority"),
+        (
+            china
+                .replace("Block all traffic from China", &"d".repeat(256))
+                .replace("\"priority\": 1", "\"priority\": 2"),
+            "description",
+        ),
+    ] {
+        let r = call("POST", &acls, Some(&admin), None, Some(&body));
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.json()["errors"][0]["field"], field, "{}", r.body);
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
+    // A rules file may go beyond Auth0's range; the API keeps to it.
+    let r = call("PATCH", &format!("{acls}/{id}"), Some(&admin), None, Some(r#"{"priority": 0}"#));
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+#[test]
+fn form_bodies_and_terraforms_tenant_settings_are_accepted() {
+    let up = Upstream::start();
+    let admin = Token::new("sec-team", ALL_SCOPES);
+    let gw = builder(&up, &[&admin]).rules("[]").start();
+    let settings = gw.admin_url("/api/v2/tenants/settings");
+    let file = gw.path("tenant-settings.json");
+
+    // What Terraform's auth0_tenant sent (a recording): members the gateway does not use are
+    // kept and returned; the DCR member is enforced.
+    let r = call("PATCH", &settings, Some(&admin), None, Some(&auth0_fixture("tenant-settings-terraform-patch.json")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["friendly_name"], "My Test Tenant");
+    assert_eq!(v["flags"]["remove_alg_from_jwks"], true);
+    assert_eq!(v["flags"]["enable_dynamic_client_registration"], true, "the gateway's own member is there too");
+    let on_disk: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(on_disk["session_cookie"]["mode"], "non-persistent");
+    let r =
+        call("PATCH", &settings, Some(&admin), None, Some(&auth0_fixture("tenant-settings-terraform-dcr-patch.json")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = call("GET", &settings, Some(&admin), None, None).json();
+    assert_eq!(got["friendly_name"], "DCR Security Mode Test");
+    assert_eq!(got["session_lifetime"], 168);
+    assert_eq!(got["flags"]["remove_alg_from_jwks"], true, "merged, not replaced");
+
+    // A form body, as Auth0 takes: DCR off, enforced at once.
+    let r = call_form("PATCH", &settings, &admin, "flags[enable_dynamic_client_registration]=false");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(register(&gw, None).0, 403);
+    let r = call_form("PATCH", &settings, &admin, "enable_dynamic_client_registration=true");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(register(&gw, None).0, 201);
+
+    // A network ACL created from a form body.
+    let r = call_form(
+        "POST",
+        &gw.admin_url("/api/v2/network-acls"),
+        &admin,
+        "description=form+made&active=true&priority=4&rule[action][block]=true&rule[scope]=dcr\
+         &rule[match][ipv4_cidrs][]=203.0.113.0%2F24",
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["rule"]["match"]["ipv4_cidrs"], serde_json::json!(["203.0.113.0/24"]));
+    assert_eq!(register(&gw, Some("203.0.113.9")).0, 403);
+}
+
+#[test]
+fn client_id_hosts_rules_are_validated_and_enforced_through_the_api() {
+    let up = Upstream::start();
+    let admin = Token::new("sec-team", ALL_SCOPES);
+    let gw = builder(&up, &[&admin]).rules("[]").start();
+    let acls = gw.admin_url("/api/v2/network-acls");
+    let rule = |hosts: &str| {
+        format!(
+            r#"{{"description":"no evil CIMD clients","active":true,"priority":1,
+                 "rule":{{"action":{{"block":true}},"scope":"authentication","match":{{"client_id_hosts":{hosts}}}}}}}"#
+        )
+    };
+    // The loader's validation, through the API: 400 naming the entry, nothing written.
+    let r = call("POST", &acls, Some(&admin), None, Some(&rule(r#"["ok.example", "a.*.example"]"#)));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["errors"][0]["field"], "rule.match.client_id_hosts[1]", "{}", r.body);
+    assert_eq!(std::fs::read_to_string(gw.path("rules.json")).unwrap(), "[]");
+
+    let r = call("POST", &acls, Some(&admin), None, Some(&rule(r#"["*.evil.example"]"#)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["rule"]["match"]["client_id_hosts"][0], "*.evil.example");
+    let authorize = |client_id: &str| {
+        let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("client_id", client_id).finish();
+        response_parts(agent().get(&gw.url(&format!("/authorize?{q}"))).call()).0
+    };
+    assert_eq!(authorize("https://x.evil.example/c.json"), 403);
+    assert_eq!(up.count(), 0, "the IdP saw nothing");
+    assert_eq!(authorize("https://app.example/c.json"), 200);
+    assert_eq!(up.count(), 1);
 }

@@ -21,6 +21,13 @@ const RESOLVABLE_ORIGIN: &str = "http://127.0.0.1:1";
 
 /// Every metric the gateway exports (without histogram suffixes).
 const METRICS: &[&str] = &[
+    "dcr_gateway_registry_clients",
+    "dcr_gateway_registry_dedupes_total",
+    "dcr_gateway_registry_cap_refusals_total",
+    "dcr_gateway_registry_reaped_total",
+    "dcr_gateway_registry_store_errors_total",
+    "dcr_gateway_registry_records_lost_total",
+    "dcr_gateway_registry_queue_depth",
     "dcr_gateway_requests_total",
     "dcr_gateway_acl_matches_total",
     "dcr_gateway_registrations_total",
@@ -36,8 +43,12 @@ const METRICS: &[&str] = &[
     "dcr_gateway_geoip_lookups_without_record_total",
     "dcr_gateway_upstream_healthy_origins",
     "dcr_gateway_audit_write_errors_total",
+    "dcr_gateway_rate_limited_total",
+    "dcr_gateway_rate_limit_decisions_total",
+    "dcr_gateway_build_info",
 ];
 const HISTOGRAMS: &[&str] = &[
+    "dcr_gateway_registry_store_seconds",
     "dcr_gateway_request_duration_seconds",
     "dcr_gateway_check_duration_seconds",
     "dcr_gateway_registration_body_read_seconds",
@@ -567,9 +578,15 @@ fn grafana_dashboard_is_valid_and_queries_real_metrics() {
     let unknown: Vec<&String> = used.iter().filter(|m| base_metric(m).is_none()).collect();
     assert!(unknown.is_empty(), "dashboard references metrics the gateway does not export: {unknown:?}");
     // The names above are the ones the gateway registers (guards against a rename in src/).
-    if let Ok(src) = std::fs::read_to_string(root().join("src/telemetry/metrics.rs")) {
+    // (the client registry registers its own, in src/registry/mod.rs)
+    if let Ok(src) = std::fs::read_to_string(root().join("src/telemetry/metrics.rs"))
+        .map(|m| m + &std::fs::read_to_string(root().join("src/registry/mod.rs")).unwrap_or_default())
+    {
         for m in used.iter().filter_map(|m| base_metric(m)) {
-            assert!(src.contains(&format!("\"{m}\"")), "{m} is not registered in src/telemetry/metrics.rs");
+            assert!(
+                src.contains(&format!("\"{m}\"")),
+                "{m} is not registered in src/telemetry/metrics.rs or src/registry/mod.rs"
+            );
         }
     }
     for needle in [
@@ -585,6 +602,9 @@ fn grafana_dashboard_is_valid_and_queries_real_metrics() {
         "dcr_gateway_last_reload_success",
         "dcr_gateway_rules_loaded",
         "dcr_gateway_config_info",
+        "sum by (limit) (rate(dcr_gateway_rate_limited_total",
+        "sum by (backend, result) (rate(dcr_gateway_rate_limit_decisions_total",
+        "dcr_gateway_build_info",
     ] {
         assert!(all.contains(needle), "no panel queries {needle}");
     }
@@ -666,6 +686,126 @@ fn systemd_unit_is_hardened_and_verifies() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("dcr-gateway")).collect();
     assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {}\n{stderr}", out.status);
+}
+
+/// Directories the unit leaves writable under ProtectSystem=strict: ReadWritePaths= and the
+/// directories systemd creates for it (RuntimeDirectory=, StateDirectory=, LogsDirectory=).
+fn unit_writable_dirs(text: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = unit_values(text, "ReadWritePaths")
+        .iter()
+        .flat_map(|v| v.split_whitespace().map(|p| PathBuf::from(p.trim_start_matches(['-', '+']))).collect::<Vec<_>>())
+        .collect();
+    for (key, base) in [("RuntimeDirectory", "/run"), ("StateDirectory", "/var/lib"), ("LogsDirectory", "/var/log")] {
+        for v in unit_values(text, key) {
+            dirs.extend(v.split_whitespace().map(|d| Path::new(base).join(d)));
+        }
+    }
+    dirs
+}
+
+#[test]
+fn systemd_sandbox_lets_the_gateway_write_what_it_is_configured_to_write() {
+    let unit = read("deploy/systemd/dcr-gateway.service");
+    assert_eq!(unit_values(&unit, "ProtectSystem"), ["strict"], "the rest of the file system stays read-only");
+    let writable = unit_writable_dirs(&unit);
+    let config = read("deploy/systemd/gateway.toml");
+    let t = toml_table(&config, "deploy/systemd/gateway.toml");
+    // Every file the running gateway writes: the admin API's two files (replaced by a temporary
+    // file + rename in their directory, so the directory must be writable), the pid file and the
+    // upgrade socket.
+    for key in ["acl.rules", "admin.settings_file", "server.pid_file", "server.upgrade_sock"] {
+        let path = toml_get(&t, key).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("{key} not set"));
+        let dir = Path::new(path).parent().unwrap();
+        assert!(
+            writable.iter().any(|w| dir.starts_with(w)),
+            "{key} = {path:?}: {} is not writable under the unit's sandbox ({writable:?})",
+            dir.display()
+        );
+    }
+    // The unit's own ExecStartPre check passes on this configuration, its directories mapped
+    // into a temporary root (rules file installed, state and runtime directories created as
+    // systemd would).
+    let root = tempfile::tempdir().unwrap();
+    let map = |p: &str| root.path().join(p.trim_start_matches('/')).display().to_string();
+    let mut text = config.clone();
+    for d in ["/etc/dcr-gateway", "/var/lib/dcr-gateway", "/run/dcr-gateway"] {
+        std::fs::create_dir_all(map(d)).unwrap();
+        text = text.replace(&format!("\"{d}/"), &format!("\"{}/", map(d)));
+    }
+    std::fs::write(map("/var/lib/dcr-gateway/rules.json"), "[]").unwrap();
+    let mut t = toml_table(&text, "mapped systemd config");
+    t["upstream"]["origins"] = toml::Value::Array(vec![toml::Value::String(RESOLVABLE_ORIGIN.into())]);
+    let cfg = map("/etc/dcr-gateway/gateway.toml");
+    std::fs::write(&cfg, toml::to_string(&t).unwrap()).unwrap();
+    let out = Command::new(BIN).args(["check", "-c", &cfg]).output().expect("dcr-gateway check");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linters: kubernetes-validate --strict and yamllint (installed by scripts/prereqs.sh)
+
+/// A linter scripts/prereqs.sh installs (on PATH, or in its virtual environment). Missing: a
+/// failure when `CI` is set (.ci/run, CI systems), else a skip that says so on stderr.
+fn linter(name: &str) -> Option<PathBuf> {
+    let found = which(name).or_else(|| {
+        let p = Path::new("/opt/dcr-gateway-tools/bin").join(name);
+        p.is_file().then_some(p)
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is not installed: scripts/prereqs.sh installs it (CI is set, so this is a failure)"
+        );
+        eprintln!("SKIPPED: {name} is not installed (run scripts/prereqs.sh); with CI set this test fails");
+    }
+    found
+}
+
+#[test]
+fn kubernetes_manifests_pass_kubernetes_validate_strict() {
+    let Some(kv) = linter("kubernetes-validate") else { return };
+    let files: Vec<PathBuf> = k8s_files().iter().map(|f| k8s_dir().join(f)).collect();
+    let out = Command::new(&kv).arg("--strict").args(&files).output().expect("kubernetes-validate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubernetes-validate --strict failed:\n{text}");
+    for kind in ["configmap", "deployment", "horizontalpodautoscaler", "poddisruptionbudget", "service"] {
+        assert!(text.contains(&format!("passed for resource {kind}/")), "no {kind} validated:\n{text}");
+    }
+    // Only custom resources may lack a schema (kustomize's and the Prometheus operator's).
+    for line in text.lines().filter(|l| l.contains("Couldn't find schema")) {
+        assert!(line.contains("kind Kustomization") || line.contains("kind ServiceMonitor"), "{line}");
+    }
+    // --strict refuses a member the API does not define (what this check is for).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("deployment.yaml");
+    std::fs::write(
+        &bad,
+        read("deploy/kubernetes/deployment.yaml").replacen("\nspec:\n", "\nspec:\n  replicaz: 2\n", 1),
+    )
+    .unwrap();
+    let out = Command::new(&kv).arg("--strict").arg(&bad).output().expect("kubernetes-validate");
+    assert!(!out.status.success(), "an unknown member passed --strict: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn kubernetes_manifests_pass_yamllint_at_120_columns() {
+    let Some(yl) = linter("yamllint") else { return };
+    let conf = k8s_dir().join(".yamllint");
+    let files: Vec<PathBuf> = k8s_files().iter().map(|f| k8s_dir().join(f)).collect();
+    let out = Command::new(&yl).arg("--strict").arg("-c").arg(&conf).args(&files).output().expect("yamllint");
+    assert!(
+        out.status.success(),
+        "yamllint --strict:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The limit is 120 columns: a 121-column line fails.
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("service.yaml");
+    std::fs::write(&long, format!("{}# {}abcd\n", read("deploy/kubernetes/service.yaml"), "abcd ".repeat(23))).unwrap();
+    let out = Command::new(&yl).arg("--strict").arg("-c").arg(&conf).arg(&long).output().expect("yamllint");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("line too long (121 > 120"), "{text}");
 }
 
 fn which(cmd: &str) -> Option<PathBuf> {

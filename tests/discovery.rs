@@ -83,7 +83,7 @@ fn registration_answers_are_201_and_point_at_the_gateway() {
     let doc: serde_json::Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
     assert_eq!(doc["registration_client_uri"], "http://auth.example.com/oidc/register/c1");
     assert_eq!(doc["client_secret"], "SECRET-s3cr3t", "the rest of the answer is the IdP's");
-    gw.wait_metric("dcr_gateway_registrations_total{error=\"\",result=\"accepted\"}", 1.0);
+    gw.wait_metric("dcr_gateway_registrations_total{error=\"none\",result=\"accepted\"}", 1.0);
     let audit = gw.wait_audit(1);
     assert_eq!(audit[0]["client_id"], "c1");
     assert_eq!(audit[0]["upstream_status"], 200);
@@ -114,7 +114,7 @@ fn idp_rejections_are_audited_with_the_idps_error_code() {
     assert_eq!(audit[0]["upstream_status"], 400);
     assert_eq!(audit[0]["method"], "POST");
     assert_eq!(audit[0]["path"], "/api/oidc/register");
-    gw.wait_metric("dcr_gateway_registrations_total{error=\"\",result=\"rejected_by_idp\"}", 1.0);
+    gw.wait_metric("dcr_gateway_registrations_total{error=\"none\",result=\"rejected_by_idp\"}", 1.0);
 }
 
 #[test]

@@ -4,26 +4,16 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use support::*;
-
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 struct Stack {
-    _idp: Node,
+    _idp: support::demo_idp::DemoIdp,
     gw: Gateway,
     record: PathBuf,
     _dir: tempfile::TempDir,
@@ -38,26 +28,10 @@ impl Stack {
     /// [`Stack::start`] with files placed beside the gateway's configuration.
     fn start_with(dcr_keys: &str, files: Vec<(&str, Vec<u8>)>) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        let record = dir.path().join("idp-record.jsonl");
-        let idp_port = free_port();
         let gw_port = free_port();
-        let idp = Command::new("node")
-            .arg(root().join("deploy/demo-idp/server.mjs"))
-            .env("HOST", "127.0.0.1")
-            .env("PORT", idp_port.to_string())
-            .env("ISSUER", format!("http://127.0.0.1:{gw_port}"))
-            .env("DEMO_IDP_RECORD", &record)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("idp.log")).unwrap()))
-            .spawn()
-            .expect("node is installed (make test runs npm ci for the demo IdP)");
-        let idp = Node(idp);
-        assert!(
-            wait_until(Duration::from_secs(60), || std::net::TcpStream::connect(("127.0.0.1", idp_port)).is_ok()),
-            "demo IdP did not start: {}",
-            std::fs::read_to_string(dir.path().join("idp.log")).unwrap_or_default()
-        );
-        let mut builder = GatewayBuilder::new(&format!("http://127.0.0.1:{idp_port}"));
+        let idp = support::demo_idp::DemoIdp::start(dir.path(), gw_port);
+        let record = idp.record.clone();
+        let mut builder = GatewayBuilder::new(&idp.origin());
         for (name, bytes) in files {
             builder = builder.file(name, bytes);
         }
@@ -131,7 +105,7 @@ fn openid_client_discovers_and_registers_through_the_gateway() {
         assert!(!text.contains(secret), "client_secret leaked");
         assert!(!text.contains(rat), "registration_access_token leaked");
     }
-    assert!(s.gw.wait_metric("dcr_gateway_registrations_total{error=\"\",result=\"created\"}", 2.0) >= 2.0);
+    assert!(s.gw.wait_metric("dcr_gateway_registrations_total{error=\"none\",result=\"created\"}", 2.0) >= 2.0);
 }
 
 #[test]

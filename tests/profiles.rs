@@ -57,7 +57,7 @@ fn the_glewlwyd_profile_sets_the_path_and_client_confidential() {
     assert_eq!(body["client_confidential"], false, "{body}");
 
     let mut confidential = public_client();
-    confidential["token_endpoint_auth_method"] = "client_secret_basic".into();
+    confidential["token_endpoint_auth_method"] = "client_secret_post".into();
     confidential["client_confidential"] = false.into();
     register(&gw, &confidential, None);
     let body: Value = serde_json::from_slice(&registrations(&up)[1].body).unwrap();

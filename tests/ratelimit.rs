@@ -63,7 +63,7 @@ fn local_limits_per_ip_and_prefix_answer_429_without_calling_the_idp() {
     assert_eq!(gw.metric("dcr_gateway_rate_limited_total{limit=\"ip\"}"), 1.0);
     assert_eq!(gw.metric("dcr_gateway_rate_limited_total{limit=\"prefix\"}"), 1.0);
     assert_eq!(gw.wait_metric("dcr_gateway_requests_total{outcome=\"rate_limited\",scope=\"dcr\"}", 2.0), 2.0);
-    assert_eq!(gw.wait_metric("dcr_gateway_registrations_total{error=\"\",result=\"rate_limited\"}", 2.0), 2.0);
+    assert_eq!(gw.wait_metric("dcr_gateway_registrations_total{error=\"none\",result=\"rate_limited\"}", 2.0), 2.0);
     let audit = gw.wait_audit(9);
     assert_eq!(audit.iter().filter(|l| l["decision"] == "rate_limited").count(), 2);
 }

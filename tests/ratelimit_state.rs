@@ -9,8 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dcr_gateway::ratelimit::{
-    Answered, Backend, Limit, LimitKind, OnBackendError, RateClass, RateDecision, RateLimitPolicy, RateLimiter,
+    Answered, Backend, Limit, LimitKind, OnBackendError, RateClass, RateDecision, RateLimitPolicy,
 };
+use dcr_gateway::state::ratelimiter::RateLimiter;
 use support::redis_server::Redis;
 use support::upstream::Upstream;
 use support::*;
@@ -37,17 +38,17 @@ async fn redis_keys_exist_only_for_admitted_requests_and_expire() {
     let rl = RateLimiter::new();
     // One address floods: 5 admitted, the rest refused by its own bucket and counted nowhere.
     for i in 0..200 {
-        let (d, a) = rl.check(&policy, ip(203, 0, 113, 66), RateClass::Main).await;
+        let (d, a) = rl.check(&policy, ip(203, 0, 113, 66), RateClass::Main, None).await;
         assert_eq!(a, Answered::Redis);
         assert_eq!(d == RateDecision::Allow, i < 5, "request {i}: {d:?}");
     }
     // Everyone else still has the other 15 of the global budget.
     for i in 0..15u8 {
-        assert_eq!(rl.check(&policy, ip(198, 51, i, 1), RateClass::Main).await.0, RateDecision::Allow, "{i}");
+        assert_eq!(rl.check(&policy, ip(198, 51, i, 1), RateClass::Main, None).await.0, RateDecision::Allow, "{i}");
     }
     // A rotating-address flood is refused by the global bucket and creates no key.
     for i in 0..500u32 {
-        let d = rl.check(&policy, ip(10, (i >> 8) as u8, i as u8, 7), RateClass::Main).await.0;
+        let d = rl.check(&policy, ip(10, (i >> 8) as u8, i as u8, 7), RateClass::Main, None).await.0;
         assert!(matches!(d, RateDecision::Limited { kind: LimitKind::Global, .. }), "{d:?}");
     }
     let client = redis::Client::open(redis.url()).unwrap();
@@ -99,7 +100,7 @@ async fn a_silent_redis_costs_at_most_the_budget_per_call() {
     // Long enough for several reconnection attempts (at most one per second).
     while started.elapsed() < Duration::from_millis(2500) {
         let t = Instant::now();
-        let (_, a) = rl.check(&policy, ip(192, 0, 2, calls as u8), RateClass::Main).await;
+        let (_, a) = rl.check(&policy, ip(192, 0, 2, calls as u8), RateClass::Main, None).await;
         worst = worst.max(t.elapsed());
         calls += 1;
         assert_eq!(a, Answered::LocalFallback);
@@ -192,7 +193,7 @@ async fn redis_at_maxmemory_keeps_limiting_as_configured() {
     };
     // Before it is full, Redis answers.
     let rl = RateLimiter::new();
-    let (d, a) = rl.check(&policy(OnBackendError::Local), ip(198, 51, 100, 1), RateClass::Main).await;
+    let (d, a) = rl.check(&policy(OnBackendError::Local), ip(198, 51, 100, 1), RateClass::Main, None).await;
     assert_eq!((d, a), (RateDecision::Allow, Answered::Redis));
 
     fill_to_maxmemory(&mut conn).await;
@@ -204,18 +205,18 @@ async fn redis_at_maxmemory_keeps_limiting_as_configured() {
     let rl = RateLimiter::new();
     let local = policy(OnBackendError::Local);
     for i in 0..10 {
-        let (d, a) = rl.check(&local, ip(203, 0, 113, 9), RateClass::Main).await;
+        let (d, a) = rl.check(&local, ip(203, 0, 113, 9), RateClass::Main, None).await;
         assert_eq!(a, Answered::LocalFallback, "request {i}: Redis is full, so the fallback decides");
         assert_eq!(d == RateDecision::Allow, i < 3, "request {i}: {d:?}");
     }
     // fail_closed: refused (503) while Redis refuses writes, as documented.
-    let (d, a) = rl.check(&policy(OnBackendError::FailClosed), ip(203, 0, 113, 10), RateClass::Main).await;
+    let (d, a) = rl.check(&policy(OnBackendError::FailClosed), ip(203, 0, 113, 10), RateClass::Main, None).await;
     assert_eq!((d, a), (RateDecision::BackendUnavailable, Answered::FailClosed));
 
     // Memory freed: Redis decides again.
     let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("2mb").query_async(&mut conn).await.unwrap();
     let rl = RateLimiter::new();
-    let (d, a) = rl.check(&local, ip(203, 0, 113, 9), RateClass::Main).await;
+    let (d, a) = rl.check(&local, ip(203, 0, 113, 9), RateClass::Main, None).await;
     assert_eq!((d, a), (RateDecision::Allow, Answered::Redis));
 }

@@ -60,7 +60,7 @@ fn disabled_registration_is_403_and_reloadable() {
     assert_eq!(v["error"], "access_denied");
     assert_eq!(v["error_description"], "dynamic client registration is disabled");
     assert_eq!(up.count(), 0);
-    assert_eq!(gw.wait_metric("dcr_gateway_registrations_total{error=\"\",result=\"disabled\"}", 1.0), 1.0);
+    assert_eq!(gw.wait_metric("dcr_gateway_registrations_total{error=\"none\",result=\"disabled\"}", 1.0), 1.0);
     // Switch it on by editing the config: picked up by the file watcher.
     let cfg = std::fs::read_to_string(gw.config_path()).unwrap().replace("enabled = false", "enabled = true");
     write_file(&gw.config_path(), &cfg);
@@ -95,7 +95,8 @@ fn client_configuration_updates_are_validated_and_keep_the_client_id() {
     assert_eq!(up.recorded().iter().filter(|r| r.method == "PUT").count(), 1);
     // GET and DELETE pass; POST on a client path is not allowed.
     assert_eq!(response_parts(agent().get(&gw.url("/oidc/register/client-7")).call()).0, 200);
-    assert_eq!(response_parts(agent().delete(&gw.url("/oidc/register/client-7")).call()).0, 200);
+    // The IdP answers 200; RFC 7592 §2.3 says 204 (normalize_registration_status, on by default).
+    assert_eq!(response_parts(agent().delete(&gw.url("/oidc/register/client-7")).call()).0, 204);
     let (status, _) = post(&gw, "/oidc/register/client-7", "application/json", GOOD);
     assert_eq!(status, 405);
     // CORS preflight reaches the IdP.

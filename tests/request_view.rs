@@ -381,3 +381,85 @@ fn connections_beyond_the_cap_are_refused_and_counted() {
     let resp = raw_request(gw.http, &request("GET", "/authorize", "a", "", ""));
     assert_eq!(raw_status(&resp), 200, "{resp}");
 }
+
+/// One response off a kept-alive connection: its head and `Content-Length` body.
+fn read_one(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => panic!("connection ended inside a response head: {:?}", String::from_utf8_lossy(&buf)),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+#[test]
+fn refused_requests_keep_the_connection_only_when_their_body_is_drained() {
+    let up = RawUpstream::start();
+    let gw = GatewayBuilder::new(&up.origin())
+        .network("trusted_proxies = []")
+        .upstream_keys("health_check = \"none\"")
+        .rules(r#"[{"id":"flood","active":true,"priority":1,"rule":{"action":{"block":true},"scope":"tenant","match":{"user_agents":["flooder"]}}}]"#)
+        .start();
+    let h = gw.http.to_string();
+    // A refused request's body that is itself a request: it must be drained, never parsed.
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: {h}\r\n\r\n");
+    let mut s = TcpStream::connect(gw.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for req in [
+        format!("GET /a HTTP/1.1\r\nHost: {h}\r\nUser-Agent: flooder\r\n\r\n"),
+        format!(
+            "POST /b HTTP/1.1\r\nHost: {h}\r\nUser-Agent: flooder\r\nContent-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        ),
+        format!("DELETE /c HTTP/1.1\r\nHost: {h}\r\nUser-Agent: flooder\r\nContent-Length: 0\r\n\r\n"),
+    ] {
+        s.write_all(req.as_bytes()).unwrap();
+        let resp = read_one(&mut s);
+        assert_eq!(raw_status(&resp), 403, "{resp}");
+        assert!(!resp.to_ascii_lowercase().contains("connection: close"), "kept alive: {resp}");
+    }
+    // The same connection still serves the next request.
+    s.write_all(format!("GET /after HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let resp = read_one(&mut s);
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let got: Vec<String> = forwarded(&up).iter().map(|r| r.target_str()).collect();
+    assert_eq!(got, ["/after"], "the drained body was never read as a request");
+
+    // A body too large to drain, or of unknown length: answered, then the connection is closed
+    // with the rest of the body unread — and nothing in it reaches the IdP.
+    for req in [
+        format!("POST /big HTTP/1.1\r\nHost: {h}\r\nUser-Agent: flooder\r\nContent-Length: 100000\r\n\r\n{smuggled}"),
+        format!(
+            "POST /chunked HTTP/1.1\r\nHost: {h}\r\nUser-Agent: flooder\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{smuggled}\r\n",
+            smuggled.len()
+        ),
+    ] {
+        let mut s = TcpStream::connect(gw.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let resp = read_all(&mut s);
+        assert_eq!(raw_status(&resp), 403, "{resp}");
+        assert_eq!(resp.matches("HTTP/1.1").count(), 1, "one answer, then closed: {resp}");
+    }
+    // A small body sent slower than the drain allows closes the connection instead of holding it.
+    let mut s = TcpStream::connect(gw.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        format!("POST /slow HTTP/1.1\r\nHost: {h}\r\nUser-Agent: flooder\r\nContent-Length: 10\r\n\r\nabc").as_bytes(),
+    )
+    .unwrap();
+    let resp = read_all(&mut s);
+    assert_eq!(raw_status(&resp), 403, "{resp}");
+    let got: Vec<String> = forwarded(&up).iter().map(|r| r.target_str()).collect();
+    assert_eq!(got, ["/after"], "nothing else was forwarded");
+}

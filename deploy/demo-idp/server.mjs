@@ -33,7 +33,8 @@ const configuration = {
   async findAccount(ctx, sub) {
     return { accountId: sub, async claims() { return { sub }; } };
   },
-  scopes: ['openid', 'offline_access'],
+  // `api`: a plain OAuth scope (no ID token), as MCP clients request (tests/e2e/cimd_flow.mjs).
+  scopes: ['openid', 'offline_access', 'api'],
   clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
   pkce: { required: () => true },
   routes: { registration: REGISTRATION_ROUTE },

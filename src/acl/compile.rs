@@ -8,6 +8,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::error::AclError;
 use super::eval::{scope_index, Act, CRule, Engine, Kind, UaCheck, KINDS};
+use super::managed::{Env, UnknownManagedLists};
 use super::schema::{Conditions, Rule};
 use super::text::{Fold, Glob};
 use crate::scope::{RuleScope, Scope};
@@ -20,6 +21,8 @@ pub(crate) struct Checked {
     priority: f64,
     scope: RuleScope,
     act: Act,
+    /// Monitoring mode: the action is recorded, not executed, and evaluation goes on.
+    monitor: bool,
     when: Side,
     unless: Side,
 }
@@ -38,6 +41,17 @@ pub(crate) struct Side {
     ja3: Vec<String>,
     ja4: Vec<String>,
     hostnames: Vec<String>,
+    /// Managed list numbers (`auth0_managed`).
+    managed: Vec<u32>,
+    /// An `auth0_managed` name that is not configured (`unknown_managed_lists = "never_match"`):
+    /// the signal is present and that list contains nothing.
+    managed_unknown: bool,
+    /// `http_message_signature` key ids.
+    sig_keys: Vec<String>,
+    /// `client_id_hosts` (extension): exact hosts, ASCII lower case.
+    client_id_exact: Vec<String>,
+    /// `client_id_hosts` (extension): `*.suffix` patterns, stored as `suffix`.
+    client_id_subdomains: Vec<String>,
 }
 
 impl Side {
@@ -52,6 +66,9 @@ impl Side {
             Kind::Ja3 => !self.ja3.is_empty(),
             Kind::Ja4 => !self.ja4.is_empty(),
             Kind::Hostname => !self.hostnames.is_empty(),
+            Kind::Managed => !self.managed.is_empty() || self.managed_unknown,
+            Kind::Signature => !self.sig_keys.is_empty(),
+            Kind::ClientIdHost => !self.client_id_exact.is_empty() || !self.client_id_subdomains.is_empty(),
         }
     }
 }
@@ -82,6 +99,9 @@ pub(crate) fn entry_count(rule: &Rule) -> usize {
             + n(&c.hostnames)
             + n(&c.connecting_ipv4_cidrs)
             + n(&c.connecting_ipv6_cidrs)
+            + n(&c.auth0_managed)
+            + n(&c.client_id_hosts)
+            + c.http_message_signature.as_ref().map_or(0, |h| h.keys.len())
     }
     side(&rule.rule.match_) + side(&rule.rule.not_match)
 }
@@ -89,7 +109,9 @@ pub(crate) fn entry_count(rule: &Rule) -> usize {
 struct Ctx<'e> {
     index: usize,
     id: Option<String>,
+    env: &'e Env,
     errors: &'e mut Vec<AclError>,
+    warnings: &'e mut Vec<AclError>,
 }
 
 impl Ctx<'_> {
@@ -101,13 +123,29 @@ impl Ctx<'_> {
             message: message.into(),
         });
     }
+
+    fn warn(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(AclError {
+            index: Some(self.index),
+            id: self.id.clone(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
 }
 
-/// Validates the values of one (well-shaped) rule. Problems go to `errors`.
-pub(crate) fn check_rule(index: usize, rule: &Rule, errors: &mut Vec<AclError>) -> Option<Checked> {
+/// Validates the values of one (well-shaped) rule against `env` (managed lists, signature
+/// keys). Problems go to `errors`, what loads but deserves a word to `warnings`.
+pub(crate) fn check_rule(
+    index: usize,
+    rule: &Rule,
+    env: &Env,
+    errors: &mut Vec<AclError>,
+    warnings: &mut Vec<AclError>,
+) -> Option<Checked> {
     let id = effective_id(rule.id.as_deref(), index);
     let before = errors.len();
-    let mut cx = Ctx { index, id: Some(id.clone()), errors };
+    let mut cx = Ctx { index, id: Some(id.clone()), env, errors, warnings };
     if rule.id.as_deref() == Some("") {
         cx.err("id", "must not be empty (omit it to get the generated id)");
     }
@@ -133,8 +171,14 @@ pub(crate) fn check_rule(index: usize, rule: &Rule, errors: &mut Vec<AclError>) 
     let unless = check_side(&mut cx, "rule.not_match", rule.rule.not_match.as_ref());
     let no_match = rule.rule.match_.as_ref().is_none_or(Conditions::is_empty);
     let no_not = rule.rule.not_match.as_ref().is_none_or(Conditions::is_empty);
-    if no_match && no_not {
-        cx.err("rule", "has no condition: give at least one non-empty signal list under match or not_match");
+    let match_all = rule.rule.match_all == Some(true);
+    if match_all && !(no_match && no_not) {
+        cx.err("rule.match_all", "cannot be combined with match or not_match (as in Auth0): remove one or the other");
+    } else if no_match && no_not && !match_all {
+        cx.err(
+            "rule",
+            "has no condition: give at least one non-empty signal list under match or not_match, or \"match_all\": true",
+        );
     }
     if cx.errors.len() > before {
         return None;
@@ -146,34 +190,46 @@ pub(crate) fn check_rule(index: usize, rule: &Rule, errors: &mut Vec<AclError>) 
         // `+ 0.0` turns -0 into 0 so that total ordering treats them as equal.
         priority: rule.priority + 0.0,
         scope,
-        act: act?,
+        monitor: act.as_ref().is_some_and(|(_, m)| *m),
+        act: act?.0,
         when,
         unless,
     })
 }
 
-fn check_action(cx: &mut Ctx<'_>, a: &super::schema::Action) -> Option<Act> {
-    let set: Vec<&str> = [("allow", a.allow), ("block", a.block), ("redirect", a.redirect), ("log", a.log)]
+/// The action and whether it is in monitoring mode (`log` with another action).
+fn check_action(cx: &mut Ctx<'_>, a: &super::schema::Action) -> Option<(Act, bool)> {
+    let log = a.log == Some(true);
+    let set: Vec<&str> = [("allow", a.allow), ("block", a.block), ("redirect", a.redirect)]
         .iter()
         .filter(|(_, v)| *v == Some(true))
         .map(|(n, _)| *n)
         .collect();
     let chosen = match set.as_slice() {
+        [] if log => Some("log"),
         [] => {
             cx.err("rule.action", "no action: set exactly one of allow, block, redirect, log to true");
             None
         }
         [one] => Some(*one),
         many => {
-            cx.err("rule.action", format!("several actions ({}): set exactly one to true", many.join(", ")));
+            cx.err(
+                "rule.action",
+                format!(
+                    "several actions ({}): set exactly one of allow, block, redirect to true (with \"log\": true \
+                     for monitoring mode)",
+                    many.join(", ")
+                ),
+            );
             None
         }
     };
+    let monitor = log && chosen != Some("log");
     if chosen.is_some_and(|c| c != "redirect") && a.redirect_uri.is_some() {
         cx.err("rule.action.redirect_uri", "only allowed with \"redirect\": true");
         return None;
     }
-    match chosen? {
+    let act = match chosen? {
         "allow" => Some(Act::Allow),
         "block" => Some(Act::Block),
         "log" => Some(Act::Log),
@@ -190,7 +246,8 @@ fn check_action(cx: &mut Ctx<'_>, a: &super::schema::Action) -> Option<Act> {
                 }
             },
         },
-    }
+    };
+    act.map(|a| (a, monitor))
 }
 
 /// An absolute `http` or `https` URL with a non-empty host and no whitespace.
@@ -390,7 +447,70 @@ fn check_side(cx: &mut Ctx<'_>, path: &str, c: Option<&Conditions>) -> Side {
     plain(cx, "ja3_fingerprints", "JA3 fingerprint", &c.ja3_fingerprints, &mut side.ja3);
     plain(cx, "ja4_fingerprints", "JA4 fingerprint", &c.ja4_fingerprints, &mut side.ja4);
     plain(cx, "hostnames", "hostname", &c.hostnames, &mut side.hostnames);
+    check_managed(cx, path, c.auth0_managed.as_deref().unwrap_or(&[]), &mut side);
+    if let Some(sig) = &c.http_message_signature {
+        for (i, k) in sig.keys.iter().enumerate() {
+            let field = format!("{path}.http_message_signature.keys[{i}].id");
+            if k.id.is_empty() {
+                cx.err(field, "must not be empty");
+            } else if !cx.env.signature_keys.contains(&k.id) {
+                cx.err(
+                    field,
+                    format!(
+                        "signature key {:?} is not configured: add it to the [acl] signature_keys file \
+                         (the key objects of Auth0's /api/v2/keys/network-acls, with their base64 value)",
+                        k.id
+                    ),
+                );
+            } else {
+                side.sig_keys.push(k.id.clone());
+            }
+        }
+    }
+    for (i, p) in c.client_id_hosts.iter().flatten().enumerate() {
+        match crate::dcr::canonical_host_pattern(p) {
+            Some(canon) => match canon.strip_prefix("*.") {
+                Some(suffix) => side.client_id_subdomains.push(suffix.to_string()),
+                None => side.client_id_exact.push(canon),
+            },
+            None => cx.err(
+                format!("{path}.client_id_hosts[{i}]"),
+                format!(
+                    "invalid client_id host pattern {p:?}: expected a host name (\"example.com\"), subdomains of one \
+                     (\"*.example.com\") or an IP literal, as in [dcr] redirect_host_allow"
+                ),
+            ),
+        }
+    }
     side
+}
+
+fn check_managed(cx: &mut Ctx<'_>, path: &str, names: &[String], side: &mut Side) {
+    for (i, name) in names.iter().enumerate() {
+        let field = format!("{path}.auth0_managed[{i}]");
+        if let Some(why) = text_problem(name) {
+            cx.err(field, format!("invalid managed list name {name:?}: {why}"));
+            continue;
+        }
+        match cx.env.managed.index(name) {
+            Some(list) => side.managed.push(list),
+            None => {
+                let known = super::managed::AUTH0_LIST_NAMES.contains(&name.as_str());
+                let what = if known { "Auth0 list" } else { "list (not one Auth0 documents)" };
+                let message = format!(
+                    "managed {what} {name:?} is not configured: map it to a file of CIDRs under \
+                     [acl.managed_lists] in gateway.toml, or set [acl] unknown_managed_lists = \"never_match\""
+                );
+                match cx.env.unknown_managed {
+                    UnknownManagedLists::Fail => cx.err(field, message),
+                    UnknownManagedLists::NeverMatch => {
+                        cx.warn(field, format!("managed list {name:?} is not configured; it matches no address"));
+                        side.managed_unknown = true;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn text_problem(s: &str) -> Option<&'static str> {
@@ -437,7 +557,7 @@ pub(crate) const MAX_RULES: usize = (1 << 30) - 1;
 
 /// Builds the evaluation engine from validated rules (any order; inactive ones skipped).
 /// At most [`MAX_RULES`] rules (checked by the caller).
-pub(crate) fn build(mut rules: Vec<Checked>) -> Engine {
+pub(crate) fn build(mut rules: Vec<Checked>, env: &Env) -> Engine {
     rules.retain(|r| r.active);
     rules.sort_by(|a, b| a.priority.total_cmp(&b.priority).then(a.index.cmp(&b.index)));
     rules.truncate(MAX_RULES);
@@ -461,6 +581,11 @@ pub(crate) fn build(mut rules: Vec<Checked>) -> Engine {
         ja3: Default::default(),
         ja4: Default::default(),
         hostname: Default::default(),
+        managed: env.managed.clone(),
+        managed_postings: Vec::new(),
+        signature: Default::default(),
+        client_id_exact: Default::default(),
+        client_id_subdomains: Default::default(),
     };
     let mut need: [Option<Box<[u64]>>; KINDS] = Default::default();
     for (pos, r) in rules.into_iter().enumerate() {
@@ -520,9 +645,25 @@ pub(crate) fn build(mut rules: Vec<Checked>) -> Engine {
             for v in &side.hostnames {
                 e.hostname.entry(v.as_str().into()).or_default().push(post);
             }
+            for &list in &side.managed {
+                let list = list as usize;
+                if e.managed_postings.len() <= list {
+                    e.managed_postings.resize_with(list + 1, Vec::new);
+                }
+                e.managed_postings[list].push(post);
+            }
+            for v in &side.sig_keys {
+                e.signature.entry(v.as_str().into()).or_default().push(post);
+            }
+            for v in &side.client_id_exact {
+                e.client_id_exact.entry(v.as_str().into()).or_default().push(post);
+            }
+            for v in &side.client_id_subdomains {
+                e.client_id_subdomains.entry(v.as_str().into()).or_default().push(post);
+            }
         }
         let ua = ua_lazy.then(|| Box::new(UaCheck { when: r.when.user_agents, unless: r.unless.user_agents }));
-        e.rules.push(CRule { id: r.id, act: r.act, ua });
+        e.rules.push(CRule { id: r.id, act: r.act, monitor: r.monitor, ua });
     }
     e.need = need;
     e

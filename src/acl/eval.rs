@@ -19,9 +19,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::managed::ManagedLists;
 use super::net::NetIndex;
 use super::text::{lookup, Fold, FxBuild, Glob, TextMap};
-use super::{Decision, DefaultAction, Verdict};
+use super::{Decision, DefaultAction, Request, Verdict};
 use crate::scope::Scope;
 use crate::signals::Signals;
 
@@ -37,9 +38,15 @@ pub(crate) enum Kind {
     Ja3 = 6,
     Ja4 = 7,
     Hostname = 8,
+    /// `auth0_managed`: the client IP is in a managed list.
+    Managed = 9,
+    /// `http_message_signature`: the request is signed with one of the keys.
+    Signature = 10,
+    /// `client_id_hosts` (extension): the host of a URL `client_id` in the query.
+    ClientIdHost = 11,
 }
 
-pub(crate) const KINDS: usize = 9;
+pub(crate) const KINDS: usize = 12;
 
 impl Kind {
     pub(crate) const ALL: [Kind; KINDS] = [
@@ -52,6 +59,9 @@ impl Kind {
         Kind::Ja3,
         Kind::Ja4,
         Kind::Hostname,
+        Kind::Managed,
+        Kind::Signature,
+        Kind::ClientIdHost,
     ];
 }
 
@@ -72,6 +82,8 @@ pub(crate) struct UaCheck {
 pub(crate) struct CRule {
     pub(crate) id: Arc<str>,
     pub(crate) act: Act,
+    /// Monitoring mode: recorded in `logged`, not executed; evaluation goes on.
+    pub(crate) monitor: bool,
     pub(crate) ua: Option<Box<UaCheck>>,
 }
 
@@ -103,6 +115,16 @@ pub(crate) struct Engine {
     pub(crate) ja4: TextMap,
     /// Lower case keys.
     pub(crate) hostname: TextMap,
+    /// The managed lists the rules were compiled against.
+    pub(crate) managed: Arc<ManagedLists>,
+    /// Per managed list number: the postings of the rules naming it.
+    pub(crate) managed_postings: Vec<Vec<u32>>,
+    /// Signature key ids, exact.
+    pub(crate) signature: TextMap,
+    /// `client_id_hosts` exact hosts (lower case).
+    pub(crate) client_id_exact: TextMap,
+    /// `client_id_hosts` `*.suffix` patterns, keyed by `suffix` (lower case).
+    pub(crate) client_id_subdomains: TextMap,
 }
 
 /// Bitsets up to this many words (64 × 32 = 2048 active rules) live on the stack.
@@ -130,28 +152,34 @@ pub(crate) fn scope_index(s: Scope) -> usize {
 }
 
 impl Engine {
-    pub(crate) fn evaluate(&self, scope: Scope, s: &Signals, default: DefaultAction) -> Verdict {
+    pub(crate) fn evaluate(&self, scope: Scope, s: &Signals, r: &Request<'_>, default: DefaultAction) -> Verdict {
         let w = self.words;
         // Zeroing the scratch bitsets is part of the cost: size them to the rule count.
         if w <= 2 {
-            self.evaluate_inline::<2>(scope, s, default)
+            self.evaluate_inline::<2>(scope, s, r, default)
         } else if w <= 16 {
-            self.evaluate_inline::<16>(scope, s, default)
+            self.evaluate_inline::<16>(scope, s, r, default)
         } else if w <= INLINE_WORDS {
-            self.evaluate_inline::<INLINE_WORDS>(scope, s, default)
+            self.evaluate_inline::<INLINE_WORDS>(scope, s, r, default)
         } else {
             let mut hit = vec![0u64; w];
             let mut fail = vec![0u64; w];
-            self.evaluate_in(&mut hit, &mut fail, scope, s, default)
+            self.evaluate_in(&mut hit, &mut fail, scope, s, r, default)
         }
     }
 
     #[inline]
-    fn evaluate_inline<const N: usize>(&self, scope: Scope, s: &Signals, default: DefaultAction) -> Verdict {
+    fn evaluate_inline<const N: usize>(
+        &self,
+        scope: Scope,
+        s: &Signals,
+        r: &Request<'_>,
+        default: DefaultAction,
+    ) -> Verdict {
         let w = self.words.min(N);
         let mut hit = [0u64; N];
         let mut fail = [0u64; N];
-        self.evaluate_in(&mut hit[..w], &mut fail[..w], scope, s, default)
+        self.evaluate_in(&mut hit[..w], &mut fail[..w], scope, s, r, default)
     }
 
     /// Runs one signal: `each` feeds the postings of every request value found in its
@@ -179,6 +207,7 @@ impl Engine {
         fail: &mut [u64],
         scope: Scope,
         s: &Signals,
+        r: &Request<'_>,
         default: DefaultAction,
     ) -> Verdict {
         self.signal(Kind::ClientIp, hit, fail, |f| addr_lookup(&self.client_v4, &self.client_v6, s.client_ip, f));
@@ -220,6 +249,25 @@ impl Engine {
                 f(p)
             }
         });
+        self.signal(Kind::Managed, hit, fail, |f| {
+            self.managed.containing(s.client_ip, &mut |lists| {
+                for &l in lists {
+                    if let Some(p) = self.managed_postings.get(l as usize) {
+                        f(p)
+                    }
+                }
+            })
+        });
+        self.signal(Kind::Signature, hit, fail, |f| {
+            if let Some(p) = r.signature_key.and_then(|k| self.signature.get(k)) {
+                f(p)
+            }
+        });
+        self.signal(Kind::ClientIdHost, hit, fail, |f| {
+            for host in r.client_id_hosts {
+                client_id_lookup(&self.client_id_exact, &self.client_id_subdomains, host, f);
+            }
+        });
 
         let mask = &self.scope_mask[scope_index(scope)];
         let mut logged = Vec::new();
@@ -237,6 +285,10 @@ impl Engine {
                     if !ua_holds(ua, lower.as_deref()) {
                         continue;
                     }
+                }
+                if rule.monitor {
+                    logged.push(rule.id.clone());
+                    continue;
                 }
                 let decision = match &rule.act {
                     Act::Log => {
@@ -271,6 +323,26 @@ fn addr_lookup(v4: &NetIndex<u32>, v6: &NetIndex<u128>, ip: IpAddr, f: &mut dyn 
             Some(a) => v4.covering(u32::from(a), f),
             None => v6.covering(u128::from(a), f),
         },
+    }
+}
+
+/// The postings of the `client_id_hosts` patterns `host` (ASCII lower case) matches: the exact
+/// host, and `*.suffix` for every proper suffix after a dot (`a.b.example` looks up
+/// `b.example` and `example`), so the cost is one lookup per label, not per pattern.
+#[inline]
+fn client_id_lookup(exact: &TextMap, subdomains: &TextMap, host: &str, f: &mut dyn FnMut(&[u32])) {
+    if let Some(p) = exact.get(host) {
+        f(p)
+    }
+    if subdomains.is_empty() {
+        return;
+    }
+    for (i, b) in host.bytes().enumerate() {
+        if b == b'.' {
+            if let Some(p) = subdomains.get(&host[i + 1..]) {
+                f(p)
+            }
+        }
     }
 }
 

@@ -11,17 +11,22 @@
 //! are ORed; different signals are ANDed, the `ipv4_cidrs`/`ipv6_cidrs` pair counting as one
 //! signal (likewise the `connecting_` pair). `match` holds when every given signal equals
 //! one of its values, `not_match` when every given signal equals none of them; a rule with
-//! both needs both. A signal the request does not have equals no value. The first matching
-//! rule decides, except `log` rules, which are recorded and evaluation goes on. No deciding
+//! both needs both; `match_all` matches every request. A signal the request does not have
+//! equals no value. The first matching rule decides, except rules in monitoring mode (`log`,
+//! alone or with another action), which are recorded and evaluation goes on. No deciding
 //! rule: the default action. See `docs/acl.md` for the rule author's reference.
 //!
 //! No I/O, no async; evaluation does not scan entries (see `eval`).
 
+pub mod compat;
 mod compile;
 mod error;
 mod eval;
+pub mod managed;
 mod net;
 pub mod schema;
+pub mod signature;
+pub mod summary;
 mod text;
 
 #[cfg(test)]
@@ -35,6 +40,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use error::{AclError, AclErrors};
+pub use managed::{Env, ManagedLists, UnknownManagedLists};
 
 use crate::scope::Scope;
 use crate::signals::Signals;
@@ -65,6 +71,16 @@ pub struct Verdict {
     pub logged: Vec<Arc<str>>,
 }
 
+/// What a request carries besides its [`Signals`]: the id of the key whose RFC 9421
+/// signature verified (`signature::verify`), if any, and the hosts of the URL `client_id`s
+/// of its query (`client_id_hosts`, ASCII lower case; read only when
+/// [`RuleSet::uses_client_id_hosts`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    pub signature_key: Option<&'a str>,
+    pub client_id_hosts: &'a [String],
+}
+
 /// A validated, compiled rule file. `Send + Sync`; share it in an `Arc` (swap a new one in
 /// on reload).
 pub struct RuleSet {
@@ -75,6 +91,10 @@ pub struct RuleSet {
     ids: Vec<Arc<str>>,
     entries: usize,
     engine: eval::Engine,
+    /// What loaded but deserves a word (an unknown managed list with `never_match`).
+    warnings: Vec<AclError>,
+    /// `auth0_managed` names that are not configured, sorted, deduplicated.
+    unknown_managed: Vec<String>,
 }
 
 impl fmt::Debug for RuleSet {
@@ -99,6 +119,11 @@ impl RuleSet {
     /// objects (or Auth0's paged `{"network_acls": [...], ...}` list response). Every
     /// problem in every rule is reported.
     pub fn load(json: &[u8], default_action: DefaultAction) -> Result<RuleSet, AclErrors> {
+        Self::load_with(json, default_action, &Env::default())
+    }
+
+    /// [`RuleSet::load`] against managed lists and signature keys.
+    pub fn load_with(json: &[u8], default_action: DefaultAction, env: &Env) -> Result<RuleSet, AclErrors> {
         let doc: serde_json::Value = serde_json::from_slice(json)
             .map_err(|e| AclErrors(vec![AclError::file("", format!("invalid JSON: {e}"))]))?;
         let elements = schema::rule_elements(doc).map_err(|e| AclErrors(vec![e]))?;
@@ -117,7 +142,7 @@ impl RuleSet {
                     // consequences of the shape ones (same field, or one inside the other).
                     let mut more = Vec::new();
                     if let Some(rule) = &shape.salvaged {
-                        compile::check_rule(index, rule, &mut more);
+                        compile::check_rule(index, rule, env, &mut more, &mut Vec::new());
                     }
                     let related = |f: &str| {
                         shape.problems.iter().any(|(p, _)| p.is_empty() || is_within(f, p) || is_within(p, f))
@@ -134,7 +159,7 @@ impl RuleSet {
             }
             ids.push((index, id));
         }
-        Self::compile(rules, ids, errors, default_action)
+        Self::compile(rules, ids, errors, default_action, env)
     }
 
     /// Validates and compiles rules built in code (an admin API). Indexes in errors are
@@ -142,7 +167,7 @@ impl RuleSet {
     pub fn from_rules(rules: Vec<schema::Rule>, default_action: DefaultAction) -> Result<RuleSet, AclErrors> {
         let ids = rules.iter().enumerate().map(|(i, r)| (i, Some(compile::effective_id(r.id.as_deref(), i)))).collect();
         let rules = rules.into_iter().enumerate().collect();
-        Self::compile(rules, ids, Vec::new(), default_action)
+        Self::compile(rules, ids, Vec::new(), default_action, &Env::default())
     }
 
     fn compile(
@@ -150,10 +175,12 @@ impl RuleSet {
         ids: Vec<(usize, Option<String>)>,
         mut errors: Vec<AclError>,
         default_action: DefaultAction,
+        env: &Env,
     ) -> Result<RuleSet, AclErrors> {
         let mut checked = Vec::with_capacity(rules.len());
+        let mut warnings = Vec::new();
         for (index, rule) in &rules {
-            if let Some(c) = compile::check_rule(*index, rule, &mut errors) {
+            if let Some(c) = compile::check_rule(*index, rule, env, &mut errors, &mut warnings) {
                 checked.push(c);
             }
         }
@@ -167,20 +194,84 @@ impl RuleSet {
             errors.sort_by_key(|e| e.index.map_or(0, |i| i + 1));
             return Err(AclErrors(errors));
         }
-        let engine = compile::build(checked);
+        let engine = compile::build(checked, env);
         let entries = rules.iter().map(|(_, r)| compile::entry_count(r)).sum();
         let ids = rules.iter().map(|(i, r)| Arc::from(compile::effective_id(r.id.as_deref(), *i))).collect();
-        Ok(RuleSet { default_action, rules: rules.into_iter().map(|(_, r)| r).collect(), ids, entries, engine })
+        let mut unknown_managed: Vec<String> = rules
+            .iter()
+            .flat_map(|(_, r)| [&r.rule.match_, &r.rule.not_match])
+            .flatten()
+            .flat_map(|c| c.auth0_managed.iter().flatten())
+            .filter(|n| env.managed.index(n).is_none())
+            .cloned()
+            .collect();
+        unknown_managed.sort();
+        unknown_managed.dedup();
+        Ok(RuleSet {
+            default_action,
+            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            ids,
+            entries,
+            engine,
+            warnings,
+            unknown_managed,
+        })
     }
 
     /// No rules: every request gets `default_action`.
     pub fn empty(default_action: DefaultAction) -> RuleSet {
-        RuleSet { default_action, rules: Vec::new(), ids: Vec::new(), entries: 0, engine: compile::build(Vec::new()) }
+        RuleSet {
+            default_action,
+            rules: Vec::new(),
+            ids: Vec::new(),
+            entries: 0,
+            engine: compile::build(Vec::new(), &Env::default()),
+            warnings: Vec::new(),
+            unknown_managed: Vec::new(),
+        }
     }
 
     /// The verdict for one request.
     pub fn evaluate(&self, scope: Scope, signals: &Signals) -> Verdict {
-        self.engine.evaluate(scope, signals, self.default_action)
+        self.engine.evaluate(scope, signals, &Request::default(), self.default_action)
+    }
+
+    /// The verdict for one request with what it carries besides its signals.
+    pub fn evaluate_with(&self, scope: Scope, signals: &Signals, request: &Request<'_>) -> Verdict {
+        self.engine.evaluate(scope, signals, request, self.default_action)
+    }
+
+    /// What loaded but deserves a word, file order (an `auth0_managed` list that is not
+    /// configured, with `unknown_managed_lists = "never_match"`).
+    pub fn warnings(&self) -> &[AclError] {
+        &self.warnings
+    }
+
+    /// `auth0_managed` names the rules give that are not configured (sorted).
+    pub fn unknown_managed_lists(&self) -> &[String] {
+        &self.unknown_managed
+    }
+
+    /// Some active rule looks at `http_message_signature` (requests need verifying).
+    pub fn uses_signatures(&self) -> bool {
+        self.engine.present[eval::Kind::Signature as usize]
+    }
+
+    /// Some active rule looks at `client_id_hosts` (the request's URL `client_id` host is
+    /// needed).
+    pub fn uses_client_id_hosts(&self) -> bool {
+        self.engine.present[eval::Kind::ClientIdHost as usize]
+    }
+
+    /// The rule with this effective id.
+    pub fn rule(&self, id: &str) -> Option<&schema::Rule> {
+        self.ids.iter().position(|i| &**i == id).and_then(|p| self.rules.get(p))
+    }
+
+    /// What a rule does, as written: `allow`, `block`, `redirect` or `log`, and whether it is
+    /// in monitoring mode (`log` with another action, or `log` alone).
+    pub fn action_of(&self, id: &str) -> Option<(&'static str, bool)> {
+        self.rule(id).map(|r| r.rule.action.describe())
     }
 
     pub fn default_action(&self) -> DefaultAction {

@@ -41,6 +41,14 @@ pub struct Rule {
     /// Read-only member of an Auth0 export; kept for round trips, ignored by the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// Read-only member of an Auth0 `GET /api/v2/network-acls/{id}` answer (the tenant's
+    /// name); kept for round trips, ignored by the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Read-only member of an Auth0 answer (`null` on live rules); kept for round trips,
+    /// ignored by the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
 }
 
 fn default_priority() -> f64 {
@@ -78,9 +86,15 @@ pub struct RuleBody {
     pub match_: Option<Conditions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_match: Option<Conditions>,
+    /// Auth0's `match_all`: `true` matches every request of the scope, whatever its
+    /// signals; Auth0 makes it exclusive of `match` and `not_match`, and so does the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_all: Option<bool>,
 }
 
-/// Auth0's `rule.action`: exactly one of the four flags must be `true`.
+/// Auth0's `rule.action`: exactly one of `allow`, `block`, `redirect` may be `true`; `log`
+/// alone is monitoring, and `log` with one of the others is that action in monitoring mode
+/// (recorded, not executed, evaluation goes on), as Auth0's monitoring-mode PATCH makes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
@@ -94,6 +108,24 @@ pub struct Action {
     pub redirect_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<bool>,
+}
+
+impl Action {
+    /// The action a rule takes or, in monitoring mode, would take: `allow`, `block`,
+    /// `redirect` or `log` (log alone), and whether it is monitoring (`log` is true).
+    pub fn describe(&self) -> (&'static str, bool) {
+        let monitor = self.log == Some(true);
+        let name = if self.allow == Some(true) {
+            "allow"
+        } else if self.block == Some(true) {
+            "block"
+        } else if self.redirect == Some(true) {
+            "redirect"
+        } else {
+            "log"
+        };
+        (name, monitor)
+    }
 }
 
 /// Auth0's `rule.match` / `rule.not_match`. An absent or empty list means the rule does not
@@ -123,6 +155,32 @@ pub struct Conditions {
     pub connecting_ipv4_cidrs: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connecting_ipv6_cidrs: Option<Vec<String>>,
+    /// Auth0-curated lists (`auth0.low_reputation`, `auth0.icloud_relay_proxy`): the client
+    /// IP is in one of the named lists, each mapped to a local file in `[acl.managed_lists]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth0_managed: Option<Vec<String>>,
+    /// RFC 9421 message signature made with one of these keys (`[acl] signature_keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_message_signature: Option<HttpMessageSignature>,
+    /// Extension beyond Auth0's schema: the host of a URL `client_id` (a Client ID Metadata
+    /// Document) in the request's query, as `example.com` or `*.example.com` (the
+    /// `redirect_host_allow` syntax). Auth0 refuses rules carrying it (`acl::compat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id_hosts: Option<Vec<String>>,
+}
+
+/// Auth0's `NetworkAclHttpMessageSignature`: `{"keys": [{"id": "…"}]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMessageSignature {
+    pub keys: Vec<KeyRef>,
+}
+
+/// Auth0's `NetworkAclHttpMessageSignatureKey`: the id of a key of the keys API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    pub id: String,
 }
 
 impl Conditions {
@@ -142,14 +200,18 @@ impl Conditions {
             && e(&self.hostnames)
             && e(&self.connecting_ipv4_cidrs)
             && e(&self.connecting_ipv6_cidrs)
+            && e(&self.auth0_managed)
+            && e(&self.client_id_hosts)
+            && self.http_message_signature.as_ref().is_none_or(|h| h.keys.is_empty())
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // Structural check of one array element, reporting every problem with its path.
 
-const RULE_MEMBERS: &[&str] = &["id", "description", "active", "priority", "rule", "created_at", "updated_at"];
-const BODY_MEMBERS: &[&str] = &["action", "scope", "match", "not_match"];
+const RULE_MEMBERS: &[&str] =
+    &["id", "description", "active", "priority", "rule", "created_at", "updated_at", "tenant_id", "deleted_at"];
+const BODY_MEMBERS: &[&str] = &["action", "scope", "match", "not_match", "match_all"];
 const ACTION_MEMBERS: &[&str] = &["allow", "block", "redirect", "redirect_uri", "log"];
 /// Every signal name, as written in `match` / `not_match`.
 pub const SIGNAL_NAMES: &[&str] = &[
@@ -164,6 +226,9 @@ pub const SIGNAL_NAMES: &[&str] = &[
     "hostnames",
     "connecting_ipv4_cidrs",
     "connecting_ipv6_cidrs",
+    "auth0_managed",
+    "http_message_signature",
+    "client_id_hosts",
 ];
 
 fn kind(v: &Value) -> String {
@@ -263,6 +328,10 @@ impl Checker {
         };
         for (name, list) in map.iter_mut() {
             let path = join(field, name);
+            if name == "http_message_signature" {
+                self.signature(&path, list);
+                continue;
+            }
             let items = match list {
                 Value::Null => continue,
                 Value::Array(items) => items,
@@ -287,6 +356,49 @@ impl Checker {
     }
 }
 
+impl Checker {
+    /// `{"keys": [{"id": "…"}, …]}`; what is malformed is removed.
+    fn signature(&mut self, field: &str, v: &mut Value) {
+        if v.is_null() {
+            return;
+        }
+        let Some(map) = self.object(field, v, &["keys"]) else {
+            *v = Value::Null;
+            return;
+        };
+        let keys_path = join(field, "keys");
+        match map.get_mut("keys") {
+            None => {
+                self.push(keys_path, "missing (required, an array of {\"id\": …})");
+                map.insert("keys".into(), Value::Array(Vec::new()));
+            }
+            Some(Value::Array(items)) => {
+                let mut i = 0;
+                items.retain_mut(|item| {
+                    let path = format!("{keys_path}[{i}]");
+                    i += 1;
+                    let Some(key) = self.object(&path, item, &["id"]) else { return false };
+                    match key.get("id") {
+                        Some(Value::String(_)) => true,
+                        None => {
+                            self.problems.push((join(&path, "id"), "missing (required, a string)".into()));
+                            false
+                        }
+                        Some(other) => {
+                            self.problems.push((join(&path, "id"), type_error("a string", other)));
+                            false
+                        }
+                    }
+                });
+            }
+            Some(other) => {
+                self.push(keys_path, type_error("an array", other));
+                *other = Value::Array(Vec::new());
+            }
+        }
+    }
+}
+
 /// A rule element that failed the shape check.
 pub(crate) struct ShapeErrors {
     /// `(field, message)`, document order.
@@ -304,7 +416,7 @@ pub(crate) fn check_rule_value(mut v: Value) -> Result<Rule, ShapeErrors> {
     let is_bool: fn(&Value) -> bool = Value::is_boolean;
     let is_obj: fn(&Value) -> bool = Value::is_object;
     if let Some(top) = c.object("", &mut v, RULE_MEMBERS) {
-        for key in ["id", "description", "created_at", "updated_at"] {
+        for key in ["id", "description", "created_at", "updated_at", "tenant_id", "deleted_at"] {
             c.optional("", top, key, "a string", is_str);
         }
         c.optional("", top, "priority", "a number", Value::is_number);
@@ -324,6 +436,7 @@ pub(crate) fn check_rule_value(mut v: Value) -> Result<Rule, ShapeErrors> {
                     }
                 }
                 c.required("rule", body, "scope", "a string", is_str, "tenant".into());
+                c.optional("rule", body, "match_all", "a boolean", is_bool);
                 for key in ["match", "not_match"] {
                     if let Some(m) = body.get_mut(key) {
                         c.conditions(&join("rule", key), m);

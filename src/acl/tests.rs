@@ -616,9 +616,12 @@ fn from_rules_validates_too() {
             scope: "tenant".into(),
             match_: Some(Conditions { ipv4_cidrs: Some(vec!["bad".into()]), ..Default::default() }),
             not_match: None,
+            match_all: None,
         },
         created_at: None,
         updated_at: None,
+        tenant_id: None,
+        deleted_at: None,
     };
     let errs = RuleSet::from_rules(vec![r], DefaultAction::Allow).unwrap_err();
     has(&errs, 0, Some("x"), "priority", "finite");
@@ -689,6 +692,9 @@ fn conditions() -> impl Strategy<Value = Option<Conditions>> {
             hostnames: host,
             connecting_ipv4_cidrs: cv4,
             connecting_ipv6_cidrs: cv6,
+            auth0_managed: None,
+            http_message_signature: None,
+            client_id_hosts: None,
         }),
     )
 }
@@ -725,9 +731,11 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                 description: None,
                 active,
                 priority,
-                rule: RuleBody { action, scope: scope.into(), match_: m, not_match: n },
+                rule: RuleBody { action, scope: scope.into(), match_: m, not_match: n, match_all: None },
                 created_at: None,
                 updated_at: None,
+                tenant_id: None,
+                deleted_at: None,
             }
         })
 }
@@ -925,9 +933,11 @@ fn arb_prefix_rules() -> impl Strategy<Value = (Vec<Rule>, Vec<std::net::IpAddr>
                         description: None,
                         active: true,
                         priority: (i % 3) as f64,
-                        rule: RuleBody { action, scope: "tenant".into(), match_, not_match },
+                        rule: RuleBody { action, scope: "tenant".into(), match_, not_match, match_all: None },
                         created_at: None,
                         updated_at: None,
+                        tenant_id: None,
+                        deleted_at: None,
                     }
                 })
                 .collect();
@@ -959,4 +969,220 @@ proptest! {
             }
         }
     }
+}
+
+// ------------------------------------------------------------------ Auth0 fidelity (#16)
+
+fn managed_env(unknown: UnknownManagedLists) -> Env {
+    let low = managed::parse_list("# curated\n198.51.100.0/24\n2001:db8:bad::/48\n").unwrap();
+    let relay = managed::parse_list("172.224.0.0/12\n").unwrap();
+    Env {
+        managed: Arc::new(ManagedLists::build(vec![
+            ("auth0.low_reputation".into(), low),
+            ("auth0.icloud_relay_proxy".into(), relay),
+        ])),
+        unknown_managed: unknown,
+        ..Default::default()
+    }
+}
+
+fn load_env(v: serde_json::Value, env: &Env) -> Result<RuleSet, AclErrors> {
+    RuleSet::load_with(v.to_string().as_bytes(), DefaultAction::Allow, env)
+}
+
+#[test]
+fn auth0_managed_lists_match_the_client_ip() {
+    let env = managed_env(UnknownManagedLists::Fail);
+    let rs = load_env(
+        json!([
+            rule("low", 1.0, block(), json!({"auth0_managed": ["auth0.low_reputation"]})),
+            rule_not("relay-only", 2.0, allow(), json!({"auth0_managed": ["auth0.icloud_relay_proxy"]})),
+            rule(
+                "both",
+                3.0,
+                json!({"redirect": true, "redirect_uri": "https://x.example/"}),
+                json!({"auth0_managed": ["auth0.icloud_relay_proxy"], "ipv4_cidrs": ["172.224.0.0/16"]})
+            ),
+        ]),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(decided(&rs, &sig("198.51.100.9")).as_deref(), Some("low"));
+    assert_eq!(decided(&rs, &sig("2001:db8:bad::1")).as_deref(), Some("low"));
+    // not_match: not in the relay list → allowed by relay-only.
+    assert_eq!(decided(&rs, &sig("192.0.2.1")).as_deref(), Some("relay-only"));
+    // In the relay list: relay-only does not hold; both signals of "both" hold (AND).
+    assert_eq!(decided(&rs, &sig("172.224.1.1")).as_deref(), Some("both"));
+    assert_eq!(decided(&rs, &sig("172.225.1.1")), None);
+    // The client IP, not the connecting one.
+    let s = Signals::from_ip(ip("192.0.2.1"), ip("198.51.100.9"));
+    assert_eq!(decided(&rs, &s).as_deref(), Some("relay-only"));
+}
+
+#[test]
+fn an_unknown_managed_list_fails_naming_rule_and_list_or_never_matches() {
+    let doc = json!([
+        rule("bots", 1.0, block(), json!({"auth0_managed": ["auth0.bot_categories"]})),
+        rule_not("not-bots", 2.0, allow(), json!({"auth0_managed": ["auth0.bot_categories"]})),
+    ]);
+    let errs = load_env(doc.clone(), &managed_env(UnknownManagedLists::Fail)).unwrap_err();
+    has(&errs, 0, Some("bots"), "rule.match.auth0_managed[0]", "\"auth0.bot_categories\" is not configured");
+    has(&errs, 0, Some("bots"), "rule.match.auth0_managed[0]", "[acl.managed_lists]");
+    let rs = load_env(doc, &managed_env(UnknownManagedLists::NeverMatch)).unwrap();
+    assert_eq!(rs.unknown_managed_lists(), ["auth0.bot_categories"]);
+    assert_eq!(rs.warnings().len(), 2);
+    assert!(rs.warnings()[0].to_string().contains("matches no address"), "{}", rs.warnings()[0]);
+    // Under match it never matches; under not_match it always holds.
+    assert_eq!(decided(&rs, &sig("198.51.100.9")).as_deref(), Some("not-bots"));
+}
+
+#[test]
+fn match_all_matches_every_request_of_its_scope_and_excludes_conditions() {
+    let rs = load(json!([
+        {"id": "dcr-closed", "active": true, "priority": 5,
+         "rule": {"action": {"block": true}, "scope": "dynamic_client_registration", "match_all": true}},
+    ]));
+    assert_eq!(eval(&rs, Scope::Dcr, &sig("192.0.2.1")), ("block".into(), Some("dcr-closed".into())));
+    assert_eq!(eval(&rs, Scope::Authentication, &sig("192.0.2.1")).1, None);
+    let errs = load_err(json!([
+        {"id": "both", "active": true, "rule": {"action": {"block": true}, "scope": "tenant", "match_all": true,
+          "match": {"ipv4_cidrs": ["10.0.0.0/8"]}}},
+        {"id": "false", "active": true, "rule": {"action": {"block": true}, "scope": "tenant", "match_all": false}},
+        {"id": "typed", "active": true, "rule": {"action": {"block": true}, "scope": "tenant", "match_all": "yes"}},
+    ]));
+    has(&errs, 0, Some("both"), "rule.match_all", "cannot be combined");
+    has(&errs, 1, Some("false"), "rule", "has no condition");
+    has(&errs, 2, Some("typed"), "rule.match_all", "expected a boolean");
+}
+
+#[test]
+fn monitoring_mode_records_the_action_and_evaluation_goes_on() {
+    let m = json!({"ipv4_cidrs": ["10.0.0.0/8"]});
+    let rs = load(json!([
+        rule("watch-block", 1.0, json!({"block": true, "log": true}), m.clone()),
+        rule(
+            "watch-redirect",
+            2.0,
+            json!({"redirect": true, "redirect_uri": "https://x.example/", "log": true}),
+            m.clone()
+        ),
+        rule("off", 3.0, json!({"block": true, "log": false}), json!({"ipv4_cidrs": ["10.1.0.0/16"]})),
+        rule("then", 4.0, allow(), m.clone()),
+    ]));
+    let v = rs.evaluate(Scope::Dcr, &sig("10.0.0.1"));
+    assert_eq!(v.decision, Decision::Allow);
+    assert_eq!(v.rule.as_deref(), Some("then"));
+    let logged: Vec<&str> = v.logged.iter().map(|s| &**s).collect();
+    assert_eq!(logged, ["watch-block", "watch-redirect"]);
+    // log: false is not monitoring: the block executes.
+    let v = rs.evaluate(Scope::Dcr, &sig("10.1.0.1"));
+    assert_eq!((v.decision, v.rule.as_deref()), (Decision::Block, Some("off")));
+    assert_eq!(rs.action_of("watch-block"), Some(("block", true)));
+    assert_eq!(rs.action_of("off"), Some(("block", false)));
+    // Still one of allow/block/redirect at most.
+    let errs = load_err(json!([rule("two", 1.0, json!({"block": true, "allow": true, "log": true}), m)]));
+    has(&errs, 0, Some("two"), "rule.action", "several actions (allow, block)");
+}
+
+#[test]
+fn an_auth0_get_answer_loads_unchanged() {
+    // Members of Auth0's GET /api/v2/network-acls/{id} answer (Terraform recordings).
+    let rs = load(json!([{"tenant_id": "acme-dev", "description": "d", "active": true, "priority": 2,
+        "rule": {"match": {"hostnames": ["testa-dev.us.auth0.com"], "connecting_ipv4_cidrs": ["192.168.1.0/24"]},
+                 "scope": "tenant", "action": {"block": true}},
+        "created_at": "2026-07-30T11:42:44.103Z", "updated_at": "2026-07-30T11:42:44.103Z",
+        "deleted_at": null, "id": "acl_4oWrXrzhXSpmREA3xN3PPz"}]));
+    assert_eq!(rs.rules()[0].tenant_id.as_deref(), Some("acme-dev"));
+    assert_eq!(rs.rule_ids().next(), Some("acl_4oWrXrzhXSpmREA3xN3PPz"));
+}
+
+#[test]
+fn http_message_signature_matches_the_verified_key() {
+    let keys = signature::KeySet::from_keys([
+        signature::Key::new("key_edge", vec![7; 32]),
+        signature::Key::new("key_old", vec![8; 32]),
+    ]);
+    let env = Env { signature_keys: Arc::new(keys), ..Default::default() };
+    let rs = load_env(
+        json!([rule_not("unsigned", 1.0, block(), json!({"http_message_signature": {"keys": [{"id": "key_edge"}]}})),]),
+        &env,
+    )
+    .unwrap();
+    assert!(rs.uses_signatures());
+    let s = sig("192.0.2.1");
+    let with =
+        |k: Option<&str>| rs.evaluate_with(Scope::Dcr, &s, &Request { signature_key: k, ..Request::default() }).rule;
+    assert_eq!(with(None).as_deref(), Some("unsigned"), "missing");
+    assert_eq!(with(Some("key_old")).as_deref(), Some("unsigned"), "another key");
+    assert_eq!(with(Some("key_edge")), None, "valid");
+    let errs = load_env(
+        json!([rule("k", 1.0, block(), json!({"http_message_signature": {"keys": [{"id": "key_nope"}]}}))]),
+        &env,
+    )
+    .unwrap_err();
+    has(&errs, 0, Some("k"), "rule.match.http_message_signature.keys[0].id", "not configured");
+    let errs =
+        load_err(json!([rule("shape", 1.0, block(), json!({"http_message_signature": {"keys": [{"kid": "x"}]}}))]));
+    has(&errs, 0, Some("shape"), "rule.match.http_message_signature.keys[0].kid", "unknown member");
+}
+
+#[test]
+fn client_id_hosts_match_the_url_client_id_host() {
+    let rs = load(json!([
+        rule(
+            "evil",
+            1.0,
+            block(),
+            json!({"client_id_hosts": ["*.evil.example", "EVIL.example", "b\u{fc}cher.example"]})
+        ),
+        rule_not("only-known", 2.0, block(), json!({"client_id_hosts": ["app.example", "[2001:db8::1]", "192.0.2.7"]})),
+    ]));
+    assert!(rs.uses_client_id_hosts());
+    let s = sig("192.0.2.1");
+    let with = |hosts: &[&str]| {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        rs.evaluate_with(Scope::Authentication, &s, &Request { client_id_hosts: &hosts, ..Request::default() }).rule
+    };
+    assert_eq!(with(&["x.evil.example"]).as_deref(), Some("evil"));
+    assert_eq!(with(&["a.b.evil.example"]).as_deref(), Some("evil"), "any depth below the suffix");
+    assert_eq!(with(&["evil.example"]).as_deref(), Some("evil"), "the exact entry (folded to lower case)");
+    assert_eq!(with(&["xn--bcher-kva.example"]).as_deref(), Some("evil"), "IDNA applied to the pattern");
+    assert_eq!(with(&["notevil.example"]).as_deref(), Some("only-known"), "a suffix match needs a dot");
+    assert_eq!(with(&["app.example"]), None);
+    assert_eq!(with(&["[2001:db8::1]"]), None);
+    assert_eq!(with(&["192.0.2.7"]), None);
+    // Every client_id host counts: a repeated client_id cannot hide the blocked one.
+    assert_eq!(with(&["app.example", "x.evil.example"]).as_deref(), Some("evil"));
+    // No URL client_id: `match` cannot hold, `not_match` holds.
+    assert_eq!(with(&[]).as_deref(), Some("only-known"));
+    // A rule file without the field does not ask for it.
+    assert!(!load(json!([rule("ua", 1.0, block(), json!({"user_agents": ["x"]}))])).uses_client_id_hosts());
+}
+
+#[test]
+fn client_id_hosts_patterns_are_validated() {
+    let errs = load_err(json!([rule(
+        "bad",
+        1.0,
+        block(),
+        json!({"client_id_hosts": ["ok.example", "*", "a.*.example", "https://x.example/c.json", "", 7]})
+    )]));
+    has(&errs, 0, Some("bad"), "rule.match.client_id_hosts[5]", "expected a string");
+    let errs = load_err(json!([rule(
+        "bad",
+        1.0,
+        block(),
+        json!({"client_id_hosts": ["ok.example", "*", "a.*.example", "https://x.example/c.json", ""]})
+    )]));
+    for i in 1..=4 {
+        has(&errs, 0, Some("bad"), &format!("rule.match.client_id_hosts[{i}]"), "invalid client_id host pattern");
+    }
+    assert_eq!(errs.0.len(), 4, "{errs:?}");
+    // The admin API's path (rules built in code) validates the same way.
+    let mut r: crate::acl::schema::Rule =
+        serde_json::from_value(rule("api", 1.0, block(), json!({"client_id_hosts": ["*.*"]}))).unwrap();
+    let e = RuleSet::from_rules(vec![r.clone()], DefaultAction::Allow).unwrap_err();
+    has(&e, 0, Some("api"), "rule.match.client_id_hosts[0]", "invalid client_id host pattern");
+    r.rule.match_.as_mut().unwrap().client_id_hosts = Some(vec!["*.ok.example".into()]);
+    assert!(RuleSet::from_rules(vec![r], DefaultAction::Allow).is_ok());
 }

@@ -2,10 +2,10 @@
 //! (`statusCode`, `error`, `message`, `errorCode`), plus the gateway's own members
 //! (`error_description`, `request_id`) so that every response the gateway writes carries them.
 //!
-//! `error` is the HTTP reason phrase, as Auth0 writes it (`"Unauthorized"`, `"Bad Request"`),
-//! except for a missing scope: there it is the RFC 6750 error code `insufficient_scope`, the
-//! value Auth0 puts in `errorCode` and the one an OAuth resource server puts in
-//! `WWW-Authenticate`.
+//! `error` is the HTTP reason phrase, as Auth0 writes it (`"Unauthorized"`, `"Bad Request"`,
+//! `"Forbidden"`). A missing scope is Auth0's 403: `"error": "Forbidden"`, `"errorCode":
+//! "insufficient_scope"`, `"message": "Insufficient scope, expected any of: <scope>"`, with the
+//! RFC 6750 `insufficient_scope` challenge in `WWW-Authenticate`.
 
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -96,13 +96,9 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
-    /// The `error` member.
+    /// The `error` member: the reason phrase, as Auth0 writes it.
     pub fn error_name(&self) -> &'static str {
-        if self.code == "insufficient_scope" {
-            "insufficient_scope"
-        } else {
-            self.status.canonical_reason().unwrap_or("Error")
-        }
+        self.status.canonical_reason().unwrap_or("Error")
     }
 
     pub fn body(&self, request_id: &str) -> Value {
@@ -134,7 +130,9 @@ mod tests {
         assert_eq!(v["request_id"], "r1");
         let e = ApiError::insufficient_scope("read:network_acls");
         let v = e.body("r2");
-        assert_eq!(v["error"], "insufficient_scope");
+        assert_eq!(v["error"], "Forbidden");
+        assert_eq!(v["errorCode"], "insufficient_scope");
+        assert_eq!(v["message"], "Insufficient scope, expected any of: read:network_acls");
         assert_eq!(v["statusCode"], 403);
         assert!(e.headers.iter().any(|(n, v)| n == http::header::WWW_AUTHENTICATE && v.contains("insufficient_scope")));
         let v = ApiError::invalid_body(vec![FieldError::new("rule.match.ipv4_cidrs[0]", "malformed CIDR")]).body("r");

@@ -1,5 +1,6 @@
-//! The admin listener (default 127.0.0.1:9464): `/metrics`, `/healthz`, `/readyz`, and the
-//! admin API under `/api/v2/` (see [`crate::admin`]). Never exposed on the public listener.
+//! The admin listener (default 127.0.0.1:9464): `/metrics`, `/healthz`, `/readyz`, the
+//! admin API under `/api/v2/` (see [`crate::admin`]) and the web console under `/console/`
+//! (see [`crate::console`]). Never exposed on the public listener.
 
 use std::sync::Arc;
 
@@ -117,7 +118,9 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
-        if admin::is_api_path(&path) {
+        let console = crate::console::is_console_path(&path);
+        if admin::is_api_path(&path) || console {
+            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
             let head = RequestHead {
                 method,
                 path,
@@ -130,7 +133,12 @@ impl ServeHttp for AdminApp {
                     .unwrap_or_default(),
             };
             let mut body = SessionBody { session, complete: false };
-            let resp = self.api.handle(&head, &mut body).await;
+            let resp = if console {
+                // The web console (`crate::console`), over the same service.
+                self.api.console.handle(&self.api, &head, &mut body, tls).await
+            } else {
+                self.api.handle(&head, &mut body).await
+            };
             let has_body = head.headers.contains_key(http::header::CONTENT_LENGTH)
                 || head.headers.contains_key(http::header::TRANSFER_ENCODING);
             if has_body && !body.complete {
@@ -155,12 +163,20 @@ impl ServeHttp for AdminApp {
                 let snap = self.store.load();
                 let healthy = self.healthy_upstreams();
                 self.metrics.upstream_healthy.set(healthy as i64);
+                let mut warnings = Vec::new();
+                if self.metrics.idp_discovery_off_gateway.get() > 0 {
+                    warnings.push(
+                        "the IdP's own discovery document advertises registration off the gateway: the IdP must not \
+                         be reachable by clients except through the gateway (see the log)",
+                    );
+                }
                 let body = serde_json::json!({
                     "status": if healthy > 0 { "ready" } else { "unready" },
                     "healthy_upstreams": healthy,
                     "rules": snap.acl.rule_count(),
                     "config_sha256": snap.config_sha256,
                     "rules_sha256": snap.rules_sha256,
+                    "warnings": warnings,
                 });
                 json(if healthy > 0 { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
             }

@@ -19,12 +19,17 @@
 //! `ETag`), validated exactly like a file load, written atomically, and then the snapshot is
 //! reloaded synchronously: the response leaves only once the change is enforced — or, when
 //! the reload refuses the files for another reason, after the previous file is put back.
-//! See `docs/admin-api.md`.
+//! With `[admin] store = "registry"` the rules and settings are documents in the registry
+//! store instead of files (`doc_store`): the same validation, a commit at the version read
+//! (redone when another replica wrote first), the same reload, then the other replicas are
+//! notified. See `docs/admin-api.md`.
 //!
 //! This file is the service (authorize, validate, write, commit, audit); `wire` is the HTTP
 //! surface (routes, body read, answers); `listener` the Pingora adapter on the admin port.
 
 pub mod audit;
+pub mod clients;
+mod doc_store;
 pub mod error;
 pub mod listener;
 pub mod network_acls;
@@ -45,6 +50,7 @@ use serde_json::Value;
 use self::audit::{AdminAuditLine, Change};
 use self::error::{ApiError, FieldError};
 use self::network_acls::Op;
+use crate::registry::admin_store;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
 use crate::state::settings::Overrides;
@@ -85,6 +91,10 @@ pub struct AdminApi {
     writes: tokio::sync::Mutex<()>,
     /// `max_uses` accounting of admin tokens (per process).
     uses: crate::tokens::UseCounter,
+    /// The web console (`/console/`, `crate::console`), whose writes go through this service.
+    pub console: crate::console::Console,
+    /// The client registry (`/api/v2/clients`), when `[registry] enabled`.
+    pub registry: std::sync::OnceLock<Arc<crate::registry::Registry>>,
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> ApiError {
@@ -93,7 +103,75 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> ApiError {
 
 impl AdminApi {
     pub fn new(reloader: Arc<Reloader>, audit: Arc<AuditLog>) -> AdminApi {
-        AdminApi { reloader, audit, writes: tokio::sync::Mutex::new(()), uses: crate::tokens::UseCounter::new() }
+        let console = crate::console::Console::new(reloader.store.clone(), reloader.metrics.clone(), audit.clone());
+        AdminApi {
+            reloader,
+            audit,
+            writes: tokio::sync::Mutex::new(()),
+            uses: crate::tokens::UseCounter::new(),
+            console,
+            registry: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sign-in to the web console with an admin token, checked as a bearer token is (known, not
+    /// expired, one of its `max_uses`). Returns the entry's label and SHA-256 — what the
+    /// console's session keeps instead of the token. The error never contains the token.
+    pub fn console_sign_in(&self, presented: &str) -> Result<(String, String), crate::tokens::TokenError> {
+        use crate::tokens::TokenError;
+        if presented.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        if presented.len() > 512 || presented.chars().any(char::is_whitespace) {
+            return Err(TokenError::Malformed);
+        }
+        let snap = self.snapshot();
+        let entry = snap.admin_tokens.verify(presented, std::time::SystemTime::now())?;
+        if !self.uses.try_use(entry) {
+            return Err(TokenError::Exhausted);
+        }
+        Ok((entry.label.clone(), entry.sha256_hex.clone()))
+    }
+
+    /// One admin API call made by the web console for a signed-in session: the routing, scope
+    /// check, validation, `If-Match`, write, reload and audit line of [`AdminApi::handle`], as
+    /// the admin token whose SHA-256 the session holds — looked up in the current snapshot, so a
+    /// token removed or expired since sign-in is refused; each call is one of its `max_uses`.
+    /// Returns the status, the JSON body and the ETag the API would answer.
+    pub async fn handle_for_console(
+        &self,
+        token_sha256: &str,
+        head: &RequestHead,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Option<Value>, Option<String>), ApiError> {
+        use crate::tokens::TokenError;
+        let rid = wire::request_id(&head.headers);
+        let snap = self.snapshot();
+        if !snap.config.admin.api_enabled {
+            return Err(ApiError::not_found("unknown admin endpoint"));
+        }
+        let (endpoint, id) = wire::route(&head.method, &head.path)?;
+        let refused = |e: TokenError| {
+            ApiError::unauthorized(e.oauth_error().unwrap_or("invalid_token"), e.as_str(), e.www_authenticate())
+        };
+        let entry = snap
+            .admin_tokens
+            .entries()
+            .iter()
+            .find(|e| e.sha256_hex == token_sha256)
+            .ok_or_else(|| refused(TokenError::Unknown))?;
+        if entry.is_expired(std::time::SystemTime::now()) {
+            return Err(refused(TokenError::Expired));
+        }
+        if !entry.has_scope(endpoint.scope()) {
+            return Err(ApiError::insufficient_scope(endpoint.scope()));
+        }
+        if !self.uses.try_use(entry) {
+            return Err(refused(TokenError::Exhausted));
+        }
+        let actor = entry.label.clone();
+        let r = self.dispatch(&snap, head, endpoint, id, body, &actor, &rid).await?;
+        Ok((r.status, r.body, r.etag))
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -132,15 +210,20 @@ impl AdminApi {
         let id = id.unwrap_or_default();
         let body = body.unwrap_or(Value::Null);
         let (reply, written, action) = match endpoint {
-            Endpoint::GetSettings => return Ok(Reply::ok(settings::view(&snap.config.dcr), &snap.settings_sha256)),
+            Endpoint::ListClients | Endpoint::GetClient | Endpoint::DeleteClient => {
+                return self.clients(snap, head, endpoint, id, actor, rid).await;
+            }
+            Endpoint::GetSettings => {
+                return Ok(Reply::ok(settings::view(&snap.config.dcr, &kept_settings(snap)), &snap.settings_sha256))
+            }
             Endpoint::ListAcls => {
-                rules_file(snap)?;
+                self.rules_source(snap)?;
                 let ids: Vec<&str> = snap.acl.rule_ids().collect();
                 let list = network_acls::list(snap.acl.rules(), &ids, head.query.as_deref())?;
                 return Ok(Reply::ok(list, &snap.rules_sha256));
             }
             Endpoint::GetAcl => {
-                rules_file(snap)?;
+                self.rules_source(snap)?;
                 let (rule, rid_) = snap
                     .acl
                     .rules()
@@ -220,9 +303,31 @@ impl AdminApi {
     async fn patch_settings(&self, if_match: Option<&str>, body: Value) -> Result<(Reply, Option<Written>), ApiError> {
         let patch = Overrides::from_value(&body).map_err(ApiError::invalid_body)?;
         let _guard = self.writes.lock().await;
+        // In the registry store another replica may write between our read and our commit:
+        // the commit then fails on the version and the change is made again on what it wrote.
+        for _ in 0..doc_store::ATTEMPTS {
+            if let Some(done) = self.patch_settings_once(if_match, &patch).await? {
+                return Ok(done);
+            }
+        }
+        Err(doc_store::busy())
+    }
+
+    /// One try of [`AdminApi::patch_settings`]; `None` when another replica's write came first.
+    async fn patch_settings_once(
+        &self,
+        if_match: Option<&str>,
+        patch: &Overrides,
+    ) -> Result<Option<(Reply, Option<Written>)>, ApiError> {
         let snap = self.snapshot();
-        let path = snap.config.admin.settings_file.clone();
-        let current = store::read(&path).map_err(|e| io_error("read", &path, e))?;
+        let (path, current, version) = match self.reloader.remote() {
+            Some(r) => doc_store::read(r, admin_store::SETTINGS).await?,
+            None => {
+                let path = snap.config.admin.settings_file.clone();
+                let current = store::read(&path).map_err(|e| io_error("read", &path, e))?;
+                (path, current, None)
+            }
+        };
         check_if_match(if_match, &current.sha256)?;
         let on_disk = Overrides::from_file_bytes(current.bytes.as_deref().unwrap_or_default()).map_err(|errs| {
             ApiError::conflict(
@@ -234,24 +339,26 @@ impl AdminApi {
                 ),
             )
         })?;
-        let merged = on_disk.merge(&patch);
+        let merged = on_disk.merge(patch);
         // Validate against the [dcr] section the reload will read.
         let base = self.base_policy()?;
         merged.overlay(&base).map_err(ApiError::invalid_body)?;
         if merged == on_disk {
             // Nothing changes: no write, no reload, no audit line.
-            return Ok((Reply::ok(settings::view(&snap.config.dcr), &current.sha256), None));
+            return Ok(Some((Reply::ok(settings::view(&snap.config.dcr, &merged.extra), &current.sha256), None)));
         }
         let bytes = merged.to_file_bytes();
         let before_policy = snap.config.dcr.clone();
-        let after = self.commit(&path, current.bytes, bytes, "admin API: tenant settings").await?;
+        let Some(after) = self.commit(&path, current.bytes, bytes, version, "admin API: tenant settings").await? else {
+            return Ok(None);
+        };
         let now = self.snapshot();
         let changes = settings::changes(&on_disk, &merged, &before_policy, &now.config.dcr)
             .into_iter()
             .map(|(f, from, to)| Change::new(f, Some(&from), Some(&to)))
             .collect();
         let written = Written { file: path, before: current.sha256, after: after.clone(), target: None, changes };
-        Ok((Reply::ok(settings::view(&now.config.dcr), &after), Some(written)))
+        Ok(Some((Reply::ok(settings::view(&now.config.dcr, &merged.extra), &after), Some(written))))
     }
 
     /// The `[dcr]` section the running snapshot was built from, before the settings overlay
@@ -263,23 +370,55 @@ impl AdminApi {
     /// Create, update, replace or delete a rule.
     async fn write_rules(&self, if_match: Option<&str>, op: Op) -> Result<(Reply, Option<Written>), ApiError> {
         let _guard = self.writes.lock().await;
+        // As for the settings: a write that lost to another replica's is made again.
+        for _ in 0..doc_store::ATTEMPTS {
+            if let Some(done) = self.write_rules_once(if_match, op.clone()).await? {
+                return Ok(done);
+            }
+        }
+        Err(doc_store::busy())
+    }
+
+    /// One try of [`AdminApi::write_rules`]; `None` when another replica's write came first.
+    async fn write_rules_once(
+        &self,
+        if_match: Option<&str>,
+        op: Op,
+    ) -> Result<Option<(Reply, Option<Written>)>, ApiError> {
         let snap = self.snapshot();
-        let path = rules_file(&snap)?.to_path_buf();
-        let current = store::read(&path).map_err(|e| io_error("read", &path, e))?;
+        let (path, current, version) = match self.reloader.remote() {
+            Some(r) => doc_store::read(r, admin_store::RULES).await?,
+            None => {
+                let path = rules_file(&snap)?.to_path_buf();
+                let current = store::read(&path).map_err(|e| io_error("read", &path, e))?;
+                (path, current, None)
+            }
+        };
         check_if_match(if_match, &current.sha256)?;
         let default_action = snap.config.default_action;
+        // A store's document never written holds no rules yet.
+        let never_written: &[u8] = if version.is_some() { b"[]" } else { b"" };
         let rules =
-            network_acls::current(current.bytes.as_deref().unwrap_or_default(), default_action).map_err(|e| {
-                ApiError::conflict(
-                    "rules_file_invalid",
-                    format!("{} does not load, fix it first: {}", path.display(), e.to_string().replace('\n', "; ")),
-                )
-            })?;
+            network_acls::current(current.bytes.as_deref().unwrap_or(never_written), default_action, &snap.acl_env)
+                .map_err(|e| {
+                    ApiError::conflict(
+                        "rules_file_invalid",
+                        format!(
+                            "{} does not load, fix it first: {}",
+                            path.display(),
+                            e.to_string().replace('\n', "; ")
+                        ),
+                    )
+                })?;
         let is_create = matches!(op, Op::Create(_));
         let is_delete = matches!(op, Op::Delete(_));
-        let outcome = network_acls::apply(rules, op, &now_rfc3339(), default_action, network_acls::generate_id)?;
+        let outcome =
+            network_acls::apply(rules, op, &now_rfc3339(), default_action, &snap.acl_env, network_acls::generate_id)?;
         check_databases(&outcome.ruleset, &snap)?;
-        let after = self.commit(&path, current.bytes, outcome.bytes, "admin API: network ACLs").await?;
+        let Some(after) = self.commit(&path, current.bytes, outcome.bytes, version, "admin API: network ACLs").await?
+        else {
+            return Ok(None);
+        };
         let body = outcome.rule.as_ref().map(|r| network_acls::view(r, &outcome.id));
         let reply = Reply {
             status: if is_create {
@@ -297,18 +436,29 @@ impl AdminApi {
         };
         let written =
             Written { file: path, before: current.sha256, after, target: Some(outcome.id), changes: outcome.changes };
-        Ok((reply, Some(written)))
+        Ok(Some((reply, Some(written))))
     }
 
-    /// Write the file atomically, reload, and restore the previous contents if the reload
-    /// refuses it. Returns the new SHA-256.
+    /// Write the file atomically (or the store's document, when `version` is the one read
+    /// from it), reload, and restore the previous contents if the reload refuses it. Returns
+    /// the new SHA-256; `None` when the store's document is no longer at `version`.
     async fn commit(
         &self,
         path: &Path,
         previous: Option<Vec<u8>>,
         bytes: Vec<u8>,
+        version: Option<i64>,
         why: &'static str,
-    ) -> Result<String, ApiError> {
+    ) -> Result<Option<String>, ApiError> {
+        if let (Some(remote), Some(version)) = (self.reloader.remote(), version) {
+            let name = if path == crate::state::remote::source_path(admin_store::RULES) {
+                admin_store::RULES
+            } else {
+                admin_store::SETTINGS
+            };
+            let write = doc_store::Write { name, previous, bytes, version, why };
+            return doc_store::commit(remote.clone(), self.reloader.clone(), write).await;
+        }
         let reloader = self.reloader.clone();
         let path = path.to_path_buf();
         let sha = store::sha256_hex(&bytes);
@@ -333,8 +483,28 @@ impl AdminApi {
         })
         .await
         .map_err(|e| ApiError::internal(format!("write task failed: {e}")))??;
-        Ok(sha)
+        Ok(Some(sha))
     }
+
+    /// Where the rules are kept: the rules file (409 when none is configured), or the
+    /// registry store's document.
+    fn rules_source(&self, snap: &Snapshot) -> Result<PathBuf, ApiError> {
+        match self.reloader.remote() {
+            Some(_) => Ok(crate::state::remote::source_path(admin_store::RULES)),
+            None => rules_file(snap).map(Path::to_path_buf),
+        }
+    }
+}
+
+/// The settings members the gateway keeps but does not use, as the snapshot loaded them.
+fn kept_settings(snap: &Snapshot) -> serde_json::Map<String, Value> {
+    snap.sources
+        .iter()
+        .find(|s| s.kind == crate::snapshot::SourceKind::Settings)
+        .and_then(|s| s.bytes.as_deref())
+        .and_then(|b| Overrides::from_file_bytes(b).ok())
+        .map(|o| o.extra)
+        .unwrap_or_default()
 }
 
 fn check_if_match(if_match: Option<&str>, current: &str) -> Result<(), ApiError> {

@@ -5,16 +5,28 @@
 //! the very function a file load uses — so the API can store nothing a reload would refuse.
 //! Rules without an id are known by their position (`rule-<index>`); the first write through
 //! the API writes those ids into the file, so an id keeps naming the same rule after a delete.
+//!
+//! As Auth0's Management API: a PATCH merges the members sent into the rule (JSON merge
+//! patch, RFC 7396: objects merge member by member, `null` removes, anything else replaces),
+//! so Auth0's monitoring-mode body `{"rule": {"action": {"log": true}, …}}` keeps the rule's
+//! conditions and action; a write that sets `priority` gets it checked against Auth0's range
+//! and the other rules (409 with Auth0's wording); `description` and `redirect_uri` keep
+//! Auth0's lengths; new ids are shaped like Auth0's (`acl_` + 22 letters and digits). Files
+//! may go beyond these limits (`dcr-gateway check --auth0-compat` lists where).
 
 use serde_json::{Map, Value};
 
 use super::audit::{diff, Change};
 use super::error::{ApiError, FieldError};
+use crate::acl::compat::{AUTH0_MAX_DESCRIPTION, AUTH0_MAX_REDIRECT_URI, AUTH0_PRIORITY};
 use crate::acl::schema::Rule;
-use crate::acl::{AclErrors, DefaultAction, RuleSet};
+use crate::acl::{AclErrors, DefaultAction, Env, RuleSet};
 
 /// Members the server maintains; a request may not set them.
-const READ_ONLY: &[&str] = &["created_at", "updated_at"];
+const READ_ONLY: &[&str] = &["created_at", "updated_at", "tenant_id", "deleted_at"];
+
+/// Auth0's answer when a priority is taken (its OpenAPI description of the 409).
+pub const PRIORITY_TAKEN: &str = "A Network ACL with this priority number has already been created.";
 
 /// The rules of the file, each with its effective id written in.
 pub fn with_ids(rules: &[Rule]) -> Vec<Rule> {
@@ -171,6 +183,71 @@ fn to_value(rule: &Rule) -> Value {
     serde_json::to_value(rule).unwrap_or(Value::Null)
 }
 
+/// RFC 7396 JSON merge patch: objects merge member by member, `null` removes a member, any
+/// other value (arrays included) replaces.
+pub fn merge_patch(target: &mut Value, patch: Value) {
+    match patch {
+        Value::Object(members) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in members {
+                    if v.is_null() {
+                        t.shift_remove(&k);
+                    } else {
+                        merge_patch(t.entry(k).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+/// Auth0's limits on the members a request sets (`priority` range, `description` and
+/// `redirect_uri` lengths); a rules file may go beyond them.
+fn check_auth0_limits(body: &Map<String, Value>) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if let Some(p) = body.get("priority").and_then(Value::as_f64) {
+        let (lo, hi) = AUTH0_PRIORITY;
+        if !(lo..=hi).contains(&p) {
+            errors.push(FieldError::new(
+                "priority",
+                format!("{p} is outside {lo}–{hi} (Auth0's range; a rules file may use any number)"),
+            ));
+        }
+    }
+    if let Some(d) = body.get("description").and_then(Value::as_str) {
+        if d.chars().count() > AUTH0_MAX_DESCRIPTION {
+            errors.push(FieldError::new("description", format!("longer than {AUTH0_MAX_DESCRIPTION} characters")));
+        }
+    }
+    let uri = body.get("rule").and_then(|r| r.get("action")).and_then(|a| a.get("redirect_uri"));
+    if let Some(u) = uri.and_then(Value::as_str) {
+        if u.chars().count() > AUTH0_MAX_REDIRECT_URI {
+            errors.push(FieldError::new(
+                "rule.action.redirect_uri",
+                format!("longer than {AUTH0_MAX_REDIRECT_URI} characters"),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_body(errors))
+    }
+}
+
+/// 409 when another rule has the priority the written rule now has.
+fn check_priority_free(rules: &[Rule], index: usize) -> Result<(), ApiError> {
+    let Some(mine) = rules.get(index).map(|r| r.priority) else { return Ok(()) };
+    if rules.iter().enumerate().any(|(i, r)| i != index && r.priority == mine) {
+        return Err(ApiError::conflict("conflict", PRIORITY_TAKEN));
+    }
+    Ok(())
+}
+
 /// Apply `op` to the file's rules (`current`, ids written in by [`with_ids`]) and validate the
 /// result like a file load. `now` is an RFC 3339 timestamp; `new_id` makes an id for a
 /// create without one.
@@ -179,14 +256,18 @@ pub fn apply(
     op: Op,
     now: &str,
     default_action: DefaultAction,
+    env: &Env,
     new_id: impl FnOnce() -> String,
 ) -> Result<Outcome, ApiError> {
     let mut docs: Vec<Value> = current.iter().map(to_value).collect();
     let now_v = Value::String(now.to_string());
+    // Whether the request sets the priority (a create always does: Auth0's default is 50).
+    let mut sets_priority = true;
     let (index, id, before) = match op {
         Op::Create(body) => {
             let mut body = body_object(body)?;
             check_read_only(&body, None)?;
+            check_auth0_limits(&body)?;
             let id = match body.get("id") {
                 None | Some(Value::Null) => new_id(),
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -212,24 +293,23 @@ pub fn apply(
         }
         Op::Patch(id, body) => {
             let i = find(&current, &id)?;
-            let body = body_object(body)?;
+            let mut body = body_object(body)?;
             check_read_only(&body, Some(&id))?;
+            check_auth0_limits(&body)?;
+            sets_priority = body.get("priority").is_some_and(|p| !p.is_null());
+            body.remove("id");
             let before = docs[i].clone();
-            let Value::Object(doc) = &mut docs[i] else { unreachable!("a rule serializes to an object") };
-            for (k, v) in body {
-                if v.is_null() && matches!(k.as_str(), "description" | "priority") {
-                    doc.shift_remove(&k);
-                } else {
-                    doc.insert(k, v);
-                }
+            merge_patch(&mut docs[i], Value::Object(body));
+            if let Value::Object(doc) = &mut docs[i] {
+                doc.insert("updated_at".into(), now_v);
             }
-            doc.insert("updated_at".into(), now_v);
             (i, id, before)
         }
         Op::Put(id, body) => {
             let i = find(&current, &id)?;
             let body = body_object(body)?;
             check_read_only(&body, Some(&id))?;
+            check_auth0_limits(&body)?;
             let before = docs[i].clone();
             let mut doc = Map::new();
             doc.insert("id".into(), Value::String(id.clone()));
@@ -249,12 +329,15 @@ pub fn apply(
             let i = find(&current, &id)?;
             docs.remove(i);
             let bytes = render(&docs);
-            let ruleset = load(&bytes, default_action, None)?;
+            let ruleset = load(&bytes, default_action, env, None)?;
             return Ok(Outcome { bytes, ruleset, id, rule: None, changes: Vec::new() });
         }
     };
     let bytes = render(&docs);
-    let ruleset = load(&bytes, default_action, Some(index))?;
+    let ruleset = load(&bytes, default_action, env, Some(index))?;
+    if sets_priority {
+        check_priority_free(ruleset.rules(), index)?;
+    }
     let rule = ruleset.rules().get(index).cloned();
     let after = rule.as_ref().map(to_value).unwrap_or(Value::Null);
     Ok(Outcome { changes: diff(&before, &after), bytes, ruleset, id, rule })
@@ -269,8 +352,8 @@ fn render(docs: &[Value]) -> Vec<u8> {
 
 /// Validate like a file load. Problems in the rule being written are named by their member
 /// path (`rule.match.ipv4_cidrs[0]`); problems elsewhere (a duplicate id) name their rule.
-fn load(bytes: &[u8], default_action: DefaultAction, target: Option<usize>) -> Result<RuleSet, ApiError> {
-    RuleSet::load(bytes, default_action).map_err(|errs| ApiError::invalid_body(field_errors(&errs, target)))
+fn load(bytes: &[u8], default_action: DefaultAction, env: &Env, target: Option<usize>) -> Result<RuleSet, ApiError> {
+    RuleSet::load_with(bytes, default_action, env).map_err(|errs| ApiError::invalid_body(field_errors(&errs, target)))
 }
 
 fn field_errors(errs: &AclErrors, target: Option<usize>) -> Vec<FieldError> {
@@ -287,17 +370,24 @@ fn field_errors(errs: &AclErrors, target: Option<usize>) -> Vec<FieldError> {
 
 /// Rules file bytes → the rules with their ids written in; `Err` when the file on disk does
 /// not load (then the API does not touch it).
-pub fn current(bytes: &[u8], default_action: DefaultAction) -> Result<Vec<Rule>, AclErrors> {
-    RuleSet::load(bytes, default_action).map(|rs| with_ids(rs.rules()))
+pub fn current(bytes: &[u8], default_action: DefaultAction, env: &Env) -> Result<Vec<Rule>, AclErrors> {
+    RuleSet::load_with(bytes, default_action, env).map(|rs| with_ids(rs.rules()))
 }
 
-/// A random id in the form Auth0 uses for network ACLs (a UUID v4).
+/// A random id in the form Auth0 gives network ACLs: `acl_` and 22 letters and digits
+/// (`acl_4oWrXrzhXSpmREA3xN3PPz`; Auth0 answers 400 for ids "not a valid ACL ID in the form
+/// 'acl_XXXXXXXXXXXXXXXXXXXXXX'"). 22 base-62 characters carry 131 random bits.
 pub fn generate_id() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::thread_rng();
+    let tail: String = (0..22).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
+    format!("acl_{tail}")
+}
+
+/// `id` has the shape of an Auth0 network ACL id.
+pub fn is_auth0_id(id: &str) -> bool {
+    id.strip_prefix("acl_").is_some_and(|t| t.len() == 22 && t.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 #[cfg(test)]
@@ -308,7 +398,7 @@ mod tests {
     const NOW: &str = "2026-01-02T03:04:05.000Z";
 
     fn rules(json: &str) -> Vec<Rule> {
-        current(json.as_bytes(), DefaultAction::Allow).unwrap()
+        current(json.as_bytes(), DefaultAction::Allow, &Env::default()).unwrap()
     }
 
     fn base() -> Vec<Rule> {
@@ -319,7 +409,7 @@ mod tests {
     }
 
     fn run(op: Op) -> Result<Outcome, ApiError> {
-        apply(base(), op, NOW, DefaultAction::Allow, || "gen-1".into())
+        apply(base(), op, NOW, DefaultAction::Allow, &Env::default(), || "gen-1".into())
     }
 
     #[test]
@@ -331,7 +421,7 @@ mod tests {
 
     #[test]
     fn create_generates_id_and_timestamps() {
-        let o = run(Op::Create(json!({"description":"x","active":true,"rule":{"action":{"block":true},"scope":"dcr","match":{"user_agents":["bad"]}}}))).unwrap();
+        let o = run(Op::Create(json!({"description":"x","active":true,"priority":7,"rule":{"action":{"block":true},"scope":"dcr","match":{"user_agents":["bad"]}}}))).unwrap();
         assert_eq!(o.id, "gen-1");
         let r = o.rule.unwrap();
         assert_eq!(r.created_at.as_deref(), Some(NOW));
@@ -394,9 +484,63 @@ mod tests {
     }
 
     #[test]
-    fn generated_ids_look_like_uuids() {
+    fn generated_ids_are_shaped_like_auth0s() {
         let id = generate_id();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
+        assert!(is_auth0_id(&id), "{id}");
+        assert_ne!(id, generate_id());
+        assert!(is_auth0_id("acl_4oWrXrzhXSpmREA3xN3PPz"));
+        assert!(!is_auth0_id("acl_4oWrXrzhXSpmREA3xN3PP") && !is_auth0_id("rule-0"));
+    }
+
+    #[test]
+    fn patch_merges_members_as_auth0_does() {
+        // Auth0's monitoring-mode body: the action gains log, the conditions stay.
+        let o =
+            run(Op::Patch("b".into(), json!({"rule": {"action": {"log": true}, "scope": "authentication"}}))).unwrap();
+        let r = o.rule.unwrap();
+        assert_eq!(r.rule.action.block, Some(true));
+        assert_eq!(r.rule.action.log, Some(true));
+        assert_eq!(r.rule.scope, "authentication");
+        assert_eq!(r.rule.match_.unwrap().ipv4_cidrs.unwrap(), ["192.0.2.0/24"]);
+        // Lists are replaced whole; null removes a member.
+        let o = run(Op::Patch(
+            "b".into(),
+            json!({"description": "d", "rule": {"match": {"ipv4_cidrs": ["198.51.100.0/24"], "asns": null}}}),
+        ))
+        .unwrap();
+        assert_eq!(o.rule.unwrap().rule.match_.unwrap().ipv4_cidrs.unwrap(), ["198.51.100.0/24"]);
+        let mut v = json!({"a": {"b": 1, "c": [1, 2]}, "d": 1});
+        merge_patch(&mut v, json!({"a": {"b": null, "c": [3]}, "e": {"f": 1}}));
+        assert_eq!(v, json!({"a": {"c": [3]}, "d": 1, "e": {"f": 1}}));
+    }
+
+    #[test]
+    fn auth0_limits_on_what_a_request_sets() {
+        let body = |extra: Value| {
+            let mut b = json!({"active": true, "rule": {"action": {"block": true}, "scope": "dcr", "match": {"user_agents": ["x"]}}});
+            merge_patch(&mut b, extra);
+            b
+        };
+        let e = run(Op::Create(body(json!({"priority": 3})))).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.message.as_str()), (409, PRIORITY_TAKEN));
+        assert_eq!(run(Op::Create(body(json!({"priority": 101})))).unwrap_err().fields[0].field, "priority");
+        assert_eq!(run(Op::Create(body(json!({"priority": 0.5})))).unwrap_err().status, 400);
+        let long = "d".repeat(256);
+        assert_eq!(
+            run(Op::Create(body(json!({"priority": 4, "description": long})))).unwrap_err().fields[0].field,
+            "description"
+        );
+        let uri = format!("https://example.com/{}", "p".repeat(2000));
+        let e = run(Op::Create(body(
+            json!({"priority": 4, "rule": {"action": {"block": null, "redirect": true, "redirect_uri": uri}}}),
+        )))
+        .unwrap_err();
+        assert_eq!(e.fields[0].field, "rule.action.redirect_uri");
+        assert!(run(Op::Create(body(json!({"priority": 4})))).is_ok());
+        // Moving a rule onto a taken priority is refused; a PATCH that leaves it alone is not
+        // (rule-0 has the default 50, as a new rule without priority would).
+        assert_eq!(run(Op::Patch("rule-0".into(), json!({"priority": 3}))).unwrap_err().status, 409);
+        assert!(run(Op::Patch("rule-0".into(), json!({"description": "x"}))).is_ok());
+        assert_eq!(run(Op::Create(body(json!({})))).unwrap_err().status, 409);
     }
 }

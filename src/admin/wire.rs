@@ -57,6 +57,9 @@ pub fn body_timeout() -> ApiError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Endpoint {
+    ListClients,
+    GetClient,
+    DeleteClient,
     GetSettings,
     PatchSettings,
     ListAcls,
@@ -70,6 +73,8 @@ pub(super) enum Endpoint {
 impl Endpoint {
     pub(super) fn scope(self) -> &'static str {
         match self {
+            Endpoint::ListClients | Endpoint::GetClient => "read:clients",
+            Endpoint::DeleteClient => "delete:clients",
             Endpoint::GetSettings => "read:tenant_settings",
             Endpoint::PatchSettings => "update:tenant_settings",
             Endpoint::ListAcls | Endpoint::GetAcl => "read:network_acls",
@@ -88,6 +93,23 @@ impl Endpoint {
 pub(super) fn route(method: &Method, path: &str) -> Result<(Endpoint, Option<String>), ApiError> {
     let rest = path.strip_prefix("/api/v2").unwrap_or("");
     let unknown = || ApiError::not_found("unknown admin API endpoint");
+    if rest == "/clients" {
+        return match *method {
+            Method::GET => Ok((Endpoint::ListClients, None)),
+            _ => Err(ApiError::method_not_allowed("GET")),
+        };
+    }
+    if let Some(raw) = rest.strip_prefix("/clients/") {
+        let id = percent_encoding::percent_decode_str(raw).decode_utf8().map_err(|_| unknown())?.into_owned();
+        if raw.is_empty() || raw.contains('/') {
+            return Err(unknown());
+        }
+        return match *method {
+            Method::GET => Ok((Endpoint::GetClient, Some(id))),
+            Method::DELETE => Ok((Endpoint::DeleteClient, Some(id))),
+            _ => Err(ApiError::method_not_allowed("GET, DELETE")),
+        };
+    }
     match rest {
         "/tenants/settings" => match *method {
             Method::GET => Ok((Endpoint::GetSettings, None)),
@@ -157,6 +179,81 @@ pub(super) fn is_json(headers: &HeaderMap) -> bool {
     crate::core::gate::is_json(headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes()))
 }
 
+/// `Content-Type: application/x-www-form-urlencoded`, which Auth0's Management API also takes.
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+fn form_decode(s: &str) -> Result<String, ApiError> {
+    let plus = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus).decode_utf8().map(|c| c.into_owned()).map_err(|_| {
+        ApiError::invalid_body(vec![FieldError::new("", "form body: a value is not UTF-8 after percent-decoding")])
+    })
+}
+
+/// A form value as JSON: `true`/`false`/`null`, numbers, and JSON objects or arrays are read
+/// as JSON (the way Auth0 coerces form fields to its schema's types); anything else is a string.
+fn form_value(raw: String) -> Value {
+    let t = raw.trim_start();
+    let jsonish = matches!(raw.as_str(), "true" | "false" | "null")
+        || t.starts_with(['{', '['])
+        || (raw.parse::<f64>().is_ok() && raw.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)));
+    if jsonish {
+        if let Ok(v) = serde_json::from_str(&raw) {
+            return v;
+        }
+    }
+    Value::String(raw)
+}
+
+/// An `application/x-www-form-urlencoded` body as the JSON document it stands for. Member
+/// paths nest with brackets or dots (`rule[action][log]=true`, `flags.enable_sso=false`); a
+/// name ending in `[]`, or given twice, is an array.
+pub(super) fn parse_form(bytes: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::invalid_body(vec![FieldError::new("", "form body is not UTF-8")]))?;
+    let mut root = serde_json::Map::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = form_decode(k)?;
+        let value = form_value(form_decode(v)?);
+        let (key, force_array) = match key.strip_suffix("[]") {
+            Some(k) => (k.to_string(), true),
+            None => (key, false),
+        };
+        let path: Vec<String> = key.replace(']', "").split(['[', '.']).map(str::to_string).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ApiError::invalid_body(vec![FieldError::new(key.clone(), "form body: malformed member name")]));
+        }
+        let (last, parents) = path.split_last().expect("split yields one item at least");
+        let mut node = &mut root;
+        for p in parents {
+            let entry = node.entry(p.clone()).or_insert_with(|| Value::Object(serde_json::Map::new()));
+            node = match entry {
+                Value::Object(m) => m,
+                _ => {
+                    return Err(ApiError::invalid_body(vec![FieldError::new(
+                        key.clone(),
+                        "form body: a member is given both as a value and as an object",
+                    )]))
+                }
+            };
+        }
+        match node.get_mut(last) {
+            Some(Value::Array(items)) => items.push(value),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, value]);
+            }
+            None => {
+                node.insert(last.clone(), if force_array { Value::Array(vec![value]) } else { value });
+            }
+        }
+    }
+    Ok(Value::Object(root))
+}
+
 impl AdminApi {
     /// Answer one `/api/v2/...` request.
     pub async fn handle(&self, head: &RequestHead, body: &mut dyn ApiBody) -> Response<Vec<u8>> {
@@ -169,14 +266,16 @@ impl AdminApi {
             let (endpoint, id) = route(&head.method, &head.path)?;
             let actor = self.authorize(&snap, &head.headers, endpoint.scope())?;
             let body = if endpoint.has_body() {
-                if !is_json(&head.headers) {
+                let form = is_form(&head.headers);
+                if !form && !is_json(&head.headers) {
                     return Err(ApiError::new(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "unsupported_media_type",
-                        "Content-Type must be application/json",
+                        "Content-Type must be application/json or application/x-www-form-urlencoded",
                     ));
                 }
-                Some(parse_json(&body.read(MAX_BODY_BYTES, BODY_READ_TIMEOUT).await?)?)
+                let bytes = body.read(MAX_BODY_BYTES, BODY_READ_TIMEOUT).await?;
+                Some(if form { parse_form(&bytes)? } else { parse_json(&bytes)? })
             } else {
                 None
             };
@@ -210,9 +309,30 @@ mod tests {
         let (e, id) = route(&Method::DELETE, "/api/v2/network-acls/a%20b").unwrap();
         assert_eq!((e, id.as_deref()), (Endpoint::DeleteAcl, Some("a b")));
         assert_eq!(route(&Method::PUT, "/api/v2/network-acls").unwrap_err().status, 405);
-        assert_eq!(route(&Method::GET, "/api/v2/clients").unwrap_err().status, 404);
+        assert_eq!(route(&Method::GET, "/api/v2/users").unwrap_err().status, 404);
         assert_eq!(route(&Method::GET, "/api/v2/network-acls/a/b").unwrap_err().status, 404);
         assert_eq!(route(&Method::GET, "/api/v2/network-acls/").unwrap_err().status, 404);
         assert!(is_api_path("/api/v2/x") && !is_api_path("/api/v2x"));
+    }
+
+    #[test]
+    fn form_bodies_become_json() {
+        let v = parse_form(
+            b"description=block+a%20net&active=true&priority=2&rule[action][block]=true&rule.scope=tenant\
+              &rule[match][ipv4_cidrs][]=10.0.0.0%2F8&rule[match][ipv4_cidrs][]=192.0.2.0/24&rule[match][asns][]=64500",
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"description": "block a net", "active": true, "priority": 2,
+                "rule": {"action": {"block": true}, "scope": "tenant",
+                         "match": {"ipv4_cidrs": ["10.0.0.0/8", "192.0.2.0/24"], "asns": [64500]}}})
+        );
+        let v = parse_form(b"flags[enable_dynamic_client_registration]=false&friendly_name=Acme&x=1&x=2").unwrap();
+        assert_eq!(v["flags"]["enable_dynamic_client_registration"], false);
+        assert_eq!(v["friendly_name"], "Acme");
+        assert_eq!(v["x"], serde_json::json!([1, 2]));
+        assert!(parse_form(b"a=1&a[b]=2").is_err());
+        assert!(parse_form(b"a[]]=1&[x]=2").is_err());
     }
 }

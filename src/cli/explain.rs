@@ -64,6 +64,13 @@ impl RuleSource {
                 .map_err(|e| errors.push(format!("{}: {e}", p.display())))
                 .ok()
         });
+        if let Ok(acl) = &acl {
+            errors.extend(
+                missing_databases(acl, geo.as_ref(), asn.as_ref())
+                    .into_iter()
+                    .map(|e| format!("{}: {e}", rules.display())),
+            );
+        }
         match acl {
             Ok(acl) if errors.is_empty() => Ok(Engine { acl, geo, asn }),
             Ok(_) => Err(errors),
@@ -72,6 +79,95 @@ impl RuleSource {
                 Err(e)
             }
         }
+    }
+}
+
+/// Active rules that look at a signal, by id: `(ids using geo_country_codes, …
+/// geo_subdivision_codes, … asns)`.
+fn rules_using(acl: &RuleSet) -> [Vec<&str>; 3] {
+    let mut out: [Vec<&str>; 3] = Default::default();
+    for (rule, id) in acl.rules().iter().zip(acl.rule_ids()) {
+        if !rule.active {
+            continue;
+        }
+        let sides = [&rule.rule.match_, &rule.rule.not_match];
+        let uses = |f: fn(&crate::acl::schema::Conditions) -> bool| sides.iter().any(|c| c.as_ref().is_some_and(f));
+        if uses(|c| c.geo_country_codes.as_ref().is_some_and(|v| !v.is_empty())) {
+            out[0].push(id);
+        }
+        if uses(|c| c.geo_subdivision_codes.as_ref().is_some_and(|v| !v.is_empty())) {
+            out[1].push(id);
+        }
+        if uses(|c| c.asns.as_ref().is_some_and(|v| !v.is_empty())) {
+            out[2].push(id);
+        }
+    }
+    out
+}
+
+/// What `check` refuses about a rule file and its databases, for `--rules`: a geo or ASN rule
+/// without the database it needs would silently never match (or, under `not_match`, always
+/// hold), so `explain` and `test-rules` refuse it too.
+pub fn missing_databases(acl: &RuleSet, geo: Option<&GeoDb>, asn: Option<&AsnDb>) -> Vec<String> {
+    let [country, subdivision, asns] = rules_using(acl);
+    let mut out = Vec::new();
+    let list = |ids: &[&str]| ids.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
+    if geo.is_none() && !(country.is_empty() && subdivision.is_empty()) {
+        let ids: Vec<&str> = country.iter().chain(subdivision.iter()).copied().collect();
+        out.push(format!(
+            "rules {} use geo_country_codes/geo_subdivision_codes, but no GeoIP database is given: \
+             add --geoip-db FILE (or use -c gateway.toml with geoip.country_db), as check requires",
+            list(&ids)
+        ));
+    }
+    if let Some(g) = geo {
+        if !subdivision.is_empty() && !g.has_subdivisions() {
+            out.push(format!(
+                "rules {} use geo_subdivision_codes, but the GeoIP database ({}) has no subdivisions; use a City database",
+                list(&subdivision),
+                g.database_type()
+            ));
+        }
+    }
+    if asn.is_none() && !asns.is_empty() {
+        out.push(format!(
+            "rules {} use asns, but no ASN database is given: add --asn-db FILE (or use -c gateway.toml with \
+             geoip.asn_db), as check requires",
+            list(&asns)
+        ));
+    }
+    out
+}
+
+/// `check --auth0-compat`: every rule Auth0 would refuse, and why (`acl::compat`).
+pub fn auth0_compat(config: &std::path::Path) -> i32 {
+    let snap = match crate::snapshot::Snapshot::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            for x in e.0 {
+                eprintln!("error: {}", crate::redact::redact(&x));
+            }
+            return 1;
+        }
+    };
+    let ids: Vec<&str> = snap.acl.rule_ids().collect();
+    let problems = crate::acl::compat::auth0_compat(snap.acl.rules(), &ids);
+    let rules = snap.config.rules_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    for p in &problems {
+        println!("auth0: {rules}: {p}");
+    }
+    if problems.is_empty() {
+        println!("{rules}: Auth0 would take every rule ({} rules)", snap.acl.rule_count());
+        0
+    } else {
+        let rules_refused: std::collections::BTreeSet<usize> = problems.iter().filter_map(|p| p.index).collect();
+        println!(
+            "{rules}: Auth0 would refuse {} of {} rules ({} problem(s))",
+            rules_refused.len(),
+            snap.acl.rule_count(),
+            problems.len()
+        );
+        1
     }
 }
 
@@ -101,6 +197,10 @@ pub struct RequestSpec {
     pub subdivisions: Option<Vec<String>>,
     #[serde(default)]
     pub asn: Option<u32>,
+    /// The request's `client_id` (an extension signal: the host of a URL client_id is matched
+    /// against `client_id_hosts`).
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 
 impl Engine {
@@ -140,6 +240,12 @@ impl Engine {
         s.ja4 = r.ja4.clone();
         Ok((scope, s))
     }
+
+    /// The `client_id_hosts` value of the request: the host of its URL `client_id`, read as the
+    /// proxy reads the query's (`core::target::client_id_url_host`).
+    pub fn client_id_hosts(r: &RequestSpec) -> Vec<String> {
+        r.client_id.as_deref().and_then(crate::core::target::client_id_url_host).into_iter().collect()
+    }
 }
 
 pub fn decision_str(d: &Decision) -> &'static str {
@@ -168,6 +274,10 @@ pub struct ExplainArgs {
     pub ja3: Option<String>,
     #[arg(long)]
     pub ja4: Option<String>,
+    /// The request's client_id; a URL's host is the `client_id_hosts` signal (an extension
+    /// beyond Auth0's schema).
+    #[arg(long = "client-id")]
+    pub client_id: Option<String>,
     /// dcr, management or authentication.
     #[arg(long, default_value = "dcr")]
     pub scope: String,
@@ -176,7 +286,7 @@ pub struct ExplainArgs {
     pub json: bool,
 }
 
-fn signals_json(s: &Signals) -> serde_json::Value {
+fn signals_json(s: &Signals, client_id_hosts: &[String]) -> serde_json::Value {
     serde_json::json!({
         "client_ip": s.client_ip.to_string(),
         "connecting_ip": s.connecting_ip.to_string(),
@@ -187,6 +297,7 @@ fn signals_json(s: &Signals) -> serde_json::Value {
         "hostname": s.hostname,
         "ja3": s.ja3,
         "ja4": s.ja4,
+        "client_id_hosts": client_id_hosts,
     })
 }
 
@@ -208,6 +319,7 @@ pub fn explain(a: &ExplainArgs) -> i32 {
         ja3: a.ja3.clone(),
         ja4: a.ja4.clone(),
         scope: Some(a.scope.clone()),
+        client_id: a.client_id.clone(),
         ..Default::default()
     };
     let (scope, s) = match engine.signals(&spec) {
@@ -217,14 +329,21 @@ pub fn explain(a: &ExplainArgs) -> i32 {
             return 2;
         }
     };
-    let v: Verdict = engine.acl.evaluate(scope, &s);
+    let client_id_hosts = Engine::client_id_hosts(&spec);
+    let request = crate::acl::Request { client_id_hosts: &client_id_hosts, ..Default::default() };
+    let v: Verdict = engine.acl.evaluate_with(scope, &s, &request);
     if a.json {
         let mut out = serde_json::json!({
             "decision": decision_str(&v.decision),
             "rule": v.rule.as_deref(),
             "logged": v.logged.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+            // Monitoring mode: what each logged rule would have done (recorded, not executed).
+            "monitored": v.logged.iter().map(|x| serde_json::json!({
+                "rule": x.to_string(),
+                "action": engine.acl.action_of(x).map(|(a, _)| a),
+            })).collect::<Vec<_>>(),
             "scope": scope.as_str(),
-            "signals": signals_json(&s),
+            "signals": signals_json(&s, &client_id_hosts),
         });
         if let Decision::Redirect(uri) = &v.decision {
             out["redirect_uri"] = serde_json::Value::String(uri.to_string());
@@ -242,7 +361,18 @@ pub fn explain(a: &ExplainArgs) -> i32 {
         println!("asn:           {}", s.asn.map(|a| a.to_string()).unwrap_or_else(|| "(none)".into()));
         println!("user agent:    {}", s.user_agent.as_deref().unwrap_or("(none)"));
         println!("hostname:      {}", s.hostname.as_deref().unwrap_or("(none)"));
-        let logged: Vec<String> = v.logged.iter().map(|x| x.to_string()).collect();
+        println!(
+            "client_id host: {}",
+            if client_id_hosts.is_empty() { "(none)".into() } else { client_id_hosts.join(", ") }
+        );
+        let logged: Vec<String> = v
+            .logged
+            .iter()
+            .map(|x| match engine.acl.action_of(x) {
+                Some((a, _)) if a != "log" => format!("{x} (monitoring: would {a})"),
+                _ => x.to_string(),
+            })
+            .collect();
         println!("logged by:     {}", if logged.is_empty() { "(none)".into() } else { logged.join(", ") });
         match (&v.decision, &v.rule) {
             (Decision::Redirect(uri), Some(r)) => println!("decision:      redirect to {uri} (rule {r})"),
@@ -258,7 +388,7 @@ pub struct TestRulesArgs {
     #[command(flatten)]
     pub source: RuleSource,
     /// Test cases: a JSON array of {name?, ip, connecting_ip?, ua?, host?, ja3?, ja4?, scope?,
-    /// country?, subdivisions?, asn?, expect: allow|block|redirect, rule?: id|null}.
+    /// country?, subdivisions?, asn?, client_id?, expect: allow|block|redirect, rule?: id|null}.
     pub cases: PathBuf,
 }
 
@@ -313,7 +443,12 @@ pub fn test_rules(a: &TestRulesArgs) -> i32 {
                 continue;
             }
         };
-        let v = engine.acl.evaluate(scope, &s);
+        let client_id_hosts = Engine::client_id_hosts(&c.request);
+        let v = engine.acl.evaluate_with(
+            scope,
+            &s,
+            &crate::acl::Request { client_id_hosts: &client_id_hosts, ..Default::default() },
+        );
         let got = decision_str(&v.decision);
         let mut problems = Vec::new();
         if got != c.expect {
@@ -331,7 +466,7 @@ pub fn test_rules(a: &TestRulesArgs) -> i32 {
         }
         if !problems.is_empty() {
             failed += 1;
-            println!("FAIL {label}: {} (signals {})", problems.join("; "), signals_json(&s));
+            println!("FAIL {label}: {} (signals {})", problems.join("; "), signals_json(&s, &client_id_hosts));
         }
     }
     println!("{} case(s), {} passed, {} failed", cases.len(), cases.len() - failed, failed);

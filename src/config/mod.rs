@@ -4,6 +4,7 @@
 mod field_error;
 pub mod profile;
 pub mod schema;
+pub mod toml_errors;
 
 pub use field_error::FieldError;
 
@@ -105,6 +106,8 @@ pub struct Admin {
     pub tokens_file: Option<PathBuf>,
     /// Laid over `[dcr]` by the snapshot; absent file = no overrides.
     pub settings_file: PathBuf,
+    /// `[admin] store_check_interval_ms`: the periodic version check of `store = "registry"`.
+    pub store_check_interval: Duration,
 }
 
 /// `[routes]` with the profile's values filled in where the file says nothing.
@@ -135,6 +138,11 @@ pub struct Idp {
     /// Static upstream headers: name and the file holding the value.
     pub headers: Vec<(http::HeaderName, PathBuf)>,
     pub client_ip_header: Option<http::HeaderName>,
+    /// Forward one registration at a time (per process): `[upstream] serialize_registrations`,
+    /// else the profile's `[registration] serialize`.
+    pub serialize_registrations: bool,
+    /// With it: the next registration waits this long after the IdP answered the previous one.
+    pub serialize_spacing: Duration,
 }
 
 /// The secret values the snapshot read for [`Idp`]: marked sensitive, and `Debug` prints
@@ -204,6 +212,13 @@ pub struct Config {
     pub set_forwarded: bool,
     pub rules_file: Option<PathBuf>,
     pub default_action: DefaultAction,
+    /// `[acl.managed_lists]`: `auth0_managed` name → list file.
+    pub acl_managed_lists: Vec<(String, PathBuf)>,
+    pub acl_unknown_managed_lists: crate::acl::UnknownManagedLists,
+    /// `[acl] signature_keys`.
+    pub acl_signature_keys: Option<PathBuf>,
+    /// `[acl] summary_interval_seconds` (0: no summary).
+    pub acl_summary_interval_seconds: u64,
     pub country_db: Option<PathBuf>,
     pub asn_db: Option<PathBuf>,
     pub dcr: Policy,
@@ -215,6 +230,12 @@ pub struct Config {
     pub watch: bool,
     pub reload_debounce: Duration,
     pub admin: Admin,
+    /// `[admin] store`: where network ACLs and tenant settings live (start-bound).
+    pub admin_store: schema::AdminStoreKind,
+    /// `[registry]` with `path` and `key_file` resolved against the configuration's directory.
+    pub registry: schema::RegistrySection,
+    /// `[cimd]` with `ca_file` resolved against the configuration's directory.
+    pub cimd: crate::cimd::Settings,
 }
 
 /// Largest body Pingora can buffer for re-sending (its retry buffer); we replace the body
@@ -223,16 +244,39 @@ pub const MAX_BODY_LIMIT: usize = 64 * 1024;
 
 /// Parse and validate `text`, the content of the config file at `path`.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    match parse_all(text, path) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Every problem of the file in one run — unknown keys (typos), wrong types and invalid values
+/// alike — and, unless the file is not TOML, the configuration read from what remains (the
+/// offending keys at their defaults), so `check` can go on to the files it names.
+pub fn parse_all(text: &str, path: &Path) -> (Option<Config>, Vec<ConfigError>) {
     let file_name = path.display().to_string();
-    let raw: schema::File = toml::from_str(text).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file_name.clone(),
-            key: String::new(),
-            message: e.to_string().trim_end().replace('\n', "\n    "),
-        }])
-    })?;
+    let (raw, problems) = toml_errors::deserialize_all::<schema::File>(text);
+    let mut errors: Vec<ConfigError> = problems
+        .into_iter()
+        .map(|p| ConfigError {
+            file: match p.line {
+                Some(l) => format!("{file_name}:{l}"),
+                None => file_name.clone(),
+            },
+            key: p.key,
+            message: p.message,
+        })
+        .collect();
+    let Some(raw) = raw else { return (None, errors) };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Validator { file: file_name, base, errors: Vec::new() }.finish(raw, path)
+    let (config, more) = Validator { file: file_name, base, errors: Vec::new() }.finish(raw, path);
+    errors.extend(more.into_iter().map(|mut e| {
+        if let Some(l) = toml_errors::line_of_key(text, &e.key) {
+            e.file = format!("{}:{l}", e.file);
+        }
+        e
+    }));
+    (Some(config), errors)
 }
 
 struct Validator {
@@ -274,7 +318,7 @@ impl Validator {
         }
     }
 
-    fn finish(mut self, raw: schema::File, path: &Path) -> Result<Config, ConfigErrors> {
+    fn finish(mut self, raw: schema::File, path: &Path) -> (Config, Vec<ConfigError>) {
         if raw.server.threads == 0 {
             self.err("server.threads", "must be at least 1");
         }
@@ -333,6 +377,10 @@ impl Validator {
             }
         }
         for (i, u) in routes.idp_origins.iter().enumerate() {
+            if let Some(hint) = missing_scheme(u) {
+                self.err(format!("routes.idp_origins[{i}]"), hint);
+                continue;
+            }
             match crate::core::discovery::Origin::of(u) {
                 Some(o) => idp_origins.push(o),
                 None => self.err(
@@ -343,6 +391,10 @@ impl Validator {
         }
         let public_base_url = match routes.public_base_url.as_deref() {
             None => None,
+            Some(u) if missing_scheme(u).is_some() => {
+                self.err("routes.public_base_url", missing_scheme(u).unwrap_or_default());
+                None
+            }
             Some(u) => match url::Url::parse(u) {
                 Ok(p)
                     if matches!(p.scheme(), "http" | "https")
@@ -405,6 +457,13 @@ impl Validator {
         }
 
         let rules_file = raw.acl.rules.as_deref().and_then(|p| self.path_key("acl.rules", p));
+        let acl_managed_lists: Vec<(String, PathBuf)> = raw
+            .acl
+            .managed_lists
+            .iter()
+            .filter_map(|(name, p)| Some((name.clone(), self.path_key(&format!("acl.managed_lists.{name:?}"), p)?)))
+            .collect();
+        let acl_signature_keys = raw.acl.signature_keys.as_deref().and_then(|p| self.path_key("acl.signature_keys", p));
         let country_db = raw.geoip.country_db.as_deref().and_then(|p| self.path_key("geoip.country_db", p));
         let asn_db = raw.geoip.asn_db.as_deref().and_then(|p| self.path_key("geoip.asn_db", p));
 
@@ -439,12 +498,43 @@ impl Validator {
             api_enabled: raw.admin.api_enabled,
             tokens_file: raw.admin.tokens_file.as_deref().and_then(|p| self.path_key("admin.tokens_file", p)),
             settings_file: self.path_key("admin.settings_file", &raw.admin.settings_file).unwrap_or_default(),
+            store_check_interval: Duration::from_millis(raw.admin.store_check_interval_ms),
         };
-
-        if !self.errors.is_empty() {
-            return Err(ConfigErrors(self.errors));
+        if raw.admin.store_check_interval_ms < 100 {
+            self.err("admin.store_check_interval_ms", "at least 100");
         }
-        Ok(Config {
+        if raw.admin.store == schema::AdminStoreKind::Registry {
+            // The store is the [registry] one, opened for the admin documents even when the
+            // client registry itself is off.
+            let r = &raw.registry;
+            if r.backend == schema::RegistryBackend::Postgres && r.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+                self.err("admin.store", "\"registry\" needs [registry] url (backend = \"postgres\")");
+            }
+            if r.backend == schema::RegistryBackend::Sqlite && r.path.trim().is_empty() {
+                self.err("admin.store", "\"registry\" needs [registry] path (backend = \"sqlite\")");
+            }
+        }
+
+        let mut registry = raw.registry.clone();
+        for (key, message) in registry.problems() {
+            self.err(key, message);
+        }
+        registry.path = self.resolve(&registry.path).display().to_string();
+        registry.key_file = registry.key_file.as_deref().map(|k| self.resolve(k).display().to_string());
+        let mut cimd = raw.cimd.clone();
+        for (key, message) in cimd.problems() {
+            self.err(&key, message);
+        }
+        cimd.ca_file = cimd.ca_file.as_deref().map(|k| self.resolve(k).display().to_string());
+        if cimd.mode == crate::cimd::Mode::Bridge && !registry.enabled {
+            self.err(
+                "cimd.mode",
+                "\"bridge\" keeps each document's IdP client in the client registry: it needs [registry] enabled = true",
+            );
+        }
+
+        let errors = std::mem::take(&mut self.errors);
+        let config = Config {
             path: path.to_path_buf(),
             server: raw.server,
             http_listeners,
@@ -465,6 +555,10 @@ impl Validator {
             set_forwarded: raw.network.set_forwarded,
             rules_file,
             default_action: raw.acl.default_action,
+            acl_managed_lists,
+            acl_unknown_managed_lists: raw.acl.unknown_managed_lists,
+            acl_signature_keys,
+            acl_summary_interval_seconds: raw.acl.summary_interval_seconds,
             country_db,
             asn_db,
             dcr: raw.dcr,
@@ -476,7 +570,11 @@ impl Validator {
             watch: raw.reload.watch,
             reload_debounce: Duration::from_millis(raw.reload.debounce_ms),
             admin,
-        })
+            admin_store: raw.admin.store,
+            registry,
+            cimd,
+        };
+        (config, errors)
     }
 
     /// `[routes]` and `[upstream]` laid over the chosen profile, laid over `generic`.
@@ -582,6 +680,10 @@ impl Validator {
             registration_token_file,
             headers,
             client_ip_header,
+            serialize_registrations: u.serialize_registrations.unwrap_or(chosen.registration.serialize),
+            serialize_spacing: Duration::from_millis(
+                u.serialize_spacing_ms.unwrap_or(chosen.registration.serialize_spacing_ms).min(60_000),
+            ),
         };
         (routes, idp)
     }
@@ -593,6 +695,10 @@ impl Validator {
         }
         for (i, o) in u.origins.iter().enumerate() {
             let key = format!("upstream.origins[{i}]");
+            if let Some(hint) = missing_scheme(o) {
+                self.err(&key, hint);
+                continue;
+            }
             match url::Url::parse(o) {
                 Ok(url) => {
                     let tls = match url.scheme() {
@@ -674,6 +780,24 @@ fn is_hop_or_framing(n: &http::HeaderName) -> bool {
     )
 }
 
+/// For a URL written without its scheme (`127.0.0.1:3000`, `idp.example.com`,
+/// `localhost:3000` — which a URL parser reads as scheme `localhost`): what to write instead.
+pub fn missing_scheme(s: &str) -> Option<String> {
+    let t = s.trim();
+    if t.is_empty() || t.contains("://") {
+        return None;
+    }
+    let host = t.split(['/', '?', '#']).next().unwrap_or(t);
+    let looks_like_authority = !host.is_empty()
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'));
+    if !looks_like_authority {
+        return None;
+    }
+    let https = !(host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]"));
+    let example = if https { format!("https://{t}") } else { format!("http://{t}") };
+    Some(format!("{s:?} has no scheme: add http:// or https:// (e.g. {example:?})"))
+}
+
 /// A CIDR, or a bare address meaning one host.
 pub fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
@@ -751,6 +875,33 @@ management_prefixes = ["/"]
     }
 
     #[test]
+    fn urls_without_a_scheme_say_what_to_write() {
+        let e = p("[upstream]\norigins = [\"127.0.0.1:3000\", \"localhost:3000\", \"idp.example.com\"]\n[routes]\npublic_base_url = \"auth.example.com\"\nidp_origins = [\"idp.example.com:8443\"]\n")
+            .unwrap_err();
+        assert_eq!(e.0.len(), 5, "{e}");
+        for err in &e.0 {
+            assert!(err.message.contains("add http:// or https://"), "{err}");
+        }
+        assert!(e.to_string().contains("\"http://127.0.0.1:3000\""), "{e}");
+        assert!(e.to_string().contains("\"https://idp.example.com\""), "{e}");
+        assert_eq!(missing_scheme("ftp://x"), None);
+    }
+
+    #[test]
+    fn every_problem_in_one_run_typos_included() {
+        let text = "[server]\nthreadz = 3\n[upstream]\norigins = [\"127.0.0.1:3000\"]\nconect_timeout_ms = 5\n[log]\nlevel = 7\n[acl]\ndefault_action = \"maybe\"\n";
+        let e = p(text).unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+        for k in
+            ["server.threadz", "upstream.conect_timeout_ms", "log.level", "acl.default_action", "upstream.origins[0]"]
+        {
+            assert!(keys.contains(&k), "missing {k} in {e}");
+        }
+        assert!(e.0.iter().any(|e| e.file == "/etc/dcr/gateway.toml:2"), "typos carry their line: {e}");
+        assert!(e.to_string().contains("did you mean `connect_timeout_ms`?"), "{e}");
+    }
+
+    #[test]
     fn https_origin_defaults() {
         let c = p("[upstream]\norigins = [\"https://idp.example.com\", \"http://[::1]:9000\"]\n").unwrap();
         assert_eq!(c.upstream.origins[0], Origin { tls: true, host: "idp.example.com".into(), port: 443 });
@@ -781,6 +932,24 @@ management_prefixes = ["/"]
         assert_eq!(c.admin.settings_file, Path::new("/var/lib/dcr/s.json"));
         assert!(keys(p("[admin]\nsettings_file = \"\"\n")).contains(&"admin.settings_file".to_string()));
         assert!(p("[admin]\ntoken_file = \"x\"\n").unwrap_err().to_string().contains("token_file"));
+    }
+
+    #[test]
+    fn admin_store_defaults_to_files_and_registry_needs_a_store() {
+        use schema::AdminStoreKind;
+        let c = p("").unwrap();
+        assert_eq!(c.admin_store, AdminStoreKind::Files);
+        assert_eq!(c.admin.store_check_interval, Duration::from_secs(5));
+        // SQLite at its default path: enough, even with the client registry off.
+        let c = p("[admin]\nstore = \"registry\"\nstore_check_interval_ms = 250\n").unwrap();
+        assert_eq!(c.admin_store, AdminStoreKind::Registry);
+        assert_eq!(c.admin.store_check_interval, Duration::from_millis(250));
+        let no_url = keys(p("[admin]\nstore = \"registry\"\n[registry]\nbackend = \"postgres\"\n"));
+        assert!(no_url.contains(&"admin.store".to_string()), "{no_url:?}");
+        assert!(
+            keys(p("[admin]\nstore_check_interval_ms = 10\n")).contains(&"admin.store_check_interval_ms".to_string())
+        );
+        assert!(p("[admin]\nstore = \"redis\"\n").is_err());
     }
 
     #[test]

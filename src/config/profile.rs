@@ -15,6 +15,7 @@ pub const PROFILES: &[(&str, &str)] = &[
     ("auth0", include_str!("../../conf/profiles/auth0.toml")),
     ("hydra", include_str!("../../conf/profiles/hydra.toml")),
     ("glewlwyd", include_str!("../../conf/profiles/glewlwyd.toml")),
+    ("lemonldap-ng", include_str!("../../conf/profiles/lemonldap-ng.toml")),
 ];
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -67,6 +68,59 @@ pub struct ProfileRegistration {
     /// validated.
     #[serde(default)]
     pub derive: Vec<Derive>,
+    /// Forward one registration at a time: an IdP that names clients by the current second
+    /// (LemonLDAP::NG) keeps only one of parallel registrations while answering each 201.
+    #[serde(default)]
+    pub serialize: bool,
+    /// With `serialize`: how long the next registration waits after the IdP answered the
+    /// previous one (an IdP that names clients by the second needs 1000).
+    #[serde(default)]
+    pub serialize_spacing_ms: u64,
+}
+
+/// The embedded profile an IdP's discovery document looks like, from what each IdP is known to
+/// advertise (its registration path shape, endpoint names, issuer). Used to *suggest* a profile
+/// (`check`, the start-up log); the configuration chooses — a document fetched from the network
+/// never changes what the gateway enforces by itself.
+pub fn detect(doc: &serde_json::Value) -> Option<&'static str> {
+    let url_path = |key: &str| {
+        doc.get(key).and_then(|v| v.as_str()).and_then(|s| url::Url::parse(s).ok()).map(|u| u.path().to_string())
+    };
+    let issuer_host = doc
+        .get("issuer")
+        .and_then(|v| v.as_str())
+        .and_then(|s| url::Url::parse(s).ok())
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    let reg = url_path("registration_endpoint").unwrap_or_default();
+    let authz = url_path("authorization_endpoint").unwrap_or_default();
+    if issuer_host.as_deref().is_some_and(|h| h.ends_with(".auth0.com"))
+        || reg.ends_with("/oidc/register")
+            && authz.ends_with("/authorize")
+            && doc.get("mfa_challenge_endpoint").is_some()
+    {
+        return Some("auth0");
+    }
+    if reg.contains("/clients-registrations/") {
+        return Some("keycloak");
+    }
+    if reg.starts_with("/api/") && reg.ends_with("/register") {
+        return Some("glewlwyd");
+    }
+    if reg.ends_with("/oauth2/register") {
+        // Both serve /oauth2/register: Hydra authorizes at /oauth2/auth, LemonLDAP::NG at
+        // /oauth2/authorize.
+        if authz.ends_with("/oauth2/auth") {
+            return Some("hydra");
+        }
+        if authz.ends_with("/oauth2/authorize") {
+            return Some("lemonldap-ng");
+        }
+        return None;
+    }
+    if reg.ends_with("/reg") && doc.get("claims_parameter_supported").is_some() {
+        return Some("node-oidc-provider");
+    }
+    None
 }
 
 /// The names of the embedded profiles.
@@ -89,6 +143,68 @@ pub fn load(name: &str) -> Result<Profile, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_are_suggested_from_discovery_documents() {
+        let doc = |reg: &str, authz: &str, extra: serde_json::Value| {
+            let mut d = serde_json::json!({"issuer": "https://idp.example.com", "registration_endpoint": reg, "authorization_endpoint": authz});
+            if let (Some(d), Some(e)) = (d.as_object_mut(), extra.as_object()) {
+                d.extend(e.clone());
+            }
+            d
+        };
+        let none = serde_json::json!({});
+        let cases = [
+            (
+                doc(
+                    "https://kc/realms/demo/clients-registrations/openid-connect",
+                    "https://kc/realms/demo/protocol/openid-connect/auth",
+                    none.clone(),
+                ),
+                Some("keycloak"),
+            ),
+            (
+                doc("http://localhost:4593/api/oidc/register", "http://localhost:4593/api/oidc/auth", none.clone()),
+                Some("glewlwyd"),
+            ),
+            (
+                doc("http://127.0.0.1:4444/oauth2/register", "http://127.0.0.1:4444/oauth2/auth", none.clone()),
+                Some("hydra"),
+            ),
+            (
+                doc(
+                    "https://auth.example.com/oauth2/register",
+                    "https://auth.example.com/oauth2/authorize",
+                    none.clone(),
+                ),
+                Some("lemonldap-ng"),
+            ),
+            (
+                doc(
+                    "http://localhost:3000/reg",
+                    "http://localhost:3000/auth",
+                    serde_json::json!({"claims_parameter_supported": false}),
+                ),
+                Some("node-oidc-provider"),
+            ),
+            (
+                serde_json::json!({"issuer": "https://tenant.us.auth0.com/", "registration_endpoint": "https://tenant.us.auth0.com/oidc/register"}),
+                Some("auth0"),
+            ),
+            (
+                doc(
+                    "https://idp.example.com/connect/register",
+                    "https://idp.example.com/connect/authorize",
+                    none.clone(),
+                ),
+                None,
+            ),
+            (serde_json::json!({"issuer": "x"}), None),
+        ];
+        for (d, want) in cases {
+            assert_eq!(detect(&d), want, "{d}");
+        }
+    }
 
     #[test]
     fn every_embedded_profile_parses_and_has_a_file() {

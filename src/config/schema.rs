@@ -23,6 +23,9 @@ pub struct File {
     pub audit: AuditSection,
     pub reload: ReloadSection,
     pub admin: AdminSection,
+    pub registry: RegistrySection,
+    /// `[cimd]`: Client ID Metadata Documents (docs/cimd.md).
+    pub cimd: crate::cimd::Settings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +121,11 @@ pub struct UpstreamSection {
     pub headers: Vec<StaticHeader>,
     /// Send the resolved client IP in this header (replacing any client value).
     pub client_ip_header: Option<String>,
+    /// One registration at a time to the IdP (per gateway process); absent: the profile's.
+    pub serialize_registrations: Option<bool>,
+    /// With serialized registrations: the next one waits this long after the IdP answered the
+    /// previous one; absent: the profile's.
+    pub serialize_spacing_ms: Option<u64>,
 }
 
 /// `{ name = "cname-api-key", value_file = "secrets/cname-api-key" }`
@@ -147,6 +155,8 @@ impl Default for UpstreamSection {
             registration_token_file: None,
             headers: Vec::new(),
             client_ip_header: None,
+            serialize_registrations: None,
+            serialize_spacing_ms: None,
         }
     }
 }
@@ -240,11 +250,26 @@ pub enum SniHostMismatch {
 pub struct AclSection {
     pub rules: Option<String>,
     pub default_action: DefaultAction,
+    /// `auth0_managed` list name → file of CIDRs (one per line, `#` comments).
+    pub managed_lists: std::collections::BTreeMap<String, String>,
+    /// What a rule naming a list missing from `managed_lists` does: `fail` or `never_match`.
+    pub unknown_managed_lists: crate::acl::UnknownManagedLists,
+    /// JSON file of HMAC-SHA256 keys for `http_message_signature` (Auth0's key objects).
+    pub signature_keys: Option<String>,
+    /// Seconds between two ACL summary log lines (Auth0's `acls_summary`); 0 turns it off.
+    pub summary_interval_seconds: u64,
 }
 
 impl Default for AclSection {
     fn default() -> Self {
-        AclSection { rules: None, default_action: DefaultAction::Allow }
+        AclSection {
+            rules: None,
+            default_action: DefaultAction::Allow,
+            managed_lists: Default::default(),
+            unknown_managed_lists: Default::default(),
+            signature_keys: None,
+            summary_interval_seconds: 600,
+        }
     }
 }
 
@@ -314,10 +339,178 @@ pub struct AdminSection {
     pub tokens_file: Option<String>,
     /// Tenant settings file laid over `[dcr]`, written by `PATCH /api/v2/tenants/settings`.
     pub settings_file: String,
+    /// Where the network ACLs and tenant settings live: `files` (`[acl] rules`,
+    /// `settings_file`) or `registry` (the `[registry]` store, shared by a fleet on PostgreSQL).
+    /// Read at start.
+    pub store: AdminStoreKind,
+    /// With `store = "registry"`: how often each replica compares the store's versions with
+    /// what it runs (the fallback of PostgreSQL's notifications; SQLite's only path).
+    pub store_check_interval_ms: u64,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
-        AdminSection { api_enabled: true, tokens_file: None, settings_file: "tenant-settings.json".into() }
+        AdminSection {
+            api_enabled: true,
+            tokens_file: None,
+            settings_file: "tenant-settings.json".into(),
+            store: AdminStoreKind::Files,
+            store_check_interval_ms: 5000,
+        }
+    }
+}
+
+/// `[admin] store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminStoreKind {
+    Files,
+    Registry,
+}
+
+/// `[registry]`: every dynamically registered client known, capped, de-duplicated and reaped
+/// (docs/registry.md). `backend`, `path`, `url`, `key_file`, `queue_size` and the usage paths
+/// are read at start; the caps, windows and `reap` apply on reload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    pub enabled: bool,
+    /// `sqlite` (embedded, the default) or `postgres`.
+    pub backend: RegistryBackend,
+    /// The SQLite file (relative to the configuration's directory).
+    pub path: String,
+    /// PostgreSQL connection string (`backend = "postgres"`).
+    pub url: Option<String>,
+    /// Keys that seal registration_access_tokens at rest: `<key-id>:<base64 of 32 bytes>` per line.
+    pub key_file: Option<String>,
+    /// Live dynamically registered clients in all; 0 = no cap.
+    pub max_clients: u64,
+    /// Live clients per `software_id` (else per normalized client name); 0 = no cap.
+    pub max_per_software: u64,
+    /// Registrations per registrant prefix within `prefix_window`; 0 = no cap.
+    pub max_per_prefix: u64,
+    pub prefix_window: String,
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
+    /// Identical public registrations from one prefix within this window get the existing
+    /// client; "0s" = off.
+    pub dedupe_window: String,
+    /// A client never used this long after creation is `unused`; "0s" = never.
+    pub unused_grace: String,
+    /// A client not used for this long is `idle`; "0s" = never.
+    pub idle_after: String,
+    pub reap: ReapMode,
+    pub reap_interval: String,
+    /// RFC 7592 deletions per minute at most.
+    pub reap_max_per_minute: u32,
+    /// Registrations waiting to be written, at most.
+    pub queue_size: usize,
+    pub flush_interval_ms: u64,
+    /// Paths whose query carries `client_id` (authorization endpoint). Empty: from the IdP's
+    /// discovery document.
+    pub authorize_paths: Vec<String>,
+    /// Paths whose form body or HTTP Basic carries `client_id` (token, PAR, revocation).
+    /// Empty: from the IdP's discovery document.
+    pub token_paths: Vec<String>,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        RegistrySection {
+            enabled: false,
+            backend: RegistryBackend::Sqlite,
+            path: "registry.db".into(),
+            url: None,
+            key_file: None,
+            max_clients: 0,
+            max_per_software: 0,
+            max_per_prefix: 0,
+            prefix_window: "1h".into(),
+            prefix_v4: 24,
+            prefix_v6: 48,
+            dedupe_window: "1h".into(),
+            unused_grace: "7d".into(),
+            idle_after: "90d".into(),
+            reap: ReapMode::Off,
+            reap_interval: "1h".into(),
+            reap_max_per_minute: 30,
+            queue_size: 10_000,
+            flush_interval_ms: 1000,
+            authorize_paths: Vec::new(),
+            token_paths: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryBackend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReapMode {
+    Off,
+    Report,
+    Delete,
+}
+
+impl RegistrySection {
+    /// A duration key in seconds (validated by [`RegistrySection::problems`]; 0 if unreadable).
+    pub fn seconds(text: &str) -> i64 {
+        humantime::parse_duration(text.trim()).map(|d| d.as_secs().min(i64::MAX as u64) as i64).unwrap_or(0)
+    }
+
+    /// What is wrong with the section, by key.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (key, v) in [
+            ("registry.prefix_window", &self.prefix_window),
+            ("registry.dedupe_window", &self.dedupe_window),
+            ("registry.unused_grace", &self.unused_grace),
+            ("registry.idle_after", &self.idle_after),
+            ("registry.reap_interval", &self.reap_interval),
+        ] {
+            if let Err(e) = humantime::parse_duration(v.trim()) {
+                out.push((key, format!("{v:?}: {e} (e.g. \"90d\", \"12h\", \"0s\")")));
+            }
+        }
+        if self.prefix_v4 > 32 {
+            out.push(("registry.prefix_v4", "at most 32".into()));
+        }
+        if self.prefix_v6 > 128 {
+            out.push(("registry.prefix_v6", "at most 128".into()));
+        }
+        for p in self.authorize_paths.iter().chain(&self.token_paths) {
+            if !p.starts_with('/') {
+                let key =
+                    if self.authorize_paths.contains(p) { "registry.authorize_paths" } else { "registry.token_paths" };
+                out.push((key, format!("{p:?}: a path starts with /")));
+            }
+        }
+        if !self.enabled {
+            return out;
+        }
+        if self.backend == RegistryBackend::Postgres && self.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            out.push(("registry.url", "required with backend = \"postgres\"".into()));
+        }
+        if self.backend == RegistryBackend::Sqlite && self.path.trim().is_empty() {
+            out.push(("registry.path", "empty path".into()));
+        }
+        if self.key_file.as_deref().is_none_or(|k| k.trim().is_empty()) {
+            out.push(("registry.key_file", "required: registration_access_tokens are sealed at rest".into()));
+        }
+        if self.queue_size == 0 {
+            out.push(("registry.queue_size", "at least 1".into()));
+        }
+        if self.reap_max_per_minute == 0 {
+            out.push(("registry.reap_max_per_minute", "at least 1".into()));
+        }
+        if self.reap != ReapMode::Off && Self::seconds(&self.reap_interval) == 0 {
+            out.push(("registry.reap_interval", "must be more than 0s when reap is on".into()));
+        }
+        out
     }
 }

@@ -27,6 +27,9 @@ pub struct Rewriter {
     pub upstream_registration_path: String,
     /// Origins that mean "the IdP itself": the upstream origins and `[routes] idp_origins`.
     pub idp_origins: Vec<Origin>,
+    /// `[cimd] mode = "bridge"`: discovery documents say the gateway takes client ID metadata
+    /// documents (`client_id_metadata_document_supported: true`), for an IdP that does not.
+    pub cimd_supported: bool,
 }
 
 /// A URL origin, normalized for comparison.
@@ -82,6 +85,66 @@ impl Rewriter {
         Some(out)
     }
 
+    /// A `Location` header: [`Rewriter::rewrite_url`] of the URL itself, and of every query
+    /// parameter whose value is a URL on the IdP's origin (a login page's `callback_url`, a
+    /// `redirect`/`return_to` back into the IdP: following it would take the client off the
+    /// gateway). Parameters are looked at only when the location is the IdP's own (or relative):
+    /// a redirect to the client (an authorization response) is not changed beyond its base, and
+    /// `iss` (RFC 9207, compared with the unchanged `issuer`) never is. Other parameters keep
+    /// their bytes. `None` when nothing changes.
+    pub fn rewrite_location(&self, location: &str) -> Option<String> {
+        let (base, query) = match location.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (location, None),
+        };
+        let (query, fragment) = match query.map(|q| q.split_once('#').map_or((q, None), |(q, f)| (q, Some(f)))) {
+            Some((q, f)) => (Some(q), f),
+            None => (None, None),
+        };
+        let mut changed = false;
+        let new_base = match self.rewrite_url(base) {
+            Some(b) => {
+                changed = true;
+                b
+            }
+            None => base.to_string(),
+        };
+        let own = changed || !base.contains("://");
+        let new_query = query.filter(|_| own).map(|q| {
+            q.split('&')
+                .map(|pair| {
+                    let Some((k, v)) = pair.split_once('=').filter(|(k, _)| *k != "iss") else {
+                        return pair.to_string();
+                    };
+                    let decoded =
+                        percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
+                    match self.rewrite_url(&decoded) {
+                        Some(u) => {
+                            changed = true;
+                            let enc: String = url::form_urlencoded::byte_serialize(u.as_bytes()).collect();
+                            format!("{k}={enc}")
+                        }
+                        None => pair.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        });
+        if !changed {
+            return None;
+        }
+        let mut out = new_base;
+        if let Some(q) = new_query.or(query.map(str::to_string)) {
+            out.push('?');
+            out.push_str(&q);
+        }
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+        Some(out)
+    }
+
     /// A rewritten discovery document, or `None` when `body` is not a JSON object.
     pub fn rewrite_discovery(&self, body: &[u8]) -> Option<Vec<u8>> {
         self.rewrite_discovery_doc(serde_json::from_slice(body).ok()?)
@@ -112,6 +175,9 @@ impl Rewriter {
             }
         }
         doc.insert("registration_endpoint".into(), Value::String(self.public_registration_url()));
+        if self.cimd_supported {
+            doc.insert("client_id_metadata_document_supported".into(), Value::Bool(true));
+        }
         serde_json::to_vec(&doc).ok()
     }
 
@@ -140,7 +206,48 @@ mod tests {
             registration_path: "/oidc/register".into(),
             upstream_registration_path: "/api/oidc/register".into(),
             idp_origins: vec![Origin::of("http://idp-internal:4593").unwrap()],
+            cimd_supported: false,
         }
+    }
+
+    #[test]
+    fn the_bridge_advertises_client_id_metadata_documents() {
+        let doc = br#"{"issuer":"x","client_id_metadata_document_supported":false}"#;
+        let plain: Value = serde_json::from_slice(&rw().rewrite_discovery(doc).unwrap()).unwrap();
+        assert_eq!(plain["client_id_metadata_document_supported"], false, "untouched unless bridging");
+        let bridged = Rewriter { cimd_supported: true, ..rw() };
+        let out: Value = serde_json::from_slice(&bridged.rewrite_discovery(doc).unwrap()).unwrap();
+        assert_eq!(out["client_id_metadata_document_supported"], true);
+        let out: Value = serde_json::from_slice(&bridged.rewrite_discovery(br#"{"issuer":"x"}"#).unwrap()).unwrap();
+        assert_eq!(out["client_id_metadata_document_supported"], true);
+    }
+
+    #[test]
+    fn locations_and_their_nested_idp_urls_point_at_the_gateway() {
+        let r = rw();
+        let nested = "http%3A%2F%2Fidp-internal%3A4593%2Fapi%2Foidc%2Fauth%3Fclient_id%3Dc%26state%3Ds";
+        let loc = format!("http://idp-internal:4593/login.html?scope=openid&callback_url={nested}&x=a%20b");
+        let out = r.rewrite_location(&loc).unwrap();
+        let (base, q) = out.split_once('?').unwrap();
+        assert_eq!(base, "https://gw.example/login.html");
+        let params: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        assert_eq!(params[0], ("scope".into(), "openid".into()));
+        assert_eq!(params[1], ("callback_url".into(), "https://gw.example/api/oidc/auth?client_id=c&state=s".into()));
+        assert!(q.ends_with("&x=a%20b"), "other parameters keep their bytes: {q}");
+        // Relative: only the nested URL changes.
+        let out = r.rewrite_location(&format!("/login.html?callback_url={nested}")).unwrap();
+        assert!(out.starts_with("/login.html?callback_url=https%3A%2F%2Fgw.example%2Fapi%2Foidc%2Fauth"), "{out}");
+        // Elsewhere, or nothing of the IdP's: unchanged.
+        assert_eq!(r.rewrite_location("https://rp.example.com/cb?code=1&state=s"), None);
+        assert_eq!(r.rewrite_location("https://rp.example.com/cb?next=https%3A%2F%2Fother.example%2F"), None);
+        // An authorization response to the client: its parameters (RFC 9207 `iss` included) are
+        // the IdP's answer, not navigation.
+        assert_eq!(
+            r.rewrite_location("https://rp.example.com/cb?iss=http%3A%2F%2Fidp-internal%3A4593%2Fapi%2Foidc"),
+            None
+        );
+        let own = r.rewrite_location("http://idp-internal:4593/x?iss=http%3A%2F%2Fidp-internal%3A4593").unwrap();
+        assert_eq!(own, "https://gw.example/x?iss=http%3A%2F%2Fidp-internal%3A4593");
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! 3. [`Admission::body_plan`]: no body allowed (refused if present) or read it, after the
 //!    media type and declared length are checked.
 //! 4. [`admit_body`]: the payload check; the forwarded bytes are the gateway's.
+//!
+//! With a `[rate_limit] per_hosted_client` limit, a registration POST that is not refused for
+//! its token ([`Admission::counts_after_body`]) is counted after step 3 instead: its redirect
+//! URIs ([`hosted_rate_key`]) decide whether it counts for a catalogued hosted client or for
+//! its address. The body is read whole (bounded by `max_body_bytes` and
+//! `body_read_timeout_ms`) before a 429, so no unread body is left on the connection.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -148,6 +154,19 @@ pub fn admit_head<'p>(
 }
 
 impl Admission<'_> {
+    /// Count this request after its body is read (keyed by [`hosted_rate_key`]) rather than
+    /// before: a registration POST in the main class (open registration or a valid token —
+    /// requests without a valid token are counted, and answered, before any body is read)
+    /// while `per_hosted_client` is in force.
+    pub fn counts_after_body(&self, limits: &crate::ratelimit::RateLimitPolicy) -> bool {
+        self.counted
+            && self.payload == Payload::Registration
+            && self.rate_class == RateClass::Main
+            && self.token_error.is_none()
+            && limits.enabled
+            && limits.hosted_limit().is_some()
+    }
+
     /// Step 2, after the request was counted: a token problem is answered now.
     pub fn after_count(&self) -> Result<(), Refusal> {
         match self.token_error {
@@ -178,6 +197,21 @@ impl Admission<'_> {
     }
 }
 
+/// The catalogued hosted client a registration body is proven to come from: every one of its
+/// `redirect_uris` on that client's own https callbacks (`dcr::catalogue::hosted_rate_key`).
+/// Read before validation, only to choose a rate-limit bucket; a body that is not a JSON
+/// object with string `redirect_uris` has no key (and is refused by the check after it).
+pub fn hosted_rate_key(body: &[u8]) -> Option<&'static str> {
+    #[derive(serde::Deserialize)]
+    struct Uris<'a> {
+        #[serde(borrow, default)]
+        redirect_uris: Vec<Cow<'a, str>>,
+    }
+    let uris: Uris<'_> = serde_json::from_slice(body).ok()?;
+    let uris: Vec<&str> = uris.redirect_uris.iter().map(|u| u.as_ref()).collect();
+    dcr::catalogue::hosted_rate_key(&uris)
+}
+
 /// `application/json`, any parameters, any case.
 pub fn is_json(content_type: Option<&[u8]>) -> bool {
     let Some(v) = content_type.and_then(|v| std::str::from_utf8(v).ok()) else { return false };
@@ -193,6 +227,13 @@ pub struct Admitted {
     pub redirect_hosts: Vec<String>,
     pub dropped_members: Vec<String>,
     pub removed_scopes: Vec<String>,
+    /// The catalogue entry (conf/known-clients.toml) the registration is proven to be: the
+    /// `known_client` label of metrics and audit lines.
+    pub known_client: Option<&'static str>,
+    /// `[dcr] resolve_metadata_uris`: the hosts of the URIs the IdP would fetch, for the
+    /// adapter to resolve and [`dcr::screen::judge_resolved`] to judge before the IdP is
+    /// called (empty when the option is off).
+    pub metadata_hosts: Vec<dcr::screen::MetadataHost>,
 }
 
 /// Step 4: check the payload. An update is checked whole without registration defaults and
@@ -211,7 +252,21 @@ pub fn admit_body(
         Payload::Update => dcr::check_update_with(body, policy, statements),
         _ => dcr::check_with(body, policy, statements),
     };
-    let n = checked.map_err(|e| Refusal::new(Outcome::Invalid, GatewayError::InvalidRegistration(e)))?;
+    let invalid = |e| Refusal::new(Outcome::Invalid, GatewayError::InvalidRegistration(e));
+    let n = checked.map_err(invalid)?;
+    let metadata_hosts = if policy.resolve_metadata_uris {
+        dcr::screen::metadata_hosts(&n.document).map_err(invalid)?
+    } else {
+        Vec::new()
+    };
+    let known_client = {
+        let uris: Vec<&str> = n
+            .document
+            .get("redirect_uris")
+            .and_then(|v| v.as_array())
+            .map_or(Vec::new(), |a| a.iter().filter_map(|v| v.as_str()).collect());
+        dcr::catalogue::identify(n.client_name.as_deref(), &uris).map(|c| c.id.as_str())
+    };
     let id = match (payload, client_id) {
         (Payload::Update, Some(id)) => Some(id),
         _ => None,
@@ -233,6 +288,8 @@ pub fn admit_body(
         redirect_hosts: n.redirect_hosts,
         dropped_members: n.dropped_members,
         removed_scopes: n.removed_scopes,
+        known_client,
+        metadata_hosts,
     })
 }
 
@@ -263,6 +320,36 @@ mod tests {
         let mut e = set.entries()[0].clone();
         e.overrides = overrides;
         e
+    }
+
+    #[test]
+    fn hosted_clients_are_known_by_their_redirect_uris() {
+        let claude = br#"{"client_name":"x","redirect_uris":["https://claude.ai/api/mcp/auth_callback"]}"#;
+        assert_eq!(hosted_rate_key(claude), Some("claude"));
+        let escaped = br#"{"redirect_uris":["https:\/\/chatgpt.com\/connector_platform_oauth_redirect"]}"#;
+        assert_eq!(hosted_rate_key(escaped), Some("chatgpt"));
+        for other in [
+            &br#"{"redirect_uris":["https://claude.ai/api/mcp/auth_callback","https://evil.example/cb"]}"#[..],
+            br#"{"redirect_uris":[]}"#,
+            br#"{"redirect_uris":"https://claude.ai/api/mcp/auth_callback"}"#,
+            br#"["https://claude.ai/api/mcp/auth_callback"]"#,
+            b"not json",
+        ] {
+            assert_eq!(hosted_rate_key(other), None, "{}", String::from_utf8_lossy(other));
+        }
+        // Which requests wait for their body to be counted.
+        let limits = crate::ratelimit::RateLimitPolicy::default();
+        let reg = route(true);
+        let f = facts(&http::Method::POST, &reg, true);
+        assert!(admit_head(&f, &Policy::default(), None, None).unwrap().counts_after_body(&limits));
+        let none = crate::ratelimit::RateLimitPolicy { per_hosted_client: None, ..limits.clone() };
+        assert!(!admit_head(&f, &Policy::default(), None, None).unwrap().counts_after_body(&none));
+        let token = Policy { registration: RegistrationMode::Token, ..Policy::default() };
+        let bad = admit_head(&f, &token, Some(Err(TokenError::Unknown)), None).unwrap();
+        assert!(!bad.counts_after_body(&limits), "no valid token: counted and answered before the body");
+        let cfg = route(false);
+        let put = facts(&http::Method::PUT, &cfg, true);
+        assert!(!admit_head(&put, &Policy::default(), None, None).unwrap().counts_after_body(&limits));
     }
 
     #[test]

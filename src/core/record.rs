@@ -56,6 +56,9 @@ pub struct AuditLine {
     pub token_hash_prefix: Option<String>,
     /// `iss` of a verified software statement.
     pub software_statement_issuer: Option<String>,
+    /// The catalogued client (conf/known-clients.toml) the registration is proven to be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_client: Option<&'static str>,
     pub status: u16,
     pub duration_ms: f64,
 }
@@ -69,26 +72,28 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
 }
 
 /// `dcr_gateway_registrations_total{result, error}` for a registration POST: each
-/// registration counted once, by how it ended.
+/// registration counted once, by how it ended. No label value is empty (`error="none"`), and a
+/// redirect is `redirected`, as in `requests_total{outcome}`.
 pub fn registration_result(
     outcome: Outcome,
     error: Option<&GatewayError>,
     upstream_status: Option<u16>,
 ) -> (&'static str, &'static str) {
     match (outcome, error) {
-        (Outcome::Blocked | Outcome::Redirected, _) => ("blocked", ""),
-        (Outcome::Disabled, _) => ("disabled", ""),
-        (Outcome::RateLimited, _) => ("rate_limited", ""),
-        (Outcome::Unauthorized, _) => ("unauthorized", ""),
+        (Outcome::Blocked, _) => ("blocked", "none"),
+        (Outcome::Redirected, _) => ("redirected", "none"),
+        (Outcome::Disabled, _) => ("disabled", "none"),
+        (Outcome::RateLimited, _) => ("rate_limited", "none"),
+        (Outcome::Unauthorized, _) => ("unauthorized", "none"),
         (Outcome::Invalid, Some(GatewayError::InvalidRegistration(e))) => ("invalid", e.code.as_str()),
         (Outcome::Invalid, Some(e)) => ("invalid", e.code()),
         (Outcome::Invalid, None) => ("invalid", "invalid_request"),
-        (Outcome::UpstreamError, _) => ("upstream_error", ""),
+        (Outcome::UpstreamError, _) => ("upstream_error", "none"),
         (Outcome::Allowed, _) => match upstream_status {
-            Some(201) => ("created", ""),
-            Some(s) if (200..300).contains(&s) => ("accepted", ""),
-            Some(_) => ("rejected_by_idp", ""),
-            None => ("aborted", ""),
+            Some(201) => ("created", "none"),
+            Some(s) if (200..300).contains(&s) => ("accepted", "none"),
+            Some(_) => ("rejected_by_idp", "none"),
+            None => ("aborted", "none"),
         },
     }
 }
@@ -115,11 +120,11 @@ mod tests {
 
     #[test]
     fn each_registration_is_counted_once_by_how_it_ended() {
-        assert_eq!(registration_result(Outcome::Allowed, None, Some(201)), ("created", ""));
-        assert_eq!(registration_result(Outcome::Allowed, None, Some(200)), ("accepted", ""));
-        assert_eq!(registration_result(Outcome::Allowed, None, Some(400)), ("rejected_by_idp", ""));
-        assert_eq!(registration_result(Outcome::Allowed, None, None), ("aborted", ""));
-        assert_eq!(registration_result(Outcome::Redirected, None, None), ("blocked", ""));
+        assert_eq!(registration_result(Outcome::Allowed, None, Some(201)), ("created", "none"));
+        assert_eq!(registration_result(Outcome::Allowed, None, Some(200)), ("accepted", "none"));
+        assert_eq!(registration_result(Outcome::Allowed, None, Some(400)), ("rejected_by_idp", "none"));
+        assert_eq!(registration_result(Outcome::Allowed, None, None), ("aborted", "none"));
+        assert_eq!(registration_result(Outcome::Redirected, None, None), ("redirected", "none"));
         let e = GatewayError::InvalidRegistration(RegistrationError::new(ErrorCode::InvalidRedirectUri, "x".into()));
         assert_eq!(registration_result(Outcome::Invalid, Some(&e), None), ("invalid", "invalid_redirect_uri"));
         assert_eq!(
@@ -128,7 +133,7 @@ mod tests {
         );
         assert_eq!(
             registration_result(Outcome::UpstreamError, Some(&GatewayError::UpstreamTimeout), None),
-            ("upstream_error", "")
+            ("upstream_error", "none")
         );
     }
 

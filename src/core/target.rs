@@ -430,6 +430,45 @@ impl RequestView {
         }
         out
     }
+
+    /// The hosts of the query's URL `client_id`s (Client ID Metadata Documents), in order, for
+    /// the ACL's `client_id_hosts`: every `client_id` parameter is read (form-urlencoded, as
+    /// OAuth reads a query), so a repeated one cannot hide a host. Empty when there is none.
+    /// Computed only when a rule looks at the signal (it allocates).
+    pub fn client_id_hosts(&self) -> Vec<String> {
+        let Some(q) = self.query.as_deref() else { return Vec::new() };
+        // Cheap test first: most queries carry no client_id at all.
+        if !q.contains("client_id") {
+            return Vec::new();
+        }
+        url::form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| k == "client_id")
+            .filter_map(|(_, v)| client_id_url_host(&v))
+            .collect()
+    }
+}
+
+/// The host of a `client_id` that is an `http`/`https` URL (as a URL parser reads it: ASCII
+/// lower case, IDNA applied, no trailing dot, IPv6 in brackets); `None` for any other
+/// client_id. Read as a WHATWG parser reads it (an IdP with CIMD support may use one), so
+/// `https:/h/x`, ` https://h/x` or `ht<TAB>tps://h/x` name `h` too rather than hiding it.
+pub fn client_id_url_host(client_id: &str) -> Option<String> {
+    // Cheap test first: ordinary client_ids have no scheme.
+    if !client_id.contains(':') {
+        return None;
+    }
+    let url = url::Url::parse(client_id).ok()?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return None;
+    }
+    match url.host()? {
+        url::Host::Domain(d) => {
+            let d = d.strip_suffix('.').unwrap_or(d);
+            (!d.is_empty()).then(|| d.to_ascii_lowercase())
+        }
+        url::Host::Ipv4(ip) => Some(ip.to_string()),
+        url::Host::Ipv6(ip) => Some(format!("[{ip}]")),
+    }
 }
 
 #[cfg(test)]
@@ -534,6 +573,37 @@ mod tests {
                 assert_eq!(again.origin_form(), v.origin_form(), "{t}");
             }
         }
+    }
+
+    #[test]
+    fn client_id_hosts_are_read_from_the_query() {
+        let view = |t: &str| {
+            parse(&Head { method_is_options: false, target: t.as_bytes(), hosts: &[b"gw"], host_required: true })
+                .unwrap()
+        };
+        let hosts = |t: &str| view(t).client_id_hosts();
+        assert_eq!(hosts("/authorize?client_id=https%3A%2F%2FX.Evil.Example.%2Fc.json&x=1"), ["x.evil.example"]);
+        assert_eq!(hosts("/authorize?client_id=https://app.example:8443/c.json"), ["app.example"]);
+        assert_eq!(hosts("/authorize?client_id=HTTPS://b%C3%BCcher.example/c"), ["xn--bcher-kva.example"]);
+        assert_eq!(
+            hosts("/authorize?client_id=https://[2001:DB8::1]/c&client_id=https://0x7f.1/c"),
+            ["[2001:db8::1]", "127.0.0.1"]
+        );
+        assert_eq!(hosts("/authorize?client_id=s6BhdRkqt3"), Vec::<String>::new());
+        assert_eq!(hosts("/authorize?client_id=urn:x:y&my_client_id=https://a.example/"), Vec::<String>::new());
+        assert_eq!(hosts("/authorize"), Vec::<String>::new());
+        assert_eq!(client_id_url_host("ftp://a.example/"), None);
+        // Spellings a WHATWG URL parser (an IdP's) reads as https URLs do not hide their host.
+        for spelled in [
+            "https:/Evil.Example/c",
+            " https://evil.example/c",
+            "ht\ttps://evil.example/c",
+            "https:\\\\evil.example\\c",
+        ] {
+            assert_eq!(client_id_url_host(spelled).as_deref(), Some("evil.example"), "{spelled:?}");
+        }
+        assert_eq!(hosts("/authorize?client_id=https:/evil.example/c"), ["evil.example"]);
+        assert_eq!(client_id_url_host("urn:ietf:x"), None);
     }
 
     #[test]

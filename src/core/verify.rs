@@ -50,7 +50,12 @@ pub fn differences(sent: &[u8], answer: &[u8], known_drops: &[String]) -> Option
 /// [`differences`] with the answer already parsed (the proxy parses it once for everything it
 /// reads in it).
 pub fn differences_in(sent: &[u8], answer: &Map<String, Value>, known_drops: &[String]) -> Option<Vec<String>> {
-    let sent: Map<String, Value> = serde_json::from_slice(sent).ok()?;
+    // Only the verified members of what was sent are built; the rest is skipped (this ran on
+    // every registration's answer and built the whole document).
+    if sent.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let sent: Sent = serde_json::from_slice(sent).ok()?;
     let mut out = Vec::new();
     for &member in VERIFIED_MEMBERS {
         let Some(ours) = sent.get(member) else { continue };
@@ -64,6 +69,39 @@ pub fn differences_in(sent: &[u8], answer: &Map<String, Value>, known_drops: &[S
     }
     out.sort();
     Some(out)
+}
+
+/// The [`VERIFIED_MEMBERS`] of the document the gateway sent (its own serialization: an object,
+/// each member once); a member given as `null` is `Some(Null)`, as in a map.
+#[derive(serde::Deserialize)]
+struct Sent {
+    #[serde(default, deserialize_with = "present")]
+    token_endpoint_auth_method: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    grant_types: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    response_types: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    redirect_uris: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    scope: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+impl Sent {
+    fn get(&self, member: &str) -> Option<&Value> {
+        match member {
+            "token_endpoint_auth_method" => self.token_endpoint_auth_method.as_ref(),
+            "grant_types" => self.grant_types.as_ref(),
+            "response_types" => self.response_types.as_ref(),
+            "redirect_uris" => self.redirect_uris.as_ref(),
+            "scope" => self.scope.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// A member's value as a sorted set of strings (`None` for a shape that is neither).
@@ -159,5 +197,20 @@ mod tests {
         // Members the gateway did not send are not compared.
         assert_eq!(differences(br#"{"client_name":"x"}"#, lemon.as_bytes(), &[]), Some(vec![]));
         assert_eq!(differences(sent.as_bytes(), b"not json", &[]), None);
+    }
+
+    #[test]
+    fn every_verified_member_of_the_sent_document_is_read() {
+        // The sent document is read into a struct of the verified members only: each one
+        // must be compared (a member added to the list but not to the struct would not be).
+        for &member in VERIFIED_MEMBERS {
+            let sent = json!({ member: ["a"], "client_name": "x" }).to_string();
+            assert_eq!(differences(sent.as_bytes(), b"{}", &[]), Some(vec![member.to_string()]), "{member}");
+            let answer = json!({ member: "a" }).to_string();
+            assert_eq!(differences(sent.as_bytes(), answer.as_bytes(), &[]), Some(vec![]), "{member}");
+        }
+        // Not an object, as before: nothing compared.
+        assert_eq!(differences(br#"[["none"]]"#, b"{}", &[]), None);
+        assert_eq!(differences(br#"{"scope":null}"#, br#"{"scope":"a"}"#, &[]), Some(vec!["scope".into()]));
     }
 }

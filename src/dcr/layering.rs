@@ -11,7 +11,8 @@ const ROOT: &str = include_str!("mod.rs");
 
 /// Every production module of `dcr`, with its source. [`declared_modules`] keeps this list
 /// complete: a new module must be added here and to the doc list of `mod.rs`.
-const FILES: [(&str, &str); 11] = [
+const FILES: [(&str, &str); 14] = [
+    ("catalogue", include_str!("catalogue.rs")),
     ("error", include_str!("error.rs")),
     ("host", include_str!("host.rs")),
     ("json", include_str!("json.rs")),
@@ -19,6 +20,8 @@ const FILES: [(&str, &str); 11] = [
     ("pipeline", include_str!("pipeline.rs")),
     ("policy", include_str!("policy.rs")),
     ("policy_check", include_str!("policy_check.rs")),
+    ("screen", include_str!("screen.rs")),
+    ("special_use", include_str!("special_use.rs")),
     ("statement", include_str!("statement.rs")),
     ("uri", include_str!("uri.rs")),
     ("validate", include_str!("validate.rs")),

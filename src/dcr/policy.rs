@@ -54,7 +54,8 @@ pub struct Policy {
     /// Private-use schemes refused, on top of the built-in list (`javascript`, `data`,
     /// `file`, browser-internal and network schemes, see `docs/dcr-validation.md`).
     pub redirect_scheme_deny: Vec<String>,
-    /// The `token_endpoint_auth_method` values a client may register.
+    /// The `token_endpoint_auth_method` values a client may register. Default: Auth0's,
+    /// `none` and `client_secret_post`.
     pub token_endpoint_auth_methods: Vec<String>,
     /// Filled in when a registration has no `token_endpoint_auth_method`. The shipped value,
     /// `client_secret_post`, is Auth0's default; RFC 7591 §2's own default is
@@ -95,6 +96,18 @@ pub struct Policy {
     /// Trusted statement issuers. Empty (and `require_software_statement` false): statements
     /// are only shape-checked and forwarded for the IdP to judge.
     pub software_statement_issuers: Vec<StatementIssuer>,
+    /// MCP 2026-07-28: refuse registrations without `application_type`, and check it against
+    /// the redirect URIs (`web`: https on non-loopback hosts only).
+    pub require_application_type: bool,
+    /// Resolve the hosts of the URIs the IdP will fetch (`jwks_uri`, `logo_uri`, ...) through
+    /// the outbound fetcher's resolver and refuse names that resolve to special-use addresses
+    /// or do not resolve (the literal addresses are refused in strict mode without it), in
+    /// either security mode. Applied by the proxy after the payload check
+    /// (`fetch::metadata`).
+    pub resolve_metadata_uris: bool,
+    /// Time allowed to resolve all of one registration's hosts (default 2000 ms); a host not
+    /// resolved by then refuses the registration.
+    pub resolve_metadata_timeout_ms: u64,
 }
 
 impl Default for Policy {
@@ -112,12 +125,9 @@ impl Default for Policy {
             redirect_host_deny: Vec::new(),
             redirect_scheme_allow: Vec::new(),
             redirect_scheme_deny: Vec::new(),
-            token_endpoint_auth_methods: strings(&[
-                "none",
-                "client_secret_post",
-                "client_secret_basic",
-                "private_key_jwt",
-            ]),
+            // Auth0's (its DCR accepts `none` and `client_secret_post`); `client_secret_basic`
+            // and `private_key_jwt` are a configuration away (`[dcr] token_endpoint_auth_methods`).
+            token_endpoint_auth_methods: strings(&["none", "client_secret_post"]),
             default_token_endpoint_auth_method: "client_secret_post".to_string(),
             default_grant_types: strings(&["authorization_code"]),
             default_response_types: strings(&["code"]),
@@ -134,6 +144,9 @@ impl Default for Policy {
             require_software_statement: false,
             software_statement_leeway_seconds: 60,
             software_statement_issuers: Vec::new(),
+            require_application_type: false,
+            resolve_metadata_uris: false,
+            resolve_metadata_timeout_ms: 2000,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! rules below them (grant and response types, host patterns, scope syntax, the member table,
 //! statement issuers), so they live here, above those rules, and not beside [`Policy`].
 
+use super::catalogue::{find, PRESET_PREFIX};
 use super::host::{is_loopback_host_literal, HostPattern};
 use super::normalize::parse_scope;
 use super::policy::Policy;
@@ -12,6 +13,9 @@ use super::vocab::{AuthMethod, GrantType, RegistrationMode, ResponseType};
 
 /// Largest `software_statement_leeway_seconds`.
 const MAX_STATEMENT_LEEWAY_SECONDS: u64 = 3600;
+
+/// Longest `resolve_metadata_timeout_ms`: a registration waits this long at most.
+const MAX_RESOLVE_TIMEOUT_MS: u64 = 30_000;
 
 /// serde_json's own nesting limit; deeper documents fail in the parser anyway.
 const MAX_JSON_DEPTH_LIMIT: usize = 127;
@@ -42,6 +46,12 @@ impl Policy {
         let mut errs = Vec::new();
         let mut err = |key: &str, msg: String| errs.push(PolicyError { key: key.to_string(), message: msg });
 
+        if !(1..=MAX_RESOLVE_TIMEOUT_MS).contains(&self.resolve_metadata_timeout_ms) {
+            err(
+                "resolve_metadata_timeout_ms",
+                format!("must be between 1 and {MAX_RESOLVE_TIMEOUT_MS}, got {}", self.resolve_metadata_timeout_ms),
+            );
+        }
         if self.max_body_bytes == 0 {
             err("max_body_bytes", "must be at least 1".into());
         }
@@ -75,7 +85,14 @@ impl Policy {
             [("redirect_host_allow", &self.redirect_host_allow), ("redirect_host_deny", &self.redirect_host_deny)]
         {
             for (i, p) in list.iter().enumerate() {
-                if HostPattern::parse(p).is_none() {
+                if let Some(id) = p.strip_prefix(PRESET_PREFIX) {
+                    if key != "redirect_host_allow" || find(id).is_none_or(|c| c.https_hosts().next().is_none()) {
+                        err(
+                            &format!("{key}[{i}]"),
+                            format!("{p:?}: not a catalogue entry with https redirect hosts (conf/known-clients.toml)"),
+                        );
+                    }
+                } else if HostPattern::parse(p).is_none() {
                     err(&format!("{key}[{i}]"), format!("invalid host pattern {p:?}"));
                 }
             }

@@ -9,12 +9,17 @@ const IRI: ErrorCode = ErrorCode::InvalidRedirectUri;
 const ICM: ErrorCode = ErrorCode::InvalidClientMetadata;
 const ISS: ErrorCode = ErrorCode::InvalidSoftwareStatement;
 
+/// Every method the validator knows (the default is Auth0's `none` and `client_secret_post`).
+fn every_auth_method() -> Vec<String> {
+    ["none", "client_secret_post", "client_secret_basic", "private_key_jwt"].map(String::from).to_vec()
+}
+
 fn strict() -> Policy {
-    Policy::default()
+    Policy { token_endpoint_auth_methods: every_auth_method(), ..Policy::default() }
 }
 
 fn permissive() -> Policy {
-    Policy { security_mode: SecurityMode::Permissive, ..Policy::default() }
+    Policy { security_mode: SecurityMode::Permissive, ..strict() }
 }
 
 fn bytes(v: &Value) -> Vec<u8> {
@@ -831,7 +836,7 @@ fn defaults_are_filled_from_policy() {
         default_token_endpoint_auth_method: "client_secret_basic".into(),
         default_grant_types: vec!["authorization_code".into(), "refresh_token".into()],
         default_scope: Some("openid  profile".into()),
-        ..Policy::default()
+        ..strict()
     };
     let n = ok_with(&p, &json!({"redirect_uris": ["https://app.example.com/cb"]}));
     assert_eq!(n.document["grant_types"], json!(["authorization_code", "refresh_token"]));
@@ -1248,7 +1253,7 @@ fn policies() -> [Policy; 3] {
             reserved_names: vec!["Acme".into()],
             keep_extension_members: vec!["x_ext".into()],
             security_mode: SecurityMode::Permissive,
-            ..Policy::default()
+            ..strict()
         },
     ]
 }
@@ -1418,7 +1423,7 @@ fn private_use_schemes_follow_the_scheme_lists() {
     let cursor = json!({"redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback", "http://localhost:8787/callback"], "token_endpoint_auth_method": "none"});
     let cline = json!({"redirect_uris": ["vscode://saoudrizwan.claude-dev/mcp-auth/callback/abc"], "token_endpoint_auth_method": "none"});
     for mode in [SecurityMode::Strict, SecurityMode::Permissive] {
-        let base = Policy { security_mode: mode, ..Policy::default() };
+        let base = Policy { security_mode: mode, ..strict() };
         ok_with(&base, &cursor);
         ok_with(&base, &cline);
 

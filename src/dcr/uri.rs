@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use unicode_security::MixedScript;
 use url::{Host, Url};
 
+use super::catalogue::{preset_hosts, PRESET_PREFIX};
 use super::error::is_invisible;
 use super::host::matches_any;
 use super::policy::Policy;
@@ -130,7 +131,7 @@ pub(crate) fn check_redirect(raw: &str, ctx: &RedirectCtx<'_>) -> Result<UriInfo
         // Loopback hosts are governed by `loopback_hosts`, not by the allow-list.
         if !info.is_loopback
             && !policy.redirect_host_allow.is_empty()
-            && !matches_any(&policy.redirect_host_allow, host)
+            && !allowed_host(&policy.redirect_host_allow, host)
         {
             return Err(format!("host {host:?} is not in the allowed redirect hosts"));
         }
@@ -139,6 +140,18 @@ pub(crate) fn check_redirect(raw: &str, ctx: &RedirectCtx<'_>) -> Result<UriInfo
         return Err("the implicit grant needs https redirect URIs on non-loopback hosts".into());
     }
     Ok(info)
+}
+
+/// `host` matches `redirect_host_allow`: a host pattern, or a `known:<id>` preset's https
+/// hosts (conf/known-clients.toml).
+fn allowed_host(allow: &[String], host: &str) -> bool {
+    if !allow.iter().any(|p| p.starts_with(PRESET_PREFIX)) {
+        return matches_any(allow, host);
+    }
+    allow.iter().any(|p| match preset_hosts(p) {
+        Some(hosts) => hosts.iter().any(|h| h == host),
+        None => matches_any(std::slice::from_ref(p), host),
+    })
 }
 
 /// The private-use scheme rule (RFC 8252 §7.1), for any scheme other than `http(s)`:
@@ -462,68 +475,39 @@ fn host_info(parsed: &mut Parsed<'_>, kind: UriKind, policy: &Policy) -> Result<
         if res.is_err() || unicode.split('.').any(|label| !label.is_single_script()) {
             return Err("host mixes scripts (possible homograph)".into());
         }
+        if let Some(label) = unicode.split('.').find(|l| is_whole_label_lookalike(l)) {
+            return Err(format!(
+                "host label {label:?} is confusable with the ASCII label {:?} (possible homograph)",
+                confusable_skeleton(label)
+            ));
+        }
     }
     let is_loopback = policy.loopback_hosts.iter().any(|l| l.eq_ignore_ascii_case(&host));
     Ok(UriInfo { kind, host: Some(host), is_ip, is_loopback })
 }
 
-/// The "site" of a host, used to keep `client_uri`, `logo_uri`, `policy_uri` and `tos_uri`
-/// on the redirect URIs' site in strict mode: the last two labels, or the last three when
-/// the last two form a well-known multi-label public suffix (`co.uk`, `com.au`, `github.io`,
-/// ...). A small built-in approximation of the Public Suffix List: suffixes it does not know
-/// make the site broader than the real registrable domain.
-pub(crate) fn registrable_domain(host: &str) -> &str {
-    // Byte offsets of the last three dots, right to left.
-    let mut dots = [0usize; 3];
-    let mut n = 0;
-    for (i, b) in host.bytes().enumerate().rev() {
-        if b == b'.' {
-            dots[n] = i;
-            n += 1;
-            if n == 3 {
-                break;
-            }
-        }
-    }
-    if n < 2 {
-        return host;
-    }
-    let last_two = &host[dots[1] + 1..];
-    let tld = &host[dots[0] + 1..];
-    let second = &host[dots[1] + 1..dots[0]];
-    if !is_multi_label_suffix(second, tld, last_two) {
-        return last_two;
-    }
-    if n < 3 {
-        host
-    } else {
-        &host[dots[2] + 1..]
-    }
+/// The UTS #39 confusable skeleton of `s`, lower-cased (`аррӏе` in Cyrillic → `apple`).
+pub(crate) fn confusable_skeleton(s: &str) -> String {
+    let lower: String = unicode_security::skeleton(s).collect::<String>().to_lowercase();
+    unicode_security::skeleton(&lower).collect()
 }
 
-fn is_multi_label_suffix(second: &str, tld: &str, last_two: &str) -> bool {
-    const GENERIC_SECOND_LEVEL: [&str; 17] = [
-        "ac", "co", "com", "edu", "gob", "go", "gov", "gv", "ltd", "mil", "ne", "net", "nom", "or", "org", "plc", "sch",
-    ];
-    const SHARED_HOSTING: [&str; 16] = [
-        "github.io",
-        "gitlab.io",
-        "herokuapp.com",
-        "vercel.app",
-        "netlify.app",
-        "pages.dev",
-        "workers.dev",
-        "web.app",
-        "firebaseapp.com",
-        "appspot.com",
-        "azurewebsites.net",
-        "cloudfront.net",
-        "amazonaws.com",
-        "blogspot.com",
-        "glitch.me",
-        "onrender.com",
-    ];
-    (tld.len() == 2 && GENERIC_SECOND_LEVEL.contains(&second)) || SHARED_HOSTING.contains(&last_two)
+/// A label written outside ASCII whose confusable skeleton is all ASCII: a whole-script
+/// look-alike of an ASCII label (an all-Cyrillic `аррӏе` for `apple`), which the mixed-script
+/// rule cannot see. Labels with letters that have no ASCII look-alike (`bücher`, `пример`,
+/// `例え`) keep a non-ASCII skeleton and pass.
+pub(crate) fn is_whole_label_lookalike(label: &str) -> bool {
+    !label.is_ascii() && confusable_skeleton(label).is_ascii()
+}
+
+/// The "site" of a host, used to keep `client_uri`, `logo_uri`, `policy_uri` and `tos_uri`
+/// on the redirect URIs' site in strict mode: the registrable domain of the Public Suffix List
+/// (ICANN and private sections, embedded by the `psl` crate: `shop.example.co.uk` →
+/// `example.co.uk`, `x.alice.github.io` → `alice.github.io`). A host that is itself a public
+/// suffix (`com`, `github.io`) is its own site. Unknown top-level labels follow the list's
+/// default rule (`*`): the last label is the suffix.
+pub(crate) fn registrable_domain(host: &str) -> &str {
+    psl::domain_str(host).unwrap_or(host)
 }
 
 /// Same site for the strict metadata-URI rule: IP and loopback hosts must be equal; other
@@ -632,6 +616,9 @@ mod tests {
             ("ws://127.0.0.1/cb", true, "scheme \"ws\" is not allowed"),
             ("https://xn--pypal-4ve.com/cb", false, "mixes scripts"),
             ("https://p\u{430}ypal.com/cb", false, "mixes scripts"),
+            // All-Cyrillic "аррӏе": one script, so only the skeleton rule sees it.
+            ("https://\u{430}\u{440}\u{440}\u{4cf}\u{435}.com/cb", false, "confusable with the ASCII label \"apple\""),
+            ("https://xn--80ak6aa92e.com/cb", false, "confusable with the ASCII label"),
             ("https://xn--a.com/cb", false, "not an absolute URI"),
             ("", false, "empty"),
         ];
@@ -755,6 +742,12 @@ mod tests {
             ("alice.github.io", "alice.github.io"),
             ("x.alice.github.io", "alice.github.io"),
             ("a.b.c.d.example.org", "example.org"),
+            // Suffixes the old hand-written list did not know.
+            ("a.b.example.pvt.k12.ma.us", "example.pvt.k12.ma.us"),
+            ("x.alice.s3.amazonaws.com", "alice.s3.amazonaws.com"),
+            ("app.bob.fly.dev", "bob.fly.dev"),
+            ("shop.example.co.jp", "example.co.jp"),
+            ("a.example.unknowntld", "example.unknowntld"),
         ] {
             assert_eq!(registrable_domain(host), want, "{host}");
         }

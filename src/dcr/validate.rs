@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::error::{display_name, is_invisible, ErrorCode, RegistrationError};
 use super::normalize::{fold_confusable, human_text_cow, is_email, is_language_tag, parse_scope_tokens};
 use super::policy::Policy;
+use super::screen;
 use super::uri::{check_https, check_redirect, same_site, RedirectCtx, UriInfo, UriKind};
 use super::vocab::{AuthMethod, GrantType, Kind, Normalized, ResponseType, SecurityMode};
 
@@ -242,6 +243,22 @@ pub(crate) fn check_object(
 
     cross_check(policy, &mut facts, &mut out, kind)?;
     let (redirect_hosts, off_site) = check_redirect_uris(policy, &facts, &out)?;
+    {
+        let redirects: Vec<&str> = out
+            .get("redirect_uris")
+            .and_then(Value::as_array)
+            .map_or(Vec::new(), |a| a.iter().filter_map(Value::as_str).collect());
+        screen::screen_fetched(&out, policy)?;
+        let loopback = |u: &str| {
+            url::Url::parse(u)
+                .ok()
+                .and_then(|x| x.host_str().map(|h| policy.loopback_hosts.iter().any(|l| l.eq_ignore_ascii_case(h))))
+                == Some(true)
+        };
+        screen::check_application_type(&out, policy, &redirects, loopback)?;
+        let name = facts.client_name.as_deref().or(facts.first_localized_name.as_deref());
+        screen::check_impersonation(policy, name, &redirects)?;
+    }
     for name in off_site {
         out.shift_remove(&name);
         dropped_members.push(name);

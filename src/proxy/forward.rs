@@ -121,7 +121,10 @@ pub(super) fn rewrite(req: &mut RequestHeader, ctx: &RequestCtx, snap: &Snapshot
             req.remove_header(*name);
         }
         req.insert_header(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()))?;
-        req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        match &ctx.registration.body_type {
+            Some(t) => req.insert_header(http::header::CONTENT_TYPE, t.clone())?,
+            None => req.insert_header(http::header::CONTENT_TYPE, "application/json")?,
+        }
     }
     Ok(())
 }

@@ -8,8 +8,10 @@
 //! - `forward`: the request the IdP receives.
 //! - `respond`: the answers the gateway writes itself.
 
+mod cimd;
 mod drain;
 mod forward;
+pub mod h2;
 pub mod listener;
 mod registration;
 mod respond;
@@ -40,6 +42,7 @@ use crate::scope::Scope;
 use crate::signals::Signals;
 use crate::snapshot::{Snapshot, Store};
 use crate::telemetry::audit::now_rfc3339;
+use crate::telemetry::phases::{self, Phase};
 use crate::telemetry::{AuditLog, Metrics, Outcome};
 use upstream::PeerTemplate;
 
@@ -49,6 +52,9 @@ use upstream::PeerTemplate;
 const CLIENT_ID_CAPTURE_LIMIT: usize = 1024 * 1024;
 
 const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The "IdP registered the client differently" warning: at most one log line a second.
+static DIFFERENCE_WARNINGS: crate::telemetry::logging::OncePerSecond = crate::telemetry::logging::OncePerSecond::new();
 
 /// The members of the IdP's `dcr` answers the gateway reads. Deserializing into this skips
 /// everything else (secrets included) without building a `Value` tree.
@@ -69,11 +75,24 @@ pub struct Gateway {
     /// Listener addresses that terminate TLS (for `X-Forwarded-Proto`).
     pub tls_listeners: Vec<std::net::SocketAddr>,
     pub drain: Arc<drain::Drain>,
-    pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
+    pub rate_limiter: Arc<crate::state::ratelimiter::RateLimiter>,
     /// Initial access token uses (`max_uses`), per process, across reloads.
     pub token_uses: Arc<crate::tokens::UseCounter>,
     /// The overrides of the token that registered each client, for its RFC 7592 updates.
     pub pins: Arc<crate::tokens::ClientPins>,
+    /// Held by a registration on its way to an IdP whose profile serializes registrations.
+    pub registration_turn: Arc<tokio::sync::Mutex<()>>,
+    /// The client registry (`[registry] enabled`): caps, de-duplication, usage, records.
+    pub registry: Option<Arc<crate::registry::Registry>>,
+    /// Client ID Metadata Documents (`[cimd] mode` other than `off` at start): fetcher + cache.
+    pub cimd: Option<Arc<crate::fetch::cimd::Documents>>,
+    /// `[dcr] resolve_metadata_uris`: the hosts of the URIs the IdP will fetch, resolved.
+    pub metadata: Arc<crate::fetch::metadata::MetadataResolver>,
+    /// The IdP endpoints `[cimd]` judges (authorization, PAR) and, bridging, maps (token,
+    /// revocation, introspection): configured, else from the IdP's discovery document at start.
+    pub cimd_paths: Arc<crate::cimd::bridge::Paths>,
+    /// `[cimd] mode = "bridge"`: the IdP client of each document (`registry::bridge`).
+    pub bridge: Option<Arc<crate::registry::bridge::Bridge>>,
 }
 
 /// Per-request state, grouped by the phase that fills it.
@@ -121,6 +140,15 @@ struct RegistrationState {
     /// Its `max_uses` use, committed when the IdP answers 2xx, else given back on drop.
     token_lease: Option<crate::tokens::UseLease>,
     strip_authorization: bool,
+    /// This registration's turn at an IdP that takes one at a time; released with the request.
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Bounded copy of a token/PAR/revocation form body, for the registry's usage tracking.
+    usage_form: Option<Vec<u8>>,
+    /// Its `max_uses` use counted in the registry's store (PostgreSQL), committed on a 2xx.
+    store_token_use: Option<crate::registry::StoreTokenUse>,
+    /// The `Content-Type` of `body` when it is a form the gateway read (and maybe rewrote:
+    /// `[cimd]`), not a registration: forwarded as the client sent it.
+    body_type: Option<http::HeaderValue>,
 }
 
 /// What the IdP answered, and what the gateway does to the answer.
@@ -139,6 +167,8 @@ struct UpstreamState {
     idp_error: Option<String>,
     /// Registration members the IdP answered differently (`core::verify`).
     changed_members: Vec<String>,
+    /// A RFC 7592 delete answered 204 for the IdP's 200: its body is not sent.
+    drop_body: bool,
 }
 
 impl RegistrationState {
@@ -201,6 +231,7 @@ impl Gateway {
             registration_path: cfg.routes.registration_path.clone(),
             upstream_registration_path: cfg.routes.upstream_registration_path.clone(),
             idp_origins: cfg.idp_origins.clone(),
+            cimd_supported: cfg.cimd.mode == crate::cimd::Mode::Bridge,
         })
     }
 
@@ -260,6 +291,7 @@ impl Gateway {
             client_id,
             token_label: ctx.registration.token.as_ref().map(|t| t.label.clone()),
             token_hash_prefix: ctx.registration.token.as_ref().map(|t| t.hash_prefix().to_string()),
+            known_client: reg.as_ref().and_then(|r| r.known_client),
             software_statement_issuer: reg.and_then(|r| r.software_statement_issuer),
             status: a.status,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
@@ -307,6 +339,8 @@ impl ProxyHttp for Gateway {
     /// One snapshot, one view of the request, its route, signals and ACL verdict; then the
     /// `dcr` phase.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        phases::register(&self.metrics);
+        let pt = phases::span(Phase::RequestView);
         let snap = self.store.load_full();
         ctx.admission.snapshot = Some(snap.clone());
         let t = Instant::now();
@@ -340,33 +374,64 @@ impl ProxyHttp for Gateway {
                 }
                 None => None,
             };
-        let verdict = snap.acl.evaluate(route.scope, ctx.admission.signals.as_ref().expect("signals set above"));
+        pt.stop();
+        let pt = phases::span(Phase::Acl);
+        // RFC 9421 signatures are verified only when a rule looks at them.
+        let signature_key = snap.acl.uses_signatures().then(|| {
+            let authority = view.authority.as_ref().map(|a| a.header_value()).unwrap_or_default();
+            signals::signature_key(session, &snap, &authority, signals::is_tls(session, &self.tls_listeners))
+        });
+        // The URL client_id's host (an extension signal) only when a rule looks at it: an empty
+        // Vec does not allocate.
+        let client_id_hosts = if snap.acl.uses_client_id_hosts() { view.client_id_hosts() } else { Vec::new() };
+        let verdict = snap.acl.evaluate_with(
+            route.scope,
+            ctx.admission.signals.as_ref().expect("signals set above"),
+            &crate::acl::Request {
+                signature_key: signature_key.flatten().as_deref(),
+                client_id_hosts: &client_id_hosts,
+            },
+        );
         ctx.timing.check += t.elapsed();
         self.record_acl(&verdict);
+        pt.stop();
+        let pt = phases::span(Phase::RequestFilter);
         ctx.registration.is_registration_post =
             route.is_registration && session.req_header().method == http::Method::POST;
-        if snap.config.routes.rewrite_discovery {
-            let lower: Vec<String> = view.segments.iter().map(|s| s.to_ascii_lowercase()).collect();
-            ctx.upstream.discovery =
-                session.req_header().method == http::Method::GET && discovery::is_discovery_path(&lower);
-            if ctx.upstream.discovery || route.scope == Scope::Dcr {
-                ctx.upstream.rewriter = self.rewriter(session, ctx, &snap);
-            }
-        }
         let scope = route.scope;
         ctx.admission.route = Some(route);
         let decision = verdict.decision.clone();
         ctx.admission.verdict = Some(verdict);
+        pt.stop();
         match decision {
-            Decision::Block => return self.refuse(session, ctx, Outcome::Blocked, GatewayError::AccessDenied).await,
+            Decision::Block => {
+                let refusal = self.refuse(session, ctx, Outcome::Blocked, GatewayError::AccessDenied);
+                return phases::timed(Phase::Refusal, refusal).await;
+            }
             Decision::Redirect(uri) => {
                 ctx.refuse(Outcome::Redirected);
                 return self.redirect(session, ctx, &uri).await;
             }
             Decision::Allow => {}
         }
+        // Only an allowed request's answer can be rewritten: a refusal (a flood's every
+        // request) does not pay for the rewriter.
+        let pt = phases::span(Phase::RequestFilter);
+        if snap.config.routes.rewrite_discovery {
+            let lower: Vec<String> = view.segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+            ctx.upstream.discovery =
+                session.req_header().method == http::Method::GET && discovery::is_discovery_path(&lower);
+            if ctx.upstream.discovery || scope == Scope::Dcr {
+                ctx.upstream.rewriter = self.rewriter(session, ctx, &snap);
+            }
+        }
+        pt.stop();
+        if self.cimd.is_some() && self.cimd_phase(session, ctx, &snap).await? {
+            return Ok(true);
+        }
+        self.registry_observe(session, ctx);
         if scope == Scope::Dcr {
-            return self.dcr_phase(session, ctx, &snap).await;
+            return phases::timed(Phase::DcrAdmission, self.dcr_phase(session, ctx, &snap)).await;
         }
         Ok(false)
     }
@@ -378,6 +443,7 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.registry_observe_body(body, _end_of_stream, ctx);
         // Only the bytes the gateway wrote reach the IdP. The body was read whole before we
         // connected upstream, so this runs once per upstream attempt, with the full buffer.
         if let Some(replacement) = &ctx.registration.body {
@@ -402,6 +468,7 @@ impl ProxyHttp for Gateway {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let _pt = phases::span(Phase::UpstreamRequest);
         let Some(snap) = ctx.admission.snapshot.clone() else { return Ok(()) };
         let is_tls = signals::is_tls(session, &self.tls_listeners);
         forward::rewrite(req, ctx, &snap, is_tls)?;
@@ -415,6 +482,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let _pt = phases::span(Phase::ResponseHooks);
         if resp.status.is_informational() {
             return Ok(());
         }
@@ -422,6 +490,9 @@ impl ProxyHttp for Gateway {
         ctx.upstream.status = Some(status);
         ctx.timing.upstream_latency = ctx.timing.upstream_start.map(|s| s.elapsed());
         self.metrics.count_upstream_response(status);
+        if let (Some(u), true) = (ctx.registration.store_token_use.take(), (200..300).contains(&status)) {
+            u.commit();
+        }
         if let Some(lease) = ctx.registration.token_lease.take() {
             if (200..300).contains(&status) {
                 // The IdP accepted the registration: the use is spent. Any other answer drops
@@ -440,6 +511,21 @@ impl ProxyHttp for Gateway {
             tracing::debug!(request_id = %ctx.admission.request_id, upstream = status, "registration answer normalized to 201");
             resp.set_status(201)?;
         }
+        if success
+            && status != 204
+            && session.req_header().method == http::Method::DELETE
+            && ctx.admission.route.as_ref().is_some_and(|r| r.scope == Scope::Dcr && r.client_id.is_some())
+            && ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status)
+        {
+            // RFC 7592 §2.3: a deleted client is answered 204 No Content.
+            resp.set_status(204)?;
+            for h in [http::header::CONTENT_LENGTH, http::header::CONTENT_TYPE, http::header::TRANSFER_ENCODING] {
+                resp.remove_header(&h);
+            }
+            ctx.upstream.drop_body = true;
+            ctx.upstream.capture = None;
+            return Ok(());
+        }
         if resp.headers.contains_key(http::header::LOCATION) {
             // A redirect to the IdP's own address (a login page, a consent step) would take the
             // client off the gateway: any scope, when rewriting is on.
@@ -453,7 +539,7 @@ impl ProxyHttp for Gateway {
                     .headers
                     .get(http::header::LOCATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|l| rw.rewrite_url(l));
+                    .and_then(|l| rw.rewrite_location(l));
                 if let Some(l) = location {
                     resp.insert_header(http::header::LOCATION, l)?;
                 }
@@ -500,6 +586,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let _pt = phases::span(Phase::ResponseHooks);
         if self.drain.is_draining() {
             // Shutting down: send clients elsewhere for their next request.
             session.set_keepalive(None);
@@ -518,6 +605,11 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        let _pt = phases::span(Phase::ResponseHooks);
+        if ctx.upstream.drop_body {
+            *body = None;
+            return Ok(None);
+        }
         let Some(buf) = ctx.upstream.capture.as_mut() else { return Ok(None) };
         let holding = ctx.upstream.rewrite.is_some();
         if let Some(b) = body.take() {
@@ -575,10 +667,15 @@ impl ProxyHttp for Gateway {
                     for member in &changed {
                         self.metrics.registration_differences.with_label_values(&[member]).inc();
                     }
-                    if !changed.is_empty() {
-                        tracing::warn!(request_id = %ctx.admission.request_id, members = ?changed, "the IdP registered the client differently from what the gateway sent");
+                    if !changed.is_empty() && DIFFERENCE_WARNINGS.admit() {
+                        // Every difference is in the metric and the audit line; the log says so
+                        // at most once a second, not once per registration of a flood.
+                        tracing::warn!(request_id = %ctx.admission.request_id, members = ?changed, "the IdP registered the client differently from what the gateway sent (further differences this second: metric dcr_gateway_registration_differences_total and audit lines only)");
                     }
                     ctx.upstream.changed_members = changed;
+                }
+                if let (true, Some(answer)) = (verify, tree.as_ref()) {
+                    self.registry_record(ctx, answer);
                 }
                 if let Some((kind, rw)) = ctx.upstream.rewrite.take() {
                     let rewritten = tree.and_then(|doc| match kind {
@@ -638,7 +735,21 @@ impl ProxyHttp for Gateway {
     }
 
     /// Metrics and the audit line, as `core::record` maps them.
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let _pt = phases::span(Phase::Logging);
+        h2::stream_ended(e, &self.metrics);
+        self.registry_rfc7592(session, ctx);
+        if let Some(turn) = ctx.registration.turn.take() {
+            // The next registration's turn comes `serialize_spacing` after this answer (an IdP
+            // that names clients by the second keeps only one of two in the same second).
+            let spacing = ctx.admission.snapshot.as_ref().map(|s| s.config.idp.serialize_spacing).unwrap_or_default();
+            if !spacing.is_zero() {
+                tokio::spawn(async move {
+                    tokio::time::sleep(spacing).await;
+                    drop(turn);
+                });
+            }
+        }
         let scope = ctx.scope();
         let elapsed = ctx.timing.start.elapsed();
         let Some(snap) = ctx.admission.snapshot.clone() else { return };
@@ -663,6 +774,9 @@ impl ProxyHttp for Gateway {
             let (result, code) =
                 record::registration_result(outcome, ctx.admission.error.as_ref(), ctx.upstream.status);
             self.metrics.registrations.with_label_values(&[result, code]).inc();
+            if let Some(k) = ctx.registration.admitted.as_ref().and_then(|a| a.known_client) {
+                self.metrics.known_client_registrations.with_label_values(&[k, result]).inc();
+            }
         }
         if !record::is_audited(scope, outcome, ctx.admission.error.as_ref())
             || !self.audit.is_enabled()

@@ -19,7 +19,6 @@ use super::{listener, upstream, Gateway};
 use crate::admin::listener::AdminApp;
 use crate::config::AuditOutput;
 use crate::reload::{ReloadService, Reloader};
-use crate::snapshot::Snapshot;
 use crate::telemetry::{logging, AuditLog, Metrics};
 
 /// HTTP/2 stream bounds per connection (h2's defaults are 20 and 1024; a registration
@@ -30,16 +29,7 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Largest HTTP/1 request head (431 beyond); Pingora's own limit is 1 MiB.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// The message for an IdP that advertises another registration path than the configured one.
-pub fn registration_path_error(cfg: &crate::config::Config, advertised: &str) -> String {
-    format!(
-        "{}: routes.upstream_registration_path: the IdP's discovery document advertises registration at {advertised:?}, \
-         not {:?}: requests to the IdP's path would pass unvalidated; set upstream_registration_path (or [upstream] \
-         profile) to the IdP's path",
-        cfg.path.display(),
-        cfg.routes.upstream_registration_path
-    )
-}
+pub use crate::state::idp_probe::registration_path_error;
 
 pub struct RunOptions {
     /// Take over listening sockets from a running instance (graceful upgrade).
@@ -51,11 +41,17 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     // Absolute but not canonical: a Kubernetes ConfigMap mounts gateway.toml as a symlink
     // through `..data`; resolving it would pin a directory the kubelet deletes on update.
     let config_path = std::path::absolute(config_path).map_err(|e| vec![format!("{}: {e}", config_path.display())])?;
-    let snap = Snapshot::load(&config_path).map_err(|e| e.0)?;
+    // With `[admin] store = "registry"` the rules and tenant settings come from the store.
+    let (snap, admin_store) = crate::state::remote::load_start(&config_path)?;
     let cfg = snap.config.clone();
     logging::init(&cfg.log.level, cfg.log.format);
     // The IdP's own registration path must be the one the gateway guards.
-    match crate::state::idp_probe::probe(&cfg) {
+    let crate::state::idp_probe::Findings { probe, off_gateway, suggested_profile } =
+        crate::state::idp_probe::probe_full(&cfg);
+    if let Some(name) = suggested_profile {
+        tracing::info!("{}", crate::state::idp_probe::profile_suggestion(name));
+    }
+    match probe {
         crate::state::idp_probe::Probe::Agrees => {}
         crate::state::idp_probe::Probe::Disagrees { advertised } => {
             return Err(vec![registration_path_error(&cfg, &advertised)]);
@@ -66,6 +62,10 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     }
 
     let metrics = Arc::new(Metrics::new());
+    if let Some(origin) = &off_gateway {
+        tracing::warn!("{}", crate::state::idp_probe::off_gateway_warning(origin));
+    }
+    metrics.idp_discovery_off_gateway.set(i64::from(off_gateway.is_some()));
     metrics.set_active(&snap.config_sha256, &snap.rules_sha256, snap.acl.rule_count());
     metrics.last_reload_success.set(1);
     tracing::info!(
@@ -74,6 +74,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         entries = snap.acl.entry_count(),
         "configuration loaded"
     );
+    for w in snap.acl.warnings() {
+        tracing::warn!("{}: {w}", cfg.rules_file.as_deref().unwrap_or(&config_path).display());
+    }
     let store = Arc::new(ArcSwap::from_pointee(snap));
 
     let (lb, peers) = upstream::build(&cfg.upstream)?;
@@ -116,19 +119,63 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let opt = Opt { upgrade: opts.upgrade, daemon: false, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    // The sockets are in hand (for --upgrade: handed over): record this process as the one serving.
+    if let Err(e) = crate::telemetry::write_pid_file(&cfg.server.pid_file) {
+        return Err(vec![format!("server.pid_file: {}: {e}", cfg.server.pid_file)]);
+    }
 
     let lb_service = background_service("upstream health checks", lb);
     let upstreams = lb_service.task();
 
     let drain = Arc::new(Drain::default());
-    let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::new());
+    let rate_limiter = Arc::new(crate::state::ratelimiter::RateLimiter::new());
     let token_uses = Arc::new(crate::tokens::UseCounter::new());
     metrics.register_collector(Box::new(rate_limiter.sketch_collector()));
+    let registry = crate::registry::start_for_gateway(&cfg, &metrics, &store, &audit)?;
+    let cimd = match cfg.cimd.mode {
+        crate::cimd::Mode::Off => None,
+        _ => {
+            let ca = match &cfg.cimd.ca_file {
+                Some(p) => Some(std::fs::read(p).map_err(|e| vec![format!("cimd.ca_file: {p}: {e}")])?),
+                None => None,
+            };
+            let resolver = Arc::new(crate::fetch::SystemResolver);
+            let docs = crate::fetch::cimd::Documents::from_settings(&cfg.cimd, ca, resolver)
+                .map_err(|e| vec![format!("cimd: {e}")])?;
+            metrics.register_collector(Box::new(docs.fetcher().outcomes().clone()));
+            Some(Arc::new(docs))
+        }
+    };
+    let cimd_paths = Arc::new(super::cimd::endpoint_paths(&cfg));
+    // `[cimd] mode = "bridge"` needs the registry (`check` refuses it without).
+    let bridge = match (cfg.cimd.mode, &registry) {
+        (crate::cimd::Mode::Bridge, Some(r)) => Some(Arc::new(crate::registry::bridge::Bridge::new(r.clone()))),
+        _ => None,
+    };
+    if let Some(b) = &bridge {
+        metrics.register_collector(Box::new(b.results.clone()));
+    }
+    // `[dcr] resolve_metadata_uris` is reloadable: the resolver always exists, over a fetcher
+    // with [cimd]'s allow list (start-bound), so the metadata hosts are judged as a fetch is.
+    let metadata = {
+        let fetch = crate::fetch::cimd::fetch_config(&cfg.cimd, None).map_err(|e| vec![e])?;
+        let fetcher = crate::fetch::Fetcher::new(fetch, Arc::new(crate::fetch::SystemResolver))
+            .map_err(|e| vec![format!("fetch: {e}")])?;
+        let m = crate::fetch::metadata::MetadataResolver::new(Arc::new(fetcher));
+        metrics.register_collector(Box::new(m.results().clone()));
+        Arc::new(m)
+    };
     let gateway = Gateway {
+        metadata,
+        cimd,
+        cimd_paths,
+        bridge,
+        registry: registry.clone(),
         drain: drain.clone(),
         rate_limiter,
         token_uses: token_uses.clone(),
         pins: Arc::new(crate::tokens::ClientPins::new()),
+        registration_turn: Arc::new(tokio::sync::Mutex::new(())),
         store: store.clone(),
         upstreams: upstreams.clone(),
         peers: Arc::new(peers),
@@ -139,8 +186,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let mut http_proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     // HTTP/2 rapid reset (CVE-2023-44487): bound the streams a client resets before they are
     // accepted, locally errored streams and concurrent streams per connection. Streams reset
-    // *after* acceptance are not counted by h2; capping those needs a per-connection counter
-    // (not built yet, see README).
+    // *after* acceptance are not counted by h2: `h2.rs` caps those per connection.
     let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
     h2.max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
@@ -166,8 +212,20 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
     let reloader = Arc::new(Reloader::new(config_path.clone(), store.clone(), metrics.clone()));
     reloader.set_token_uses(token_uses);
     reloader.set_tls_slots(cert_slots);
+    if let Some(remote) = admin_store {
+        remote.register(&metrics);
+        reloader.set_remote(remote.clone());
+        remote.watch(reloader.clone());
+        tracing::info!(
+            backend = remote.store().backend_name(),
+            "network ACLs and tenant settings kept in the registry store"
+        );
+    }
     if let Some(admin_addr) = cfg.admin_listener {
         let api = Arc::new(crate::admin::AdminApi::new(reloader.clone(), audit.clone()));
+        if let Some(r) = &registry {
+            let _ = api.registry.set(r.clone());
+        }
         let mut admin = Service::new(
             "admin".to_string(),
             AdminApp { store: store.clone(), metrics: metrics.clone(), upstreams: upstreams.clone(), api },
@@ -176,6 +234,11 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         server.add_service(admin);
     }
 
+    metrics.register_collector(Box::new(crate::state::acl_summary::UnknownManagedListsGauge::new(store.clone())));
+    server.add_service(background_service(
+        "acls_summary",
+        crate::state::acl_summary::AclSummaryService { store: store.clone(), metrics: metrics.clone() },
+    ));
     server.add_service(background_service(
         "reload",
         ReloadService { reloader, watch: cfg.watch, debounce: cfg.reload_debounce },
@@ -194,6 +257,10 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
             timeout: std::time::Duration::from_secs(s.drain_timeout_seconds),
         }),
     });
+    if let Some(r) = &registry {
+        // What is queued is written before the process exits.
+        r.shutdown();
+    }
     tracing::info!("dcr-gateway stopped");
     std::process::exit(0)
 }

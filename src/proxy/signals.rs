@@ -127,6 +127,33 @@ pub fn extract(session: &Session, snap: &Snapshot, metrics: &Metrics, host: Opti
 
 /// The adapter's reading of a request, tested in-process on a Pingora session built from raw
 /// bytes (no socket, no spawned binary), as Pingap tests its filters.
+/// The id of the key whose RFC 9421 signature on this request verifies (`acl::signature`,
+/// Auth0's rules), or `None` (missing or invalid; an invalid one is logged at debug, never
+/// with key material). `authority` is the request's host[:port] as the gateway read it.
+pub fn signature_key(session: &Session, snap: &Snapshot, authority: &str, tls: bool) -> Option<String> {
+    let req = session.req_header();
+    let message = crate::acl::signature::Message {
+        method: req.method.as_str(),
+        scheme: if tls { "https" } else { "http" },
+        authority,
+        path: req.uri.path(),
+        query: req.uri.query(),
+        headers: &req.headers,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    match crate::acl::signature::verify(&snap.acl_env.signature_keys, &message, now) {
+        crate::acl::signature::Outcome::Valid(key) => Some(key),
+        crate::acl::signature::Outcome::Invalid(why) => {
+            tracing::debug!("request signature not accepted: {why}");
+            None
+        }
+        crate::acl::signature::Outcome::Missing => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,10 +224,13 @@ pub fn false_positive_bound(mass: u64, limit: u64, slots: usize) -> f64 {
     per_row.powi(HASHES as i32)
 }
 
+const KINDS: [LimitKind; 4] = [LimitKind::Ip, LimitKind::Prefix, LimitKind::Global, LimitKind::HostedClient];
+
 pub struct LocalLimiter {
     ip: Kind,
     prefix: Kind,
     global: Kind,
+    hosted: Kind,
 }
 
 impl Default for LocalLimiter {
@@ -238,7 +241,7 @@ impl Default for LocalLimiter {
 
 impl LocalLimiter {
     pub fn new() -> LocalLimiter {
-        LocalLimiter { ip: Kind::new(), prefix: Kind::new(), global: Kind::new() }
+        LocalLimiter { ip: Kind::new(), prefix: Kind::new(), global: Kind::new(), hosted: Kind::new() }
     }
 
     fn kind(&self, kind: LimitKind) -> &Kind {
@@ -246,6 +249,7 @@ impl LocalLimiter {
             LimitKind::Ip => &self.ip,
             LimitKind::Prefix => &self.prefix,
             LimitKind::Global => &self.global,
+            LimitKind::HostedClient => &self.hosted,
         }
     }
 
@@ -254,6 +258,7 @@ impl LocalLimiter {
     pub fn admit(&self, buckets: &[Bucket]) -> Admission {
         let global = buckets.iter().find(|b| b.kind == LimitKind::Global).map(|b| b.limit);
         let mut counted: [Option<Arc<Windowed>>; 3] = [None, None, None];
+        // (`buckets` makes at most three: ip, prefix, global or hosted_client, global.)
         for (i, b) in buckets.iter().enumerate() {
             let kind = self.kind(b.kind);
             kind.last_limit.store(b.limit.requests, Ordering::Relaxed);
@@ -278,13 +283,13 @@ impl LocalLimiter {
     }
 
     /// Estimated false-positive ratio per limit kind (see [`false_positive_bound`]).
-    pub fn false_positive_ratios(&self) -> [(LimitKind, f64); 3] {
-        [LimitKind::Ip, LimitKind::Prefix, LimitKind::Global].map(|k| (k, self.kind(k).false_positive_ratio()))
+    pub fn false_positive_ratios(&self) -> [(LimitKind, f64); 4] {
+        KINDS.map(|k| (k, self.kind(k).false_positive_ratio()))
     }
 
     /// Current sketch width per limit kind.
-    pub fn slots(&self) -> [(LimitKind, usize); 3] {
-        [LimitKind::Ip, LimitKind::Prefix, LimitKind::Global].map(|k| (k, self.kind(k).current.load().slots))
+    pub fn slots(&self) -> [(LimitKind, usize); 4] {
+        KINDS.map(|k| (k, self.kind(k).current.load().slots))
     }
 }
 
@@ -295,11 +300,11 @@ pub struct SketchCollector {
 }
 
 impl SketchCollector {
-    pub(super) fn new(local: Arc<LocalLimiter>) -> SketchCollector {
+    pub fn new(local: Arc<LocalLimiter>) -> SketchCollector {
         let gauge = GaugeVec::new(
             Opts::new(
                 "dcr_gateway_rate_limit_sketch_false_positive_ratio",
-                "Estimated share of fresh keys the local rate-limit sketch would refuse on their first request (count-min collisions), by limit (ip, prefix, global); an upper bound.",
+                "Estimated share of fresh keys the local rate-limit sketch would refuse on their first request (count-min collisions), by limit (ip, prefix, global, hosted_client); an upper bound.",
             ),
             &["limit"],
         )
@@ -361,7 +366,7 @@ mod tests {
         let l = LocalLimiter::new();
         let p = policy(2, 100, 100);
         let ip: IpAddr = "203.0.113.1".parse().unwrap();
-        let bs = buckets(&p, ip, RateClass::Main, 0);
+        let bs = buckets(&p, ip, RateClass::Main, None, 0);
         for _ in 0..2 {
             assert_eq!(l.admit(&bs), Admission::Admitted);
         }
@@ -384,7 +389,7 @@ mod tests {
         let p = policy(30, 120, 1_000_000);
         for i in 0..6000u32 {
             let ip = IpAddr::from([10, (i >> 16) as u8, 0, (i % 250) as u8 + 1]);
-            let bs = buckets(&p, ip, RateClass::Main, 0);
+            let bs = buckets(&p, ip, RateClass::Main, None, 0);
             for _ in 0..10 {
                 l.admit(&bs);
             }
@@ -392,7 +397,7 @@ mod tests {
         let mut refused = 0;
         for i in 0..2000u32 {
             let ip = IpAddr::from([198, 18 + (i >> 8) as u8, i as u8, 1]);
-            let bs = buckets(&p, ip, RateClass::Main, 0);
+            let bs = buckets(&p, ip, RateClass::Main, None, 0);
             if l.admit(&bs) != Admission::Admitted {
                 refused += 1;
             }
@@ -454,7 +459,7 @@ mod tests {
         let mut admitted = 0u64;
         for i in 0..10_000u32 {
             let ip = IpAddr::from([10, (i / 2500) as u8, ((i / 10) % 250) as u8, (i % 10) as u8 + 1]);
-            let bs = buckets(&p, ip, RateClass::Main, 0);
+            let bs = buckets(&p, ip, RateClass::Main, None, 0);
             for _ in 0..10 {
                 if l.admit(&bs) == Admission::Admitted {
                     admitted += 1;
@@ -466,7 +471,7 @@ mod tests {
         for i in 0..fresh {
             // One fresh address per /24: only collisions can refuse it.
             let ip = IpAddr::from([100 + (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]);
-            let bs = buckets(&p, ip, RateClass::Main, 0);
+            let bs = buckets(&p, ip, RateClass::Main, None, 0);
             if l.admit(&bs) != Admission::Admitted {
                 refused += 1;
             }
@@ -485,16 +490,16 @@ mod tests {
         let ip: IpAddr = "203.0.113.1".parse().unwrap();
         let before = policy(3, 100, 100);
         for _ in 0..3 {
-            assert_eq!(l.admit(&buckets(&before, ip, RateClass::Main, 0)), Admission::Admitted);
+            assert_eq!(l.admit(&buckets(&before, ip, RateClass::Main, None, 0)), Admission::Admitted);
         }
         // A reload raises the global limit: the sketches are resized...
         let after = policy(3, 100, 10_000_000);
         let slots = l.slots();
-        let bs = buckets(&after, ip, RateClass::Main, 0);
+        let bs = buckets(&after, ip, RateClass::Main, None, 0);
         assert!(matches!(l.admit(&bs), Admission::Refused { index: 0, .. }), "the three admitted still count");
         assert_ne!(l.slots(), slots);
         // ...and the old sketch is dropped once its windows are over.
-        assert_eq!(l.admit(&buckets(&after, ip, RateClass::Main, 3600 * 2)), Admission::Admitted);
+        assert_eq!(l.admit(&buckets(&after, ip, RateClass::Main, None, 3600 * 2)), Admission::Admitted);
         assert!(l.ip.previous.load().is_none());
     }
 }

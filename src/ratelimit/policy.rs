@@ -54,6 +54,18 @@ pub struct RateLimitPolicy {
     /// All clients together. Absent from the section: no limit.
     #[serde(default)]
     pub global: Option<Limit>,
+    /// Registrations proven to come from a catalogued hosted client (claude.ai, ChatGPT: every
+    /// redirect URI on that client's own https callbacks, `dcr::catalogue::hosted_rate_key`)
+    /// are counted per client and registrant network (`hosted:<id>` and the address truncated
+    /// to `hosted_ipv4_prefix` / `hosted_ipv6_prefix`) against this limit instead of `per_ip`
+    /// and `per_prefix`; `global` still counts them. Absent from the section: no such bucket,
+    /// hosted clients are counted per address like everyone.
+    #[serde(default)]
+    pub per_hosted_client: Option<Limit>,
+    /// Network of a hosted client's registrations (default /16: a vendor's egress block).
+    pub hosted_ipv4_prefix: u8,
+    /// Default /32.
+    pub hosted_ipv6_prefix: u8,
     pub backend: Backend,
     pub redis_url: String,
     /// Budget for the whole Redis call (connecting included); beyond it the request falls back.
@@ -72,6 +84,9 @@ impl Default for RateLimitPolicy {
             ipv4_prefix: 24,
             ipv6_prefix: 56,
             global: Some(Limit { requests: 1000, window_seconds: 60 }),
+            per_hosted_client: Some(Limit { requests: 600, window_seconds: 3600 }),
+            hosted_ipv4_prefix: 16,
+            hosted_ipv6_prefix: 32,
             backend: Backend::Local,
             redis_url: "redis://127.0.0.1:6379/0".into(),
             redis_timeout_ms: 50,
@@ -85,7 +100,12 @@ impl RateLimitPolicy {
     /// Configuration problems, each naming its key.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut e = Vec::new();
-        for (k, l) in [("per_ip", self.per_ip), ("per_prefix", self.per_prefix), ("global", self.global)] {
+        for (k, l) in [
+            ("per_ip", self.per_ip),
+            ("per_prefix", self.per_prefix),
+            ("global", self.global),
+            ("per_hosted_client", self.per_hosted_client),
+        ] {
             // `requests = 0` turns the limit off; its window is then not read.
             if let Some(l) = l.filter(|l| l.requests > 0) {
                 if l.window_seconds == 0 || l.window_seconds > 86_400 * 31 {
@@ -98,6 +118,12 @@ impl RateLimitPolicy {
         }
         if self.ipv6_prefix > 128 {
             e.push(("rate_limit.ipv6_prefix".into(), "must be 0..=128".into()));
+        }
+        if self.hosted_ipv4_prefix > 32 {
+            e.push(("rate_limit.hosted_ipv4_prefix".into(), "must be 0..=32".into()));
+        }
+        if self.hosted_ipv6_prefix > 128 {
+            e.push(("rate_limit.hosted_ipv6_prefix".into(), "must be 0..=128".into()));
         }
         if self.backend == Backend::Redis {
             match url::Url::parse(&self.redis_url) {
@@ -115,11 +141,18 @@ impl RateLimitPolicy {
         e
     }
 
-    /// The limits in force, narrowest first (absent ones and `requests = 0` are off).
+    /// The limits in force for an ordinary request, narrowest first (absent ones and
+    /// `requests = 0` are off).
     pub fn limits(&self) -> impl Iterator<Item = (LimitKind, Limit)> + '_ {
         [(LimitKind::Ip, self.per_ip), (LimitKind::Prefix, self.per_prefix), (LimitKind::Global, self.global)]
             .into_iter()
             .filter_map(|(k, l)| l.filter(|l| l.requests > 0).map(|l| (k, l)))
+    }
+
+    /// The `per_hosted_client` limit, when in force: registrations must then be read before
+    /// they are counted (the redirect URIs decide the bucket).
+    pub fn hosted_limit(&self) -> Option<Limit> {
+        self.per_hosted_client.filter(|l| l.requests > 0)
     }
 }
 
@@ -128,6 +161,8 @@ pub enum LimitKind {
     Ip,
     Prefix,
     Global,
+    /// `per_hosted_client`: one catalogued hosted client from one registrant network.
+    HostedClient,
 }
 
 impl LimitKind {
@@ -136,6 +171,7 @@ impl LimitKind {
             LimitKind::Ip => "ip",
             LimitKind::Prefix => "prefix",
             LimitKind::Global => "global",
+            LimitKind::HostedClient => "hosted_client",
         }
     }
 }
@@ -164,6 +200,19 @@ mod tests {
     fn a_missing_line_is_no_limit() {
         assert_eq!(kinds("[rate_limit]\nper_ip = { requests = 3, window_seconds = 60 }\n"), [LimitKind::Ip]);
         assert_eq!(kinds("[rate_limit]\nbackend = \"local\"\n"), []);
+        let f: File = toml::from_str("[rate_limit]\nbackend = \"local\"\n").unwrap();
+        assert_eq!(f.rate_limit.hosted_limit(), None);
+        let f: File = toml::from_str("").unwrap();
+        assert_eq!(f.rate_limit.hosted_limit(), Some(Limit { requests: 600, window_seconds: 3600 }));
+        let f: File = toml::from_str(
+            "[rate_limit]\nper_hosted_client = { requests = 9, window_seconds = 60 }\nhosted_ipv4_prefix = 40\n",
+        )
+        .unwrap();
+        assert_eq!(f.rate_limit.hosted_limit(), Some(Limit { requests: 9, window_seconds: 60 }));
+        assert_eq!(
+            f.rate_limit.validate(),
+            [("rate_limit.hosted_ipv4_prefix".to_string(), "must be 0..=32".to_string())]
+        );
     }
 
     #[test]

@@ -4,10 +4,17 @@
 //! ordinary `authentication` traffic — unvalidated (a `javascript:` redirect and a
 //! client-chosen secret went through this way). So a disagreement refuses to start.
 //!
-//! Plain-HTTP origins only, one short blocking GET per origin before any listener exists; an
-//! IdP that cannot be reached, answers no discovery document, or advertises no
-//! `registration_endpoint` is reported and skipped (the gateway must start when the IdP is
-//! down). HTTPS origins are not probed (said in the log).
+//! One short blocking GET of the first origin (plain HTTP, or HTTPS with the `[upstream]` SNI,
+//! CA file and verification settings), before any listener exists and again on each reload that
+//! changes the upstream or the routes; an IdP that cannot be reached, answers no discovery
+//! document, or advertises no `registration_endpoint` is reported and skipped (the gateway must
+//! start when the IdP is down).
+//!
+//! The probe also reports where the IdP's *own* document sends clients
+//! ([`off_gateway`]): an IdP configured with its internal address advertises that address;
+//! discovery rewriting keeps clients that fetch the document through the gateway on it, but a
+//! client that reaches the IdP directly registers unchecked. `check`, the log, `/readyz` and
+//! `dcr_gateway_idp_discovery_off_gateway` say so.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -30,9 +37,33 @@ const DISCOVERY: [&str; 2] = ["/.well-known/openid-configuration", "/.well-known
 
 /// The path of `registration_endpoint` in a discovery document, if it has one.
 pub fn advertised_registration_path(doc: &[u8]) -> Option<String> {
+    advertised_registration_url(doc).map(|u| u.path().to_string())
+}
+
+/// `registration_endpoint` of a discovery document, parsed.
+pub fn advertised_registration_url(doc: &[u8]) -> Option<url::Url> {
     let v: serde_json::Value = serde_json::from_slice(doc).ok()?;
-    let url = url::Url::parse(v.get("registration_endpoint")?.as_str()?).ok()?;
-    Some(url.path().to_string())
+    url::Url::parse(v.get("registration_endpoint")?.as_str()?).ok()
+}
+
+/// Whether an advertised registration URL sends clients somewhere other than the gateway: to
+/// an upstream origin or one of `[routes] idp_origins`, or — when `[routes] public_base_url` is
+/// set — to any other origin than it. `Some(origin)` names where.
+pub fn off_gateway(config: &Config, advertised: &url::Url) -> Option<String> {
+    let origin = advertised.origin().ascii_serialization();
+    if let Some(base) = &config.routes.public_base_url {
+        let public = url::Url::parse(base).ok().map(|u| u.origin().ascii_serialization());
+        return (public.as_deref() != Some(origin.as_str())).then_some(origin);
+    }
+    let host = advertised.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let port = advertised.port_or_known_default();
+    let upstream = config.upstream.origins.iter().any(|o| {
+        o.host.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(host) && Some(o.port) == port
+    });
+    let listed = config.routes.idp_origins.iter().any(|o| {
+        url::Url::parse(o).ok().is_some_and(|u| u.origin().ascii_serialization().eq_ignore_ascii_case(&origin))
+    });
+    (upstream || listed).then_some(origin)
 }
 
 /// Compare an advertised path with the configuration: it must be classified `dcr` (the
@@ -44,10 +75,30 @@ pub fn judge(config: &Config, advertised: &str) -> Probe {
     }
 }
 
-fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    s.set_read_timeout(Some(timeout)).ok()?;
-    s.set_write_timeout(Some(timeout)).ok()?;
+fn get(config: &Config, addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Option<Vec<u8>> {
+    let tcp = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    tcp.set_read_timeout(Some(timeout)).ok()?;
+    tcp.set_write_timeout(Some(timeout)).ok()?;
+    let Some(origin) = config.upstream.origins.first().filter(|o| o.tls) else {
+        return exchange(tcp, host, path);
+    };
+    // The settings the proxy's own upstream connections use (`[upstream] sni`, `ca_file`,
+    // `verify_cert`).
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).ok()?;
+    if let Some(ca) = &config.upstream.ca_file {
+        b.set_ca_file(ca).ok()?;
+    }
+    if !config.upstream.verify_cert {
+        b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    }
+    let mut c = b.build().configure().ok()?;
+    c.set_verify_hostname(config.upstream.verify_cert);
+    let sni = config.upstream.sni.as_deref().unwrap_or(&origin.host);
+    let tls = c.connect(sni, tcp).ok()?;
+    exchange(tls, host, path)
+}
+
+fn exchange(mut s: impl Read + Write, host: &str, path: &str) -> Option<Vec<u8>> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n").ok()?;
     // Read the head, then Content-Length bytes (or to the end): an IdP may keep the
     // connection open whatever `Connection: close` said.
@@ -84,26 +135,88 @@ fn get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Option<Ve
     (head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200")).then(|| out[split + 4..end].to_vec())
 }
 
-/// Probe the first plain-HTTP origin.
+/// Probe the first origin: does the IdP's registration path agree with the configuration?
 pub fn probe(config: &Config) -> Probe {
-    let Some(origin) = config.upstream.origins.first() else { return Probe::Skipped("no origin".into()) };
-    if origin.tls {
-        return Probe::Skipped("HTTPS origins are not probed".into());
+    probe_full(config).probe
+}
+
+/// What one probe of the IdP found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Findings {
+    pub probe: Probe,
+    /// Where the IdP's own discovery document sends clients when that is not the gateway
+    /// ([`off_gateway`]).
+    pub off_gateway: Option<String>,
+    /// The embedded profile the document looks like (`config::profile::detect`), when the
+    /// configured one is `generic`: a suggestion, never applied by itself.
+    pub suggested_profile: Option<&'static str>,
+}
+
+impl Findings {
+    fn skipped(why: String) -> Findings {
+        Findings { probe: Probe::Skipped(why), off_gateway: None, suggested_profile: None }
     }
+}
+
+/// [`probe`], with everything else the document says.
+pub fn probe_full(config: &Config) -> Findings {
+    let Some(origin) = config.upstream.origins.first() else { return Findings::skipped("no origin".into()) };
     let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&origin.authority()) else {
-        return Probe::Skipped(format!("cannot resolve {}", origin.host));
+        return Findings::skipped(format!("cannot resolve {}", origin.host));
     };
-    let Some(addr) = addrs.next() else { return Probe::Skipped(format!("{} resolves to no address", origin.host)) };
+    let Some(addr) = addrs.next() else {
+        return Findings::skipped(format!("{} resolves to no address", origin.host));
+    };
     let timeout = config.upstream.connect_timeout.max(Duration::from_millis(200)).min(Duration::from_secs(3));
+    let host = config.idp.host_header.clone().unwrap_or_else(|| origin.authority());
     for path in DISCOVERY {
-        if let Some(body) = get(addr, &origin.authority(), path, timeout) {
-            return match advertised_registration_path(&body) {
-                Some(p) => judge(config, &p),
-                None => Probe::Skipped(format!("{path} advertises no registration_endpoint")),
+        if let Some(body) = get(config, addr, &host, path, timeout) {
+            let suggested_profile = if config.idp.profile == "generic" {
+                serde_json::from_slice(&body).ok().and_then(|doc| crate::config::profile::detect(&doc))
+            } else {
+                None
+            };
+            return match advertised_registration_url(&body) {
+                Some(u) => {
+                    Findings { probe: judge(config, u.path()), off_gateway: off_gateway(config, &u), suggested_profile }
+                }
+                None => Findings {
+                    probe: Probe::Skipped(format!("{path} advertises no registration_endpoint")),
+                    off_gateway: None,
+                    suggested_profile,
+                },
             };
         }
     }
-    Probe::Skipped("no discovery document answered".into())
+    Findings::skipped("no discovery document answered".into())
+}
+
+/// The message for an IdP that advertises another registration path than the configured one.
+pub fn registration_path_error(cfg: &crate::config::Config, advertised: &str) -> String {
+    format!(
+        "{}: routes.upstream_registration_path: the IdP's discovery document advertises registration at {advertised:?}, \
+         not {:?}: requests to the IdP's path would pass unvalidated; set upstream_registration_path (or [upstream] \
+         profile) to the IdP's path",
+        cfg.path.display(),
+        cfg.routes.upstream_registration_path
+    )
+}
+
+/// The note for an IdP that looks like one of the embedded profiles while `generic` is set.
+pub fn profile_suggestion(name: &str) -> String {
+    format!(
+        "the IdP's discovery document looks like {name:?}: consider [upstream] profile = \"{name}\" (docs/idps.md); \
+         the gateway does not switch profiles by itself"
+    )
+}
+
+/// The warning for an IdP whose own discovery document advertises registration off the gateway.
+pub fn off_gateway_warning(origin: &str) -> String {
+    format!(
+        "the IdP's own discovery document advertises registration at {origin}, not on the gateway: clients that \
+         fetch discovery through the gateway are kept on it (discovery rewriting), but the IdP must not be reachable \
+         by clients except through the gateway (docs/idps.md)"
+    )
 }
 
 #[cfg(test)]

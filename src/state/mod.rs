@@ -16,10 +16,13 @@
 //!
 //! Imports go downward only: state uses config and the core, never the adapters.
 
+pub mod acl_summary;
 pub mod certs;
 pub mod idp_probe;
 pub mod policy;
+pub mod ratelimiter;
 pub mod reload;
+pub mod remote;
 pub mod settings;
 pub mod snapshot;
 pub mod store;

@@ -25,14 +25,20 @@ pub struct Effective {
 pub fn effective(base: &Policy, settings_path: &Path) -> Result<Effective, Vec<String>> {
     let current = super::store::read(settings_path)
         .map_err(|e| vec![format!("{}: cannot read tenant settings: {e}", settings_path.display())])?;
-    let overlay = Overrides::from_file_bytes(current.bytes.as_deref().unwrap_or_default())
+    effective_from(base, settings_path, current.bytes)
+}
+
+/// [`effective`] over settings already read (`None`: none), e.g. from the registry store
+/// (`[admin] store = "registry"`); errors name `source`.
+pub fn effective_from(base: &Policy, source: &Path, bytes: Option<Vec<u8>>) -> Result<Effective, Vec<String>> {
+    let overlay = Overrides::from_file_bytes(bytes.as_deref().unwrap_or_default())
         .and_then(|o| o.overlay(base))
-        .map_err(|errs| errs.iter().map(|e| format!("{}: {e}", settings_path.display())).collect::<Vec<_>>())?;
+        .map_err(|errs| errs.iter().map(|e| format!("{}: {e}", source.display())).collect::<Vec<_>>())?;
     Ok(Effective {
         base: base.clone(),
         policy: overlay,
-        settings_bytes: current.bytes,
-        settings_sha256: current.sha256,
+        settings_sha256: super::store::sha256_hex(bytes.as_deref().unwrap_or_default()),
+        settings_bytes: bytes,
     })
 }
 

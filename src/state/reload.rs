@@ -39,6 +39,7 @@ use pingora::services::background::BackgroundService;
 use crate::config::Config;
 use crate::snapshot::{BuildErrors, Snapshot, Store};
 use crate::state::certs::{CertPair, CertSlot};
+use crate::state::idp_probe;
 use crate::telemetry::Metrics;
 use crate::tokens::UseCounter;
 
@@ -54,6 +55,8 @@ pub struct Reloader {
     running: Arc<Config>,
     /// The certificate each running HTTPS listener serves, by listener address.
     tls: OnceLock<Vec<(SocketAddr, Arc<CertSlot>)>>,
+    /// `[admin] store = "registry"`: the rules and tenant settings are read from the store.
+    remote: OnceLock<Arc<crate::state::remote::AdminStore>>,
 }
 
 impl Reloader {
@@ -68,7 +71,19 @@ impl Reloader {
             metrics,
             lock: Mutex::new(()),
             token_uses: OnceLock::new(),
+            remote: OnceLock::new(),
         }
+    }
+
+    /// Build every later snapshot from the registry store's documents (`[admin] store =
+    /// "registry"`), as the first one was (`state::remote::load_start`).
+    pub fn set_remote(&self, remote: Arc<crate::state::remote::AdminStore>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The admin documents' store, in `[admin] store = "registry"` mode.
+    pub fn remote(&self) -> Option<&Arc<crate::state::remote::AdminStore>> {
+        self.remote.get()
     }
 
     /// The `max_uses` counter to trim ([`UseCounter::retain`]) after every successful reload.
@@ -115,6 +130,33 @@ impl Reloader {
         }
     }
 
+    /// A reload that changes where or how the IdP is reached, or the routes, asks the IdP again
+    /// where it serves registration (as at start): a disagreement fails the reload, and where
+    /// its own discovery document sends clients sets `dcr_gateway_idp_discovery_off_gateway`.
+    /// Other reloads (rules, settings, tokens) make no request.
+    fn probe_idp(&self, new: &Snapshot) -> Result<(), BuildErrors> {
+        let old = self.store.load();
+        let (o, n) = (&old.config, &new.config);
+        if o.upstream.origins == n.upstream.origins
+            && o.upstream.sni == n.upstream.sni
+            && o.upstream.ca_file == n.upstream.ca_file
+            && o.upstream.verify_cert == n.upstream.verify_cert
+            && o.idp.host_header == n.idp.host_header
+            && o.routes == n.routes
+        {
+            return Ok(());
+        }
+        let idp_probe::Findings { probe, off_gateway, .. } = idp_probe::probe_full(n);
+        if let idp_probe::Probe::Disagrees { advertised } = probe {
+            return Err(BuildErrors(vec![idp_probe::registration_path_error(n, &advertised)]));
+        }
+        if let Some(origin) = &off_gateway {
+            tracing::warn!("{}", idp_probe::off_gateway_warning(origin));
+        }
+        self.metrics.idp_discovery_off_gateway.set(i64::from(off_gateway.is_some()));
+        Ok(())
+    }
+
     /// Serve the new pairs on the running listeners with the same address.
     fn apply_certificates(&self, pairs: Vec<(SocketAddr, CertPair)>) {
         let Some(slots) = self.tls.get() else {
@@ -139,9 +181,11 @@ impl Reloader {
 
     pub fn reload_with(&self, why: &str, mode: &Judge) -> Result<(), BuildErrors> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let loaded = Snapshot::load(&self.config_path).and_then(|new| {
+        let docs = self.remote.get().map(|r| r.docs_for_reload(&self.store.load()));
+        let loaded = Snapshot::load_with(&self.config_path, docs.as_ref()).and_then(|new| {
             let refused = guard::judge(&self.store.load().sources, &new.sources, mode);
             if refused.is_empty() {
+                self.probe_idp(&new)?;
                 self.start_bound(new)
             } else {
                 let force = guard::force_marker(&self.config_path);
@@ -182,6 +226,9 @@ impl Reloader {
                     uses.retain(&new.registration_tokens);
                 }
                 self.store.store(Arc::new(new));
+                if let (Some(r), Some(d)) = (self.remote.get(), &docs) {
+                    r.applied(d);
+                }
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 self.metrics.last_reload_success.set(1);
                 Ok(())
@@ -361,6 +408,14 @@ impl BackgroundService for ReloadService {
                 }
             };
             let reloader = self.reloader.clone();
+            // The watched files as they were before this reload read them: a change made while
+            // the watcher is replaced below (no watcher between the drop and the new one) is
+            // caught by comparing them again once the new watcher runs.
+            let read_files = watched_files(&reloader.store.load());
+            let read_states = {
+                let f = read_files.clone();
+                tokio::task::spawn_blocking(move || file_states(&f)).await.unwrap_or_default()
+            };
             let why = trigger.to_string();
             let marker = guard::force_marker(&reloader.config_path);
             let forced = trigger == "SIGHUP" && marker.exists();
@@ -382,6 +437,11 @@ impl BackgroundService for ReloadService {
                 // The set of referenced files may have changed.
                 drop(watcher.take());
                 watcher = self.start_watcher(tx.clone());
+                let f = read_files.clone();
+                let now = tokio::task::spawn_blocking(move || file_states(&f)).await.unwrap_or_default();
+                if now != read_states {
+                    let _ = tx.send(());
+                }
             }
         }
     }

@@ -12,6 +12,11 @@
 //! The settings file holds a document of this shape with only the members an administrator
 //! set; each member present replaces its `[dcr]` key, absent members leave `gateway.toml` in
 //! charge. A PATCH body has the same shape and is merged into the file. Pure: no I/O.
+//!
+//! Members the gateway does not use (the rest of Auth0's tenant settings, which Terraform's
+//! `auth0_tenant` sends whole: `friendly_name`, `flags.enable_sso`, `session_lifetime`, …)
+//! are accepted, kept in the file (merged as a JSON merge patch: `null` removes) and returned
+//! by GET, but not enforced.
 
 use serde_json::{json, Map, Value};
 
@@ -26,6 +31,9 @@ pub struct Overrides {
     pub security_mode: Option<SecurityMode>,
     pub allowed_scopes: Option<Option<Vec<String>>>,
     pub default_scope: Option<Option<String>>,
+    /// Members the gateway does not use, as given (top level, and inside `flags` and
+    /// `default_dcr_scopes`); in a PATCH, `null` removes one from the file.
+    pub extra: Map<String, Value>,
 }
 
 const TOP_MEMBERS: &[&str] =
@@ -44,25 +52,55 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn unknown(field: String, allowed: &[&str]) -> FieldError {
-    FieldError::new(field, format!("unknown member (dcr-gateway supports: {})", allowed.join(", ")))
-}
-
+/// The object at `field`; members other than `allowed` go to `extra` (under `field` when it
+/// is not the top level).
 fn object<'a>(
     field: &str,
     v: &'a Value,
     allowed: &[&str],
     errors: &mut Vec<FieldError>,
+    extra: &mut Map<String, Value>,
 ) -> Option<&'a Map<String, Value>> {
     let Value::Object(map) = v else {
         errors.push(FieldError::new(field, format!("expected an object, found {}", kind(v))));
         return None;
     };
-    for k in map.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        let path = if field.is_empty() { k.clone() } else { format!("{field}.{k}") };
-        errors.push(unknown(path, allowed));
+    let unused: Map<String, Value> =
+        map.iter().filter(|(k, _)| !allowed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    if !unused.is_empty() {
+        if field.is_empty() {
+            extra.extend(unused);
+        } else {
+            extra.insert(field.to_string(), Value::Object(unused));
+        }
     }
     Some(map)
+}
+
+/// RFC 7396 JSON merge patch (`null` removes a member).
+fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (k, v) in patch {
+        match v {
+            Value::Null => {
+                target.shift_remove(k);
+            }
+            Value::Object(p) => {
+                let entry = target.entry(k.clone()).or_insert_with(|| Value::Object(Map::new()));
+                if !entry.is_object() {
+                    *entry = Value::Object(Map::new());
+                }
+                if let Value::Object(t) = entry {
+                    merge_patch(t, p);
+                    if t.is_empty() {
+                        target.shift_remove(k);
+                    }
+                }
+            }
+            other => {
+                target.insert(k.clone(), other.clone());
+            }
+        }
+    }
 }
 
 fn boolean(field: &str, v: &Value, errors: &mut Vec<FieldError>) -> Option<bool> {
@@ -81,12 +119,12 @@ impl Overrides {
     pub fn from_value(doc: &Value) -> Result<Overrides, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut out = Overrides::default();
-        let Some(top) = object("", doc, TOP_MEMBERS, &mut errors) else {
+        let Some(top) = object("", doc, TOP_MEMBERS, &mut errors, &mut out.extra) else {
             return Err(errors);
         };
         let mut flag = None;
-        if let Some(flags) = top.get("flags") {
-            if let Some(map) = object("flags", flags, FLAG_MEMBERS, &mut errors) {
+        if let Some(flags) = top.get("flags").filter(|v| !v.is_null()) {
+            if let Some(map) = object("flags", flags, FLAG_MEMBERS, &mut errors, &mut out.extra) {
                 if let Some(v) = map.get("enable_dynamic_client_registration") {
                     flag = boolean("flags.enable_dynamic_client_registration", v, &mut errors);
                 }
@@ -120,7 +158,7 @@ impl Overrides {
             }
         }
         if let Some(scopes) = top.get("default_dcr_scopes") {
-            if let Some(map) = object("default_dcr_scopes", scopes, SCOPE_MEMBERS, &mut errors) {
+            if let Some(map) = object("default_dcr_scopes", scopes, SCOPE_MEMBERS, &mut errors, &mut out.extra) {
                 if let Some(v) = map.get("allowed") {
                     match v {
                         Value::Null => out.allowed_scopes = Some(None),
@@ -178,11 +216,14 @@ impl Overrides {
 
     /// `self` with every member `patch` sets replaced.
     pub fn merge(&self, patch: &Overrides) -> Overrides {
+        let mut extra = self.extra.clone();
+        merge_patch(&mut extra, &patch.extra);
         Overrides {
             enabled: patch.enabled.or(self.enabled),
             security_mode: patch.security_mode.or(self.security_mode),
             allowed_scopes: patch.allowed_scopes.clone().or_else(|| self.allowed_scopes.clone()),
             default_scope: patch.default_scope.clone().or_else(|| self.default_scope.clone()),
+            extra,
         }
     }
 
@@ -232,6 +273,9 @@ impl Overrides {
             }
             doc.insert("default_dcr_scopes".into(), Value::Object(s));
         }
+        // The members the gateway does not use, under (or beside) the ones it does (an explicit
+        // `null`, `allowed: null`, is a value here, not a removal).
+        let doc = overlay(self.extra.clone(), doc);
         let mut out = serde_json::to_vec_pretty(&Value::Object(doc)).unwrap_or_default();
         out.push(b'\n');
         out
@@ -255,9 +299,10 @@ fn settings_field(e: &crate::dcr::PolicyError) -> FieldError {
     }
 }
 
-/// The settings as the gateway applies them: `GET /api/v2/tenants/settings`.
-pub fn view(policy: &Policy) -> Value {
-    json!({
+/// The settings as the gateway applies them: `GET /api/v2/tenants/settings`. `extra` (the
+/// members the gateway keeps but does not use) comes back too.
+pub fn view(policy: &Policy, extra: &Map<String, Value>) -> Value {
+    let dcr = json!({
         "flags": {"enable_dynamic_client_registration": policy.enabled},
         "enable_dynamic_client_registration": policy.enabled,
         "dynamic_client_registration_security_mode": mode_value(policy.security_mode),
@@ -265,7 +310,24 @@ pub fn view(policy: &Policy) -> Value {
             "allowed": policy.allowed_scopes,
             "default": policy.default_scope,
         },
-    })
+    });
+    match dcr {
+        Value::Object(d) => Value::Object(overlay(extra.clone(), d)),
+        other => other,
+    }
+}
+
+/// `mine` laid over `base` one level deep (objects' members added or replaced, `null` kept).
+fn overlay(mut base: Map<String, Value>, mine: Map<String, Value>) -> Map<String, Value> {
+    for (k, v) in mine {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Object(have)), Value::Object(m)) => have.extend(m),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+    base
 }
 
 /// Members a write changed, for the audit line: `(member, effective before, effective after)`.
@@ -276,23 +338,31 @@ pub fn changes(
     file_after: &Overrides,
     before: &Policy,
     after: &Policy,
-) -> Vec<(&'static str, Value, Value)> {
+) -> Vec<(String, Value, Value)> {
     let mut out = Vec::new();
     if file_before.enabled != file_after.enabled || before.enabled != after.enabled {
-        out.push(("flags.enable_dynamic_client_registration", json!(before.enabled), json!(after.enabled)));
+        out.push(("flags.enable_dynamic_client_registration".into(), json!(before.enabled), json!(after.enabled)));
     }
     if file_before.security_mode != file_after.security_mode || before.security_mode != after.security_mode {
         out.push((
-            "dynamic_client_registration_security_mode",
+            "dynamic_client_registration_security_mode".into(),
             mode_value(before.security_mode),
             mode_value(after.security_mode),
         ));
     }
     if file_before.allowed_scopes != file_after.allowed_scopes || before.allowed_scopes != after.allowed_scopes {
-        out.push(("default_dcr_scopes.allowed", json!(before.allowed_scopes), json!(after.allowed_scopes)));
+        out.push(("default_dcr_scopes.allowed".into(), json!(before.allowed_scopes), json!(after.allowed_scopes)));
     }
     if file_before.default_scope != file_after.default_scope || before.default_scope != after.default_scope {
-        out.push(("default_dcr_scopes.default", json!(before.default_scope), json!(after.default_scope)));
+        out.push(("default_dcr_scopes.default".into(), json!(before.default_scope), json!(after.default_scope)));
+    }
+    // Kept members: named by their top-level key.
+    let keys: std::collections::BTreeSet<&String> = file_before.extra.keys().chain(file_after.extra.keys()).collect();
+    for k in keys {
+        let (b, a) = (file_before.extra.get(k), file_after.extra.get(k));
+        if b != a {
+            out.push((k.clone(), b.cloned().unwrap_or(Value::Null), a.cloned().unwrap_or(Value::Null)));
+        }
     }
     out
 }
@@ -319,7 +389,9 @@ mod tests {
         .unwrap();
         assert_eq!((o.enabled, o.security_mode), (Some(true), Some(SecurityMode::Permissive)));
         let o = parse(r#"{"default_dcr_scopes":{"allowed":null}}"#).unwrap();
-        assert_eq!((o.allowed_scopes, o.default_scope), (Some(None), None));
+        assert_eq!((o.allowed_scopes.clone(), o.default_scope.clone()), (Some(None), None));
+        // An explicit null (any scope) survives the file round trip.
+        assert_eq!(Overrides::from_file_bytes(&o.to_file_bytes()).unwrap(), o);
     }
 
     #[test]
@@ -328,17 +400,15 @@ mod tests {
             r#"{"flags":{"enable_sso":true,"enable_dynamic_client_registration":"yes"},"friendly_name":"x",
                 "dynamic_client_registration_security_mode":"lax","default_dcr_scopes":{"allowed":["a",1],"default":2,"x":0}}"#,
         ));
-        for want in [
-            "flags.enable_sso",
-            "flags.enable_dynamic_client_registration",
-            "friendly_name",
-            "dynamic_client_registration_security_mode",
-            "default_dcr_scopes.allowed[1]",
-            "default_dcr_scopes.default",
-            "default_dcr_scopes.x",
-        ] {
-            assert!(f.iter().any(|x| x == want), "missing {want} in {f:?}");
-        }
+        assert_eq!(
+            f,
+            [
+                "flags.enable_dynamic_client_registration",
+                "dynamic_client_registration_security_mode",
+                "default_dcr_scopes.allowed[1]",
+                "default_dcr_scopes.default",
+            ]
+        );
         assert_eq!(
             fields(parse(
                 r#"{"flags":{"enable_dynamic_client_registration":true},"enable_dynamic_client_registration":false}"#
@@ -364,7 +434,7 @@ mod tests {
         let back = Overrides::from_file_bytes(&merged.to_file_bytes()).unwrap();
         assert_eq!(back, merged);
         assert_eq!(Overrides::from_file_bytes(b"  \n").unwrap(), Overrides::default());
-        let v = view(&p);
+        let v = view(&p, &Map::new());
         assert_eq!(v["flags"]["enable_dynamic_client_registration"], false);
         assert_eq!(v["dynamic_client_registration_security_mode"], "permissive");
         assert_eq!(v["default_dcr_scopes"]["default"], "openid");
@@ -373,7 +443,39 @@ mod tests {
         // Pinning a value gateway.toml already has is a change of the file.
         let pin = parse(r#"{"flags":{"enable_dynamic_client_registration":true}}"#).unwrap();
         let c = changes(&Overrides::default(), &pin, &Policy::default(), &Policy::default());
-        assert_eq!(c, [("flags.enable_dynamic_client_registration", json!(true), json!(true))]);
+        assert_eq!(c, [("flags.enable_dynamic_client_registration".to_string(), json!(true), json!(true))]);
+    }
+
+    #[test]
+    fn members_the_gateway_does_not_use_are_kept() {
+        // What Terraform's auth0_tenant sends: the whole settings object.
+        let tf = parse(
+            r#"{"friendly_name":"Acme","session_lifetime":168,"flags":{"enable_sso":true,"enable_dynamic_client_registration":false},
+                "default_dcr_scopes":{"allowed":["openid"],"note":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(tf.enabled, Some(false));
+        assert_eq!(tf.extra["friendly_name"], "Acme");
+        assert_eq!(tf.extra["flags"], json!({"enable_sso": true}));
+        let file = Overrides::default().merge(&tf);
+        let back = Overrides::from_file_bytes(&file.to_file_bytes()).unwrap();
+        assert_eq!(back, file);
+        let on_disk: Value = serde_json::from_slice(&file.to_file_bytes()).unwrap();
+        assert_eq!(on_disk["flags"], json!({"enable_sso": true, "enable_dynamic_client_registration": false}));
+        // GET returns them with the applied DCR members.
+        let p = file.overlay(&Policy::default()).unwrap();
+        let v = view(&p, &file.extra);
+        assert_eq!(v["friendly_name"], "Acme");
+        assert_eq!(v["flags"], json!({"enable_sso": true, "enable_dynamic_client_registration": false}));
+        // A later PATCH merges: null removes a kept member, others stay.
+        let patch = parse(r#"{"session_lifetime":null,"friendly_name":"Acme Inc"}"#).unwrap();
+        let merged = file.merge(&patch);
+        assert!(!merged.extra.contains_key("session_lifetime"));
+        assert_eq!(merged.extra["friendly_name"], "Acme Inc");
+        assert_eq!(merged.enabled, Some(false));
+        let c = changes(&file, &merged, &p, &p);
+        let names: Vec<&str> = c.iter().map(|(f, _, _)| f.as_str()).collect();
+        assert_eq!(names, ["friendly_name", "session_lifetime"]);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Snapshot {
     /// validates settings against it).
     pub dcr_base: crate::dcr::Policy,
     pub acl: RuleSet,
+    /// What the rules were compiled against (`[acl.managed_lists]`, `unknown_managed_lists`,
+    /// `signature_keys`); the admin API validates writes against it.
+    pub acl_env: crate::acl::Env,
     pub geo: Option<GeoDb>,
     pub asn: Option<AsnDb>,
     /// SHA-256 (hex) of the configuration file as loaded.
@@ -125,33 +128,70 @@ impl Snapshot {
     /// Read the config file and every file it references, and build a snapshot. Error
     /// messages are redacted (`crate::redact`): they may quote configuration lines.
     pub fn load(config_path: &Path) -> Result<Snapshot, BuildErrors> {
-        Self::load_unredacted(config_path).map_err(|e| BuildErrors(crate::redact::redact_all(&e.0)))
+        Self::load_with(config_path, None)
     }
 
-    fn load_unredacted(config_path: &Path) -> Result<Snapshot, BuildErrors> {
+    /// [`Snapshot::load`] with the rules and tenant settings taken from `docs` (the registry
+    /// store, `[admin] store = "registry"`) instead of their files.
+    pub fn load_with(
+        config_path: &Path,
+        docs: Option<&crate::registry::admin_store::AdminDocs>,
+    ) -> Result<Snapshot, BuildErrors> {
+        Self::load_unredacted(config_path, docs).map_err(|e| BuildErrors(crate::redact::redact_all(&e.0)))
+    }
+
+    fn load_unredacted(
+        config_path: &Path,
+        docs: Option<&crate::registry::admin_store::AdminDocs>,
+    ) -> Result<Snapshot, BuildErrors> {
         let bytes = std::fs::read(config_path)
             .map_err(|e| BuildErrors(vec![format!("{}: cannot read configuration: {e}", config_path.display())]))?;
         let text = String::from_utf8(bytes.clone())
             .map_err(|_| BuildErrors(vec![format!("{}: not valid UTF-8", config_path.display())]))?;
         let config =
             config::parse(&text, config_path).map_err(|e| BuildErrors(e.0.iter().map(|e| e.to_string()).collect()))?;
-        let mut snap = Self::from_config(config, sha256_hex(&bytes))?;
+        let mut snap = Self::from_config_with(config, sha256_hex(&bytes), docs)?;
         snap.sources.insert(0, Source::new(config_path, SourceKind::Config, Some(&bytes)));
         Ok(snap)
     }
 
     /// Build from an already parsed config (reads the rules and GeoIP files it references).
-    pub fn from_config(mut config: Config, config_sha256: String) -> Result<Snapshot, BuildErrors> {
+    pub fn from_config(config: Config, config_sha256: String) -> Result<Snapshot, BuildErrors> {
+        Self::from_config_with(config, config_sha256, None)
+    }
+
+    /// [`Snapshot::from_config`]; with `docs`, the rules and tenant settings come from them
+    /// (sources named `registry:network-acls` and `registry:tenant-settings`, judged by the
+    /// reload guard like files) and their files are neither read nor watched.
+    pub fn from_config_with(
+        mut config: Config,
+        config_sha256: String,
+        docs: Option<&crate::registry::admin_store::AdminDocs>,
+    ) -> Result<Snapshot, BuildErrors> {
+        use crate::state::remote;
         let mut errors = Vec::new();
         let mut watched = vec![config.path.clone()];
         let mut sources = Vec::new();
 
         // Tenant settings (written by the admin API) override [dcr]; no file, no overrides.
-        let settings_path = config.admin.settings_file.clone();
-        watched.push(settings_path.clone());
+        let settings_path = match docs {
+            Some(_) => remote::source_path(crate::registry::admin_store::SETTINGS),
+            None => config.admin.settings_file.clone(),
+        };
         let mut settings_sha256 = String::new();
         let dcr_base = config.dcr.clone();
-        match super::policy::effective(&config.dcr, &settings_path) {
+        let settings = match docs {
+            Some(d) => super::policy::effective_from(
+                &config.dcr,
+                &settings_path,
+                d.settings.body.as_ref().map(|b| b.as_bytes().to_vec()),
+            ),
+            None => {
+                watched.push(settings_path.clone());
+                super::policy::effective(&config.dcr, &settings_path)
+            }
+        };
+        match settings {
             Ok(e) => {
                 sources.push(Source::new(&settings_path, SourceKind::Settings, e.settings_bytes.as_deref()));
                 settings_sha256 = e.settings_sha256;
@@ -208,16 +248,38 @@ impl Snapshot {
             AsnDb::from_bytes(bytes).map_err(|e| errors.push(format!("{}: geoip.asn_db: {e}", p.display()))).ok()
         });
 
+        let acl_env = acl_env(&config, &mut watched, &mut errors, &mut sources);
         let mut rules_sha256 = String::new();
-        let acl = match &config.rules_file {
+        let rules_file = match docs {
+            Some(_) => Some(remote::source_path(crate::registry::admin_store::RULES)),
+            None => config.rules_file.clone(),
+        };
+        let acl = match &rules_file {
             None => Some(RuleSet::empty(config.default_action)),
+            Some(p) if docs.is_some_and(|d| d.rules.body.is_none()) => {
+                // Never written to the store: no rules yet (as without a rules file).
+                sources.push(Source::new(p, SourceKind::Rules, None));
+                rules_sha256 = sha256_hex(b"");
+                Some(RuleSet::empty(config.default_action))
+            }
             Some(p) => {
-                watched.push(p.clone());
-                read(p, "rules file", &mut errors).and_then(|bytes| {
+                let bytes = match docs {
+                    Some(d) => d.rules.body.as_ref().map(|b| b.as_bytes().to_vec()),
+                    None => {
+                        watched.push(p.clone());
+                        read(p, "rules file", &mut errors)
+                    }
+                };
+                bytes.and_then(|bytes| {
                     sources.push(Source::new(p, SourceKind::Rules, Some(&bytes)));
                     rules_sha256 = sha256_hex(&bytes);
-                    match RuleSet::load(&bytes, config.default_action) {
-                        Ok(rs) => Some(rs),
+                    match RuleSet::load_with(&bytes, config.default_action, &acl_env) {
+                        Ok(rs) => {
+                            for w in rs.warnings() {
+                                tracing::warn!("{}: {w}", p.display());
+                            }
+                            Some(rs)
+                        }
                         Err(errs) => {
                             for e in errs.0 {
                                 errors.push(format!("{}: {e}", p.display()));
@@ -230,7 +292,7 @@ impl Snapshot {
         };
 
         if let Some(acl) = &acl {
-            let rules = config.rules_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            let rules = rules_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
             if (acl.uses_geo_country() || acl.uses_geo_subdivision()) && config.country_db.is_none() {
                 errors.push(format!(
                     "{rules}: rules use geo_country_codes/geo_subdivision_codes but geoip.country_db is not set in {}",
@@ -258,6 +320,7 @@ impl Snapshot {
                 config: Arc::new(config),
                 dcr_base,
                 acl,
+                acl_env,
                 geo,
                 asn,
                 config_sha256,
@@ -272,6 +335,45 @@ impl Snapshot {
             }),
             _ => Err(BuildErrors(errors)),
         }
+    }
+}
+
+/// The managed lists and signature keys `[acl]` names, read like the rules file (watched,
+/// judged by the reload guard). Problems name the file and the key, never key material.
+fn acl_env(
+    config: &Config,
+    watched: &mut Vec<PathBuf>,
+    errors: &mut Vec<String>,
+    sources: &mut Vec<Source>,
+) -> crate::acl::Env {
+    use crate::acl::{managed, signature};
+    let mut lists = Vec::new();
+    for (name, p) in &config.acl_managed_lists {
+        watched.push(p.clone());
+        let Some(bytes) = read(p, &format!("acl.managed_lists.{name:?}"), errors) else { continue };
+        sources.push(Source::new(p, SourceKind::Rules, Some(&bytes)));
+        match std::str::from_utf8(&bytes).map_err(|_| vec!["not valid UTF-8".to_string()]).and_then(managed::parse_list)
+        {
+            Ok(entries) => lists.push((name.clone(), entries)),
+            Err(errs) => {
+                errors.extend(errs.iter().map(|e| format!("{}: acl.managed_lists.{name:?}: {e}", p.display())))
+            }
+        }
+    }
+    let mut keys = signature::KeySet::default();
+    if let Some(p) = &config.acl_signature_keys {
+        watched.push(p.clone());
+        if let Some(bytes) = read(p, "acl.signature_keys", errors) {
+            match signature::KeySet::parse(&bytes) {
+                Ok(k) => keys = k,
+                Err(errs) => errors.extend(errs.iter().map(|e| format!("{}: acl.signature_keys: {e}", p.display()))),
+            }
+        }
+    }
+    crate::acl::Env {
+        managed: Arc::new(managed::ManagedLists::build(lists)),
+        unknown_managed: config.acl_unknown_managed_lists,
+        signature_keys: Arc::new(keys),
     }
 }
 

@@ -3,6 +3,7 @@
 //! `client_secret`, `registration_access_token`, `Authorization` header or initial access
 //! token has no way in.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::{LineWriter, Write};
 use std::path::Path;
@@ -20,20 +21,45 @@ enum Sink {
 
 pub struct AuditLog {
     sink: Sink,
+    /// The most recent lines, for the admin console's Decisions page: the same values the sink
+    /// gets (built from chosen fields, so no secret), at most [`RECENT_LINES`], in memory only.
+    recent: Mutex<VecDeque<String>>,
 }
 
+/// Lines kept by [`AuditLog::recent`].
+pub const RECENT_LINES: usize = 1000;
+
 impl AuditLog {
+    fn with_sink(sink: Sink) -> AuditLog {
+        AuditLog { sink, recent: Mutex::new(VecDeque::new()) }
+    }
+
     pub fn stdout() -> AuditLog {
-        AuditLog { sink: Sink::Stdout }
+        AuditLog::with_sink(Sink::Stdout)
     }
 
     pub fn disabled() -> AuditLog {
-        AuditLog { sink: Sink::Disabled }
+        AuditLog::with_sink(Sink::Disabled)
     }
 
     pub fn file(path: &Path) -> std::io::Result<AuditLog> {
         let f = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(AuditLog { sink: Sink::File(Mutex::new(LineWriter::new(f))) })
+        Ok(AuditLog::with_sink(Sink::File(Mutex::new(LineWriter::new(f)))))
+    }
+
+    /// The last [`RECENT_LINES`] lines written, newest first.
+    pub fn recent(&self) -> Vec<serde_json::Value> {
+        let lines: Vec<String> = self.recent.lock().map(|r| r.iter().rev().cloned().collect()).unwrap_or_default();
+        lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    fn remember(&self, line: String) {
+        if let Ok(mut r) = self.recent.lock() {
+            if r.len() == RECENT_LINES {
+                r.pop_front();
+            }
+            r.push_back(line);
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -44,8 +70,14 @@ impl AuditLog {
     /// `AdminAuditLine`). Errors are returned for the caller to count; a full disk must not
     /// fail the request.
     pub fn write<L: Serialize>(&self, line: &L) -> std::io::Result<()> {
-        let mut buf = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+        if matches!(self.sink, Sink::Disabled) {
+            return Ok(());
+        }
+        let text = serde_json::to_string(line).map_err(std::io::Error::other)?;
+        let mut buf = Vec::with_capacity(text.len() + 1);
+        buf.extend_from_slice(text.as_bytes());
         buf.push(b'\n');
+        self.remember(text);
         match &self.sink {
             Sink::Disabled => Ok(()),
             Sink::Stdout => {
@@ -89,5 +121,21 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["decision"], "block");
         assert_eq!(lines[0]["request_id"], "r1");
+        let recent = log.recent();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0]["request_id"], "r2", "newest first");
+    }
+
+    #[test]
+    fn the_recent_ring_is_bounded() {
+        let log = AuditLog::file(&tempfile::tempdir().unwrap().path().join("a.log")).unwrap();
+        for i in 0..RECENT_LINES + 5 {
+            log.write(&AuditLine { request_id: format!("r{i}"), decision: "allow", ..Default::default() }).unwrap();
+        }
+        let recent = log.recent();
+        assert_eq!(recent.len(), RECENT_LINES);
+        assert_eq!(recent[0]["request_id"], format!("r{}", RECENT_LINES + 4));
+        assert_eq!(recent[RECENT_LINES - 1]["request_id"], "r5");
+        assert!(AuditLog::disabled().recent().is_empty());
     }
 }

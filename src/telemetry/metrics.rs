@@ -1,6 +1,10 @@
 //! Prometheus metrics. No label carries an unbounded value (IP, client name, path): labels
 //! are scopes, outcomes, RFC 7591 error codes, status classes and rule ids (bounded by the
-//! rules file).
+//! rules file). No label value is empty (`error="none"`, `rules_sha256="none"`), and every
+//! series a dashboard or an alert reads exists at zero from the start ([`Metrics::new`]), so
+//! `rate()` and `absent()` work before the first event. A redirect is `redirected` in every
+//! outcome/result label (`requests_total`, `registrations_total`); `acl_matches_total{action}`
+//! keeps the rule file's action words (`block`, `allow`, `redirect`, `log`).
 
 use std::sync::OnceLock;
 
@@ -18,6 +22,9 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub acl_matches: IntCounterVec,
     pub registrations: IntCounterVec,
+    /// `dcr_gateway_known_client_registrations_total{known_client, result}`: registrations
+    /// proven to be a catalogued client's (conf/known-clients.toml).
+    pub known_client_registrations: IntCounterVec,
     pub request_duration: HistogramVec,
     pub check_duration: HistogramVec,
     pub upstream_responses: IntCounterVec,
@@ -39,6 +46,10 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     /// Client connections closed at once because `[server] max_connections` were open.
     pub connections_refused: IntCounter,
+    /// HTTP/2 connections shut (GOAWAY) because the client abandoned too many accepted streams.
+    pub h2_connections_closed: IntCounter,
+    /// 1 when the IdP's own discovery document advertises registration off the gateway.
+    pub idp_discovery_off_gateway: IntGauge,
     /// Request heads the gateway answered itself before Pingora parsed them, by kind
     /// (timeout, too_large, malformed).
     pub head_errors: IntCounterVec,
@@ -46,7 +57,58 @@ pub struct Metrics {
     pub answers_rewritten: IntCounterVec,
     /// Registration members the IdP answered differently from what the gateway sent.
     pub registration_differences: IntCounterVec,
+    /// `dcr_gateway_build_info{version, commit}`, always 1.
+    pub build_info: IntGaugeVec,
 }
+
+/// Every [`Outcome`], in `as usize` order (a test checks it against `Outcome::COUNT`).
+pub const OUTCOMES: [Outcome; 8] = [
+    Outcome::Allowed,
+    Outcome::Blocked,
+    Outcome::Redirected,
+    Outcome::Invalid,
+    Outcome::Disabled,
+    Outcome::UpstreamError,
+    Outcome::RateLimited,
+    Outcome::Unauthorized,
+];
+
+/// Every scope, in `scope_index` order.
+pub const SCOPES: [Scope; 3] = [Scope::Dcr, Scope::Management, Scope::Authentication];
+
+/// `registrations_total{result}` values without an error code (`error="none"`).
+pub const REGISTRATION_RESULTS: [&str; 10] = [
+    "created",
+    "accepted",
+    "rejected_by_idp",
+    "aborted",
+    "blocked",
+    "redirected",
+    "disabled",
+    "rate_limited",
+    "unauthorized",
+    "upstream_error",
+];
+
+/// `registrations_total{result="invalid", error}`: the RFC 7591 codes and `invalid_request`.
+pub const INVALID_REGISTRATION_ERRORS: [&str; 5] = [
+    "invalid_redirect_uri",
+    "invalid_client_metadata",
+    "invalid_software_statement",
+    "unapproved_software_statement",
+    "invalid_request",
+];
+
+/// The label value that stands for "no value" (Prometheus treats an empty value as an absent
+/// label, which breaks `by (error)` aggregations).
+pub const NONE: &str = "none";
+
+/// The commit the binary was built from (build.rs: `DCR_GATEWAY_COMMIT` or `git rev-parse`),
+/// `unknown` outside a git checkout (or when built without build.rs).
+pub const BUILD_COMMIT: &str = match option_env!("DCR_GATEWAY_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
 
 /// Series every request touches, resolved on first use: `with_label_values` hashes the label
 /// values and takes a lock on each call. Lazily, so /metrics shows the same series as before.
@@ -94,6 +156,12 @@ impl Metrics {
             "dcr_gateway_registrations_total",
             "Registration requests by result (forwarded, created, rejected_by_idp, invalid, blocked, disabled, ...) and RFC 7591 error code.",
             &["result", "error"],
+        );
+        let known_client_registrations = counter(
+            r,
+            "dcr_gateway_known_client_registrations_total",
+            "Registration requests proven to be a catalogued MCP client's (conf/known-clients.toml), by client id and result.",
+            &["known_client", "result"],
         );
         let buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
         let request_duration = HistogramVec::new(
@@ -199,6 +267,19 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(connections_refused.clone())).expect("unique metric name");
+        let h2_connections_closed = IntCounter::new(
+            "dcr_gateway_h2_abandoned_stream_closes_total",
+            "HTTP/2 connections shut with GOAWAY because the client reset or abandoned too many accepted streams.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(h2_connections_closed.clone())).expect("unique metric name");
+        let idp_discovery_off_gateway = IntGauge::new(
+            "dcr_gateway_idp_discovery_off_gateway",
+            "1 when the IdP's own discovery document advertises a registration endpoint that is not on the gateway \
+             (at start and after reloads that change the upstream or routes).",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(idp_discovery_off_gateway.clone())).expect("unique metric name");
         let head_errors = counter(
             r,
             "dcr_gateway_request_head_errors_total",
@@ -226,6 +307,49 @@ impl Metrics {
         for member in crate::core::verify::VERIFIED_MEMBERS {
             registration_differences.with_label_values(&[member]);
         }
+        let build_info = IntGaugeVec::new(
+            Opts::new("dcr_gateway_build_info", "The running binary: version and git commit (value is always 1)."),
+            &["version", "commit"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(build_info.clone())).expect("unique metric name");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), BUILD_COMMIT]).set(1);
+        register_process_collector(r);
+
+        // Every series a dashboard panel or an alert reads, at zero from the start.
+        for scope in SCOPES {
+            for outcome in OUTCOMES {
+                requests.with_label_values(&[scope.as_str(), outcome.as_str()]);
+            }
+            request_duration.with_label_values(&[scope.as_str()]);
+            check_duration.with_label_values(&[scope.as_str()]);
+        }
+        for result in REGISTRATION_RESULTS {
+            registrations.with_label_values(&[result, NONE]);
+        }
+        for error in INVALID_REGISTRATION_ERRORS {
+            registrations.with_label_values(&["invalid", error]);
+        }
+        for class in ["2xx", "3xx", "4xx", "5xx"] {
+            upstream_responses.with_label_values(&[class]);
+        }
+        for kind in ["connect_failure", "timeout", "no_healthy_upstream", "other"] {
+            upstream_errors.with_label_values(&[kind]);
+        }
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        for database in ["country", "asn"] {
+            geoip_misses.with_label_values(&[database]);
+        }
+        for limit in ["ip", "prefix", "global", "hosted_client"] {
+            rate_limited.with_label_values(&[limit]);
+        }
+        for backend in ["local", "redis", "local_fallback", "fail_open", "fail_closed"] {
+            for result in ["allowed", "limited", "unavailable"] {
+                rate_limit_decisions.with_label_values(&[backend, result]);
+            }
+        }
         let hot = Hot {
             requests: std::array::from_fn(|_| OnceLock::new()),
             request_duration: std::array::from_fn(|_| OnceLock::new()),
@@ -233,10 +357,13 @@ impl Metrics {
             upstream_class: std::array::from_fn(|_| OnceLock::new()),
         };
         Metrics {
+            build_info,
             answers_rewritten,
             registration_differences,
             connections_open,
             connections_refused,
+            h2_connections_closed,
+            idp_discovery_off_gateway,
             head_errors,
             hot,
             rate_limited,
@@ -245,6 +372,7 @@ impl Metrics {
             requests,
             acl_matches,
             registrations,
+            known_client_registrations,
             request_duration,
             check_duration,
             upstream_responses,
@@ -290,10 +418,12 @@ impl Metrics {
         self.hot.upstream_class[i].get_or_init(|| self.upstream_responses.with_label_values(&[class])).inc();
     }
 
-    /// Publish the identity of a newly active snapshot.
+    /// Publish the identity of a newly active snapshot (an empty hash, no rules file, is
+    /// `none`).
     pub fn set_active(&self, config_sha256: &str, rules_sha256: &str, rules: usize) {
+        let or_none = |s: &str| if s.is_empty() { NONE.to_string() } else { s.to_string() };
         self.config_info.reset();
-        self.config_info.with_label_values(&[config_sha256, rules_sha256]).set(1);
+        self.config_info.with_label_values(&[&or_none(config_sha256), &or_none(rules_sha256)]).set(1);
         self.rules_loaded.set(rules as i64);
     }
 
@@ -315,8 +445,75 @@ impl Metrics {
     }
 }
 
+/// `process_*` (CPU seconds, resident and virtual memory, open and max file descriptors,
+/// start time, threads) from /proc on Linux; nothing elsewhere.
+fn register_process_collector(r: &Registry) {
+    #[cfg(target_os = "linux")]
+    {
+        let pc = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(e) = r.register(Box::new(pc)) {
+            tracing::warn!("metrics: process collector not registered: {e}");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = r;
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outcome_list_is_complete_and_ordered() {
+        assert_eq!(OUTCOMES.len(), Outcome::COUNT);
+        for (i, o) in OUTCOMES.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+        for (i, s) in SCOPES.iter().enumerate() {
+            assert_eq!(scope_index(*s), i);
+        }
+    }
+
+    #[test]
+    fn registration_labels_cover_what_the_proxy_counts() {
+        use crate::core::record::registration_result;
+        for o in OUTCOMES {
+            for status in [None, Some(200), Some(201), Some(400)] {
+                let (result, error) = registration_result(o, None, status);
+                assert!(!error.is_empty(), "{result}: empty error label");
+                if result == "invalid" {
+                    assert!(INVALID_REGISTRATION_ERRORS.contains(&error), "{error}");
+                } else {
+                    assert!(REGISTRATION_RESULTS.contains(&result), "{result} is not zero-initialised");
+                    assert_eq!(error, NONE);
+                }
+            }
+        }
+        for code in [
+            crate::dcr::ErrorCode::InvalidRedirectUri,
+            crate::dcr::ErrorCode::InvalidClientMetadata,
+            crate::dcr::ErrorCode::InvalidSoftwareStatement,
+            crate::dcr::ErrorCode::UnapprovedSoftwareStatement,
+        ] {
+            assert!(INVALID_REGISTRATION_ERRORS.contains(&code.as_str()), "{code}");
+        }
+    }
+
+    #[test]
+    fn no_label_value_is_empty_and_build_info_is_set() {
+        let m = Metrics::new();
+        m.set_active("abc", "", 0);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("=\"\""), "an empty label value:\n{text}");
+        assert!(text.contains("rules_sha256=\"none\""), "{text}");
+        assert!(text.contains(&format!("dcr_gateway_build_info{{commit=\"{BUILD_COMMIT}\",version=")), "{text}");
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 }

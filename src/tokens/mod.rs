@@ -32,7 +32,9 @@ pub const INITIAL_ACCESS_TOKEN_PREFIX: &str = "dcrgw_iat_";
 pub const ADMIN_TOKEN_PREFIX: &str = "dcrgw_adm_";
 
 /// The scopes an admin token may carry (the admin API's permissions).
-pub const ADMIN_SCOPES: [&str; 6] = [
+pub const ADMIN_SCOPES: [&str; 8] = [
+    "read:clients",
+    "delete:clients",
     "read:network_acls",
     "create:network_acls",
     "update:network_acls",

@@ -246,7 +246,7 @@ fn overrides_apply() {
     assert_eq!(p.redirect_host_deny, ["evil.example"], "other keys kept");
 
     // The overridden policy is what registrations are checked with.
-    let body = br#"{"redirect_uris":["https://app.partner-x.example/cb"],"grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_basic","response_types":[]}"#;
+    let body = br#"{"redirect_uris":["https://app.partner-x.example/cb"],"grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_post","response_types":[]}"#;
     assert!(crate::dcr::check(body, &base).is_err());
     assert!(crate::dcr::check(body, &p).is_ok());
     let elsewhere = br#"{"redirect_uris":["https://other.example/cb"]}"#;

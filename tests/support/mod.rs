@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod demo_idp;
 pub mod glewlwyd;
+pub mod postgres;
 pub mod raw_upstream;
 pub mod redis_server;
 pub mod upstream;
@@ -351,6 +353,17 @@ pub fn agent() -> ureq::Agent {
 /// (status, body) of a GET, whatever the status.
 pub fn http_get(url: &str) -> (u16, String) {
     response_parts(agent().get(url).call())
+}
+
+/// A registration posted as from `ip` (`X-Forwarded-For`: the builder trusts 127.0.0.1).
+pub fn register_from(gw: &Gateway, ip: &str, body: &str) -> (u16, String) {
+    response_parts(
+        agent()
+            .post(&gw.url("/oidc/register"))
+            .set("content-type", "application/json")
+            .set("x-forwarded-for", ip)
+            .send_string(body),
+    )
 }
 
 pub fn response_parts(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {

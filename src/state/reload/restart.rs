@@ -29,6 +29,12 @@ pub const PER_REQUEST: &[&str] = &[
     "strip_untrusted_headers",
     "set_forwarded",
     "rules_file",
+    // Loaded into the snapshot with the rules (managed lists, signature keys) or read from it
+    // at each summary interval.
+    "acl_managed_lists",
+    "acl_unknown_managed_lists",
+    "acl_signature_keys",
+    "acl_summary_interval_seconds",
     "default_action",
     "country_db",
     "asn_db",
@@ -50,6 +56,14 @@ const START_BOUND: &[(&str, &str, bool)] = &[
     ("audit_output", "audit.output", false),
     ("watch", "reload.watch", false),
     ("reload_debounce", "reload.debounce_ms", false),
+    // The fetcher (limits, CA, allowed ranges) is built at start; host lists, authorize paths
+    // and cache bounds are read per request, but the section is reported whole.
+    ("cimd", "cimd", false),
+    // The store (backend, path, url, key file) and its worker are built at start; the caps,
+    // windows and reaping policy are read per request, but the section is reported whole.
+    ("registry", "registry", false),
+    // The admin documents' source is chosen at start (and its watcher started with it).
+    ("admin_store", "admin.store", false),
 ];
 
 /// Validated fields whose name differs from their key (durations kept in milliseconds).
@@ -187,6 +201,15 @@ mod tests {
             BASE.replace("a.pem", "b.pem").replace("a.key", "b.key")
         ));
         assert_eq!(start_bound_changes(&running, &same), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_admin_store_is_start_bound_and_its_check_interval_is_not() {
+        let running = parse(BASE);
+        let registry = parse(&format!("{BASE}\n[admin]\nstore = \"registry\"\n"));
+        assert_eq!(start_bound_changes(&running, &registry), ["admin.store"]);
+        let interval = parse(&format!("{BASE}\n[admin]\nstore_check_interval_ms = 1000\n"));
+        assert_eq!(start_bound_changes(&running, &interval), Vec::<String>::new());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Admission, Bucket};
+use crate::ratelimit::{Admission, Bucket};
 
 /// KEYS: the buckets, narrowest first. ARGV: limit and TTL (seconds) of each, in turn.
 /// Returns `{0, 0}` when admitted (and counted), `{i, ttl}` when bucket `i` (1-based) refused.

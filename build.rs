@@ -1,0 +1,39 @@
+//! Build metadata for `dcr_gateway_build_info{version, commit}`: the commit comes from
+//! `DCR_GATEWAY_COMMIT` when set (release pipelines, builds outside git), else from
+//! `git rev-parse`, else `unknown`.
+
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=DCR_GATEWAY_COMMIT");
+    let commit = match std::env::var("DCR_GATEWAY_COMMIT") {
+        Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
+        _ => {
+            // Re-run when HEAD moves: HEAD itself (branch switch), the branch's ref (commit) and
+            // packed-refs (gc).
+            if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+                println!("cargo:rerun-if-changed={dir}/HEAD");
+                println!("cargo:rerun-if-changed={dir}/packed-refs");
+                if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+                    println!("cargo:rerun-if-changed={dir}/{r}");
+                }
+            }
+            git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into())
+        }
+    };
+    // A label value: keep it to what a commit id or a version tag can hold.
+    let commit: String =
+        commit.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+')).take(64).collect();
+    let commit = if commit.is_empty() { "unknown".to_string() } else { commit };
+    println!("cargo:rustc-env=DCR_GATEWAY_COMMIT={commit}");
+}

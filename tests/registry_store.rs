@@ -1,0 +1,614 @@
+//! The registry store on both backends — the embedded SQLite file and a real PostgreSQL
+//! server — through the one interface: migrations, records, usage, caps' counts,
+//! de-duplication, reaping candidates, the reaper's lease, initial-access-token uses counted
+//! across replicas, and the sealed token unreadable without its key (the raw row is read).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use dcr_gateway::registry::crypto::KeyRing;
+use dcr_gateway::registry::policy::Counts;
+use dcr_gateway::registry::postgres::Postgres as PgBackend;
+use dcr_gateway::registry::sqlite::Sqlite;
+use dcr_gateway::registry::usage::UsagePaths;
+use dcr_gateway::registry::{Admission, ClientRow, ClientState, Limits, ListQuery, ManualClock, Registry, Store};
+
+const T0: i64 = 1_800_000_000;
+/// The schema version after every migration.
+const LATEST: i64 = dcr_gateway::registry::store::MIGRATIONS.len() as i64;
+
+fn keys(b: u8) -> KeyRing {
+    KeyRing::parse(&format!("k1:{}\n", base64::engine::general_purpose::STANDARD.encode([b; 32]))).unwrap()
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_clients: 0,
+        max_per_software: 0,
+        max_per_prefix: 0,
+        prefix_window_secs: 3600,
+        prefix_v4: 24,
+        prefix_v6: 48,
+        dedupe_window_secs: 3600,
+        unused_grace_secs: 600,
+        idle_after_secs: 86_400,
+    }
+}
+
+fn row(id: &str, created: i64, prefix: &str, software: &str, public: bool) -> ClientRow {
+    ClientRow {
+        client_id: id.into(),
+        created_at: created,
+        last_used_at: None,
+        deleted_at: None,
+        deleted_reason: None,
+        client_ip: "203.0.113.7".into(),
+        prefix: prefix.into(),
+        country: Some("NL".into()),
+        asn: Some(64500),
+        user_agent: Some("test-agent/1".into()),
+        software_id: None,
+        software_version: None,
+        client_name: Some("Test".into()),
+        software_key: software.into(),
+        redirect_hosts: vec!["app.example".into()],
+        auth_method: Some(if public { "none" } else { "client_secret_basic" }.into()),
+        public,
+        fingerprint: format!("fp-{software}"),
+        admitted_by: Some("partner-a".into()),
+        registration_client_uri: Some(format!("https://gw.example/reg/{id}")),
+        idp_client_uri: Some(format!("http://idp.internal/reg/{id}")),
+        token_sealed: None,
+        answer: Some(format!("{{\"client_id\":\"{id}\"}}")),
+    }
+}
+
+/// The same assertions on any backend.
+fn exercise(store: &Store, second: &Store) {
+    // Migrations are idempotent.
+    assert_eq!(store.migrate().unwrap(), (LATEST, LATEST));
+    let l = limits();
+    let a = row("client-a", T0, "203.0.113.0/24", "name:test", true);
+    assert!(store.insert(&a).unwrap());
+    assert!(!store.insert(&a).unwrap(), "a retried insert changes nothing");
+    let got = store.get("client-a").unwrap().unwrap();
+    assert_eq!(got, a);
+    assert_eq!(store.get("nope").unwrap(), None);
+
+    // Usage only moves forward, and only for known live clients.
+    assert_eq!(store.touch_many(&[("client-a".into(), T0 + 100), ("unknown".into(), T0)]).unwrap(), 1);
+    store.touch_many(&[("client-a".into(), T0 + 50)]).unwrap();
+    assert_eq!(store.get("client-a").unwrap().unwrap().last_used_at, Some(T0 + 100));
+
+    // Counts for caps.
+    store.insert(&row("client-b", T0 + 10, "203.0.113.0/24", "name:test", false)).unwrap();
+    store.insert(&row("client-c", T0 + 20, "198.51.100.0/24", "id:other", false)).unwrap();
+    let c = store.counts("name:test", "203.0.113.0/24", T0 + 5).unwrap();
+    assert_eq!((c.live_total, c.live_software, c.prefix_recent), (3, 2, 1));
+    // Each count stops at its bound (a cap's value); a bound of 0 skips it.
+    let bound = Counts { live_total: 2, live_software: 0, prefix_recent: 5 };
+    let c = store.counts_up_to("name:test", "203.0.113.0/24", T0 - 5, bound).unwrap();
+    assert_eq!((c.live_total, c.live_software, c.prefix_recent), (2, 0, 2));
+
+    // De-duplication: same fingerprint and prefix within the window, public only.
+    assert_eq!(store.find_duplicate("fp-name:test", "203.0.113.0/24", T0 - 1).unwrap().unwrap().client_id, "client-a");
+    assert!(store.find_duplicate("fp-name:test", "198.51.100.0/24", T0 - 1).unwrap().is_none());
+    assert!(store.find_duplicate("fp-name:test", "203.0.113.0/24", T0 + 1).unwrap().is_none(), "outside the window");
+    assert!(store.find_duplicate("fp-id:other", "198.51.100.0/24", 0).unwrap().is_none(), "confidential: never");
+
+    // States and reaping candidates at a chosen time.
+    let now = T0 + 100 + 86_400;
+    let ids = |rows: Vec<ClientRow>| rows.into_iter().map(|r| r.client_id).collect::<Vec<_>>();
+    let cands = store.reap_candidates(Some(now - l.unused_grace_secs), Some(now - l.idle_after_secs), 10).unwrap();
+    assert_eq!(ids(cands), vec!["client-a", "client-b", "client-c"]);
+    let early = store.reap_candidates(Some(T0 + 15 - 600), Some(T0 - 86_400), 10).unwrap();
+    assert!(early.is_empty());
+    let q = |state| ListQuery { state: Some(state), limit: 10, ..Default::default() };
+    let (idle, n) = store.list(&q(ClientState::Idle), &l, now).unwrap();
+    assert_eq!((ids(idle), n), (vec!["client-a".to_string()], 1));
+    let (unused, _) = store.list(&q(ClientState::Unused), &l, now).unwrap();
+    assert_eq!(ids(unused), vec!["client-b", "client-c"]);
+    let (active, _) = store.list(&q(ClientState::Active), &l, T0 + 30).unwrap();
+    assert_eq!(ids(active), vec!["client-a", "client-b", "client-c"]);
+    let (page, total) = store.list(&ListQuery { offset: 1, limit: 1, ..Default::default() }, &l, now).unwrap();
+    assert_eq!((ids(page), total), (vec!["client-b".to_string()], 3));
+    let sw = ListQuery { software: Some("id:other".into()), limit: 10, ..Default::default() };
+    assert_eq!(ids(store.list(&sw, &l, now).unwrap().0), vec!["client-c"]);
+    let since = ListQuery { idle_since: Some(T0 + 15), limit: 10, ..Default::default() };
+    assert_eq!(ids(store.list(&since, &l, now).unwrap().0), vec!["client-b"]);
+
+    // Deletion marks the row and drops the token; it leaves the live counts.
+    assert!(store.mark_deleted("client-b", now, "reaped:unused").unwrap());
+    assert!(!store.mark_deleted("client-b", now, "again").unwrap());
+    let b = store.get("client-b").unwrap().unwrap();
+    assert_eq!((b.deleted_at, b.deleted_reason.as_deref(), b.token_sealed), (Some(now), Some("reaped:unused"), None));
+    assert_eq!(store.totals().unwrap(), (2, 1));
+    assert_eq!(ids(store.list(&q(ClientState::Deleted), &l, now).unwrap().0), vec!["client-b"]);
+
+    // The reaper's lease: one holder at a time, across two connections (two replicas).
+    assert!(store.try_lease("reaper", "replica-1", T0, T0 + 60).unwrap());
+    assert!(!second.try_lease("reaper", "replica-2", T0 + 10, T0 + 70).unwrap());
+    assert!(store.try_lease("reaper", "replica-1", T0 + 20, T0 + 80).unwrap(), "renewed by its holder");
+    assert!(second.try_lease("reaper", "replica-2", T0 + 81, T0 + 140).unwrap(), "taken once expired");
+    second.release_lease("reaper", "replica-2").unwrap();
+    assert!(store.try_lease("reaper", "replica-1", T0 + 82, T0 + 90).unwrap(), "free once released");
+
+    // Initial-access-token uses counted in the store: N replicas, one limit.
+    let taken: u64 = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                let st = if i % 2 == 0 { store.clone() } else { second.clone() };
+                s.spawn(move || (0..3).filter(|_| st.take_token_use("tokhash", 5).unwrap()).count() as u64)
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(taken, 5, "exactly max_uses across both connections");
+    assert_eq!(store.token_uses("tokhash").unwrap(), 5);
+    second.return_token_use("tokhash").unwrap();
+    assert!(store.take_token_use("tokhash", 5).unwrap());
+    assert!(!store.take_token_use("tokhash", 5).unwrap());
+}
+
+fn sqlite_pair(dir: &std::path::Path) -> (Store, Store) {
+    let path = dir.join("registry.db");
+    let a = Store::new(Arc::new(Sqlite::open(&path).unwrap()));
+    assert_eq!(a.migrate().unwrap(), (0, LATEST));
+    let b = Store::new(Arc::new(Sqlite::open(&path).unwrap()));
+    (a, b)
+}
+
+#[test]
+fn sqlite_store_does_what_the_registry_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = sqlite_pair(dir.path());
+    exercise(&a, &b);
+    // WAL mode, on disk.
+    let conn = rusqlite::Connection::open(dir.path().join("registry.db")).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn postgres_store_does_what_the_registry_needs() {
+    let pg = support::postgres::Postgres::start();
+    let url = pg.database("registry_store");
+    let a = Store::new(Arc::new(PgBackend::connect(&url).unwrap()));
+    // Two replicas starting together migrate once.
+    let b = Store::new(Arc::new(PgBackend::connect(&url).unwrap()));
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| a.migrate().unwrap());
+        let hb = s.spawn(|| b.migrate().unwrap());
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let mut got = [ra, rb];
+    got.sort();
+    assert_eq!(got, [(0, LATEST), (LATEST, LATEST)]);
+    exercise(&a, &b);
+}
+
+#[test]
+fn postgres_connection_is_reopened_after_the_server_drops_it() {
+    let pg = support::postgres::Postgres::start();
+    let store = pg_store(&pg, "registry_reconnect");
+    let mut admin = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'registry_reconnect' AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    // The first call after the drop fails (counted by the caller); the next reconnects.
+    let _ = store.totals();
+    assert!(support::wait_until(Duration::from_secs(10), || store.totals().is_ok()));
+}
+
+/// The registry over a store: records off the caller's thread, usage flushed in batches, caps
+/// and de-duplication (pending records included), tokens sealed at rest.
+fn registry_behaviour(store: Store, raw_token: impl Fn(&str) -> Option<String>) {
+    let clock = ManualClock::at(T0);
+    let reg = Registry::with_store(
+        store,
+        keys(7),
+        clock.clone(),
+        UsagePaths { authorize: vec!["/auth".into()], form: vec!["/token".into()] },
+        16,
+        Duration::from_millis(20),
+    );
+    let mut l = limits();
+    l.max_per_software = 2;
+    let sent = br#"{"client_name":"Registry Test","redirect_uris":["https://app.example/cb"],"token_endpoint_auth_method":"none"}"#;
+    let ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    let id = match reg.admit(sent, ip, &l).unwrap() {
+        Admission::Forward(id) => id,
+        other => panic!("{other:?}"),
+    };
+    assert!(id.public);
+    assert_eq!(id.prefix, "203.0.113.0/24");
+    let answer: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        r#"{"client_id":"pub-1","registration_access_token":"rat-plaintext-123","registration_client_uri":"http://idp/reg/pub-1",
+            "token_endpoint_auth_method":"none","client_name":"Registry Test","redirect_uris":["https://app.example/cb"]}"#,
+    )
+    .unwrap();
+    let hosts = vec!["app.example".to_string()];
+    let accepted = dcr_gateway::registry::Accepted {
+        client_ip: ip,
+        country: Some("NL"),
+        asn: Some(64500),
+        user_agent: Some("ua/1"),
+        sent,
+        client_name: Some("Registry Test"),
+        redirect_hosts: &hosts,
+        admitted_by: None,
+        answer: &answer,
+        public_client_uri: Some("http://gw/reg/pub-1".into()),
+    };
+    reg.record(&accepted, &l);
+    // Identical public registration from the same prefix: the existing client, before and
+    // after the write, without its token.
+    for _ in 0..2 {
+        match reg.admit(sent, "203.0.113.200".parse().unwrap(), &l).unwrap() {
+            Admission::Duplicate { client_id, answer } => {
+                assert_eq!(client_id, "pub-1");
+                assert!(answer.get("registration_access_token").is_none());
+                assert_eq!(answer["client_name"], "Registry Test");
+            }
+            other => panic!("{other:?}"),
+        }
+        reg.sync();
+    }
+    // Another prefix: forwarded.
+    assert!(matches!(reg.admit(sent, "198.51.100.1".parse().unwrap(), &l).unwrap(), Admission::Forward(_)));
+    let stored = reg.store().get("pub-1").unwrap().unwrap();
+    assert_eq!(stored.software_key, "name:registry test");
+    assert_eq!(stored.idp_client_uri.as_deref(), Some("http://idp/reg/pub-1"));
+    assert_eq!(stored.registration_client_uri.as_deref(), Some("http://gw/reg/pub-1"));
+    assert!(!stored.answer.as_deref().unwrap().contains("rat-plaintext-123"));
+    let view = stored.view(ClientState::Active).to_string();
+    assert!(!view.contains("rat-plaintext") && !view.contains("v1.k1."), "{view}");
+    // The raw row holds ciphertext only; the right key opens it, another key does not.
+    let raw = raw_token("pub-1").expect("a sealed token in the row");
+    assert!(raw.starts_with("v1.k1.") && !raw.contains("rat-plaintext-123"));
+    assert_eq!(keys(7).open("pub-1", &raw).unwrap(), "rat-plaintext-123");
+    assert!(keys(8).open("pub-1", &raw).is_err());
+
+    // Caps: a second client of the same software is allowed, the third refused.
+    let sent2 = br#"{"client_name":"Registry  TEST","redirect_uris":["https://other.example/cb"],"token_endpoint_auth_method":"client_secret_basic"}"#;
+    assert!(matches!(reg.admit(sent2, ip, &l).unwrap(), Admission::Forward(_)));
+    let answer2: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"client_id":"conf-2","client_secret":"s3cret"}"#).unwrap();
+    reg.record(&dcr_gateway::registry::Accepted { sent: sent2, answer: &answer2, ..accepted }, &l);
+    match reg.admit(sent2, ip, &l).unwrap() {
+        Admission::Capped(cap) => assert_eq!(cap.as_str(), "software"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reg.metrics.cap_refusals.with_label_values(&["software"]).get(), 1);
+    assert_eq!(reg.metrics.dedupes.get(), 2);
+    reg.sync();
+    assert_eq!(reg.store().get("conf-2").unwrap().unwrap().answer, None, "confidential answers are not kept");
+
+    // Usage: aggregated, flushed by the worker at the registry's time.
+    clock.set(T0 + 500);
+    reg.sync();
+    assert_eq!(
+        reg.usage.observe_head("/auth?client_id=pub-1&response_type=code", None),
+        dcr_gateway::registry::usage::Observe::Touched
+    );
+    reg.sync();
+    assert_eq!(reg.store().get("pub-1").unwrap().unwrap().last_used_at, Some(T0 + 500));
+    reg.shutdown();
+}
+
+#[test]
+fn registry_records_dedupes_caps_and_tracks_usage_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite_pair(dir.path());
+    let path = dir.path().join("registry.db");
+    registry_behaviour(store, |id| {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.query_row("SELECT token_sealed FROM clients WHERE client_id = ?1", [id], |r| r.get(0)).ok()
+    });
+}
+
+#[test]
+fn registry_records_dedupes_caps_and_tracks_usage_on_postgres() {
+    let pg = support::postgres::Postgres::start();
+    let url = pg.database("registry_behaviour");
+    let store = Store::new(Arc::new(PgBackend::connect(&url).unwrap()));
+    store.migrate().unwrap();
+    registry_behaviour(store, |id| {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.query_opt("SELECT token_sealed FROM clients WHERE client_id = $1", &[&id]).unwrap().and_then(|r| r.get(0))
+    });
+}
+
+#[test]
+fn two_replicas_on_one_postgres_share_caps_and_one_reaps() {
+    let pg = support::postgres::Postgres::start();
+    let url = pg.database("registry_fleet");
+    let open = || {
+        let s = Store::new(Arc::new(PgBackend::connect(&url).unwrap()));
+        s.migrate().unwrap();
+        s
+    };
+    let clock = ManualClock::at(T0);
+    let paths = UsagePaths::default();
+    let r1 = Registry::with_store(open(), keys(1), clock.clone(), paths.clone(), 16, Duration::from_millis(20));
+    let r2 = Registry::with_store(open(), keys(1), clock.clone(), paths, 16, Duration::from_millis(20));
+    let mut l = limits();
+    l.max_clients = 2;
+    let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    for (i, reg) in [&r1, &r2].into_iter().enumerate() {
+        let sent = format!(r#"{{"client_name":"c{i}","redirect_uris":["https://a.example/cb"]}}"#);
+        assert!(matches!(reg.admit(sent.as_bytes(), ip, &l).unwrap(), Admission::Forward(_)));
+        let answer: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&format!(r#"{{"client_id":"fleet-{i}"}}"#)).unwrap();
+        let acc = dcr_gateway::registry::Accepted {
+            client_ip: ip,
+            country: None,
+            asn: None,
+            user_agent: None,
+            sent: sent.as_bytes(),
+            client_name: None,
+            redirect_hosts: &[],
+            admitted_by: None,
+            answer: &answer,
+            public_client_uri: None,
+        };
+        reg.record(&acc, &l);
+        reg.sync();
+    }
+    // The third registration, on either replica, meets the shared total.
+    for reg in [&r1, &r2] {
+        assert!(matches!(reg.admit(br#"{"client_name":"c9"}"#, ip, &l).unwrap(), Admission::Capped(_)));
+    }
+    // Reaping in report mode at a time when both are unused: only one replica's pass runs
+    // while the other holds the lease.
+    clock.set(T0 + 10_000);
+    assert!(r1.store().try_lease("reaper", &r1.holder, T0, i64::MAX / 2).unwrap());
+    let upstream = dcr_gateway::config::parse(
+        "[upstream]\norigins = [\"http://127.0.0.1:9\"]\n",
+        std::path::Path::new("/tmp/x.toml"),
+    )
+    .unwrap()
+    .upstream;
+    let report = dcr_gateway::registry::reap::reap_once(
+        &r2,
+        &l,
+        &upstream,
+        dcr_gateway::config::schema::ReapMode::Report,
+        60,
+        &|_| {},
+    )
+    .unwrap();
+    assert!(report.lease_elsewhere);
+    r1.store().release_lease("reaper", &r1.holder).unwrap();
+    let lines = std::sync::Mutex::new(Vec::new());
+    let report = dcr_gateway::registry::reap::reap_once(
+        &r2,
+        &l,
+        &upstream,
+        dcr_gateway::config::schema::ReapMode::Report,
+        60,
+        &|v| lines.lock().unwrap().push(v.clone()),
+    )
+    .unwrap();
+    assert_eq!(report.reported.len(), 2);
+    assert!(lines.lock().unwrap().iter().all(|v| v["event"] == "registry_reap" && v["reason"] == "unused"));
+    r1.shutdown();
+    r2.shutdown();
+}
+
+/// Caps count every accepted registration exactly once while the worker commits it: a row
+/// committed between the store's count and the scan of rows still queued was once missed,
+/// letting a registration past a full cap (seen on PostgreSQL under CI load).
+fn caps_never_miss_a_registration_the_worker_is_committing(store: Store) {
+    let reg = registry_on(store, ManualClock::at(T0), 1024, Duration::from_millis(20));
+    let sent = br#"{"client_name":"Race","redirect_uris":["https://race.example/cb"],"token_endpoint_auth_method":"client_secret_basic"}"#;
+    let ip: std::net::IpAddr = "198.51.100.4".parse().unwrap();
+    let hosts = vec!["race.example".to_string()];
+    let mut l = limits();
+    for i in 0..400u64 {
+        let answer: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&format!(r#"{{"client_id":"race-{i}"}}"#)).unwrap();
+        let accepted = dcr_gateway::registry::Accepted {
+            client_ip: ip,
+            country: None,
+            asn: None,
+            user_agent: None,
+            sent,
+            client_name: Some("Race"),
+            redirect_hosts: &hosts,
+            admitted_by: None,
+            answer: &answer,
+            public_client_uri: None,
+        };
+        reg.record(&accepted, &l);
+        // Admit as the worker writes: all i + 1 recorded clients fill a cap of i + 1.
+        l.max_clients = i + 1;
+        for _ in 0..3 {
+            match reg.admit(sent, ip, &l).unwrap() {
+                Admission::Capped(cap) => assert_eq!(cap.as_str(), "total"),
+                other => panic!("client {i}: a full cap admitted {other:?}"),
+            }
+            // The proxy's path without the blocking pool: refused too, or not decided there.
+            match reg.admit_in_memory(sent, ip, &l) {
+                Some(Admission::Capped(cap)) => assert_eq!(cap.as_str(), "total"),
+                None => {}
+                other => panic!("client {i}: a full cap admitted in memory {other:?}"),
+            }
+        }
+    }
+    reg.sync();
+    reg.shutdown();
+}
+
+/// On SQLite the counts are kept in memory (`registry::tally`); on PostgreSQL they are asked
+/// of the store under the commit gate. Both count each registration once.
+#[test]
+fn caps_never_miss_a_registration_the_worker_is_committing_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite_pair(dir.path());
+    caps_never_miss_a_registration_the_worker_is_committing(store);
+}
+
+#[test]
+fn caps_never_miss_a_registration_the_worker_is_committing_on_postgres() {
+    let pg = support::postgres::Postgres::start();
+    caps_never_miss_a_registration_the_worker_is_committing(pg_store(&pg, "registry_commit_race"));
+}
+
+/// A registry over `store` without usage paths, its worker ticking every `tick`.
+fn registry_on(store: Store, clock: Arc<ManualClock>, queue: usize, tick: Duration) -> Arc<Registry> {
+    Registry::with_store(store, keys(7), clock, UsagePaths { authorize: vec![], form: vec![] }, queue, tick)
+}
+
+/// A migrated store in a new database of the test's PostgreSQL server.
+fn pg_store(pg: &support::postgres::Postgres, db: &str) -> Store {
+    let store = Store::new(Arc::new(PgBackend::connect(&pg.database(db)).unwrap()));
+    store.migrate().unwrap();
+    store
+}
+
+/// The counts kept in memory for an SQLite store are the store's own at every step: queued
+/// records, the prefix window sliding with the injected clock, clients deleted through RFC
+/// 7592 or by the reaper's path, rows another process writes or deletes (seen at the worker's
+/// next tick), and a reload widening the window.
+#[test]
+fn kept_counts_are_the_stores_counts() {
+    use dcr_gateway::registry::Clock;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, other_process) = sqlite_pair(dir.path());
+    let clock = ManualClock::at(T0);
+    let reg = registry_on(store.clone(), clock.clone(), 64, Duration::from_secs(3600));
+    let mut l = limits();
+    (l.max_clients, l.max_per_software, l.max_per_prefix, l.prefix_window_secs) = (100, 100, 100, 100);
+    let (p1, p2) = ("203.0.113.0/24", "198.51.100.0/24");
+    let record = |id: &str, name: &str, ip: &str| {
+        let sent = format!(r#"{{"client_name":"{name}","redirect_uris":["https://{id}.example/cb"]}}"#);
+        let answer: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&format!(r#"{{"client_id":"{id}"}}"#)).unwrap();
+        let a = dcr_gateway::registry::Accepted {
+            client_ip: ip.parse().unwrap(),
+            country: None,
+            asn: None,
+            user_agent: None,
+            sent: sent.as_bytes(),
+            client_name: Some(name),
+            redirect_hosts: &[],
+            admitted_by: None,
+            answer: &answer,
+            public_client_uri: None,
+        };
+        reg.record(&a, &l);
+    };
+    let kept = |l: &Limits, key: &str, prefix: &str| {
+        let c = reg.counts(key, prefix, l).unwrap();
+        (c.live_total, c.live_software, c.prefix_recent)
+    };
+    // After a sync nothing is queued: the kept counts must equal the store's, for every key
+    // and prefix asked.
+    let same_as_store = |l: &Limits, step: &str| {
+        reg.sync();
+        for key in ["name:a", "name:b", "name:c"] {
+            for prefix in [p1, p2] {
+                let s = store.counts(key, prefix, clock.now() - l.prefix_window_secs).unwrap();
+                assert_eq!(
+                    kept(l, key, prefix),
+                    (s.live_total, s.live_software, s.prefix_recent),
+                    "{step}: {key} {prefix}"
+                );
+            }
+        }
+    };
+    // Seeded from an empty store at the first cap check, then counting queued records.
+    assert_eq!(kept(&l, "name:a", p1), (0, 0, 0));
+    record("c1", "A", "203.0.113.1");
+    clock.set(T0 + 10);
+    record("c2", "a", "198.51.100.1");
+    clock.set(T0 + 20);
+    record("c3", "B", "203.0.113.2");
+    assert_eq!(kept(&l, "name:a", p1), (3, 2, 2), "queued records count");
+    same_as_store(&l, "written");
+
+    // The prefix window slides with the clock (deleted or not, a registration counts while in it).
+    clock.set(T0 + 100);
+    assert_eq!(kept(&l, "name:a", p1), (3, 2, 2), "c1 at the window's start still counts");
+    clock.set(T0 + 101);
+    assert_eq!(kept(&l, "name:a", p1), (3, 2, 1));
+    same_as_store(&l, "window slid");
+    clock.set(T0 + 121);
+    assert_eq!(kept(&l, "name:a", p1), (3, 2, 0));
+    same_as_store(&l, "window past");
+
+    // Deleted through RFC 7592 (queued to the worker) and by the reaper's path.
+    reg.changed("c2", true);
+    same_as_store(&l, "rfc7592 delete");
+    assert_eq!(kept(&l, "name:a", p2), (2, 1, 0));
+    assert!(reg.mark_deleted("c3", clock.now(), "reaped:unused").unwrap());
+    assert!(!reg.mark_deleted("c3", clock.now(), "reaped:unused").unwrap(), "counted out once");
+    assert_eq!(kept(&l, "name:b", p1), (1, 0, 0));
+    same_as_store(&l, "reaped");
+
+    // Another process (the CLI's `clients reap`, a second gateway on the file) writes: seen at
+    // the worker's next tick.
+    assert!(other_process.mark_deleted("c1", clock.now(), "reaped:idle").unwrap());
+    let mut foreign = row("c4", clock.now(), p2, "name:c", false);
+    foreign.client_name = Some("C".into());
+    assert!(other_process.insert(&foreign).unwrap());
+    same_as_store(&l, "other process");
+    assert_eq!(kept(&l, "name:c", p2), (1, 1, 1));
+
+    // A reload widening the window counts again from the store: c1..c3 are back in it.
+    clock.set(T0 + 130);
+    record("c5", "C", "203.0.113.3");
+    let wide = Limits { prefix_window_secs: 1000, ..l.clone() };
+    assert_eq!(kept(&wide, "name:c", p1), (2, 2, 3));
+    same_as_store(&wide, "window widened");
+    reg.shutdown();
+}
+
+/// The proxy decides on its own thread only what memory can decide: kept counts seeded for
+/// the window asked (SQLite), and no duplicate to look up in the store.
+#[test]
+fn admission_in_memory_only_when_the_store_is_not_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite_pair(dir.path());
+    let reg = registry_on(store, ManualClock::at(T0), 64, Duration::from_secs(3600));
+    let mut l = limits();
+    l.max_per_software = 1;
+    let ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    let confidential = br#"{"client_name":"Mem","redirect_uris":["https://m.example/cb"],"token_endpoint_auth_method":"client_secret_basic"}"#;
+    let public =
+        br#"{"client_name":"Other","redirect_uris":["https://o.example/cb"],"token_endpoint_auth_method":"none"}"#;
+    assert!(reg.admit_in_memory(confidential, ip, &l).is_none(), "not seeded yet");
+    assert!(matches!(reg.admit(confidential, ip, &l).unwrap(), Admission::Forward(_)));
+    assert!(matches!(reg.admit_in_memory(confidential, ip, &l), Some(Admission::Forward(_))));
+    let answer: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r#"{"client_id":"mem-1"}"#).unwrap();
+    let accepted = dcr_gateway::registry::Accepted {
+        client_ip: ip,
+        country: None,
+        asn: None,
+        user_agent: None,
+        sent: confidential,
+        client_name: Some("Mem"),
+        redirect_hosts: &[],
+        admitted_by: None,
+        answer: &answer,
+        public_client_uri: None,
+    };
+    reg.record(&accepted, &l);
+    match reg.admit_in_memory(confidential, ip, &l) {
+        Some(Admission::Capped(cap)) => assert_eq!(cap.as_str(), "software"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reg.metrics.cap_refusals.with_label_values(&["software"]).get(), 1);
+    assert!(reg.admit_in_memory(public, ip, &l).is_none(), "a public client's duplicate is looked up in the store");
+    let no_dedupe = Limits { dedupe_window_secs: 0, ..l.clone() };
+    assert!(matches!(reg.admit_in_memory(public, ip, &no_dedupe), Some(Admission::Forward(_))));
+    let wider = Limits { prefix_window_secs: l.prefix_window_secs + 1, ..l.clone() };
+    assert!(reg.admit_in_memory(confidential, ip, &wider).is_none(), "a wider window is seeded from the store first");
+    reg.shutdown();
+}
