@@ -189,3 +189,82 @@ fn a_missing_or_empty_secret_file_fails_check_without_quoting_it() {
     assert!(text.contains("upstream.registration_token_file"), "{text}");
     assert!(text.contains("upstream.headers[0].value_file"), "{text}");
 }
+
+/// `[upstream] refuse_changed_registrations`: a registration the IdP changed is deleted at the
+/// IdP with the token it issued (RFC 7592) and refused; nothing the IdP issued reaches the
+/// client, a log line or the metrics.
+#[test]
+fn a_changed_registration_is_undone_and_refused_when_configured() {
+    let up = RawUpstream::start();
+    up.respond_with(
+        "/reg",
+        201,
+        "application/json",
+        r#"{"client_id":"c-changed","client_secret":"SECRET-from-idp","registration_access_token":"RAT-changed-t0k3n","registration_client_uri":"{origin}/reg/c-changed","token_endpoint_auth_method":"client_secret_basic","redirect_uris":["http://127.0.0.1:8976/cb"]}"#,
+    );
+    up.respond_with("/reg/c-changed", 204, "application/json", "");
+    let gw = GatewayBuilder::new(&up.origin())
+        .upstream_keys("profile = \"node-oidc-provider\"\nrefuse_changed_registrations = true")
+        .start();
+    let (status, answer) = register(&gw, &public_client(), None);
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"], "invalid_client_metadata");
+    let description = answer["error_description"].as_str().unwrap();
+    assert!(description.contains("token_endpoint_auth_method") && description.contains("undone"), "{description}");
+    assert!(answer.get("client_id").is_none() && answer.get("client_secret").is_none(), "{answer}");
+
+    // What reached the IdP: the registration as the proxy sends it, then its RFC 7592 DELETE.
+    let seen: Vec<_> = up.recorded().into_iter().filter(|r| !r.target_str().starts_with("/.well-known")).collect();
+    assert_eq!(seen.len(), 2, "{:?}", seen.iter().map(|r| (&r.method, r.target_str())).collect::<Vec<_>>());
+    assert_eq!((seen[0].method.as_str(), seen[0].target_str().as_str()), ("POST", "/reg"));
+    assert!(seen[0].header("x-forwarded-for").is_some() && seen[0].header("x-request-id").is_some());
+    let sent: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(sent["token_endpoint_auth_method"], "none", "{sent}");
+    assert_eq!((seen[1].method.as_str(), seen[1].target_str().as_str()), ("DELETE", "/reg/c-changed"));
+    assert_eq!(seen[1].header("authorization").as_deref(), Some("Bearer RAT-changed-t0k3n"));
+
+    assert_eq!(gw.wait_metric("dcr_gateway_registrations_undone_total{result=\"deleted\"}", 1.0), 1.0);
+    assert_eq!(gw.metric("dcr_gateway_registrations_undone_total{result=\"failed\"}"), 0.0);
+    let audit = gw.wait_audit(1);
+    let line = audit.iter().find(|l| l["client_id"] == "c-changed").unwrap_or_else(|| panic!("{audit:?}"));
+    assert_eq!(line["status"], 400, "{line}");
+    assert!(line["idp_changed_members"].as_array().is_some_and(|m| !m.is_empty()), "{line}");
+    assert_nowhere(&gw, "SECRET-from-idp");
+    assert_nowhere(&gw, "RAT-changed-t0k3n");
+}
+
+/// With `refuse_changed_registrations`, a registration the IdP kept as sent is answered as a
+/// proxied one would be: 201 (normalized from the IdP's 200), JSON, `no-store`, the
+/// `registration_client_uri` on the gateway; one request reached the IdP.
+#[test]
+fn an_unchanged_registration_passes_when_changes_are_refused() {
+    let up = RawUpstream::start();
+    up.respond_with(
+        "/reg",
+        200,
+        "application/json",
+        r#"{"client_id":"c-kept","registration_access_token":"RAT-kept-t0k3n","registration_client_uri":"{origin}/reg/c-kept","token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"redirect_uris":["http://127.0.0.1:8976/cb"]}"#,
+    );
+    let gw = GatewayBuilder::new(&up.origin())
+        .upstream_keys("profile = \"node-oidc-provider\"\nrefuse_changed_registrations = true")
+        .start();
+    let r = agent()
+        .post(&gw.url("/oidc/register"))
+        .set("content-type", "application/json")
+        .send_string(&public_client().to_string())
+        .expect("201");
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(r.header("x-request-id").is_some());
+    let answer: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+    assert_eq!(answer["client_id"], "c-kept");
+    let uri = answer["registration_client_uri"].as_str().unwrap();
+    assert!(uri.starts_with(&gw.url("/oidc/register/")), "rewritten onto the gateway: {uri}");
+    let seen: Vec<_> = up.recorded().into_iter().filter(|r| !r.target_str().starts_with("/.well-known")).collect();
+    assert_eq!(seen.len(), 1, "no DELETE: {:?}", seen.iter().map(|r| (&r.method, r.target_str())).collect::<Vec<_>>());
+    assert_eq!(gw.metric("dcr_gateway_registrations_undone_total{result=\"deleted\"}"), 0.0);
+    let audit = gw.wait_audit(1);
+    assert_eq!(audit[0]["client_id"], "c-kept", "{audit:?}");
+    assert_eq!(gw.wait_metric("dcr_gateway_registrations_total{error=\"none\",result=\"accepted\"}", 1.0), 1.0);
+}

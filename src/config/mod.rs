@@ -143,6 +143,9 @@ pub struct Idp {
     pub serialize_registrations: bool,
     /// With it: the next registration waits this long after the IdP answered the previous one.
     pub serialize_spacing: Duration,
+    /// `[upstream] refuse_changed_registrations`: the gateway sends registrations itself and
+    /// undoes (RFC 7592 DELETE) and refuses those the IdP changed (`proxy::verified`).
+    pub refuse_changed_registrations: bool,
 }
 
 /// The secret values the snapshot read for [`Idp`]: marked sensitive, and `Debug` prints
@@ -684,6 +687,7 @@ impl Validator {
             serialize_spacing: Duration::from_millis(
                 u.serialize_spacing_ms.unwrap_or(chosen.registration.serialize_spacing_ms).min(60_000),
             ),
+            refuse_changed_registrations: u.refuse_changed_registrations,
         };
         (routes, idp)
     }

@@ -126,6 +126,12 @@ pub struct UpstreamSection {
     /// With serialized registrations: the next one waits this long after the IdP answered the
     /// previous one; absent: the profile's.
     pub serialize_spacing_ms: Option<u64>,
+    /// Refuse a registration the IdP registered differently from what the gateway sent (its
+    /// answer differs in a verified member not in the profile's known drops): the gateway
+    /// sends such registrations itself, reads the whole answer, deletes the client at the IdP
+    /// (RFC 7592) and answers 400 `invalid_client_metadata`. Off: differences are counted and
+    /// audited only.
+    pub refuse_changed_registrations: bool,
 }
 
 /// `{ name = "cname-api-key", value_file = "secrets/cname-api-key" }`
@@ -157,6 +163,7 @@ impl Default for UpstreamSection {
             client_ip_header: None,
             serialize_registrations: None,
             serialize_spacing_ms: None,
+            refuse_changed_registrations: false,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod server;
 mod signals;
 pub mod tls;
 pub mod upstream;
+mod verified;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -299,6 +300,106 @@ impl Gateway {
     }
 }
 
+/// The IdP's answer, read once whoever carried it (Pingora's response hooks, or the gateway's
+/// own exchange in `verified`): status bookkeeping, what is read in the body, and what follows.
+impl Gateway {
+    /// The IdP answered `status` (not informational).
+    fn upstream_answered(&self, ctx: &mut RequestCtx, status: u16) {
+        ctx.upstream.status = Some(status);
+        ctx.timing.upstream_latency = ctx.timing.upstream_start.map(|s| s.elapsed());
+        self.metrics.count_upstream_response(status);
+    }
+
+    /// An initial access token's use is spent when the IdP accepted the registration. Any
+    /// other answer drops the lease and gives the use back (as do 502/504, aborted requests and
+    /// registrations the gateway undid).
+    fn spend_token_use(ctx: &mut RequestCtx, status: u16) {
+        let accepted = (200..300).contains(&status);
+        if let (Some(u), true) = (ctx.registration.store_token_use.take(), accepted) {
+            u.commit();
+        }
+        if let (Some(lease), true) = (ctx.registration.token_lease.take(), accepted) {
+            lease.commit();
+        }
+    }
+
+    /// Read the answer's body: the issued client_id and the IdP's error code, and for a
+    /// registration the members the IdP changed (`core::verify`, counted). The answer is parsed
+    /// once: into a tree when it is rewritten or verified (returned), else only its client_id and
+    /// error (no tree; the secrets beside them are dropped here).
+    fn read_answer(&self, ctx: &mut RequestCtx, buf: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let success = ctx.upstream.status.is_some_and(|s| (200..300).contains(&s));
+        let verify = success && ctx.registration.is_registration_post && ctx.registration.body.is_some();
+        let tree = if ctx.upstream.rewrite.is_some() || verify {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(buf).ok()
+        } else {
+            None
+        };
+        match &tree {
+            Some(doc) => {
+                let text = |k: &str| doc.get(k).and_then(serde_json::Value::as_str);
+                ctx.upstream.client_id = text("client_id").map(|s| truncate_chars(s, 256));
+                ctx.upstream.idp_error = text("error").and_then(record::idp_error_code);
+            }
+            None => {
+                if let Ok(v) = serde_json::from_slice::<IdpAnswer>(buf) {
+                    ctx.upstream.client_id = v.client_id.map(|s| truncate_chars(&s, 256));
+                    ctx.upstream.idp_error = v.error.and_then(|e| record::idp_error_code(&e));
+                }
+            }
+        }
+        if let (true, Some(sent), Some(snap), Some(answer)) =
+            (verify, ctx.registration.body.as_ref(), ctx.admission.snapshot.as_ref(), tree.as_ref())
+        {
+            // What the IdP made of the registration, compared with what it was sent.
+            let changed =
+                crate::core::verify::differences_in(sent, answer, &snap.config.idp.known_drops).unwrap_or_default();
+            for member in &changed {
+                self.metrics.registration_differences.with_label_values(&[member]).inc();
+            }
+            if !changed.is_empty() && DIFFERENCE_WARNINGS.admit() {
+                // Every difference is in the metric and the audit line; the log says so at
+                // most once a second, not once per registration of a flood.
+                tracing::warn!(request_id = %ctx.admission.request_id, members = ?changed, "the IdP registered the client differently from what the gateway sent (further differences this second: metric dcr_gateway_registration_differences_total and audit lines only)");
+            }
+            ctx.upstream.changed_members = changed;
+        }
+        tree
+    }
+
+    /// What follows an answer the client will get: the partner pin and the registry's record
+    /// of an accepted registration, and the rewrite. `Some(body)` when the body was held back
+    /// to be rewritten (the rewritten body, else the original).
+    fn settle_answer(
+        &self,
+        ctx: &mut RequestCtx,
+        tree: Option<serde_json::Map<String, serde_json::Value>>,
+        buf: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let success = ctx.upstream.status.is_some_and(|s| (200..300).contains(&s));
+        if let (Some(id), Some(token), true) = (&ctx.upstream.client_id, &ctx.registration.token, success) {
+            self.pins.pin(id, &token.overrides);
+        }
+        let verify = success && ctx.registration.is_registration_post && ctx.registration.body.is_some();
+        if let (true, Some(answer)) = (verify, tree.as_ref()) {
+            self.registry_record(ctx, answer);
+        }
+        let (kind, rw) = ctx.upstream.rewrite.take()?;
+        let rewritten = tree.and_then(|doc| match kind {
+            Rewrite::Discovery => rw.rewrite_discovery_doc(doc),
+            Rewrite::Registration => rw.rewrite_registration_doc(doc),
+        });
+        if rewritten.is_some() {
+            let label = match kind {
+                Rewrite::Discovery => "discovery",
+                Rewrite::Registration => "registration",
+            };
+            self.metrics.answers_rewritten.with_label_values(&[label]).inc();
+        }
+        Some(rewritten.unwrap_or(buf))
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -487,19 +588,8 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         let status = resp.status.as_u16();
-        ctx.upstream.status = Some(status);
-        ctx.timing.upstream_latency = ctx.timing.upstream_start.map(|s| s.elapsed());
-        self.metrics.count_upstream_response(status);
-        if let (Some(u), true) = (ctx.registration.store_token_use.take(), (200..300).contains(&status)) {
-            u.commit();
-        }
-        if let Some(lease) = ctx.registration.token_lease.take() {
-            if (200..300).contains(&status) {
-                // The IdP accepted the registration: the use is spent. Any other answer drops
-                // the lease and gives the use back (as do 502/504 and aborted requests).
-                lease.commit();
-            }
-        }
+        self.upstream_answered(ctx, status);
+        Self::spend_token_use(ctx, status);
         let success = (200..300).contains(&status);
         if ctx.registration.is_registration_post
             && success
@@ -630,68 +720,9 @@ impl ProxyHttp for Gateway {
         }
         if end_of_stream {
             if let Some(buf) = ctx.upstream.capture.take() {
-                let success = ctx.upstream.status.is_some_and(|s| (200..300).contains(&s));
-                let verify = success && ctx.registration.is_registration_post && ctx.registration.body.is_some();
-                // The answer is parsed once: into a tree when it is rewritten or verified,
-                // else only its client_id and error (no tree; the secrets beside them are
-                // dropped here).
-                let tree = if ctx.upstream.rewrite.is_some() || verify {
-                    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&buf).ok()
-                } else {
-                    None
-                };
-                match &tree {
-                    Some(doc) => {
-                        let text = |k: &str| doc.get(k).and_then(serde_json::Value::as_str);
-                        ctx.upstream.client_id = text("client_id").map(|s| truncate_chars(s, 256));
-                        ctx.upstream.idp_error = text("error").and_then(record::idp_error_code);
-                    }
-                    None => {
-                        if let Ok(v) = serde_json::from_slice::<IdpAnswer>(&buf) {
-                            ctx.upstream.client_id = v.client_id.map(|s| truncate_chars(&s, 256));
-                            ctx.upstream.idp_error = v.error.and_then(|e| record::idp_error_code(&e));
-                        }
-                    }
-                }
-                if let (Some(id), Some(token)) = (&ctx.upstream.client_id, &ctx.registration.token) {
-                    if success {
-                        self.pins.pin(id, &token.overrides);
-                    }
-                }
-                if let (true, Some(sent), Some(snap), Some(answer)) =
-                    (verify, ctx.registration.body.as_ref(), ctx.admission.snapshot.as_ref(), tree.as_ref())
-                {
-                    // What the IdP made of the registration, compared with what it was sent.
-                    let changed = crate::core::verify::differences_in(sent, answer, &snap.config.idp.known_drops)
-                        .unwrap_or_default();
-                    for member in &changed {
-                        self.metrics.registration_differences.with_label_values(&[member]).inc();
-                    }
-                    if !changed.is_empty() && DIFFERENCE_WARNINGS.admit() {
-                        // Every difference is in the metric and the audit line; the log says so
-                        // at most once a second, not once per registration of a flood.
-                        tracing::warn!(request_id = %ctx.admission.request_id, members = ?changed, "the IdP registered the client differently from what the gateway sent (further differences this second: metric dcr_gateway_registration_differences_total and audit lines only)");
-                    }
-                    ctx.upstream.changed_members = changed;
-                }
-                if let (true, Some(answer)) = (verify, tree.as_ref()) {
-                    self.registry_record(ctx, answer);
-                }
-                if let Some((kind, rw)) = ctx.upstream.rewrite.take() {
-                    let rewritten = tree.and_then(|doc| match kind {
-                        Rewrite::Discovery => rw.rewrite_discovery_doc(doc),
-                        Rewrite::Registration => rw.rewrite_registration_doc(doc),
-                    });
-                    if rewritten.is_some() {
-                        self.metrics
-                            .answers_rewritten
-                            .with_label_values(&[match kind {
-                                Rewrite::Discovery => "discovery",
-                                Rewrite::Registration => "registration",
-                            }])
-                            .inc();
-                    }
-                    *body = Some(Bytes::from(rewritten.unwrap_or(buf)));
+                let tree = self.read_answer(ctx, &buf);
+                if let Some(rewritten) = self.settle_answer(ctx, tree, buf) {
+                    *body = Some(Bytes::from(rewritten));
                 }
             }
         }

@@ -160,6 +160,10 @@ impl Gateway {
         }
         ctx.registration.body = Some(Bytes::from(admitted.body.clone()));
         ctx.registration.admitted = Some(admitted);
+        if snap.config.idp.refuse_changed_registrations && ctx.registration.is_registration_post {
+            // The whole answer is read before the client gets any of it (`verified`).
+            return self.registration_held(session, ctx, snap).await;
+        }
         Ok(false)
     }
 

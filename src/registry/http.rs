@@ -5,7 +5,7 @@
 //! already). The bearer token is written to the socket only, never into an error.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::config::{Origin, Upstream};
@@ -15,6 +15,8 @@ use crate::config::{Origin, Upstream};
 pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The answer's `Content-Type`, lower-cased.
+    pub content_type: Option<String>,
 }
 
 const MAX_ANSWER: usize = 256 * 1024;
@@ -39,7 +41,8 @@ fn exchange<S: Read + Write>(s: &mut S, request: &[u8]) -> Result<Answer, String
             let want = if no_body { Some(0) } else { len };
             if let Some(w) = want {
                 if out.len() >= split + 4 + w {
-                    return Ok(Answer { status, body: out[split + 4..split + 4 + w].to_vec() });
+                    let body = out[split + 4..split + 4 + w].to_vec();
+                    return Ok(Answer { status, body, content_type: content_type(&head) });
                 }
             }
         }
@@ -63,7 +66,12 @@ fn exchange<S: Read + Write>(s: &mut S, request: &[u8]) -> Result<Answer, String
         .any(|v| v.split(',').any(|c| c.trim() == "chunked"));
     let raw = &out[split + 4..];
     let body = if chunked { dechunk(raw).ok_or("unreadable chunked body")? } else { raw.to_vec() };
-    Ok(Answer { status, body })
+    Ok(Answer { status, body, content_type: content_type(&head) })
+}
+
+/// The `Content-Type` of a lower-cased head.
+fn content_type(head: &str) -> Option<String> {
+    head.lines().find_map(|l| l.strip_prefix("content-type:")).map(|v| v.trim().to_string())
 }
 
 /// A chunked body (RFC 9112 §7.1), its chunks joined; trailers ignored.
@@ -110,17 +118,12 @@ pub struct Request<'a> {
 
 /// Send `r` to `origin` over a connection of its own (closed after the answer).
 pub fn send(upstream: &Upstream, origin: &Origin, r: &Request<'_>) -> Result<Answer, String> {
-    let timeout = upstream.connect_timeout.max(Duration::from_secs(1));
-    let read_timeout = upstream.read_timeout.max(Duration::from_secs(2));
     let addr = origin
         .authority()
         .to_socket_addrs()
         .map_err(|e| format!("resolve {}: {e}", origin.authority()))?
         .next()
         .ok_or_else(|| format!("resolve {}: no address", origin.authority()))?;
-    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    tcp.set_read_timeout(Some(read_timeout)).map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(read_timeout)).map_err(|e| e.to_string())?;
     let mut req = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n",
         r.method, r.target, r.host
@@ -138,21 +141,35 @@ pub fn send(upstream: &Upstream, origin: &Origin, r: &Request<'_>) -> Result<Ans
     req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    if origin.tls {
-        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
-            .map_err(|e| format!("tls: {e}"))?;
-        if let Some(ca) = &upstream.ca_file {
-            b.set_ca_file(ca).map_err(|e| format!("tls: {}: {e}", ca.display()))?;
+    let sni = upstream.sni.clone().unwrap_or_else(|| origin.host.clone());
+    send_bytes(upstream, addr, origin.tls.then_some(sni.as_str()), &bytes)
+}
+
+/// Send a whole request (head and body, already framed, `Connection: close`) to `addr`, over
+/// TLS with `sni` when given, with the upstream's timeouts and CA; the answer read whole.
+pub fn send_bytes(upstream: &Upstream, addr: SocketAddr, sni: Option<&str>, bytes: &[u8]) -> Result<Answer, String> {
+    let timeout = upstream.connect_timeout.max(Duration::from_secs(1));
+    let read_timeout = upstream.read_timeout.max(Duration::from_secs(2));
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    tcp.set_read_timeout(Some(read_timeout)).map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(read_timeout)).map_err(|e| e.to_string())?;
+    match sni {
+        Some(sni) => {
+            let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+                .map_err(|e| format!("tls: {e}"))?;
+            if let Some(ca) = &upstream.ca_file {
+                b.set_ca_file(ca).map_err(|e| format!("tls: {}: {e}", ca.display()))?;
+            }
+            if !upstream.verify_cert {
+                b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+            }
+            let mut s = b.build().connect(sni, tcp).map_err(|e| format!("tls handshake with {sni}: {e}"))?;
+            exchange(&mut s, bytes)
         }
-        if !upstream.verify_cert {
-            b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        None => {
+            let mut s = tcp;
+            exchange(&mut s, bytes)
         }
-        let sni = upstream.sni.clone().unwrap_or_else(|| origin.host.clone());
-        let mut s = b.build().connect(&sni, tcp).map_err(|e| format!("tls handshake with {sni}: {e}"))?;
-        exchange(&mut s, &bytes)
-    } else {
-        let mut s = tcp;
-        exchange(&mut s, &bytes)
     }
 }
 
@@ -201,11 +218,14 @@ mod tests {
                 Ok(())
             }
         }
-        assert_eq!(exchange(&mut Rw(&mut io), b"x").unwrap(), Answer { status: 204, body: vec![] });
+        assert_eq!(exchange(&mut Rw(&mut io), b"x").unwrap(), Answer { status: 204, body: vec![], content_type: None });
         let mut io = std::io::Cursor::new(b"HTTP/1.1 404 Not Found\r\n\r\n{\"error\":1}".to_vec());
         assert_eq!(exchange(&mut Rw(&mut io), b"x").unwrap().body, b"{\"error\":1}");
-        let mut io = std::io::Cursor::new(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA".to_vec());
-        assert_eq!(exchange(&mut Rw(&mut io), b"x").unwrap().body, b"ok");
+        let mut io = std::io::Cursor::new(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: Application/JSON\r\n\r\nokEXTRA".to_vec(),
+        );
+        let a = exchange(&mut Rw(&mut io), b"x").unwrap();
+        assert_eq!((a.body.as_slice(), a.content_type.as_deref()), (&b"ok"[..], Some("application/json")));
         // Chunked (an IdP's registration answer need not carry a length).
         let mut io = std::io::Cursor::new(
             b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\n{\"a\":\r\n4\r\n\"b\"}\r\n0\r\n\r\n"

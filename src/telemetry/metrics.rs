@@ -57,6 +57,9 @@ pub struct Metrics {
     pub answers_rewritten: IntCounterVec,
     /// Registration members the IdP answered differently from what the gateway sent.
     pub registration_differences: IntCounterVec,
+    /// Registrations the IdP changed that the gateway refused and deleted at the IdP
+    /// (`[upstream] refuse_changed_registrations`), by result (deleted, failed).
+    pub registrations_undone: IntCounterVec,
     /// `dcr_gateway_build_info{version, commit}`, always 1.
     pub build_info: IntGaugeVec,
 }
@@ -307,6 +310,15 @@ impl Metrics {
         for member in crate::core::verify::VERIFIED_MEMBERS {
             registration_differences.with_label_values(&[member]);
         }
+        let registrations_undone = counter(
+            r,
+            "dcr_gateway_registrations_undone_total",
+            "Registrations the IdP changed, refused and deleted at the IdP (refuse_changed_registrations), by result (deleted, failed: the client is left at the IdP).",
+            &["result"],
+        );
+        for result in ["deleted", "failed"] {
+            registrations_undone.with_label_values(&[result]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("dcr_gateway_build_info", "The running binary: version and git commit (value is always 1)."),
             &["version", "commit"],
@@ -360,6 +372,7 @@ impl Metrics {
             build_info,
             answers_rewritten,
             registration_differences,
+            registrations_undone,
             connections_open,
             connections_refused,
             h2_connections_closed,

@@ -224,6 +224,10 @@ impl Gateway {
     }
 
     fn wait_ready(&mut self) {
+        let config_sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(std::fs::read(self.config_path()).unwrap_or_default()))
+        };
         let ok = wait_until(Duration::from_secs(20), || {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
@@ -231,8 +235,11 @@ impl Gateway {
                 }
             }
             // /readyz answers once the server runs; the upstream set is loaded (and health
-            // checked once) before any listener opens, so a 200 here means requests are served.
-            TcpStream::connect(self.http).is_ok() && readyz_answers(self.admin)
+            // checked once) before any listener opens, so an answer here means requests are
+            // served. The answer must be this gateway's (its config's SHA-256): a free port
+            // picked for it may have been taken by another test's server meanwhile, and this
+            // gateway then failed to bind it.
+            TcpStream::connect(self.http).is_ok() && readyz_is(self.admin, &config_sha)
         });
         assert!(ok, "gateway did not become ready: {}", self.stderr_text());
     }
@@ -339,11 +346,14 @@ impl Drop for Gateway {
 }
 
 /// The admin listener answers `/readyz` (200 ready or 503 not ready: both mean it runs).
-pub fn readyz_answers(admin: SocketAddr) -> bool {
-    match agent().get(&format!("http://{admin}/readyz")).call() {
-        Ok(_) | Err(ureq::Error::Status(_, _)) => true,
-        Err(_) => false,
-    }
+/// `/readyz` on `admin` answers, from the gateway whose configuration file hashes to
+/// `config_sha256`.
+pub fn readyz_is(admin: SocketAddr, config_sha256: &str) -> bool {
+    let text = match agent().get(&format!("http://{admin}/readyz")).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r.into_string().unwrap_or_default(),
+        Err(_) => return false,
+    };
+    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v["config_sha256"] == config_sha256)
 }
 
 pub fn agent() -> ureq::Agent {
