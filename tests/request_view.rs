@@ -262,6 +262,35 @@ fn untrusted_forwarding_headers_and_cookies_are_stripped() {
     assert_eq!(sent["client_name"], "Good App");
 }
 
+/// The forwarding options in their non-default settings: `set_forwarded` adds the gateway's
+/// own `Forwarded`, `strip_untrusted_headers` replaces the list (what it does not name passes),
+/// `forward_cookie` keeps the cookie on registrations.
+#[test]
+fn forwarding_options_do_what_they_say() {
+    let up = RawUpstream::start();
+    let gw = GatewayBuilder::new(&up.origin())
+        .network("trusted_proxies = []\nset_forwarded = true\nstrip_untrusted_headers = [\"x-real-ip\", \"forwarded\"]")
+        .upstream_keys("health_check = \"none\"")
+        .dcr("forward_cookie = true")
+        .start();
+    let h = gw.http.to_string();
+    let spoof =
+        "Forwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nCookie: idp_session=abc\r\n";
+    let resp = raw_request(gw.http, &post("/oidc/register", Some(&h), GOOD, spoof));
+    assert_eq!(raw_status(&resp), 201, "{resp}");
+    let got = forwarded(&up);
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r.header("x-real-ip"), None, "named in the list: stripped");
+    assert_eq!(r.header("true-client-ip").as_deref(), Some("6.6.6.6"), "not named in the replaced list: passes");
+    assert_eq!(
+        r.header_all("forwarded"),
+        vec![format!("for=127.0.0.1;proto=http;host=\"{h}\"")],
+        "only the gateway's own Forwarded, never the client's"
+    );
+    assert_eq!(r.header("cookie").as_deref(), Some("idp_session=abc"), "forward_cookie = true");
+}
+
 #[test]
 fn prototype_members_at_any_depth_never_reach_the_idp() {
     let up = RawUpstream::start();
@@ -355,6 +384,16 @@ fn malformed_and_oversized_heads_get_json() {
     let big = "x".repeat(70 * 1024);
     let resp = raw_request(gw.http, format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes());
     assert_eq!(raw_status(&resp), 431, "{resp}");
+    // Framing Pingora would answer with an empty 400 (or 405 for CONNECT): JSON here.
+    for head in [
+        &b"CONNECT idp.example:443 HTTP/1.1\r\nHost: idp.example:443\r\n\r\n"[..],
+        b"POST /oidc/register HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}",
+        b"POST /oidc/register HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    ] {
+        let resp = raw_request(gw.http, head);
+        assert_eq!(raw_status(&resp), 400, "{resp}");
+        assert_eq!(body_of(&resp)["error"], "invalid_request", "{resp}");
+    }
     assert!(forwarded(&up).is_empty());
 }
 

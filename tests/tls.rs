@@ -63,3 +63,39 @@ fn sni_host_mismatch_allowed_judges_and_forwards_the_request_host() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(up.last().header("host").as_deref(), Some("idp.example.com"));
 }
+
+/// Absolute-form over the TLS listener is judged like origin-form: the target's authority is the
+/// host (and must agree with SNI), the path is classified, and only what was validated reaches
+/// the IdP, origin-form.
+#[test]
+fn absolute_form_over_tls_is_checked_like_origin_form() {
+    let up = Upstream::start();
+    let (_gw, addr) = tls_gateway(&up, "trusted_proxies = []");
+    let post = |target: &str, body: &str| {
+        let req = format!(
+            "POST {target} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (_, text) = support::certs::https_raw(addr, "idp.example.com", req.as_bytes());
+        text
+    };
+    let seen = up.count();
+    let hostile = r#"{"client_name":"<img src=x onerror=alert(1)>","redirect_uris":["javascript:alert(1)"]}"#;
+    for target in ["https://idp.example.com/oidc/register", "HTTPS://IDP.EXAMPLE.COM/oidc/register?x=1"] {
+        let text = post(target, hostile);
+        assert_eq!(raw_status(&text), 400, "{target}: {text}");
+    }
+    assert_eq!(up.count(), seen, "nothing hostile forwarded");
+    // The target's authority is the host: another name than SNI's is misdirected.
+    let text = post("https://other.example.com/oidc/register", hostile);
+    assert_eq!(raw_status(&text), 421, "{text}");
+    let good = r#"{"client_name":"Good App","redirect_uris":["https://app.example.com/cb"]}"#;
+    let text = post("https://idp.example.com/oidc/register", good);
+    assert_eq!(raw_status(&text), 201, "{text}");
+    let r = up.last();
+    assert_eq!(r.method, "POST");
+    assert!(r.url.starts_with('/'), "origin-form upstream: {}", r.url);
+    assert_eq!(r.header("host").as_deref(), Some("idp.example.com"));
+    let sent: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(sent["client_name"], "Good App");
+}

@@ -1372,6 +1372,15 @@ fn strict_names_refuse_attribute_breakouts() {
     let p = Policy { allow_apostrophe: true, ..strict() };
     ok_with(&p, &web(json!({"client_name": "O'Reilly"})));
     ok_with(&permissive(), &web(json!({"client_name": "Acme \"Pro\""})));
+    // The identifiers some pages show beside the name.
+    for member in ["software_id", "software_version"] {
+        for value in ["1.0\" onmouseover=\"x", "<b>1</b>", "1`x`", "it's"] {
+            let e = err_with(&strict(), &web(json!({member: value})));
+            assert_eq!(e.code, ICM, "{member} {value}");
+        }
+        ok_with(&strict(), &web(json!({member: "4NRB1-0XZABZI9E6-5SM3R"})));
+        ok_with(&permissive(), &web(json!({member: "it's"})));
+    }
 }
 
 #[test]

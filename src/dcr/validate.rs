@@ -476,6 +476,12 @@ fn member_value(
             if s.chars().any(|c| c.is_control() || is_invisible(c)) {
                 return Err(meta(name, "must not contain control or invisible formatting characters"));
             }
+            // Some consent and admin pages show these beside the name: strict mode refuses what
+            // breaks out of HTML text and attribute contexts here too (an identifier has no
+            // use for them, so no apostrophe option).
+            if mode == SecurityMode::Strict && s.contains(['<', '>', '"', '`', '\'']) {
+                return Err(meta(name, "must not contain <, >, \", ` or ' in strict mode"));
+            }
             value
         }
         Member::SoftwareStatement => {

@@ -83,6 +83,7 @@ fn parse_state(buf: &[u8]) -> Result<bool, HeadError> {
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(_)) if framing_refused(&req) => Err(HeadError::Malformed),
         Ok(httparse::Status::Complete(_)) => Ok(true),
         Ok(httparse::Status::Partial) => Ok(false),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
@@ -92,6 +93,32 @@ fn parse_state(buf: &[u8]) -> Result<bool, HeadError> {
         Err(httparse::Error::Token | httparse::Error::Version) => Ok(buf.windows(4).any(|w| w == b"\r\n\r\n")),
         Err(_) => Err(HeadError::Malformed),
     }
+}
+
+/// A complete head the gateway refuses before Pingora sees it (Pingora would answer these with
+/// an empty 400 or 405): `CONNECT` (authority-form; the gateway is no tunnel, RFC 9112 §3.2.3),
+/// a `Content-Length` that is not one number (several differing values, or not digits), and
+/// `Content-Length` beside `Transfer-Encoding` (RFC 9112 §6.1: the framing a smuggler relies on).
+fn framing_refused(req: &httparse::Request<'_, '_>) -> bool {
+    if req.method.is_some_and(|m| m.eq_ignore_ascii_case("CONNECT")) {
+        return true;
+    }
+    let mut length: Option<&[u8]> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            // RFC 9110 §8.6: a list of identical values is one value.
+            for v in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if v.is_empty() || !v.iter().all(u8::is_ascii_digit) || length.is_some_and(|l| l != v) {
+                    return true;
+                }
+                length = Some(v);
+            }
+        }
+    }
+    chunked && length.is_some()
 }
 
 /// Read until `buf` holds a complete request head.
@@ -306,6 +333,31 @@ mod tests {
         assert_eq!(parse_state(b"GET /a b HTTP/1.1\r\nX: y\r\n\r\n"), Ok(true));
         let many: String = (0..300).map(|i| format!("x{i}: y\r\n")).collect();
         assert_eq!(parse_state(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn framing_a_smuggler_relies_on_is_refused_here() {
+        let refused = [
+            &b"CONNECT idp:443 HTTP/1.1\r\nHost: idp:443\r\n\r\n"[..],
+            b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+            b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n",
+            b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ];
+        for head in refused {
+            assert_eq!(parse_state(head), Err(HeadError::Malformed), "{}", String::from_utf8_lossy(head));
+        }
+        let kept = [
+            &b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"[..],
+            b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+            b"POST /r HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        ];
+        for head in kept {
+            assert_eq!(parse_state(head), Ok(true), "{}", String::from_utf8_lossy(head));
+        }
     }
 
     #[tokio::test]

@@ -33,6 +33,12 @@ pub fn self_signed(cn: &str) -> (Vec<u8>, Vec<u8>) {
 /// A GET over a fresh TLS handshake with `sni` (no certificate verification): the CN of the
 /// certificate served, and the raw response.
 pub fn https_get(addr: std::net::SocketAddr, sni: &str, host: &str, path: &str) -> (String, String) {
+    https_raw(addr, sni, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+/// Send `request` as is over TLS with `sni` (any certificate accepted): the server
+/// certificate's CN and the whole answer.
+pub fn https_raw(addr: std::net::SocketAddr, sni: &str, request: &[u8]) -> (String, String) {
     use std::io::{Read, Write};
     let mut c = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
     c.set_verify(openssl::ssl::SslVerifyMode::NONE);
@@ -43,7 +49,7 @@ pub fn https_get(addr: std::net::SocketAddr, sni: &str, host: &str, path: &str) 
     let mut s = cfg.connect(sni, tcp).unwrap();
     let cert = s.ssl().peer_certificate().expect("server certificate");
     let cn = String::from_utf8(cert.subject_name().entries().next().unwrap().data().as_slice().to_vec()).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(request).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     (cn, String::from_utf8_lossy(&out).into_owned())
