@@ -592,6 +592,42 @@ fn bridge_registrations_are_counted_by_the_rate_limiter() {
     assert_eq!(authorize(1).0, 200);
 }
 
+/// A document proven to be a catalogued hosted client's (claude.ai's callbacks) is counted per
+/// client and network (`per_hosted_client`), not per address, as its registrations through the
+/// registration endpoint are; the IdP clients the bridge makes for it carry its `known_client`.
+#[test]
+fn hosted_client_documents_get_the_hosted_bucket_and_the_known_client_label() {
+    let (cert, key) = support::certs::self_signed("localhost");
+    let docs = DocServer::start("127.0.0.1:0", Some((&cert, &key)));
+    let cb = "https://claude.ai/api/mcp/auth_callback";
+    let url = |n: u32| format!("https://localhost:{}/hosted/{n}.json", docs.addr.port());
+    for n in 0..3 {
+        docs.set(&format!("/hosted/{n}.json"), Answer::json(&document(&url(n), cb, "Claude")));
+    }
+    let up = support::upstream::Upstream::start();
+    let gw = bridge_gateway(&up.origin(), &cert)
+        .extra(
+            "[rate_limit]\nper_ip = { requests = 1, window_seconds = 3600 }\n\
+             per_hosted_client = { requests = 10, window_seconds = 3600 }\n",
+        )
+        .start();
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    for n in 0..3 {
+        let target = gw.url(&format!(
+            "/authorize?response_type=code&client_id={}&redirect_uri={}&state=s",
+            enc(&url(n)),
+            enc(cb)
+        ));
+        let (status, text) = response_parts(agent().get(&target).call());
+        assert_eq!(status, 200, "document {n}, past per_ip = 1: {text} {}", gw.stderr_text());
+    }
+    assert_eq!(up.recorded().iter().filter(|r| r.url == "/reg").count(), 3);
+    assert_eq!(
+        gw.wait_metric("dcr_gateway_known_client_registrations_total{known_client=\"claude\",result=\"bridged\"}", 3.0),
+        3.0
+    );
+}
+
 /// `[dcr] resolve_metadata_uris` applies to what the bridge registers as to what a client
 /// registers itself: a document whose URIs the IdP would fetch from a special-use address is
 /// never registered at the IdP (permissive mode, so that strict mode's literal screening does

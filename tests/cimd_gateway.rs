@@ -78,6 +78,18 @@ fn enforce_mode_checks_the_document_before_authorize_passes() {
     assert_eq!(v["error"], "invalid_request");
     assert!(v["error_description"].as_str().unwrap().contains("not listed"), "{text}");
     assert_eq!(up.count(), 1);
+    // A browser (Accept: text/html) gets the same refusal as a page: no script, nothing the
+    // client sent unescaped, the request id to quote.
+    let hostile = "https://evil.example/cb?<script>alert(1)</script>";
+    let r =
+        agent.get(&gw.url(&authorize(&url, hostile, "code"))).set("accept", "text/html,application/xhtml+xml").call();
+    let Err(ureq::Error::Status(400, r)) = r else { panic!("expected 400") };
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.header("content-security-policy").is_some_and(|c| c.starts_with("default-src 'none'")));
+    let page = r.into_string().unwrap();
+    assert!(page.contains("<h1>This sign-in request was refused</h1>") && page.contains("invalid_request"), "{page}");
+    assert!(!page.contains("<script"), "{page}");
+    assert_eq!(up.count(), 1);
 
     // Proven redirect URI, unregistered response type: 302 back to it with the OAuth error.
     let r = agent.get(&gw.url(&authorize(&url, cb, "token"))).call().unwrap();

@@ -208,7 +208,11 @@ impl Gateway {
         if let Some(denied) = self.bridge_registration_refused(ctx, snap, &doc) {
             return Err(denied);
         }
-        if let Some(err) = self.rate_limit(ctx, snap, crate::ratelimit::RateClass::Main, None).await {
+        // A catalogued hosted client (claude.ai, ChatGPT) proven by its document — fetched from
+        // its catalogued CIMD URL, or listing only its own callbacks — is counted per client,
+        // not per shared egress address, as its registrations are.
+        let hosted = hosted_key(&doc);
+        if let Some(err) = self.rate_limit(ctx, snap, crate::ratelimit::RateClass::Main, hosted).await {
             tracing::info!(request_id = %ctx.admission.request_id, url = %doc.client_id, "cimd bridge: registration refused by the rate limit");
             return Err(BridgeDenied::Refused(Outcome::RateLimited, err));
         }
@@ -232,8 +236,15 @@ impl Gateway {
                 return Err(BridgeDenied::Answer(400, "invalid_client", description));
             }
         }
+        let known_client = doc.known_client;
         match tokio::task::spawn_blocking(move || bridge.client_for(&doc, &target)).await {
-            Ok(Ok((id, _))) => Ok(id),
+            Ok(Ok((id, outcome))) => {
+                if let (Some(k), true) = (known_client, outcome != crate::registry::bridge::Outcome::Stored) {
+                    // The bridge registered (or updated) an IdP client for a catalogued client.
+                    self.metrics.known_client_registrations.with_label_values(&[k, "bridged"]).inc();
+                }
+                Ok(id)
+            }
             Ok(Err(e)) => Err(failed(e)),
             Err(_) => Err(internal),
         }
@@ -313,14 +324,26 @@ impl Gateway {
         description: &str,
     ) -> Result<bool> {
         ctx.refuse(if status >= 500 { Outcome::UpstreamError } else { Outcome::Invalid });
-        let body = serde_json::json!({
-            "error": code,
-            "error_description": description,
-            "request_id": ctx.admission.request_id,
-        })
-        .to_string();
-        let mut resp = ResponseHeader::build(status, Some(6))?;
-        resp.insert_header("content-type", "application/json")?;
+        // A browser sent to /authorize gets a page (the redirect URI was not proven, so the
+        // error cannot go back to the client); API clients get the JSON.
+        let page = session.req_header().method == http::Method::GET && wants_html(session);
+        let body = if page {
+            error_page(status, code, description, &ctx.admission.request_id)
+        } else {
+            serde_json::json!({
+                "error": code,
+                "error_description": description,
+                "request_id": ctx.admission.request_id,
+            })
+            .to_string()
+        };
+        let mut resp = ResponseHeader::build(status, Some(7))?;
+        if page {
+            resp.insert_header("content-type", "text/html; charset=utf-8")?;
+            resp.insert_header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'")?;
+        } else {
+            resp.insert_header("content-type", "application/json")?;
+        }
         resp.insert_header("cache-control", "no-store")?;
         resp.insert_header("content-length", body.len().to_string())?;
         resp.insert_header("x-request-id", ctx.admission.request_id.as_str())?;
@@ -332,6 +355,63 @@ impl Gateway {
         session.write_response_body(Some(Bytes::from(body)), true).await?;
         Ok(true)
     }
+}
+
+/// The rate-limit key of a document proven to be a catalogued hosted client's.
+fn hosted_key(doc: &Document) -> Option<&'static str> {
+    if let Some(k) = doc.known_client.filter(|k| crate::dcr::catalogue::find(k).is_some_and(|c| c.hosted)) {
+        return Some(k);
+    }
+    let uris: Vec<&str> = doc
+        .registration
+        .document
+        .get("redirect_uris")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    crate::dcr::catalogue::hosted_rate_key(&uris)
+}
+
+/// The request's `Accept` names `text/html` (a browser navigating to /authorize).
+fn wants_html(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .any(|v| v.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
+}
+
+/// Text for an HTML element: the five characters that could end it escaped.
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The error page a browser gets for a refused authorization request: no script, nothing the
+/// client controls unescaped.
+fn error_page(status: u16, code: &str, description: &str, request_id: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in refused</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;color:#1a1a1a}}\
+         code{{background:#f2f2f2;padding:0 .2em}}</style></head>\n<body><h1>This sign-in request was refused</h1>\
+         <p>The application's client ID metadata document did not allow it, so you were not sent back to the \
+         application.</p><p><strong>{status} <code>{}</code></strong>: {}</p><p>Request ID: <code>{}</code></p>\
+         </body></html>\n",
+        escape_html(code),
+        escape_html(description),
+        escape_html(request_id)
+    )
 }
 
 impl Gateway {
