@@ -239,3 +239,58 @@ fn partner_pins_hold_for_updates_at_the_real_idp() {
     );
     assert_eq!(status, 401);
 }
+
+/// A dynamically registered client's whole life through the gateway, public and confidential,
+/// with openid-client (`tests/e2e/dcr_flow.mjs`): registration, RFC 7592 read and update, an
+/// authorization-code + PKCE flow ending with an ID token, RFC 7592 delete. Every step reached
+/// the IdP through the gateway (its registration route saw each one), and the URLs the client
+/// was given are the gateway's.
+#[test]
+fn registered_clients_live_their_whole_life_through_the_gateway() {
+    let s = Stack::start("");
+    let gateway = format!("http://{}", s.gw.http);
+    for kind in ["public", "confidential"] {
+        let redirect = "http://127.0.0.1:45601/cb";
+        let out = Command::new("node")
+            .arg(root().join("tests/e2e/dcr_flow.mjs"))
+            .arg(&gateway)
+            .arg(redirect)
+            .arg(kind)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+            panic!("dcr_flow.mjs printed no JSON ({e}): {stdout} {}", String::from_utf8_lossy(&out.stderr))
+        });
+        assert_eq!(r["ok"], true, "{kind}: {r}");
+        let id = r["client_id"].as_str().unwrap();
+        // On the gateway (the IdP believes it is served there, so it builds its own path on the
+        // gateway's origin: `/reg/<id>`, which the gateway classes `dcr` like the public path).
+        assert!(r["registration_client_uri"].as_str().unwrap().starts_with(&format!("{gateway}/")), "{kind}: {r}");
+        assert!(r["authorization_endpoint"].as_str().unwrap().starts_with(&gateway), "{kind}: {r}");
+        assert_eq!(
+            r["read"]["token_endpoint_auth_method"],
+            if kind == "public" { "none" } else { "client_secret_post" }
+        );
+        assert!(r["updated_name"].as_str().unwrap().ends_with("(updated)"), "{kind}: {r}");
+        assert_eq!(r["id_token_claims"]["aud"], id, "{kind}: {r}");
+        assert_eq!(r["id_token_claims"]["iss"], gateway, "{kind}: {r}");
+        assert_eq!(r["deleted_status"], 204, "{kind}: {r}");
+        assert!([401, 404].contains(&r["read_after_delete"].as_u64().unwrap()), "{kind}: {r}");
+        // The IdP's registration route saw the registration and the three RFC 7592 calls (and
+        // the read after the delete), all through the gateway.
+        let seen: Vec<(String, String)> = s
+            .idp_received()
+            .iter()
+            .filter(|l| {
+                l["body"].as_str().is_some_and(|b| b.contains(id)) || l["path"].as_str().is_some_and(|p| p.contains(id))
+            })
+            .map(|l| (l["method"].as_str().unwrap().to_string(), l["path"].as_str().unwrap().to_string()))
+            .collect();
+        let methods: Vec<&str> = seen.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(methods, ["GET", "PUT", "DELETE", "GET"], "{kind}: {seen:?}");
+        for (_, path) in &seen {
+            assert!(path.starts_with("/reg/"), "{kind}: {seen:?}");
+        }
+    }
+}

@@ -365,6 +365,22 @@ fn openid_client_pkce_flow_with_client_confidential_false() {
     check_flow(&s, &r);
 }
 
+/// A confidential client's flow: registered with `client_secret_post`, the code redeemed with
+/// the secret Glewlwyd issued; Glewlwyd stored a confidential client.
+#[test]
+fn openid_client_confidential_client_pkce_flow_through_the_gateway() {
+    let s = Stack::start_public_issuer("");
+    let r = s.flow(Some(&json!({"token_endpoint_auth_method": "client_secret_post"})));
+    assert_eq!(r["ok"], true, "{r}\n{}", s.idp.log());
+    let id = r["client_id"].as_str().unwrap();
+    assert_eq!(r["registration"]["token_endpoint_auth_method"], "client_secret_post", "{r}");
+    assert!(r["registration"]["client_secret"].as_str().is_some_and(|x| !x.is_empty()), "{r}");
+    assert_eq!(r["has_access_token"], true, "{r}");
+    assert_eq!(r["id_token_claims"]["iss"], s.idp.issuer(), "{r}");
+    assert_eq!(r["id_token_claims"]["aud"], id, "{r}");
+    assert_eq!(s.idp.client(id).unwrap()["confidential"], true, "Glewlwyd stored a confidential client");
+}
+
 fn check_flow(s: &Stack, r: &Value) {
     let id = r["client_id"].as_str().unwrap();
     assert_eq!(r["registration"]["token_endpoint_auth_method"], "none", "{r}");

@@ -268,3 +268,43 @@ fn an_unchanged_registration_passes_when_changes_are_refused() {
     assert_eq!(audit[0]["client_id"], "c-kept", "{audit:?}");
     assert_eq!(gw.wait_metric("dcr_gateway_registrations_total{error=\"none\",result=\"accepted\"}", 1.0), 1.0);
 }
+
+/// RFC 7591 §3.2.1 answers for the client libraries that check them: LemonLDAP::NG 2.16's
+/// string `client_id_issued_at` and missing `client_secret_expires_at`, labelled as anything,
+/// reach the client as numbers, as `application/json`; with normalization off they pass as sent.
+#[test]
+fn client_information_answers_are_repaired_into_the_rfc_shape() {
+    // As LemonLDAP::NG 2.16 answers: its profile knows it drops the grants, response types and
+    // scope, so only the shape is at stake here.
+    let lemon = r#"{"client_id":"c-lemon","client_secret":"SECRET-lemon","client_id_issued_at":"1764547200","token_endpoint_auth_method":"client_secret_post","redirect_uris":["http://127.0.0.1:8976/cb"]}"#;
+    let mut confidential = public_client();
+    confidential["token_endpoint_auth_method"] = "client_secret_post".into();
+    for refuse in [false, true] {
+        let up = RawUpstream::start();
+        up.respond_with("/oauth2/register", 201, "text/plain", lemon);
+        let gw = GatewayBuilder::new(&up.origin())
+            .upstream_keys(&format!("profile = \"lemonldap-ng\"\nrefuse_changed_registrations = {refuse}"))
+            .start();
+        let r = agent()
+            .post(&gw.url("/oidc/register"))
+            .set("content-type", "application/json")
+            .send_string(&confidential.to_string())
+            .unwrap_or_else(|e| panic!("refuse = {refuse}: {e}"));
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.header("content-type"), Some("application/json"), "refuse = {refuse}");
+        let answer: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+        assert_eq!(answer["client_id_issued_at"], 1764547200u64, "refuse = {refuse}: {answer}");
+        assert_eq!(answer["client_secret_expires_at"], 0, "refuse = {refuse}: {answer}");
+        assert_eq!(answer["client_secret"], "SECRET-lemon");
+    }
+    let up = RawUpstream::start();
+    up.respond_with("/oauth2/register", 201, "application/json", lemon);
+    let gw = GatewayBuilder::new(&up.origin())
+        .upstream_keys("profile = \"lemonldap-ng\"")
+        .extra("[routes]\nnormalize_registration_status = false")
+        .start();
+    let (status, answer) = register(&gw, &confidential, None);
+    assert_eq!(status, 201);
+    assert_eq!(answer["client_id_issued_at"], "1764547200", "not normalized: as the IdP sent it");
+    assert!(answer.get("client_secret_expires_at").is_none());
+}

@@ -1,7 +1,8 @@
-// A public client's whole life against Glewlwyd, with a real OpenID client library
-// (openid-client v6): discovery, dynamic registration (RFC 7591), the user's login and consent
-// through Glewlwyd's own APIs (what its login page does), authorization code + PKCE (S256),
-// the code redeemed without a client secret.
+// A client's whole life against Glewlwyd, with a real OpenID client library (openid-client
+// v6): discovery, dynamic registration (RFC 7591), the user's login and consent through
+// Glewlwyd's own APIs (what its login page does), authorization code + PKCE (S256), the code
+// redeemed without a client secret (public, the default) or with the issued one (extra metadata
+// `{"token_endpoint_auth_method":"client_secret_post"}`).
 //
 //   node deploy/glewlwyd/flow.mjs <issuer-url> <username> <password> [extra-metadata-json]
 //
@@ -61,7 +62,10 @@ async function main() {
       token_endpoint_auth_method: 'none',
       ...(extra ? JSON.parse(extra) : {}),
     };
-    const config = await client.dynamicClientRegistration(issuer, metadata, client.None(), options);
+    // A public client authenticates with nothing; a confidential one with the secret the
+    // registration answer issued (openid-client's default for a registered secret).
+    const auth = metadata.token_endpoint_auth_method === 'none' ? client.None() : undefined;
+    const config = await client.dynamicClientRegistration(issuer, metadata, auth, options);
     const registration = { ...config.clientMetadata() };
     clientId = registration.client_id;
 

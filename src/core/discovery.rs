@@ -189,10 +189,19 @@ impl Rewriter {
 
     /// [`Rewriter::rewrite_registration`] of an already parsed document.
     pub fn rewrite_registration_doc(&self, mut doc: Map<String, Value>) -> Option<Vec<u8>> {
-        let Some(Value::String(uri)) = doc.get("registration_client_uri") else { return None };
-        let new = self.rewrite_url(uri)?;
-        doc.insert("registration_client_uri".into(), Value::String(new));
+        if !self.rewrite_registration_in(&mut doc) {
+            return None;
+        }
         serde_json::to_vec(&doc).ok()
+    }
+
+    /// Move `registration_client_uri` onto the gateway in place; `false` when it was not on the
+    /// IdP's origin (or absent).
+    pub fn rewrite_registration_in(&self, doc: &mut Map<String, Value>) -> bool {
+        let Some(Value::String(uri)) = doc.get("registration_client_uri") else { return false };
+        let Some(new) = self.rewrite_url(uri) else { return false };
+        doc.insert("registration_client_uri".into(), Value::String(new));
+        true
     }
 }
 

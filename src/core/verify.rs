@@ -117,6 +117,45 @@ fn tokens(member: &str, v: &Value) -> Option<Vec<String>> {
     Some(t)
 }
 
+/// Bring an IdP's client information answer (RFC 7591 §3.2.1, RFC 7592 §3) into the shape
+/// client libraries check — openid-client and oauth4webapi throw on a wrong type *after* the IdP
+/// created the client. Returns the members repaired (names only), empty when none was:
+/// - `client_id` given as a number: its decimal string;
+/// - `client_id_issued_at` / `client_secret_expires_at` given as a string of digits (LemonLDAP::NG
+///   2.16): that number; any other non-number: removed (then, for the expiry, the next rule);
+/// - `client_secret` without `client_secret_expires_at` (LemonLDAP::NG 2.16; REQUIRED with a
+///   secret): `0`, "does not expire" — what an IdP that states no expiry gives.
+pub fn repair_answer(doc: &mut Map<String, Value>) -> Vec<&'static str> {
+    let mut repaired = Vec::new();
+    if let Some(Value::Number(n)) = doc.get("client_id") {
+        let id = n.to_string();
+        doc.insert("client_id".into(), Value::String(id));
+        repaired.push("client_id");
+    }
+    for member in ["client_id_issued_at", "client_secret_expires_at"] {
+        match doc.get(member) {
+            None | Some(Value::Number(_)) => {}
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                let n: u64 = s.parse().unwrap_or(0);
+                doc.insert(member.into(), Value::from(n));
+                repaired.push(member);
+            }
+            Some(_) => {
+                doc.remove(member);
+                repaired.push(member);
+            }
+        }
+    }
+    let secret = doc.get("client_secret").is_some_and(|s| !s.is_null());
+    if secret && !doc.contains_key("client_secret_expires_at") {
+        doc.insert("client_secret_expires_at".into(), Value::from(0u64));
+        if !repaired.contains(&"client_secret_expires_at") {
+            repaired.push("client_secret_expires_at");
+        }
+    }
+    repaired
+}
+
 /// Glewlwyd's rule (conf/profiles/glewlwyd.toml), for tests.
 #[cfg(test)]
 pub fn glewlwyd_rule() -> Vec<Derive> {
@@ -156,6 +195,33 @@ mod tests {
         let mut d = doc(json!({"client_name": "an update without the method"}));
         derive(&mut d, &glewlwyd());
         assert!(!d.contains_key("client_confidential"));
+    }
+
+    #[test]
+    fn answers_are_repaired_into_the_rfc_7591_shape() {
+        // LemonLDAP::NG 2.16: the issue time as a string, a secret without its expiry.
+        let mut d = doc(json!({"client_id": "x", "client_secret": "s", "client_id_issued_at": "1764547200"}));
+        assert_eq!(repair_answer(&mut d), ["client_id_issued_at", "client_secret_expires_at"]);
+        assert_eq!(d["client_id_issued_at"], 1764547200u64);
+        assert_eq!(d["client_secret_expires_at"], 0);
+        // Already RFC-shaped: untouched.
+        let good =
+            json!({"client_id": "x", "client_secret": "s", "client_id_issued_at": 1, "client_secret_expires_at": 0});
+        let mut d = doc(good.clone());
+        assert!(repair_answer(&mut d).is_empty());
+        assert_eq!(Value::Object(d), good);
+        // A public client has no secret and needs no expiry.
+        let mut d = doc(json!({"client_id": "x", "token_endpoint_auth_method": "none"}));
+        assert!(repair_answer(&mut d).is_empty());
+        assert!(!d.contains_key("client_secret_expires_at"));
+        // A number as client_id; an unreadable issue time and expiry.
+        let mut d = doc(
+            json!({"client_id": 42, "client_id_issued_at": "yesterday", "client_secret": "s", "client_secret_expires_at": "never"}),
+        );
+        assert_eq!(repair_answer(&mut d), ["client_id", "client_id_issued_at", "client_secret_expires_at"]);
+        assert_eq!(d["client_id"], "42");
+        assert!(!d.contains_key("client_id_issued_at"));
+        assert_eq!(d["client_secret_expires_at"], 0);
     }
 
     #[test]

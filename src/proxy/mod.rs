@@ -385,9 +385,19 @@ impl Gateway {
             self.registry_record(ctx, answer);
         }
         let (kind, rw) = ctx.upstream.rewrite.take()?;
-        let rewritten = tree.and_then(|doc| match kind {
+        // RFC 7591 §3.2.1 shapes, when answers are normalized (`core::verify::repair_answer`).
+        let repair = ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status);
+        let request_id = &ctx.admission.request_id;
+        let rewritten = tree.and_then(|mut doc| match kind {
             Rewrite::Discovery => rw.rewrite_discovery_doc(doc),
-            Rewrite::Registration => rw.rewrite_registration_doc(doc),
+            Rewrite::Registration => {
+                let repaired = if repair { crate::core::verify::repair_answer(&mut doc) } else { Vec::new() };
+                if !repaired.is_empty() {
+                    tracing::debug!(request_id = %request_id, members = ?repaired, "the IdP's client information answer repaired into the RFC 7591 shape");
+                }
+                let moved = rw.rewrite_registration_in(&mut doc);
+                (moved || !repaired.is_empty()).then(|| serde_json::to_vec(&doc).ok()).flatten()
+            }
         });
         if rewritten.is_some() {
             let label = match kind {
@@ -635,7 +645,8 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        let plain_json = resp.headers.get(http::header::CONTENT_ENCODING).is_none()
+        let encoded = resp.headers.get(http::header::CONTENT_ENCODING).is_some();
+        let plain_json = !encoded
             && resp
                 .headers
                 .get(http::header::CONTENT_TYPE)
@@ -648,7 +659,14 @@ impl ProxyHttp for Gateway {
         } else {
             None
         };
-        if let (Some(kind), Some(rw), true) = (kind, ctx.upstream.rewriter.clone(), plain_json) {
+        let normalize = ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status);
+        if let (Some(Rewrite::Registration), false, false, true) = (kind, plain_json, encoded, normalize) {
+            // RFC 7591 §3.2.1 / RFC 7592 §3: client information is `application/json`, whatever
+            // the IdP labelled it (or did not).
+            resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        }
+        let readable = plain_json || (!encoded && normalize && kind == Some(Rewrite::Registration));
+        if let (Some(kind), Some(rw), true) = (kind, ctx.upstream.rewriter.clone(), readable) {
             // The body changes: its length is the new body's, sent chunked.
             resp.remove_header(&http::header::CONTENT_LENGTH);
             if !session.is_http2() && resp.version != http::Version::HTTP_10 {

@@ -130,7 +130,8 @@ impl Gateway {
         self.upstream_answered(ctx, answer.status);
         let success = (200..300).contains(&answer.status);
         let json = answer.content_type.as_deref().is_some_and(|t| t.contains("json"));
-        if success && json {
+        let normalize = snap.config.routes.normalize_registration_status;
+        if success && (json || normalize) {
             if let Some(rw) = ctx.upstream.rewriter.clone() {
                 ctx.upstream.rewrite = Some((Rewrite::Registration, rw));
             }
@@ -181,11 +182,12 @@ impl Gateway {
         if self.drain.is_draining() {
             session.set_keepalive(None);
         }
-        let content_type = answer
-            .content_type
-            .as_deref()
-            .and_then(|t| http::HeaderValue::from_str(t).ok())
-            .unwrap_or(http::HeaderValue::from_static("application/json"));
+        let content_type = match answer.content_type.as_deref() {
+            // RFC 7591 §3.2.1: client information is JSON, whatever the IdP labelled it.
+            _ if success && normalize => http::HeaderValue::from_static("application/json"),
+            Some(t) => http::HeaderValue::from_str(t).unwrap_or(http::HeaderValue::from_static("application/json")),
+            None => http::HeaderValue::from_static("application/json"),
+        };
         let mut resp = ResponseHeader::build(status, Some(5))?;
         resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
         resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
