@@ -308,3 +308,23 @@ fn client_information_answers_are_repaired_into_the_rfc_shape() {
     assert_eq!(answer["client_id_issued_at"], "1764547200", "not normalized: as the IdP sent it");
     assert!(answer.get("client_secret_expires_at").is_none());
 }
+
+/// The glewlwyd profile's management prefixes put Glewlwyd's admin APIs in the `management`
+/// scope (a rule on it applies), and leave its end-user login API in `authentication`.
+#[test]
+fn the_glewlwyd_profile_classes_its_admin_apis_as_management() {
+    let up = RawUpstream::start();
+    let gw = GatewayBuilder::new(&up.origin())
+        .upstream_keys("profile = \"glewlwyd\"\nhealth_check = \"none\"")
+        .rules(r#"[{"id":"mgmt","active":true,"priority":1,"rule":{"action":{"block":true},"scope":"management","match":{"ipv4_cidrs":["127.0.0.0/8"]}}}]"#)
+        .start();
+    for path in ["/api/client/", "/api/user/alice", "/api/mod/user/", "/api/scope/", "/api/key/", "/api/delegate/x"] {
+        let (status, _) = response_parts(agent().get(&gw.url(path)).call());
+        assert_eq!(status, 403, "{path} is management");
+    }
+    for path in ["/api/auth/", "/api/profile/", "/api/oidc/auth"] {
+        let (status, _) = response_parts(agent().get(&gw.url(path)).call());
+        assert_eq!(status, 200, "{path} is not management");
+    }
+    assert!(up.recorded().iter().all(|r| !r.target_str().starts_with("/api/client")));
+}
