@@ -301,3 +301,28 @@ fn http_message_signatures_gate_requests_through_the_gateway() {
     let logs = format!("{}{}", gw.stderr_text(), gw.stdout_text());
     assert!(!logs.contains("dGhpcyBpcyBhIHRlc3Qga2V5"), "key material never logged");
 }
+
+/// A managed list file is reloaded like the rules: an address added to it is blocked once the
+/// file changes, without a restart.
+#[test]
+fn an_edited_managed_list_file_is_reloaded() {
+    let up = Upstream::start();
+    let gw = GatewayBuilder::new(&up.origin())
+        .file("low-reputation.txt", b"# nothing yet\n192.0.2.0/24\n".to_vec())
+        // The polling below registers until the reload lands: no rate limit to run into.
+        .extra("[rate_limit]\nenabled = false")
+        .acl_keys("managed_lists = { \"auth0.low_reputation\" = \"low-reputation.txt\" }\n")
+        .rules(
+            r#"[{"id":"low-rep","active":true,"priority":1,
+                 "rule":{"action":{"block":true},"scope":"dcr","match":{"auth0_managed":["auth0.low_reputation"]}}}]"#,
+        )
+        .start();
+    assert_eq!(register_from(&gw, "198.51.100.20").0, 201);
+    std::fs::write(gw.path("low-reputation.txt"), "192.0.2.0/24\n198.51.100.0/24 # seen abusing\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || register_from(&gw, "198.51.100.20").0 == 403),
+        "the edited list was not reloaded: {}",
+        gw.stderr_text()
+    );
+    assert_eq!(register_from(&gw, "203.0.113.5").0, 201, "addresses not on the list still pass");
+}

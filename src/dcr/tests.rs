@@ -1550,3 +1550,18 @@ proptest! {
         }
     }
 }
+
+/// Auth0's default token endpoint auth methods (`none`, `client_secret_post`): the others are
+/// refused until `[dcr] token_endpoint_auth_methods` names them.
+#[test]
+fn the_default_auth_methods_are_auth0s() {
+    let p = Policy::default();
+    for m in ["none", "client_secret_post"] {
+        ok_with(&p, &web(json!({ "token_endpoint_auth_method": m })));
+    }
+    for m in ["client_secret_basic", "client_secret_jwt", "private_key_jwt", "tls_client_auth"] {
+        let e = err_with(&p, &web(json!({ "token_endpoint_auth_method": m })));
+        assert_eq!(e.code, ICM, "{m}");
+    }
+    ok_with(&strict(), &web(json!({ "token_endpoint_auth_method": "client_secret_basic" })));
+}
