@@ -206,3 +206,38 @@ fn check_suggests_the_profile_the_idp_looks_like() {
     assert!(ok, "{out}");
     assert!(!out.contains("looks like"), "{out}");
 }
+
+/// `[upstream] profile = "auto"`: the profile the IdP's discovery document looks like is the one
+/// enforced (here Glewlwyd's: its registration path, `client_confidential` derived); an IdP whose
+/// document cannot be read fails `check` (and the start) instead of falling back to a guess.
+#[test]
+fn an_auto_profile_is_detected_from_discovery_and_enforced() {
+    let up = RawUpstream::start();
+    let doc = serde_json::json!({
+        "issuer": "http://gw.example.com",
+        "registration_endpoint": format!("{}/api/oidc/register", up.origin()),
+        "authorization_endpoint": format!("{}/api/oidc/auth", up.origin()),
+    });
+    up.respond_with("/.well-known/openid-configuration", 200, "application/json", &doc.to_string());
+    let gw = GatewayBuilder::new(&up.origin()).upstream_keys("profile = \"auto\"\nhealth_check = \"none\"").start();
+    let body = serde_json::json!({"client_name": "auto", "redirect_uris": ["http://127.0.0.1:8976/cb"], "token_endpoint_auth_method": "none"});
+    let (status, text) = register_from(&gw, "127.0.0.1", &body.to_string());
+    assert_eq!(status, 201, "{text}");
+    let sent = up.recorded().into_iter().find(|r| r.method == "POST").expect("a registration reached the IdP");
+    assert_eq!(sent.target_str(), "/api/oidc/register", "glewlwyd's registration path");
+    let sent: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(sent["client_confidential"], false, "glewlwyd's derived member: {sent}");
+    let log = gw.stderr_text();
+    assert!(log.contains("profile=glewlwyd") && log.contains("profile_detected=true"), "{log}");
+
+    // Nothing to detect from: check fails, naming the key.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "origins = [\"http://127.0.0.1:9\"]\nprofile = \"auto\"\nhealth_check = \"none\"\n",
+        "",
+    );
+    let (ok, out) = check(&cfg);
+    assert!(!ok, "{out}");
+    assert!(out.contains("upstream.profile = \"auto\""), "{out}");
+}

@@ -118,6 +118,17 @@ pub fn check(config: &Path) -> i32 {
     let (parsed, errors) = crate::config::parse_all(&text, config);
     let mut problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     let Some(cfg) = parsed else { return fail(&problems) };
+    let cfg = if problems.is_empty() {
+        match crate::state::idp_probe::resolve_auto_profile(&text, config, cfg.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(e);
+                cfg
+            }
+        }
+    } else {
+        cfg
+    };
     // The files the configuration names, read even when it has problems of its own; with
     // `[admin] store = "registry"` the rules and settings are the stored documents instead
     // (what `run` would start with), and their files are not read.

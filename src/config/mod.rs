@@ -128,6 +128,9 @@ pub struct Routes {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Idp {
     pub profile: String,
+    /// `[upstream] profile = "auto"`: `profile` is the one detected from the IdP's discovery
+    /// document when the snapshot was built (else "generic").
+    pub profile_auto: bool,
     /// Members added to forwarded registrations (`core::verify::derive`).
     pub derive: Vec<profile::Derive>,
     /// Registration members the IdP is known to leave out of its answer.
@@ -245,9 +248,19 @@ pub struct Config {
 /// from that buffer, so a larger limit could never be honoured.
 pub const MAX_BODY_LIMIT: usize = 64 * 1024;
 
+/// `[upstream] profile = "auto"`: the profile is the one the IdP's discovery document looks like.
+pub const AUTO_PROFILE: &str = "auto";
+
 /// Parse and validate `text`, the content of the config file at `path`.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    match parse_all(text, path) {
+    parse_detected(text, path, None)
+}
+
+/// [`parse`] with `[upstream] profile = "auto"` resolved to `detected` (the embedded profile
+/// the IdP's discovery document looks like, `state::idp_probe::detect_profile`); without one,
+/// "auto" reads as "generic".
+pub fn parse_detected(text: &str, path: &Path, detected: Option<&str>) -> Result<Config, ConfigErrors> {
+    match parse_all_detected(text, path, detected) {
         (Some(config), errors) if errors.is_empty() => Ok(config),
         (_, errors) => Err(ConfigErrors(errors)),
     }
@@ -257,6 +270,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 /// alike — and, unless the file is not TOML, the configuration read from what remains (the
 /// offending keys at their defaults), so `check` can go on to the files it names.
 pub fn parse_all(text: &str, path: &Path) -> (Option<Config>, Vec<ConfigError>) {
+    parse_all_detected(text, path, None)
+}
+
+/// [`parse_all`] with `profile = "auto"` resolved to `detected`.
+pub fn parse_all_detected(text: &str, path: &Path, detected: Option<&str>) -> (Option<Config>, Vec<ConfigError>) {
     let file_name = path.display().to_string();
     let (raw, problems) = toml_errors::deserialize_all::<schema::File>(text);
     let mut errors: Vec<ConfigError> = problems
@@ -272,7 +290,8 @@ pub fn parse_all(text: &str, path: &Path) -> (Option<Config>, Vec<ConfigError>) 
         .collect();
     let Some(raw) = raw else { return (None, errors) };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (config, more) = Validator { file: file_name, base, errors: Vec::new() }.finish(raw, path);
+    let detected = detected.map(str::to_string);
+    let (config, more) = Validator { file: file_name, base, errors: Vec::new(), detected }.finish(raw, path);
     errors.extend(more.into_iter().map(|mut e| {
         if let Some(l) = toml_errors::line_of_key(text, &e.key) {
             e.file = format!("{}:{l}", e.file);
@@ -286,6 +305,8 @@ struct Validator {
     file: String,
     base: PathBuf,
     errors: Vec<ConfigError>,
+    /// What `profile = "auto"` stands for (detected from the IdP's discovery document).
+    detected: Option<String>,
 }
 
 impl Validator {
@@ -583,7 +604,13 @@ impl Validator {
     /// `[routes]` and `[upstream]` laid over the chosen profile, laid over `generic`.
     fn profile(&mut self, raw: &schema::File) -> (Routes, Idp) {
         let generic = profile::load("generic").expect("the generic profile is embedded");
-        let chosen = match profile::load(&raw.upstream.profile) {
+        let auto = raw.upstream.profile == AUTO_PROFILE;
+        let name = match (&self.detected, auto) {
+            (Some(d), true) => d.clone(),
+            (None, true) => "generic".to_string(),
+            (_, false) => raw.upstream.profile.clone(),
+        };
+        let chosen = match profile::load(&name) {
             Ok(p) => p,
             Err(e) => {
                 self.err("upstream.profile", e);
@@ -677,6 +704,7 @@ impl Validator {
             u.registration_token_file.as_deref().and_then(|p| self.path_key("upstream.registration_token_file", p));
         let idp = Idp {
             profile: chosen.name.clone(),
+            profile_auto: auto,
             derive: chosen.registration.derive.clone(),
             known_drops: chosen.registration.known_drops.clone(),
             host_header,

@@ -110,7 +110,8 @@ pub struct UpstreamSection {
     pub health_check_interval_ms: u64,
     pub health_check_path: String,
     /// The IdP profile (`conf/profiles/<name>.toml`): path defaults, members added on the way
-    /// in, known answer drops. Explicit keys override it.
+    /// in, known answer drops. Explicit keys override it. `"auto"`: the one the IdP's discovery
+    /// document resembles, read when the snapshot is built.
     pub profile: String,
     /// The `Host` header the IdP receives; absent: the profile's (`request` unless it says).
     pub host_header: Option<super::profile::UpstreamHost>,

@@ -72,6 +72,8 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         config = %config_path.display(),
         rules = snap.acl.rule_count(),
         entries = snap.acl.entry_count(),
+        profile = %snap.config.idp.profile,
+        profile_detected = snap.config.idp.profile_auto,
         "configuration loaded"
     );
     for w in snap.acl.warnings() {

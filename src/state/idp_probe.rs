@@ -158,25 +158,43 @@ impl Findings {
     }
 }
 
-/// [`probe`], with everything else the document says.
-pub fn probe_full(config: &Config) -> Findings {
-    let Some(origin) = config.upstream.origins.first() else { return Findings::skipped("no origin".into()) };
+/// The IdP's discovery document (the first of [`DISCOVERY`] that answers 200) and its path.
+fn discovery_document(config: &Config) -> Result<(&'static str, Vec<u8>), String> {
+    let origin = config.upstream.origins.first().ok_or("no origin")?;
     let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&origin.authority()) else {
-        return Findings::skipped(format!("cannot resolve {}", origin.host));
+        return Err(format!("cannot resolve {}", origin.host));
     };
-    let Some(addr) = addrs.next() else {
-        return Findings::skipped(format!("{} resolves to no address", origin.host));
-    };
+    let addr = addrs.next().ok_or_else(|| format!("{} resolves to no address", origin.host))?;
     let timeout = config.upstream.connect_timeout.max(Duration::from_millis(200)).min(Duration::from_secs(3));
     let host = config.idp.host_header.clone().unwrap_or_else(|| origin.authority());
-    for path in DISCOVERY {
-        if let Some(body) = get(config, addr, &host, path, timeout) {
-            let suggested_profile = if config.idp.profile == "generic" {
+    DISCOVERY
+        .iter()
+        .find_map(|path| get(config, addr, &host, path, timeout).map(|body| (*path, body)))
+        .ok_or_else(|| "no discovery document answered".to_string())
+}
+
+/// `[upstream] profile = "auto"`: the embedded profile the IdP's discovery document looks like
+/// (`config::profile::detect`). An error when the document cannot be read or looks like no
+/// profile: the caller refuses to build a snapshot rather than guess (a start or reload then
+/// fails; the running snapshot stays).
+pub fn detect_profile(config: &Config) -> Result<&'static str, String> {
+    let (path, body) = discovery_document(config)?;
+    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|_| format!("{path} is not JSON"))?;
+    crate::config::profile::detect(&doc)
+        .ok_or_else(|| format!("{path} looks like none of the embedded profiles; name the profile instead"))
+}
+
+/// [`probe`], with everything else the document says.
+pub fn probe_full(config: &Config) -> Findings {
+    match discovery_document(config) {
+        Err(why) => Findings::skipped(why),
+        Ok((path, body)) => {
+            let suggested_profile = if config.idp.profile == "generic" && !config.idp.profile_auto {
                 serde_json::from_slice(&body).ok().and_then(|doc| crate::config::profile::detect(&doc))
             } else {
                 None
             };
-            return match advertised_registration_url(&body) {
+            match advertised_registration_url(&body) {
                 Some(u) => {
                     Findings { probe: judge(config, u.path()), off_gateway: off_gateway(config, &u), suggested_profile }
                 }
@@ -185,10 +203,21 @@ pub fn probe_full(config: &Config) -> Findings {
                     off_gateway: None,
                     suggested_profile,
                 },
-            };
+            }
         }
     }
-    Findings::skipped("no discovery document answered".into())
+}
+
+/// `text` (the configuration at `path`) parsed again with `profile = "auto"` resolved; `config`
+/// as it is otherwise.
+pub fn resolve_auto_profile(text: &str, path: &std::path::Path, config: Config) -> Result<Config, String> {
+    if !config.idp.profile_auto {
+        return Ok(config);
+    }
+    let name =
+        detect_profile(&config).map_err(|why| format!("{}: upstream.profile = \"auto\": {why}", path.display()))?;
+    tracing::info!(profile = name, "upstream profile detected from the IdP's discovery document");
+    crate::config::parse_detected(text, path, Some(name)).map_err(|e| e.to_string())
 }
 
 /// The message for an IdP that advertises another registration path than the configured one.

@@ -150,6 +150,8 @@ impl Snapshot {
             .map_err(|_| BuildErrors(vec![format!("{}: not valid UTF-8", config_path.display())]))?;
         let config =
             config::parse(&text, config_path).map_err(|e| BuildErrors(e.0.iter().map(|e| e.to_string()).collect()))?;
+        let config = crate::state::idp_probe::resolve_auto_profile(&text, config_path, config)
+            .map_err(|e| BuildErrors(vec![e]))?;
         let mut snap = Self::from_config_with(config, sha256_hex(&bytes), docs)?;
         snap.sources.insert(0, Source::new(config_path, SourceKind::Config, Some(&bytes)));
         Ok(snap)
