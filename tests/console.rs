@@ -557,3 +557,52 @@ fn tenant_settings_are_changed_through_the_api_service() {
     assert!(r.body[at..].contains("email"), "{}", &r.body[at..]);
     assert_eq!(sha256_file(&gw.path("tenant-settings.json")), before);
 }
+
+/// A rule deleted from the console is gone from the file and from enforcement; a token without
+/// a page's read scope gets "not allowed" for that page and the pages it can read; with the admin
+/// API off there is no console either.
+#[test]
+fn rules_are_deleted_and_each_page_needs_its_read_scope() {
+    let up = Upstream::start();
+    let admin = writer();
+    let desk = Token::new("tenant-desk", &["read:tenant_settings"]);
+    let gw = start(&up, &[&admin, &desk]);
+    assert_eq!(register(&gw, "BadBot/1.0").0, 403, "the rule blocks before it is deleted");
+    let (sid, _) = sign_in(&gw, &admin.secret);
+    let page = send("GET", &gw.admin_url("/console/rules"), Some(&sid), &[], None);
+    let (csrf, etag) = (input(&page.body, "csrf"), input(&page.body, "etag"));
+    let r = send(
+        "POST",
+        &gw.admin_url("/console/rules/block-bots/delete"),
+        Some(&sid),
+        &[],
+        Some(&format!("csrf={csrf}&etag={}", enc(&etag))),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let ids: Vec<String> =
+        rules_on_disk(&gw).as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["allow-office"]);
+    let page = send("GET", &gw.admin_url("/console/rules"), Some(&sid), &[], None);
+    assert!(page.body.contains("Rule block-bots deleted."), "{}", page.body);
+    assert!(
+        wait_until(Duration::from_secs(10), || register(&gw, "BadBot/1.0").0 == 201),
+        "the deleted rule still blocks"
+    );
+
+    let (desk_sid, _) = sign_in(&gw, &desk.secret);
+    for page in ["/console/rules", "/console/decisions", "/console/explain", "/console/clients"] {
+        let r = send("GET", &gw.admin_url(page), Some(&desk_sid), &[], None);
+        assert_eq!(r.status, 403, "{page}: {}", r.body);
+        assert!(r.body.contains("does not carry the read:"), "{page}: {}", r.body);
+    }
+    assert_eq!(send("GET", &gw.admin_url("/console/tenant"), Some(&desk_sid), &[], None).status, 200);
+
+    let off = GatewayBuilder::new(&up.origin())
+        .rules(RULES)
+        .file("admin-tokens.toml", tokens_file(&[&admin]).into_bytes())
+        .extra("[admin]\ntokens_file = \"admin-tokens.toml\"\napi_enabled = false\n")
+        .start();
+    for page in ["/console/login", "/console/rules"] {
+        assert_eq!(send("GET", &off.admin_url(page), None, &[], None).status, 404, "{page}");
+    }
+}
