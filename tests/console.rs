@@ -606,3 +606,22 @@ fn rules_are_deleted_and_each_page_needs_its_read_scope() {
         assert_eq!(send("GET", &off.admin_url(page), None, &[], None).status, 404, "{page}");
     }
 }
+
+/// Behind a TLS-terminating proxy the gateway trusts (`X-Forwarded-Proto: https` from a
+/// `[network] trusted_proxies` peer) the session cookie is `Secure`; the same header from a peer
+/// that is not trusted changes nothing.
+#[test]
+fn the_cookie_is_secure_behind_a_trusted_tls_proxy() {
+    let up = Upstream::start();
+    let admin = writer();
+    let login = |gw: &Gateway| {
+        let form = format!("token={}", enc(&admin.secret));
+        let r = send("POST", &gw.admin_url("/console/login"), None, &[("x-forwarded-proto", "https")], Some(&form));
+        assert_eq!(r.status, 303, "{}", r.body);
+        r.header("set-cookie").unwrap().to_string()
+    };
+    let trusted = builder(&up, &[&admin]).network("trusted_proxies = [\"127.0.0.1/32\"]").start();
+    assert!(login(&trusted).ends_with("; Secure"), "{}", login(&trusted));
+    let untrusted = builder(&up, &[&admin]).network("trusted_proxies = []").start();
+    assert!(!login(&untrusted).contains("Secure"), "{}", login(&untrusted));
+}

@@ -181,6 +181,20 @@ fn with_cookie(mut resp: Response<Vec<u8>>, cookie: &str) -> Response<Vec<u8>> {
 }
 
 /// The session cookie: no `Max-Age` (it ends with the browser; the server ends it sooner).
+/// The browser reached the console over HTTPS through a trusted proxy (`[network]
+/// trusted_proxies`, `X-Forwarded-Proto: https`): the admin listener itself is plain TCP, so a
+/// TLS-terminating proxy in front of it is how a console is served over HTTPS, and the cookie
+/// must then be `Secure` too. From any other peer the header is not believed.
+fn behind_tls_proxy(head: &RequestHead, snap: &crate::snapshot::Snapshot) -> bool {
+    let trusted = head.client_ip.parse::<std::net::IpAddr>().is_ok_and(|ip| snap.config.trusted_proxies.contains(ip));
+    trusted
+        && head
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
 fn session_cookie(id: &str, tls: bool) -> String {
     format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict{}", if tls { "; Secure" } else { "" })
 }
@@ -287,6 +301,7 @@ impl Console {
         if !snap.config.admin.api_enabled {
             return respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", b"not found\n".to_vec());
         }
+        let tls = tls || behind_tls_proxy(head, &snap);
         let rest = head.path.strip_prefix(PREFIX).unwrap_or("");
         let get = head.method == Method::GET || head.method == Method::HEAD;
         let post = head.method == Method::POST;
