@@ -14,11 +14,14 @@ GEOIP_DB := geoip/geo-whois-asn-country.mmdb
 run: prereqs release demo-idp-deps $(GEOIP_DB)
 	@$(DEMO_IDP)/run-demo.sh
 
-# Every test, the doc tests too even when a test failed (the exit status is the first failure's).
+# Every test, the doc tests too even when a test failed (the exit status is the first failure's),
+# and last the per-phase CPU accounting of the benchmark build (feature phase-timing; it rebuilds
+# the gateway with the feature, so it runs after everything that uses the default binary).
 test: prereqs demo-idp-deps console-test-deps
 	@status=0; \
 	$(CARGO) test --all-targets --no-fail-fast || status=$$?; \
-	$(CARGO) test --doc || status=$${status:-$$?}; \
+	$(CARGO) test --doc || { rc=$$?; [ $$status -ne 0 ] || status=$$rc; }; \
+	$(CARGO) test --features phase-timing --test phases || { rc=$$?; [ $$status -ne 0 ] || status=$$rc; }; \
 	exit $$status
 
 # System packages a fresh Debian machine lacks (cmake, pkg-config, libssl-dev, Node.js >= 20.18,

@@ -526,8 +526,8 @@ impl ProxyHttp for Gateway {
             Decision::Allow => {}
         }
         // Only an allowed request's answer can be rewritten: a refusal (a flood's every
-        // request) does not pay for the rewriter.
-        let pt = phases::span(Phase::RequestFilter);
+        // request) does not pay for the rewriter. (The same call of request_filter: time only.)
+        let pt = phases::span_more(Phase::RequestFilter);
         if snap.config.routes.rewrite_discovery {
             let lower: Vec<String> = view.segments.iter().map(|s| s.to_ascii_lowercase()).collect();
             ctx.upstream.discovery =

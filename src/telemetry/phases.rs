@@ -114,6 +114,11 @@ impl Accumulator {
         self.calls[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// More CPU time for a call of `phase` already counted (a phase measured in two pieces).
+    pub fn add_time(&self, phase: Phase, nanos: u64) {
+        self.nanos[phase.index()].fetch_add(nanos, Ordering::Relaxed);
+    }
+
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for i in 0..N {
@@ -174,6 +179,13 @@ pub fn close(acc: &Accumulator, phase: Phase, mark: Mark, now: u64, nested_now: 
     nested
 }
 
+/// [`close`] for the second piece of a call already counted: time only.
+pub fn close_more(acc: &Accumulator, phase: Phase, mark: Mark, now: u64, nested_now: u64) -> u64 {
+    let (own, nested) = exclusive(mark, now, nested_now);
+    acc.add_time(phase, own);
+    nested
+}
+
 #[cfg(feature = "phase-timing")]
 mod imp {
     use std::cell::Cell;
@@ -186,7 +198,7 @@ mod imp {
     use prometheus::proto::MetricFamily;
     use prometheus::{CounterVec, Gauge, IntCounterVec, Opts};
 
-    use super::{close, exclusive, Accumulator, Mark, Phase, Totals, PHASES};
+    use super::{close, close_more, exclusive, Accumulator, Mark, Phase, Totals, PHASES};
     use crate::telemetry::Metrics;
 
     /// Every thread's accumulator (threads that ended keep theirs: the totals only grow).
@@ -218,10 +230,11 @@ mod imp {
         Mark::new(thread_cpu_nanos(), NESTED.with(Cell::get))
     }
 
-    fn finish(phase: Phase, m: Mark) {
+    fn finish(phase: Phase, m: Mark, counted: bool) {
         let now = thread_cpu_nanos();
         let _ = LOCAL.try_with(|acc| {
-            NESTED.with(|n| n.set(close(acc, phase, m, now, n.get())));
+            let closing = if counted { close } else { close_more };
+            NESTED.with(|n| n.set(closing(acc, phase, m, now, n.get())));
         });
     }
 
@@ -230,11 +243,13 @@ mod imp {
     pub struct Span {
         phase: Phase,
         mark: Mark,
+        /// Counted as a call (a [`span_more`] piece is not).
+        counted: bool,
     }
 
     impl Drop for Span {
         fn drop(&mut self) {
-            finish(self.phase, self.mark);
+            finish(self.phase, self.mark, self.counted);
         }
     }
 
@@ -246,7 +261,13 @@ mod imp {
 
     #[inline]
     pub fn span(phase: Phase) -> Span {
-        Span { phase, mark: mark() }
+        Span { phase, mark: mark(), counted: true }
+    }
+
+    /// The second piece of a phase whose call [`span`] counted already (time only).
+    #[inline]
+    pub fn span_more(phase: Phase) -> Span {
+        Span { phase, mark: mark(), counted: false }
     }
 
     /// A future whose polls are measured (each on the thread that runs it, so a task that moves
@@ -402,6 +423,11 @@ mod imp {
     }
 
     #[inline(always)]
+    pub fn span_more(_: Phase) -> Span {
+        Span
+    }
+
+    #[inline(always)]
     pub fn timed<F>(_: Phase, f: F) -> F {
         f
     }
@@ -418,7 +444,7 @@ mod imp {
     }
 }
 
-pub use imp::{register, span, thread_totals, timed, totals, Span};
+pub use imp::{register, span, span_more, thread_totals, timed, totals, Span};
 
 /// True when this binary was built with the `phase-timing` feature.
 pub const ENABLED: bool = cfg!(feature = "phase-timing");
