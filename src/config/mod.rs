@@ -248,6 +248,25 @@ pub struct Config {
 /// from that buffer, so a larger limit could never be honoured.
 pub const MAX_BODY_LIMIT: usize = 64 * 1024;
 
+/// A path written in a configuration file whose directory is `base`: absolute as written, else
+/// relative to `base` (every path key resolves this way; paths in settings read later, such as
+/// `[dcr] software_statement_issuers[].jwks_file`, through [`Config::resolve`]).
+pub fn resolve_against(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+impl Config {
+    /// `p` as a path key of this configuration file resolves ([`resolve_against`] its directory).
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        resolve_against(self.path.parent().unwrap_or(Path::new("")), p)
+    }
+}
+
 /// `[upstream] profile = "auto"`: the profile is the one the IdP's discovery document looks like.
 pub const AUTO_PROFILE: &str = "auto";
 
@@ -315,12 +334,7 @@ impl Validator {
     }
 
     fn resolve(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base.join(p)
-        }
+        resolve_against(&self.base, p)
     }
 
     fn socket_addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {

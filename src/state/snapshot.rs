@@ -209,14 +209,7 @@ impl Snapshot {
             }
         };
 
-        let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &str| {
-            if Path::new(p).is_absolute() {
-                PathBuf::from(p)
-            } else {
-                base.join(p)
-            }
-        };
+        let resolve = |p: &str| config.resolve(p);
         let registration_tokens = match (&config.dcr.registration, config.dcr.token_file.as_deref()) {
             (RegistrationMode::Token, None) => {
                 errors.push(format!(
@@ -419,13 +412,12 @@ fn upstream_secrets(config: &Config, watched: &mut Vec<PathBuf>, errors: &mut Ve
 /// The software statement verifier `[dcr] software_statement_issuers` describes, reading
 /// `jwks_file`s relative to the config file. Problems are pushed onto `errors`.
 pub fn statement_verifier(config: &Config, watched: &mut Vec<PathBuf>, errors: &mut Vec<String>) -> StatementVerifier {
-    let base = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut issuers = Vec::new();
     for (i, iss) in config.dcr.software_statement_issuers.iter().enumerate() {
         let doc = match (&iss.jwks, iss.jwks_file.as_deref()) {
             (Some(inline), _) => Some(inline.clone()),
             (None, Some(f)) => {
-                let p = if Path::new(f).is_absolute() { PathBuf::from(f) } else { base.join(f) };
+                let p = config.resolve(f);
                 watched.push(p.clone());
                 read(&p, "JWKS file", errors).and_then(|b| match serde_json::from_slice::<serde_json::Value>(&b) {
                     Ok(v) => Some(v),
