@@ -328,3 +328,28 @@ fn the_glewlwyd_profile_classes_its_admin_apis_as_management() {
     }
     assert!(up.recorded().iter().all(|r| !r.target_str().starts_with("/api/client")));
 }
+
+/// With `refuse_changed_registrations`, a changed registration the IdP's answer gives no way to
+/// delete (no RFC 7592 token), and an accepted answer the gateway cannot read, are refused all
+/// the same; nothing is sent to delete, and the failure is counted.
+#[test]
+fn changed_or_unreadable_registrations_that_cannot_be_undone_are_refused_and_counted() {
+    for answer in [
+        r#"{"client_id":"c-kept-at-idp","token_endpoint_auth_method":"client_secret_basic","redirect_uris":["http://127.0.0.1:8976/cb"]}"#,
+        "not json at all",
+    ] {
+        let up = RawUpstream::start();
+        up.respond_with("/reg", 201, "application/json", answer);
+        let gw = GatewayBuilder::new(&up.origin())
+            .upstream_keys("profile = \"node-oidc-provider\"\nrefuse_changed_registrations = true")
+            .start();
+        let (status, body) = register(&gw, &public_client(), None);
+        assert_eq!(status, 400, "{answer}: {body}");
+        assert_eq!(body["error"], "invalid_client_metadata");
+        assert!(body["error_description"].as_str().unwrap().contains("could not be deleted"), "{body}");
+        let seen: Vec<_> = up.recorded().into_iter().filter(|r| !r.target_str().starts_with("/.well-known")).collect();
+        assert_eq!(seen.len(), 1, "no DELETE could be sent: {:?}", seen.iter().map(|r| &r.method).collect::<Vec<_>>());
+        assert_eq!(gw.wait_metric("dcr_gateway_registrations_undone_total{result=\"failed\"}", 1.0), 1.0);
+        assert_eq!(gw.metric("dcr_gateway_registrations_undone_total{result=\"deleted\"}"), 0.0);
+    }
+}

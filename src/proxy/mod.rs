@@ -168,6 +168,9 @@ struct UpstreamState {
     idp_error: Option<String>,
     /// Registration members the IdP answered differently (`core::verify`).
     changed_members: Vec<String>,
+    /// The answer's tree was repaired into the RFC 7591 shape (`core::verify::repair_answer`):
+    /// the body sent is the tree's.
+    repaired: bool,
     /// A RFC 7592 delete answered 204 for the IdP's 200: its body is not sent.
     drop_body: bool,
 }
@@ -330,11 +333,22 @@ impl Gateway {
     fn read_answer(&self, ctx: &mut RequestCtx, buf: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
         let success = ctx.upstream.status.is_some_and(|s| (200..300).contains(&s));
         let verify = success && ctx.registration.is_registration_post && ctx.registration.body.is_some();
-        let tree = if ctx.upstream.rewrite.is_some() || verify {
+        let mut tree = if ctx.upstream.rewrite.is_some() || verify {
             serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(buf).ok()
         } else {
             None
         };
+        // RFC 7591 §3.2.1 shapes, when answers are normalized (`core::verify::repair_answer`),
+        // before anything reads the tree: the client_id, the pin and the registry's record see
+        // what the client will see.
+        let normalize = ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status);
+        if let (Some(doc), true, Some((Rewrite::Registration, _))) = (tree.as_mut(), normalize, &ctx.upstream.rewrite) {
+            let repaired = crate::core::verify::repair_answer(doc);
+            if !repaired.is_empty() {
+                tracing::debug!(request_id = %ctx.admission.request_id, members = ?repaired, "the IdP's client information answer repaired into the RFC 7591 shape");
+                ctx.upstream.repaired = true;
+            }
+        }
         match &tree {
             Some(doc) => {
                 let text = |k: &str| doc.get(k).and_then(serde_json::Value::as_str);
@@ -385,18 +399,12 @@ impl Gateway {
             self.registry_record(ctx, answer);
         }
         let (kind, rw) = ctx.upstream.rewrite.take()?;
-        // RFC 7591 §3.2.1 shapes, when answers are normalized (`core::verify::repair_answer`).
-        let repair = ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status);
-        let request_id = &ctx.admission.request_id;
+        let repaired = ctx.upstream.repaired;
         let rewritten = tree.and_then(|mut doc| match kind {
             Rewrite::Discovery => rw.rewrite_discovery_doc(doc),
             Rewrite::Registration => {
-                let repaired = if repair { crate::core::verify::repair_answer(&mut doc) } else { Vec::new() };
-                if !repaired.is_empty() {
-                    tracing::debug!(request_id = %request_id, members = ?repaired, "the IdP's client information answer repaired into the RFC 7591 shape");
-                }
                 let moved = rw.rewrite_registration_in(&mut doc);
-                (moved || !repaired.is_empty()).then(|| serde_json::to_vec(&doc).ok()).flatten()
+                (moved || repaired).then(|| serde_json::to_vec(&doc).ok()).flatten()
             }
         });
         if rewritten.is_some() {

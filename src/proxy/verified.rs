@@ -63,18 +63,24 @@ fn failure(error: &str) -> (&'static str, GatewayError) {
 }
 
 /// The RFC 7592 `DELETE` of a client the IdP just issued: to its `registration_client_uri`,
-/// with its `registration_access_token`, `Host` as the URI names it, and the upstream's static
-/// headers. `None` when the answer lacks what RFC 7592 needs.
+/// with its `registration_access_token`, the registration's own `Host`, and the upstream's
+/// static headers. `None` when the answer lacks what RFC 7592 needs.
 fn undo_request(
     answer: &serde_json::Map<String, serde_json::Value>,
+    host: Option<&http::HeaderValue>,
     secrets: &[(http::HeaderName, http::HeaderValue)],
 ) -> Option<Vec<u8>> {
     let text = |k: &str| answer.get(k).and_then(serde_json::Value::as_str);
     let token = text("registration_access_token").filter(|t| t.bytes().all(|b| (0x21..=0x7e).contains(&b)))?;
     let url = url::Url::parse(text("registration_client_uri")?).ok()?;
-    let host = match (url.host_str()?, url.port()) {
-        (h, Some(p)) => format!("{h}:{p}"),
-        (h, None) => h.to_string(),
+    // The Host the registration itself was sent with (`forward::rewrite`: the decided host, or
+    // the profile's origin name), else the URI's.
+    let host = match host.and_then(|h| h.to_str().ok()) {
+        Some(h) => h.to_string(),
+        None => match (url.host_str()?, url.port()) {
+            (h, Some(p)) => format!("{h}:{p}"),
+            (h, None) => h.to_string(),
+        },
     };
     let target = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
@@ -137,11 +143,16 @@ impl Gateway {
             }
         }
         let tree = self.read_answer(ctx, &answer.body);
-        if success && !ctx.upstream.changed_members.is_empty() {
-            let undo = tree.as_ref().and_then(|t| undo_request(t, &snap.upstream_secrets.headers));
+        // An accepted answer the gateway cannot read cannot be verified: refused like a changed
+        // one (a gzip body despite the missing Accept-Encoding, an array, a BOM).
+        let unreadable = success && tree.is_none();
+        if success && (unreadable || !ctx.upstream.changed_members.is_empty()) {
+            let host = req.headers.get(http::header::HOST).cloned();
+            let undo = tree.as_ref().and_then(|t| undo_request(t, host.as_ref(), &snap.upstream_secrets.headers));
             let deleted = match undo {
+                // Only a 2xx is a deletion: a 404 may be the wrong host or path, not a gone client.
                 Some(bytes) => match self.exchange(snap, addr, sni, bytes).await {
-                    Ok(a) if (200..300).contains(&a.status) || a.status == 404 => true,
+                    Ok(a) if (200..300).contains(&a.status) => true,
                     Ok(a) => {
                         tracing::warn!(request_id = %ctx.admission.request_id, status = a.status, "registration refused but not deleted: the IdP answered the RFC 7592 DELETE with an error");
                         false
@@ -152,20 +163,37 @@ impl Gateway {
                     }
                 },
                 None => {
-                    tracing::warn!(request_id = %ctx.admission.request_id, "registration refused but not deleted: the IdP's answer has no registration_client_uri and registration_access_token (RFC 7592)");
+                    tracing::warn!(request_id = %ctx.admission.request_id, "registration refused but not deleted: the IdP's answer has no readable registration_client_uri and registration_access_token (RFC 7592)");
                     false
                 }
             };
             self.metrics.registrations_undone.with_label_values(&[if deleted { "deleted" } else { "failed" }]).inc();
-            // The use of an initial access token is given back: no client was kept.
-            ctx.registration.token_lease = None;
-            ctx.registration.store_token_use = None;
+            if deleted {
+                // No client was kept: the use of an initial access token is given back.
+                ctx.registration.token_lease = None;
+                ctx.registration.store_token_use = None;
+            } else {
+                // The client lives on at the IdP: the use is spent, and the registry knows the
+                // client (caps count it; the reaper or an operator can delete it).
+                Self::spend_token_use(ctx, answer.status);
+                if let Some(t) = tree.as_ref() {
+                    self.registry_record(ctx, t);
+                }
+            }
+            let what = if unreadable {
+                "an answer the gateway could not read".to_string()
+            } else {
+                format!("other {} than requested", ctx.upstream.changed_members.join(", "))
+            };
             let err = GatewayError::InvalidRegistration(RegistrationError::new(
                 ErrorCode::InvalidClientMetadata,
                 format!(
-                    "the identity provider would register this client with other {} than requested; the registration was {}",
-                    ctx.upstream.changed_members.join(", "),
-                    if deleted { "undone" } else { "refused" }
+                    "the identity provider registered this client with {what}; the registration was {}",
+                    if deleted {
+                        "undone"
+                    } else {
+                        "refused (the client could not be deleted at the identity provider)"
+                    }
                 ),
             ));
             return self.refuse(session, ctx, Outcome::Invalid, err).await;
@@ -239,17 +267,21 @@ mod tests {
         )
         .unwrap();
         let secrets = [(http::HeaderName::from_static("cname-api-key"), http::HeaderValue::from_static("k"))];
-        let text = String::from_utf8(undo_request(&answer, &secrets).unwrap()).unwrap();
+        let text = String::from_utf8(undo_request(&answer, None, &secrets).unwrap()).unwrap();
         assert_eq!(
             text,
             "DELETE /reg/c1?x=1 HTTP/1.1\r\nHost: idp.internal:3000\r\nAuthorization: Bearer tok\r\ncname-api-key: k\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
+        // The registration's own Host wins (a vhost- or edge-routed IdP).
+        let host = http::HeaderValue::from_static("login.example.com");
+        let text = String::from_utf8(undo_request(&answer, Some(&host), &[]).unwrap()).unwrap();
+        assert!(text.contains("\r\nHost: login.example.com\r\n"), "{text}");
         let mut no_token = answer.clone();
         no_token.remove("registration_access_token");
-        assert!(undo_request(&no_token, &[]).is_none());
+        assert!(undo_request(&no_token, None, &[]).is_none());
         let mut bad_token = answer;
         bad_token.insert("registration_access_token".into(), "a\r\nX-Injected: 1".into());
-        assert!(undo_request(&bad_token, &[]).is_none(), "a token that would break the head is not sent");
+        assert!(undo_request(&bad_token, None, &[]).is_none(), "a token that would break the head is not sent");
     }
 
     #[test]

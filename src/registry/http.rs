@@ -19,7 +19,9 @@ pub struct Answer {
     pub content_type: Option<String>,
 }
 
-const MAX_ANSWER: usize = 256 * 1024;
+/// As much as the proxied path reads of an answer (`proxy::CLIENT_ID_CAPTURE_LIMIT`): a
+/// registration answer can be several times the 64 KiB request (escaped characters).
+const MAX_ANSWER: usize = 1024 * 1024;
 
 fn exchange<S: Read + Write>(s: &mut S, request: &[u8]) -> Result<Answer, String> {
     s.write_all(request).map_err(|e| format!("write: {e}"))?;
@@ -37,11 +39,20 @@ fn exchange<S: Read + Write>(s: &mut S, request: &[u8]) -> Result<Answer, String
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse::<usize>().ok());
-            let no_body = status == 204 || status == 304 || (100..200).contains(&status);
+            if (100..200).contains(&status) && status != 101 {
+                // An interim answer (100 Continue, 103 Early Hints): the final one follows.
+                out.drain(..split + 4);
+                continue;
+            }
+            let no_body = status == 204 || status == 304 || status == 101;
             let want = if no_body { Some(0) } else { len };
             if let Some(w) = want {
-                if out.len() >= split + 4 + w {
-                    let body = out[split + 4..split + 4 + w].to_vec();
+                let end = (split + 4).checked_add(w).ok_or("unreadable content-length")?;
+                if w > MAX_ANSWER {
+                    return Err("answer too large".into());
+                }
+                if out.len() >= end {
+                    let body = out[split + 4..end].to_vec();
                     return Ok(Answer { status, body, content_type: content_type(&head) });
                 }
             }
@@ -158,7 +169,16 @@ pub fn send_bytes(upstream: &Upstream, addr: SocketAddr, sni: Option<&str>, byte
             let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
                 .map_err(|e| format!("tls: {e}"))?;
             if let Some(ca) = &upstream.ca_file {
-                b.set_ca_file(ca).map_err(|e| format!("tls: {}: {e}", ca.display()))?;
+                // Only the configured CA, as the proxy's peers trust it (Pingora replaces the
+                // trust store with it): not added to the system roots.
+                let pem = std::fs::read(ca).map_err(|e| format!("tls: {}: {e}", ca.display()))?;
+                let certs =
+                    openssl::x509::X509::stack_from_pem(&pem).map_err(|e| format!("tls: {}: {e}", ca.display()))?;
+                let mut store = openssl::x509::store::X509StoreBuilder::new().map_err(|e| format!("tls: {e}"))?;
+                for c in certs {
+                    store.add_cert(c).map_err(|e| format!("tls: {}: {e}", ca.display()))?;
+                }
+                b.set_verify_cert_store(store.build()).map_err(|e| format!("tls: {e}"))?;
             }
             if !upstream.verify_cert {
                 b.set_verify(openssl::ssl::SslVerifyMode::NONE);
@@ -234,6 +254,17 @@ mod tests {
         let a = exchange(&mut Rw(&mut io), b"x").unwrap();
         assert_eq!((a.status, a.body.as_slice()), (201, &b"{\"a\":\"b\"}"[..]));
         let mut io = std::io::Cursor::new(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec());
+        assert!(exchange(&mut Rw(&mut io), b"x").is_err());
+        // Interim answers are skipped; the final one is read.
+        let mut io = std::io::Cursor::new(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"
+                .to_vec(),
+        );
+        let a = exchange(&mut Rw(&mut io), b"x").unwrap();
+        assert_eq!((a.status, a.body.as_slice()), (201, &b"{}"[..]));
+        // A length that would wrap, or one past the bound: an error, no panic.
+        let mut io =
+            std::io::Cursor::new(b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n{}".to_vec());
         assert!(exchange(&mut Rw(&mut io), b"x").is_err());
     }
 }

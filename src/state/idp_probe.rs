@@ -208,15 +208,29 @@ pub fn probe_full(config: &Config) -> Findings {
     }
 }
 
+/// What `profile = "auto"` resolved to in this process: detected when the first snapshot is built,
+/// then kept for every reload. A discovery document that changes later, or an IdP that is down
+/// while an operator reloads an urgent rule, never changes what is enforced; another IdP needs a
+/// restart.
+static DETECTED: std::sync::Mutex<Option<&'static str>> = std::sync::Mutex::new(None);
+
 /// `text` (the configuration at `path`) parsed again with `profile = "auto"` resolved; `config`
 /// as it is otherwise.
 pub fn resolve_auto_profile(text: &str, path: &std::path::Path, config: Config) -> Result<Config, String> {
     if !config.idp.profile_auto {
         return Ok(config);
     }
-    let name =
-        detect_profile(&config).map_err(|why| format!("{}: upstream.profile = \"auto\": {why}", path.display()))?;
-    tracing::info!(profile = name, "upstream profile detected from the IdP's discovery document");
+    let kept = *DETECTED.lock().unwrap_or_else(|p| p.into_inner());
+    let name = match kept {
+        Some(name) => name,
+        None => {
+            let name = detect_profile(&config)
+                .map_err(|why| format!("{}: upstream.profile = \"auto\": {why}", path.display()))?;
+            *DETECTED.lock().unwrap_or_else(|p| p.into_inner()) = Some(name);
+            tracing::info!(profile = name, "upstream profile detected from the IdP's discovery document");
+            name
+        }
+    };
     crate::config::parse_detected(text, path, Some(name)).map_err(|e| e.to_string())
 }
 
