@@ -17,19 +17,59 @@ fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
 }
 
-/// Production text of a file: everything before its first `#[cfg(test)]`.
-fn production(text: &str) -> &str {
-    text.find("#[cfg(test)]").map_or(text, |i| &text[..i])
+/// Production text of a file: the file without the items marked `#[cfg(test)]` (a `mod tests
+/// { … }` block, a `use`, a function — wherever they stand: production code after an early
+/// test item is still checked). An item ends at its first `;` outside braces, or with the brace
+/// that closes its first `{`.
+fn production(text: &str) -> String {
+    const MARK: &str = "#[cfg(test)]";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(MARK) {
+        out.push_str(&rest[..i]);
+        let item = &rest[i + MARK.len()..];
+        let mut depth = 0usize;
+        let mut end = item.len();
+        for (j, c) in item.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        end = j + 1;
+                        break;
+                    }
+                }
+                ';' if depth == 0 => {
+                    end = j + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &item[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
+/// The top-level module of every `crate::…` path, grouped imports (`use crate::{a, b::c}`)
+/// included.
 fn crate_paths(text: &str) -> Vec<String> {
+    let ident =
+        |s: &str| -> String { s.trim_start().chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect() };
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(i) = rest.find("crate::") {
         let after = &rest[i + 7..];
-        let name: String = after.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
-        if !name.is_empty() {
-            out.push(name);
+        if let Some(group) = after.strip_prefix('{') {
+            let inner = &group[..group.find('}').unwrap_or(group.len())];
+            out.extend(inner.split(',').map(ident).filter(|n| !n.is_empty()));
+        } else {
+            let name = ident(after);
+            if !name.is_empty() {
+                out.push(name);
+            }
         }
         rest = after;
     }
@@ -60,7 +100,7 @@ fn modules_import_only_their_layer_and_below() {
             };
             seen += 1;
             let text = std::fs::read_to_string(&path).unwrap();
-            for name in crate_paths(production(&text)) {
+            for name in crate_paths(&production(&text)) {
                 if let Some(l) = layer_of(&name) {
                     if l > own {
                         violations.push(format!("{rel}: {top} imports {name}"));
@@ -89,7 +129,8 @@ const IO: &[&str] = &[
 
 /// The I/O a production file of the pure layer names.
 fn io_in(text: &str) -> Vec<&'static str> {
-    IO.iter().copied().filter(|w| production(text).contains(w)).collect()
+    let production = production(text);
+    IO.iter().copied().filter(|w| production.contains(w)).collect()
 }
 
 #[test]
@@ -124,6 +165,11 @@ fn io_in_the_pure_layer_is_caught() {
     assert_eq!(io_in("use redis::aio::ConnectionManager;\nfn f() {}"), ["redis::"]);
     assert_eq!(io_in("fn f() { std::fs::read(\"x\"); }"), ["std::fs"]);
     assert!(io_in("#[cfg(test)]\nmod t { fn f() { std::fs::read(\"x\"); } }").is_empty(), "tests may");
+    assert_eq!(
+        io_in("#[cfg(test)]\nmod t { fn f() { std::fs::read(\"x\"); } }\nfn g() { std::process::exit(1) }"),
+        ["std::process"],
+        "production code after a test module"
+    );
     assert!(io_in("use pingora_limits::estimator::Estimator;").is_empty(), "a data-structure crate is not I/O");
 }
 
@@ -131,6 +177,10 @@ fn io_in_the_pure_layer_is_caught() {
 fn an_upward_import_is_caught() {
     let text =
         "use crate::proxy::Gateway;\nfn f() { crate::core::gate::is_json(None); }\n#[cfg(test)]\nuse crate::cli::x;";
-    assert_eq!(crate_paths(production(text)), ["proxy", "core"]);
+    assert_eq!(crate_paths(&production(text)), ["proxy", "core"]);
     assert!(layer_of("proxy") > layer_of("state"));
+    // Production code after an early test item is still read; grouped imports are seen.
+    let text = "#[cfg(test)]\nmod tests { fn t() { crate::cli::x(); } }\nuse crate::{proxy::Gateway, state};\n\
+                #[cfg(test)]\nuse crate::cli::y;\nfn f() { crate::admin::z(); }";
+    assert_eq!(crate_paths(&production(text)), ["proxy", "state", "admin"]);
 }
