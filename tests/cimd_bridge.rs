@@ -247,7 +247,7 @@ impl InProcess {
         InProcess { _dir: dir, idp, docs, documents, bridge, registry, target, settings: cfg.cimd.clone(), cfg, ahead }
     }
 
-    fn client_for(&self, url: &str) -> (String, dcr_gateway::registry::bridge::Outcome) {
+    fn client_for(&self, url: &str) -> (String, dcr_gateway::registry::bridge::BridgeOutcome) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let doc = rt.block_on(self.documents.resolve(url, &self.settings, &self.cfg.dcr)).unwrap();
         self.bridge.client_for(&doc, &self.target).unwrap()
@@ -256,25 +256,25 @@ impl InProcess {
 
 #[test]
 fn a_changed_document_updates_the_idp_client_after_its_cache_lifetime() {
-    use dcr_gateway::registry::bridge::Outcome;
+    use dcr_gateway::registry::bridge::BridgeOutcome;
     let s = InProcess::start();
     let url = format!("https://localhost:{}/c.json", s.docs.addr.port());
     let (cb1, cb2) = ("http://127.0.0.1:45200/cb", "http://127.0.0.1:45201/cb");
     s.docs.set("/c.json", Answer::json(&document(&url, cb1, "Changing Client")));
 
     let (id, outcome) = s.client_for(&url);
-    assert_eq!(outcome, Outcome::Registered);
-    assert_eq!(s.client_for(&url), (id.clone(), Outcome::Stored));
+    assert_eq!(outcome, BridgeOutcome::Registered);
+    assert_eq!(s.client_for(&url), (id.clone(), BridgeOutcome::Stored));
 
     // The document changes; within its cache lifetime (300 s minimum) nothing moves.
     s.docs.set("/c.json", Answer::json(&document(&url, cb2, "Changing Client")));
     s.ahead.store(299, Ordering::SeqCst);
-    assert_eq!(s.client_for(&url), (id.clone(), Outcome::Stored));
+    assert_eq!(s.client_for(&url), (id.clone(), BridgeOutcome::Stored));
     assert_eq!(s.docs.requests_for("/c.json"), 1, "served from the cache");
 
     // Past it: fetched again, a new fingerprint, the IdP client updated in place (RFC 7592).
     s.ahead.store(301, Ordering::SeqCst);
-    assert_eq!(s.client_for(&url), (id.clone(), Outcome::Updated));
+    assert_eq!(s.client_for(&url), (id.clone(), BridgeOutcome::Updated));
     assert_eq!(s.docs.requests_for("/c.json"), 2);
     let seen = idp_received(&s.idp.record);
     let puts: Vec<&Value> = seen.iter().filter(|r| r["method"] == "PUT").collect();
@@ -294,7 +294,7 @@ fn a_changed_document_updates_the_idp_client_after_its_cache_lifetime() {
         .into_json()
         .unwrap();
     assert_eq!(read["redirect_uris"], json!([cb2]));
-    assert_eq!(s.client_for(&url), (id.clone(), Outcome::Stored));
+    assert_eq!(s.client_for(&url), (id.clone(), BridgeOutcome::Stored));
 
     // A stored token that no longer opens: the update cannot be made, the document is
     // registered again and the row points at the new client.
@@ -303,7 +303,7 @@ fn a_changed_document_updates_the_idp_client_after_its_cache_lifetime() {
     let db = rusqlite::Connection::open(s._dir.path().join("registry.db")).unwrap();
     db.execute("UPDATE cimd_clients SET token_sealed = 'v1.k1.AAAA' WHERE url = ?1", [&url]).unwrap();
     let (new_id, outcome) = s.client_for(&url);
-    assert_eq!(outcome, Outcome::Reregistered);
+    assert_eq!(outcome, BridgeOutcome::Reregistered);
     assert_ne!(new_id, id);
     assert_eq!(registrations(&s.idp.record).len(), 2);
     assert_eq!(s.registry.store().bridge_get(&url).unwrap().unwrap().client_id, new_id);
@@ -311,7 +311,7 @@ fn a_changed_document_updates_the_idp_client_after_its_cache_lifetime() {
 
 #[test]
 fn concurrent_first_requests_for_one_document_register_once() {
-    use dcr_gateway::registry::bridge::Outcome;
+    use dcr_gateway::registry::bridge::BridgeOutcome;
     let s = Arc::new(InProcess::start());
     let url = format!("https://localhost:{}/many.json", s.docs.addr.port());
     s.docs.set("/many.json", Answer::json(&document(&url, "http://127.0.0.1:45300/cb", "Busy Client")));
@@ -328,9 +328,9 @@ fn concurrent_first_requests_for_one_document_register_once() {
             })
         })
         .collect();
-    let results: Vec<(String, Outcome)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let results: Vec<(String, BridgeOutcome)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(results.iter().all(|(id, _)| *id == results[0].0), "{results:?}");
-    assert_eq!(results.iter().filter(|(_, o)| *o == Outcome::Registered).count(), 1, "{results:?}");
+    assert_eq!(results.iter().filter(|(_, o)| *o == BridgeOutcome::Registered).count(), 1, "{results:?}");
     assert_eq!(registrations(&s.idp.record).len(), 1);
 }
 

@@ -148,7 +148,7 @@ pub struct Message<'a> {
 
 /// What the signature fields of a request amount to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum SignatureOutcome {
     /// No `Signature-Input` / `Signature` field.
     Missing,
     /// Present but not acceptable (the reason, for logs; never key material).
@@ -157,8 +157,8 @@ pub enum Outcome {
     Valid(String),
 }
 
-fn invalid(why: impl Into<String>) -> Outcome {
-    Outcome::Invalid(why.into())
+fn invalid(why: impl Into<String>) -> SignatureOutcome {
+    SignatureOutcome::Invalid(why.into())
 }
 
 fn field_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
@@ -271,11 +271,11 @@ pub fn hmac_sign(secret: &[u8], base: &[u8]) -> Vec<u8> {
 /// `created`, `expires` and `keyid` present; `alg`, when given, `hmac-sha256`; a lifetime of
 /// at most an hour; 60 seconds of clock skew either side (`created <= now + 60`,
 /// `now <= expires + 60`); the key known; the HMAC-SHA256 over the RFC 9421 signature base.
-pub fn verify(keys: &KeySet, m: &Message<'_>, now: i64) -> Outcome {
+pub fn verify(keys: &KeySet, m: &Message<'_>, now: i64) -> SignatureOutcome {
     let input = field_value(m.headers, "signature-input");
     let signature = field_value(m.headers, "signature");
     let (input, signature) = match (input, signature) {
-        (None, None) => return Outcome::Missing,
+        (None, None) => return SignatureOutcome::Missing,
         (Some(i), Some(s)) => (i, s),
         _ => return invalid("Signature-Input and Signature must come together"),
     };
@@ -340,7 +340,7 @@ pub fn verify(keys: &KeySet, m: &Message<'_>, now: i64) -> Outcome {
         Err(e) => return invalid(e),
     };
     if hmac_ok(key.secret(), base.as_bytes(), sig) {
-        Outcome::Valid(key.id.clone())
+        SignatureOutcome::Valid(key.id.clone())
     } else {
         invalid("signature does not verify")
     }
@@ -430,7 +430,10 @@ mod rfc9421 {
         );
         let keys = KeySet::from_keys([Key::new("test-shared-secret", secret)]);
         let m2 = Message { headers: &h2, ..m };
-        assert_eq!(verify(&keys, &m2, 1618884473), Outcome::Invalid("created and expires are required".into()));
+        assert_eq!(
+            verify(&keys, &m2, 1618884473),
+            SignatureOutcome::Invalid("created and expires are required".into())
+        );
     }
 
     /// A valid HMAC over components that do not bind the request (nothing, or headers only)
@@ -475,7 +478,7 @@ mod rfc9421 {
                 headers: &h,
             };
             let got = verify(&keys, &m, now);
-            assert_eq!(matches!(got, Outcome::Valid(_)), ok, "{covered}: {got:?}");
+            assert_eq!(matches!(got, SignatureOutcome::Valid(_)), ok, "{covered}: {got:?}");
         }
     }
 
@@ -518,29 +521,35 @@ mod rfc9421 {
             verify(&keys, &m, now)
         };
         let ok = format!(r#";created={};expires={};keyid="key_edge";alg="hmac-sha256""#, now - 10, now + 300);
-        assert_eq!(check(&sign(&ok, &[9; 32], &[]), "client_id=abc&x=1"), Outcome::Valid("key_edge".into()));
+        assert_eq!(check(&sign(&ok, &[9; 32], &[]), "client_id=abc&x=1"), SignatureOutcome::Valid("key_edge".into()));
         // Tampered parameter, wrong key, unknown key, missing expires, too long, expired, future.
-        assert!(matches!(check(&sign(&ok, &[9; 32], &[]), "client_id=evil&x=1"), Outcome::Invalid(_)));
+        assert!(matches!(check(&sign(&ok, &[9; 32], &[]), "client_id=evil&x=1"), SignatureOutcome::Invalid(_)));
         assert_eq!(
             check(&sign(&ok, &[8; 32], &[]), "client_id=abc&x=1"),
-            Outcome::Invalid("signature does not verify".into())
+            SignatureOutcome::Invalid("signature does not verify".into())
         );
         let other = ok.replace("key_edge", "key_other");
-        assert_eq!(check(&sign(&other, &[9; 32], &[]), "client_id=abc&x=1"), Outcome::Invalid("unknown keyid".into()));
+        assert_eq!(
+            check(&sign(&other, &[9; 32], &[]), "client_id=abc&x=1"),
+            SignatureOutcome::Invalid("unknown keyid".into())
+        );
         let no_exp = format!(r#";created={};keyid="key_edge""#, now);
-        assert!(matches!(check(&sign(&no_exp, &[9; 32], &[]), "client_id=abc"), Outcome::Invalid(_)));
+        assert!(matches!(check(&sign(&no_exp, &[9; 32], &[]), "client_id=abc"), SignatureOutcome::Invalid(_)));
         let long = format!(r#";created={};expires={};keyid="key_edge""#, now - 10, now + 3600);
         assert!(
-            matches!(check(&sign(&long, &[9; 32], &[]), "client_id=abc&x=1"), Outcome::Invalid(m) if m.contains("hour"))
+            matches!(check(&sign(&long, &[9; 32], &[]), "client_id=abc&x=1"), SignatureOutcome::Invalid(m) if m.contains("hour"))
         );
         let old = format!(r#";created={};expires={};keyid="key_edge""#, now - 1000, now - 61);
-        assert_eq!(check(&sign(&old, &[9; 32], &[]), "client_id=abc&x=1"), Outcome::Invalid("expired".into()));
+        assert_eq!(check(&sign(&old, &[9; 32], &[]), "client_id=abc&x=1"), SignatureOutcome::Invalid("expired".into()));
         let skewed = format!(r#";created={};expires={};keyid="key_edge""#, now - 1000, now - 60);
-        assert_eq!(check(&sign(&skewed, &[9; 32], &[]), "client_id=abc&x=1"), Outcome::Valid("key_edge".into()));
+        assert_eq!(
+            check(&sign(&skewed, &[9; 32], &[]), "client_id=abc&x=1"),
+            SignatureOutcome::Valid("key_edge".into())
+        );
         let future = format!(r#";created={};expires={};keyid="key_edge""#, now + 61, now + 100);
         assert_eq!(
             check(&sign(&future, &[9; 32], &[]), "client_id=abc&x=1"),
-            Outcome::Invalid("created is in the future".into())
+            SignatureOutcome::Invalid("created is in the future".into())
         );
         // Two labels are refused; none is Missing.
         let mut two = sign(&ok, &[9; 32], &[]);
@@ -549,7 +558,7 @@ mod rfc9421 {
             "signature-input",
             http::HeaderValue::from_str(&format!("{first}, b=(\"@method\");created=1;expires=2;keyid=\"k\"")).unwrap(),
         );
-        assert_eq!(check(&two, "client_id=abc&x=1"), Outcome::Invalid("more than one signature label".into()));
-        assert_eq!(check(&headers(&[("host", "x")]), ""), Outcome::Missing);
+        assert_eq!(check(&two, "client_id=abc&x=1"), SignatureOutcome::Invalid("more than one signature label".into()));
+        assert_eq!(check(&headers(&[("host", "x")]), ""), SignatureOutcome::Missing);
     }
 }

@@ -132,7 +132,7 @@ impl Op {
 
 /// The new rules file, compiled.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct WriteOutcome {
     pub bytes: Vec<u8>,
     pub ruleset: RuleSet,
     pub id: String,
@@ -258,7 +258,7 @@ pub fn apply(
     default_action: DefaultAction,
     env: &Env,
     new_id: impl FnOnce() -> String,
-) -> Result<Outcome, ApiError> {
+) -> Result<WriteOutcome, ApiError> {
     let mut docs: Vec<Value> = current.iter().map(to_value).collect();
     let now_v = Value::String(now.to_string());
     // Whether the request sets the priority (a create always does: Auth0's default is 50).
@@ -330,7 +330,7 @@ pub fn apply(
             docs.remove(i);
             let bytes = render(&docs);
             let ruleset = load(&bytes, default_action, env, None)?;
-            return Ok(Outcome { bytes, ruleset, id, rule: None, changes: Vec::new() });
+            return Ok(WriteOutcome { bytes, ruleset, id, rule: None, changes: Vec::new() });
         }
     };
     let bytes = render(&docs);
@@ -340,7 +340,7 @@ pub fn apply(
     }
     let rule = ruleset.rules().get(index).cloned();
     let after = rule.as_ref().map(to_value).unwrap_or(Value::Null);
-    Ok(Outcome { changes: diff(&before, &after), bytes, ruleset, id, rule })
+    Ok(WriteOutcome { changes: diff(&before, &after), bytes, ruleset, id, rule })
 }
 
 /// The rules file as the API writes it: a pretty-printed JSON array, newline-terminated.
@@ -408,7 +408,7 @@ mod tests {
         )
     }
 
-    fn run(op: Op) -> Result<Outcome, ApiError> {
+    fn run(op: Op) -> Result<WriteOutcome, ApiError> {
         apply(base(), op, NOW, DefaultAction::Allow, &Env::default(), || "gen-1".into())
     }
 

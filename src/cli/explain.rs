@@ -30,17 +30,17 @@ pub struct RuleSource {
     pub default_action: String,
 }
 
-pub struct Engine {
+pub struct LoadedRules {
     pub acl: RuleSet,
     pub geo: Option<GeoDb>,
     pub asn: Option<AsnDb>,
 }
 
 impl RuleSource {
-    pub fn load(&self) -> Result<Engine, Vec<String>> {
+    pub fn load(&self) -> Result<LoadedRules, Vec<String>> {
         if let Some(c) = &self.config {
             let s = crate::snapshot::Snapshot::load(c).map_err(|e| e.0)?;
-            return Ok(Engine { acl: s.acl, geo: s.geo, asn: s.asn });
+            return Ok(LoadedRules { acl: s.acl, geo: s.geo, asn: s.asn });
         }
         let Some(rules) = &self.rules else {
             return Err(vec!["give -c gateway.toml or --rules FILE".into()]);
@@ -72,7 +72,7 @@ impl RuleSource {
             );
         }
         match acl {
-            Ok(acl) if errors.is_empty() => Ok(Engine { acl, geo, asn }),
+            Ok(acl) if errors.is_empty() => Ok(LoadedRules { acl, geo, asn }),
             Ok(_) => Err(errors),
             Err(mut e) => {
                 e.extend(errors);
@@ -203,7 +203,7 @@ pub struct RequestSpec {
     pub client_id: Option<String>,
 }
 
-impl Engine {
+impl LoadedRules {
     pub fn signals(&self, r: &RequestSpec) -> Result<(Scope, Signals), String> {
         let ip: IpAddr = r.ip.trim().parse().map_err(|_| format!("invalid IP {:?}", r.ip))?;
         let conn: IpAddr = match &r.connecting_ip {
@@ -329,7 +329,7 @@ pub fn explain(a: &ExplainArgs) -> i32 {
             return 2;
         }
     };
-    let client_id_hosts = Engine::client_id_hosts(&spec);
+    let client_id_hosts = LoadedRules::client_id_hosts(&spec);
     let request = crate::acl::Request { client_id_hosts: &client_id_hosts, ..Default::default() };
     let v: Verdict = engine.acl.evaluate_with(scope, &s, &request);
     if a.json {
@@ -443,7 +443,7 @@ pub fn test_rules(a: &TestRulesArgs) -> i32 {
                 continue;
             }
         };
-        let client_id_hosts = Engine::client_id_hosts(&c.request);
+        let client_id_hosts = LoadedRules::client_id_hosts(&c.request);
         let v = engine.acl.evaluate_with(
             scope,
             &s,

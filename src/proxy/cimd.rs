@@ -239,7 +239,7 @@ impl Gateway {
         let known_client = doc.known_client;
         match tokio::task::spawn_blocking(move || bridge.client_for(&doc, &target)).await {
             Ok(Ok((id, outcome))) => {
-                if let (Some(k), true) = (known_client, outcome != crate::registry::bridge::Outcome::Stored) {
+                if let (Some(k), true) = (known_client, outcome != crate::registry::bridge::BridgeOutcome::Stored) {
                     // The bridge registered (or updated) an IdP client for a catalogued client.
                     self.metrics.known_client_registrations.with_label_values(&[k, "bridged"]).inc();
                 }

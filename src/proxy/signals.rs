@@ -145,12 +145,12 @@ pub fn signature_key(session: &Session, snap: &Snapshot, authority: &str, tls: b
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     match crate::acl::signature::verify(&snap.acl_env.signature_keys, &message, now) {
-        crate::acl::signature::Outcome::Valid(key) => Some(key),
-        crate::acl::signature::Outcome::Invalid(why) => {
+        crate::acl::signature::SignatureOutcome::Valid(key) => Some(key),
+        crate::acl::signature::SignatureOutcome::Invalid(why) => {
             tracing::debug!("request signature not accepted: {why}");
             None
         }
-        crate::acl::signature::Outcome::Missing => None,
+        crate::acl::signature::SignatureOutcome::Missing => None,
     }
 }
 

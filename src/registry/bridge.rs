@@ -87,7 +87,7 @@ struct Registered {
 
 /// What a call did, for the metric `dcr_gateway_cimd_bridge_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum BridgeOutcome {
     /// The stored client matched the document.
     Stored,
     Registered,
@@ -95,13 +95,13 @@ pub enum Outcome {
     Reregistered,
 }
 
-impl Outcome {
+impl BridgeOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Stored => "stored",
-            Outcome::Registered => "registered",
-            Outcome::Updated => "updated",
-            Outcome::Reregistered => "reregistered",
+            BridgeOutcome::Stored => "stored",
+            BridgeOutcome::Registered => "registered",
+            BridgeOutcome::Updated => "updated",
+            BridgeOutcome::Reregistered => "reregistered",
         }
     }
 }
@@ -149,7 +149,7 @@ impl Bridge {
     pub fn stored(&self, doc: &Document) -> Result<Option<String>, BridgeError> {
         match self.registry.store().bridge_get(&doc.client_id) {
             Ok(Some(r)) if r.fingerprint == doc.fingerprint => {
-                self.results.with_label_values(&[Outcome::Stored.as_str()]).inc();
+                self.results.with_label_values(&[BridgeOutcome::Stored.as_str()]).inc();
                 Ok(Some(r.client_id))
             }
             Ok(_) => Ok(None),
@@ -163,7 +163,7 @@ impl Bridge {
 
     /// The IdP's client_id for a valid document: the stored one when the document is
     /// unchanged, else registered (first time) or updated (changed document) now.
-    pub fn client_for(&self, doc: &Document, idp: &IdpTarget) -> Result<(String, Outcome), BridgeError> {
+    pub fn client_for(&self, doc: &Document, idp: &IdpTarget) -> Result<(String, BridgeOutcome), BridgeError> {
         let turn = {
             let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());
             f.entry(doc.client_id.clone()).or_default().clone()
@@ -187,25 +187,25 @@ impl Bridge {
         result
     }
 
-    fn decide(&self, doc: &Document, idp: &IdpTarget) -> Result<(String, Outcome), BridgeError> {
+    fn decide(&self, doc: &Document, idp: &IdpTarget) -> Result<(String, BridgeOutcome), BridgeError> {
         let store = self.registry.store();
         let row = store.bridge_get(&doc.client_id).map_err(|e| self.store_error(e))?;
         let now = self.registry.now();
         match row {
-            Some(r) if r.fingerprint == doc.fingerprint => Ok((r.client_id, Outcome::Stored)),
+            Some(r) if r.fingerprint == doc.fingerprint => Ok((r.client_id, BridgeOutcome::Stored)),
             Some(r) => self.refresh(doc, idp, r, now),
             None => {
                 let reg = self.register(doc, idp)?;
                 let row = self.row(doc, &reg, now, now);
                 if store.bridge_insert(&row).map_err(|e| self.store_error(e))? {
                     tracing::info!(url = %doc.client_id, client_id = %reg.client_id, "cimd bridge: client registered at the IdP");
-                    return Ok((reg.client_id, Outcome::Registered));
+                    return Ok((reg.client_id, BridgeOutcome::Registered));
                 }
                 // Another replica registered the document at the same time: keep one client.
                 self.delete(idp, &reg);
                 let theirs =
                     store.bridge_get(&doc.client_id).map_err(|e| self.store_error(e))?.ok_or(BridgeError::Store)?;
-                Ok((theirs.client_id, Outcome::Stored))
+                Ok((theirs.client_id, BridgeOutcome::Stored))
             }
         }
     }
@@ -217,7 +217,7 @@ impl Bridge {
         idp: &IdpTarget,
         old: BridgeRow,
         now: i64,
-    ) -> Result<(String, Outcome), BridgeError> {
+    ) -> Result<(String, BridgeOutcome), BridgeError> {
         let store = self.registry.store();
         let token = old.token_sealed.as_deref().and_then(|s| self.registry.keys().open(&old.client_id, s).ok());
         if let (Some(token), Some(uri)) = (token.as_deref(), old.idp_client_uri.as_deref()) {
@@ -226,7 +226,7 @@ impl Bridge {
                     let row = self.row(doc, &reg, old.created_at, now);
                     store.bridge_update(&row, &old.client_id).map_err(|e| self.store_error(e))?;
                     tracing::info!(url = %doc.client_id, client_id = %reg.client_id, "cimd bridge: changed document, IdP client updated (RFC 7592)");
-                    return Ok((reg.client_id, Outcome::Updated));
+                    return Ok((reg.client_id, BridgeOutcome::Updated));
                 }
                 Err(e) => {
                     tracing::warn!(url = %doc.client_id, client_id = %old.client_id, error = %e, "cimd bridge: RFC 7592 update failed; registering the document again");
@@ -240,7 +240,7 @@ impl Bridge {
             self.delete(idp, &reg);
             let theirs =
                 store.bridge_get(&doc.client_id).map_err(|e| self.store_error(e))?.ok_or(BridgeError::Store)?;
-            return Ok((theirs.client_id, Outcome::Stored));
+            return Ok((theirs.client_id, BridgeOutcome::Stored));
         }
         if let Some(token) = token.as_deref() {
             // The replaced client is no one's any more.
@@ -252,7 +252,7 @@ impl Bridge {
             self.delete(idp, &gone);
         }
         tracing::info!(url = %doc.client_id, client_id = %reg.client_id, "cimd bridge: changed document registered again");
-        Ok((reg.client_id, Outcome::Reregistered))
+        Ok((reg.client_id, BridgeOutcome::Reregistered))
     }
 
     fn row(&self, doc: &Document, reg: &Registered, created_at: i64, now: i64) -> BridgeRow {
