@@ -12,6 +12,8 @@ mod cimd;
 mod drain;
 mod forward;
 pub mod h2;
+#[cfg(test)]
+mod hook_tests;
 pub mod listener;
 mod registration;
 mod respond;
