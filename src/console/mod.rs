@@ -254,6 +254,11 @@ fn anchor(id: &str) -> String {
 }
 
 /// `/rules/{id}{suffix}` → the decoded id.
+/// The admin API path of the rule `id` (escaped as one path segment).
+fn acl_path(id: &str) -> String {
+    format!("/api/v2/network-acls/{}", path_id(id))
+}
+
 fn rule_id_of(rest: &str, suffix: &str) -> Option<String> {
     let raw = rest.strip_prefix("/rules/")?.strip_suffix(suffix)?;
     if raw.is_empty() || raw.contains('/') {
@@ -891,7 +896,7 @@ impl Console {
                     caller,
                     head,
                     Method::PATCH,
-                    format!("/api/v2/network-acls/{}", path_id(&id)),
+                    acl_path(&id),
                     &etag,
                     Some(serde_json::json!({"active": active})),
                 )
@@ -916,7 +921,7 @@ impl Console {
                     caller,
                     head,
                     Method::PATCH,
-                    format!("/api/v2/network-acls/{}", path_id(&id)),
+                    acl_path(&id),
                     &etag,
                     Some(serde_json::json!({ "rule": { "action": action } })),
                 )
@@ -929,25 +934,13 @@ impl Console {
             return self.after_rule_write(caller, &id, r.map(|_| text));
         }
         if let Some(id) = rule_id_of(rest, "/delete") {
-            let r = self
-                .call(api, caller, head, Method::DELETE, format!("/api/v2/network-acls/{}", path_id(&id)), &etag, None)
-                .await;
+            let r = self.call(api, caller, head, Method::DELETE, acl_path(&id), &etag, None).await;
             return self.after_rule_write(caller, "", r.map(|_| format!("Rule {id} deleted.")));
         }
         if let Some(id) = rule_id_of(rest, "") {
             let mut rf = RuleForm::from_form(form);
             rf.id = id.clone();
-            let result = self
-                .call(
-                    api,
-                    caller,
-                    head,
-                    Method::PUT,
-                    format!("/api/v2/network-acls/{}", path_id(&id)),
-                    &etag,
-                    Some(rf.to_json(false)),
-                )
-                .await;
+            let result = self.call(api, caller, head, Method::PUT, acl_path(&id), &etag, Some(rf.to_json(false))).await;
             return match result {
                 Ok(_) => {
                     self.set_notice(caller, true, format!("Rule {id} saved; the gateway enforces it now."));

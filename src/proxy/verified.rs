@@ -29,6 +29,14 @@ use crate::telemetry::Outcome;
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect"];
 
+/// One `name: value` line of a head.
+fn header_line(out: &mut Vec<u8>, name: &http::HeaderName, value: &http::HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The request's bytes: the rewritten head, `Connection: close`, and the gateway's body.
 fn request_bytes(req: &RequestHeader, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + body.len());
@@ -40,10 +48,7 @@ fn request_bytes(req: &RequestHeader, body: &[u8]) -> Vec<u8> {
         if HOP_BY_HOP.contains(&name.as_str()) || name == http::header::CONTENT_LENGTH {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header_line(&mut out, name, value);
     }
     out.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
     out.extend_from_slice(body);
@@ -88,10 +93,7 @@ fn undo_request(
     };
     let mut out = format!("DELETE {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n").into_bytes();
     for (name, value) in secrets {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header_line(&mut out, name, value);
     }
     out.extend_from_slice(b"Content-Length: 0\r\nConnection: close\r\n\r\n");
     Some(out)
