@@ -437,14 +437,27 @@ impl Store {
         now: i64,
     ) -> Result<(Vec<ClientRow>, u64), StoreError> {
         let (w, mut params) = Store::filter(q, limits, now);
-        let total = self.backend.query(&format!("SELECT COUNT(*) FROM clients{w}"), &params, &[Kind::I])?;
-        let total = total.first().and_then(|r| r[0].int()).unwrap_or(0) as u64;
         let n = params.len();
-        let sql =
-            format!("SELECT {COLS} FROM clients{w} ORDER BY created_at, client_id LIMIT ${} OFFSET ${}", n + 1, n + 2);
+        // The total comes from the same statement as the page (a window count, taken before
+        // LIMIT): two statements could see different rows when the writer commits between them.
+        let sql = format!(
+            "SELECT {COLS}, COUNT(*) OVER () FROM clients{w} ORDER BY created_at, client_id LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let filter_params = params.clone();
         params.push(P::I(Some(q.limit.min(i64::MAX as u64) as i64)));
         params.push(P::I(Some(q.offset.min(i64::MAX as u64) as i64)));
-        let rows = self.backend.query(&sql, &params, KINDS)?;
+        let kinds: Vec<Kind> = KINDS.iter().copied().chain([Kind::I]).collect();
+        let mut rows = self.backend.query(&sql, &params, &kinds)?;
+        let total = match rows.first() {
+            Some(r) => r[KINDS.len()].int().unwrap_or(0).max(0) as u64,
+            // An empty page (past the end) carries no count: asked on its own.
+            None => self.count(&format!("SELECT COUNT(*) FROM clients{w}"), &filter_params)?,
+        };
+        for r in &mut rows {
+            r.truncate(KINDS.len());
+        }
         Ok((rows.into_iter().map(ClientRow::from_cells).collect(), total))
     }
 
