@@ -20,12 +20,20 @@ fn main() {
         Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
         _ => {
             // Re-run when HEAD moves: HEAD itself (branch switch), the branch's ref (commit) and
-            // packed-refs (gc).
+            // packed-refs (gc). Only files that exist are named: cargo counts a named file that
+            // is missing as changed, which rebuilt the whole crate on every build in a clone
+            // without packed-refs.
             if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-                println!("cargo:rerun-if-changed={dir}/HEAD");
-                println!("cargo:rerun-if-changed={dir}/packed-refs");
+                let mut watched = vec![format!("{dir}/HEAD"), format!("{dir}/packed-refs")];
                 if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                    println!("cargo:rerun-if-changed={dir}/{r}");
+                    // The branch's directory, not its file: a packed branch has no file until
+                    // its next commit writes one (cargo scans a named directory's contents).
+                    let branch = format!("{dir}/{r}");
+                    let parent = std::path::Path::new(&branch).parent().map(|p| p.display().to_string());
+                    watched.extend(parent);
+                }
+                for path in watched.iter().filter(|p| std::path::Path::new(p).exists()) {
+                    println!("cargo:rerun-if-changed={path}");
                 }
             }
             git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into())
