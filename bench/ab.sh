@@ -10,10 +10,15 @@
 #   AB_PERF=/tmp/p ./bench/ab.sh 1                       # then perf record both
 #   AB_REF=/path/to/older/dcr-gateway ./bench/ab.sh      # two gateway builds instead of bare
 #   AB_WORKLOAD=blocked AB_REF=... ./bench/ab.sh         # post (default), get or blocked (403)
+#   AB_WORKLOAD=registry ./bench/ab.sh                   # registry on (gw) vs off (ref), same build
 #
 # Columns: `gw` is AB_GW, `bare` is bare Pingora or, with AB_REF, that gateway build (same
 # configuration and pinning). The blocked flood (bench/flood.lua) needs AB_REF: bare Pingora
-# blocks nothing.
+# blocks nothing. The registry workload runs AB_GW with `[registry] enabled` (embedded SQLite,
+# its defaults: records every registration, de-duplicates public clients) against AB_REF (by
+# default the same binary) with it off, on registrations made unique per request
+# (bench/post_unique.lua) so each is recorded and none is a duplicate; the upstream issues a
+# fresh client_id per registration ($request_id) for every workload.
 #
 # Prints per round: req/s, CPU µs per request (user+system) and user-space CPU µs per request
 # for both, and the medians. On this shared VM req/s and system time move by ±20 % between runs
@@ -31,7 +36,8 @@ case $WORKLOAD in
   get) SCRIPT=; TARGET='/authorize?client_id=bench&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A33418%2Foauth%2Fcallback&scope=openid'; WANT=2xx ;; # run.sh's GET_PATH
   blocked) SCRIPT=$ROOT/bench/flood.lua; TARGET=/oidc/register; WANT=403
     [[ -n $REF ]] || { echo "AB_WORKLOAD=blocked needs AB_REF (another gateway build): bare Pingora blocks nothing" >&2; exit 2; } ;;
-  *) echo "AB_WORKLOAD: post, get or blocked" >&2; exit 2 ;;
+  registry) SCRIPT=$ROOT/bench/post_unique.lua; TARGET=/oidc/register; WANT=2xx; REF=${REF:-$GW} ;;
+  *) echo "AB_WORKLOAD: post, get, blocked or registry" >&2; exit 2 ;;
 esac
 PORT=${AB_PORT_BASE:-19080}
 HZ=$(getconf CLK_TCK)
@@ -47,7 +53,7 @@ events { worker_connections 8192; }
 http { access_log off; client_body_temp_path $W/up; proxy_temp_path $W/up;
   keepalive_requests 10000000; keepalive_timeout 300s;
   server { listen 127.0.0.1:$((PORT + 1)) backlog=4096; default_type application/json;
-    location = /oidc/register { return 201 '{"client_id":"bench","client_secret":"x"}'; }
+    location = /oidc/register { return 201 '{"client_id":"\$request_id","client_secret":"x"}'; }
     location / { return 200 '{"ok":true}'; } } }
 NGX
 taskset -c 1 nginx -e "$W/up/error.log" -p "$W/up" -c "$W/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
@@ -55,6 +61,10 @@ cp "$W/fx/rules-100000.json" "$W/rules.json"; cp "$W/fx/country.mmdb" "$W/countr
 # shellcheck source=bench/gateway-config.sh
 source "$ROOT/bench/gateway-config.sh"
 gateway_toml "$W" $((PORT + 2)) $((PORT + 3)) $((PORT + 1)) "${AB_THREADS:-1}" true 128 0 >"$W/gateway.toml"
+if [[ $WORKLOAD == registry ]]; then
+  echo "k1:$(head -c 32 /dev/urandom | base64 -w0)" >"$W/registry.keys"
+  printf '\n[registry]\nenabled = true\npath = "%s"\nkey_file = "%s"\n' "$W/registry.db" "$W/registry.keys" >>"$W/gateway.toml"
+fi
 taskset -c 0 "$GW" run -c "$W/gateway.toml" >"$W/gw.log" 2>&1 & GWPID=$!; PIDS+=($GWPID)
 if [[ -n $REF ]]; then # the reference gateway: same configuration on its own ports and directory
   mkdir -p "$W/ref"; cp "$W/rules.json" "$W/country.mmdb" "$W/ref/"
@@ -72,7 +82,7 @@ ticks() { cut -d')' -f2 "/proc/$1/stat" | awk '{print $12 + $13}'; }
 utime() { cut -d')' -f2 "/proc/$1/stat" | awk '{print $12}'; }
 run() { # port pid → "rps cpu_us_per_req user_cpu_us_per_req"
   local t0 u0 t1 u1 out; t0=$(ticks "$2"); u0=$(utime "$2")
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" ${SCRIPT:+-s "$SCRIPT"} "http://127.0.0.1:$1$TARGET")
+  out=$(AB_TAG="$1-$(date +%s%N)" taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" ${SCRIPT:+-s "$SCRIPT"} "http://127.0.0.1:$1$TARGET")
   t1=$(ticks "$2"); u1=$(utime "$2")
   if [[ $WANT == 2xx ]]; then
     grep -q 'Non-2xx' <<<"$out" && { echo "non-2xx answers on port $1" >&2; exit 1; }

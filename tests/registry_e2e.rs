@@ -270,14 +270,24 @@ fn identical_public_registrations_are_deduplicated_and_caps_refuse_the_next() {
     // Metrics count them; the admin API lists the clients without any token or secret.
     assert!(s.gw.wait_metric("dcr_gateway_registry_dedupes_total", 1.0) >= 1.0);
     assert_eq!(s.gw.metric("dcr_gateway_registry_cap_refusals_total{cap=\"software\"}"), 1.0);
-    let listed = agent()
-        .get(&s.gw.admin_url("/api/v2/clients?include_totals=true&software=name%3Adedupe%20app"))
-        .set("authorization", &format!("Bearer {ADMIN_SECRET}"))
-        .call();
-    let (st, text) = response_parts(listed);
-    assert_eq!(st, 200, "{text}");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["total"], 2, "{text}");
+    // Records are written off the response path (within the worker's linger): the listing
+    // shows both once written.
+    let list = || {
+        let listed = agent()
+            .get(&s.gw.admin_url("/api/v2/clients?include_totals=true&software=name%3Adedupe%20app"))
+            .set("authorization", &format!("Bearer {ADMIN_SECRET}"))
+            .call();
+        let (st, text) = response_parts(listed);
+        assert_eq!(st, 200, "{text}");
+        text
+    };
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || serde_json::from_str::<serde_json::Value>(&list())
+            .is_ok_and(|v| v["total"] == 2 && v["clients"].as_array().is_some_and(|c| c.len() == 2))),
+        "{}",
+        list()
+    );
+    let text = list();
     assert!(!text.contains(&token) && (secret.is_empty() || !text.contains(&secret)));
     let one = first["client_id"].as_str().unwrap();
     let (st, text) = response_parts(

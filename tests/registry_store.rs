@@ -98,6 +98,9 @@ fn exercise(store: &Store, second: &Store) {
     assert!(store.find_duplicate("fp-name:test", "198.51.100.0/24", T0 - 1).unwrap().is_none());
     assert!(store.find_duplicate("fp-name:test", "203.0.113.0/24", T0 + 1).unwrap().is_none(), "outside the window");
     assert!(store.find_duplicate("fp-id:other", "198.51.100.0/24", 0).unwrap().is_none(), "confidential: never");
+    // What seeds the kept set of recent public registrations: public, live, in the window.
+    assert_eq!(store.recent_public(T0 - 1).unwrap(), vec![("fp-name:test".into(), "203.0.113.0/24".into(), T0)]);
+    assert!(store.recent_public(T0 + 1).unwrap().is_empty());
 
     // States and reaping candidates at a chosen time.
     let now = T0 + 100 + 86_400;
@@ -322,6 +325,114 @@ fn registry_records_dedupes_caps_and_tracks_usage_on_postgres() {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         c.query_opt("SELECT token_sealed FROM clients WHERE client_id = $1", &[&id]).unwrap().and_then(|r| r.get(0))
     });
+}
+
+/// Of two live duplicates in the window (two identical registrations that passed before
+/// either was recorded), the newest answers.
+fn newest_duplicate_answers(store: &Store) {
+    store.insert(&row("dup-old", T0, "192.0.2.0/24", "name:dup", true)).unwrap();
+    store.insert(&row("dup-new", T0 + 30, "192.0.2.0/24", "name:dup", true)).unwrap();
+    store.insert(&row("dup-mid", T0 + 10, "192.0.2.0/24", "name:dup", true)).unwrap();
+    assert_eq!(store.find_duplicate("fp-name:dup", "192.0.2.0/24", T0 - 1).unwrap().unwrap().client_id, "dup-new");
+    store.mark_deleted("dup-new", T0 + 40, "test").unwrap();
+    assert_eq!(store.find_duplicate("fp-name:dup", "192.0.2.0/24", T0 - 1).unwrap().unwrap().client_id, "dup-mid");
+}
+
+#[test]
+fn the_newest_live_duplicate_answers_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::new(Arc::new(Sqlite::open(&dir.path().join("r.db")).unwrap()));
+    sqlite.migrate().unwrap();
+    newest_duplicate_answers(&sqlite);
+    let pg = support::postgres::Postgres::start();
+    let store = Store::new(Arc::new(PgBackend::connect(&pg.database("registry_dups")).unwrap()));
+    store.migrate().unwrap();
+    newest_duplicate_answers(&store);
+}
+
+/// On the embedded store the proxy decides public registrations in memory: a registration
+/// with no possible duplicate is admitted without the store; one that may have one, or any
+/// while the kept set is not seeded or another process wrote to the file, goes to the store,
+/// which decides.
+#[test]
+fn public_registrations_without_a_duplicate_are_admitted_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let s = Store::new(Arc::new(Sqlite::open(&dir.path().join("r.db")).unwrap()));
+        s.migrate().unwrap();
+        s
+    };
+    let clock = ManualClock::at(T0);
+    let paths = UsagePaths::default();
+    // A long tick: only sync() moves the worker, so each step below is deterministic.
+    let reg = Registry::with_store(open(), keys(1), clock.clone(), paths.clone(), 16, Duration::from_secs(3600));
+    let l = limits();
+    let ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    let doc = |n: &str| {
+        format!(
+            r#"{{"client_name":"{n}","redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none"}}"#
+        )
+    };
+    let identity = |n: &str| Registry::admission_identity(doc(n).as_bytes(), ip, &l).expect("public: judged");
+    let record = |reg: &Registry, n: &str, id: &str| {
+        let answer: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&format!(r#"{{"client_id":"{id}","token_endpoint_auth_method":"none"}}"#)).unwrap();
+        let sent = doc(n);
+        let acc = dcr_gateway::registry::Accepted {
+            client_ip: ip,
+            country: None,
+            asn: None,
+            user_agent: None,
+            sent: sent.as_bytes(),
+            client_name: None,
+            redirect_hosts: &[],
+            admitted_by: None,
+            answer: &answer,
+            public_client_uri: None,
+        };
+        reg.record(&acc, &l);
+    };
+    // Nothing to judge for a confidential client without caps.
+    let conf = br#"{"client_name":"x","token_endpoint_auth_method":"client_secret_basic"}"#;
+    assert!(Registry::admission_identity(conf, ip, &l).is_none());
+
+    // Not seeded yet: the store decides. Asking seeds it at the worker's next tick.
+    assert!(reg.admit_identity_in_memory(&identity("one"), &l).is_none());
+    record(&reg, "one", "c-one");
+    reg.sync();
+    // Seeded (the recorded one included): another registration is admitted in memory…
+    assert!(matches!(reg.admit_identity_in_memory(&identity("two"), &l), Some(Admission::Forward(_))));
+    // …the recorded one may have a duplicate: the store answers with it.
+    assert!(reg.admit_identity_in_memory(&identity("one"), &l).is_none());
+    assert!(matches!(reg.admit_identity(identity("one"), &l).unwrap(), Admission::Duplicate { .. }));
+    // Recorded after the seed, still queued: kept at once.
+    record(&reg, "three", "c-three");
+    assert!(reg.admit_identity_in_memory(&identity("three"), &l).is_none());
+    match reg.admit_identity(identity("three"), &l).unwrap() {
+        Admission::Duplicate { client_id, .. } => assert_eq!(client_id, "c-three"),
+        other => panic!("{other:?}"),
+    }
+    // Another process writes to the file (a second gateway, `clients` from the command line):
+    // at the next tick the set is dropped and the store decides until it is seeded again.
+    let other = Registry::with_store(open(), keys(1), clock.clone(), paths, 16, Duration::from_secs(3600));
+    record(&other, "four", "c-four");
+    other.sync();
+    reg.sync();
+    assert!(reg.admit_identity_in_memory(&identity("four"), &l).is_none());
+    assert!(matches!(reg.admit_identity(identity("four"), &l).unwrap(), Admission::Duplicate { .. }));
+    reg.sync();
+    assert!(reg.admit_identity_in_memory(&identity("four"), &l).is_none(), "seeded again, with the other's row");
+    assert!(matches!(reg.admit_identity_in_memory(&identity("five"), &l), Some(Admission::Forward(_))));
+    // A deleted client stays in the set (a filter): the store finds no duplicate.
+    reg.mark_deleted("c-one", T0 + 1, "test").unwrap();
+    assert!(reg.admit_identity_in_memory(&identity("one"), &l).is_none());
+    assert!(matches!(reg.admit_identity(identity("one"), &l).unwrap(), Admission::Forward(_)));
+    // Out of the window: no longer a duplicate, dropped at the next tick.
+    clock.set(T0 + l.dedupe_window_secs + 1);
+    reg.sync();
+    assert!(matches!(reg.admit_identity_in_memory(&identity("three"), &l), Some(Admission::Forward(_))));
+    other.shutdown();
+    reg.shutdown();
 }
 
 #[test]

@@ -249,17 +249,14 @@ impl Gateway {
         };
         let Some(ip) = ctx.admission.signals.as_ref().map(|s| s.client_ip) else { return Ok(false) };
         let limits = crate::registry::limits(&snap.config.registry);
-        if !crate::registry::Registry::admission_needs_store(sent, &limits) {
+        let Some(identity) = crate::registry::Registry::admission_identity(sent, ip, &limits) else {
             return Ok(false);
-        }
-        // Decided here when memory suffices (kept counts, no duplicate lookup); else off the
+        };
+        // Decided here when memory suffices (kept counts, no possible duplicate); else off the
         // async threads, where the store may be asked.
-        let decided = match reg.admit_in_memory(sent, ip, &limits) {
+        let decided = match reg.admit_identity_in_memory(&identity, &limits) {
             Some(decided) => Ok(Ok(decided)),
-            None => {
-                let body = sent.to_vec();
-                tokio::task::spawn_blocking(move || reg.admit(&body, ip, &limits)).await
-            }
+            None => tokio::task::spawn_blocking(move || reg.admit_identity(identity, &limits)).await,
         };
         match decided {
             Ok(Ok(crate::registry::Admission::Forward(_))) => Ok(false),

@@ -21,6 +21,7 @@ pub mod http;
 pub mod policy;
 pub mod postgres;
 pub mod reap;
+pub mod recent;
 pub mod sqlite;
 pub mod store;
 pub mod tally;
@@ -289,6 +290,9 @@ pub struct Registry {
     /// The kept counts (`None` until caps first need them, or after another process wrote).
     /// Lock order: `kept`, then `commit_gate`, then `pending`.
     kept: Mutex<Option<Kept>>,
+    /// Public registrations within the de-duplication window, where counts are kept too: a
+    /// registration with none is admitted without asking the store ([`recent`]).
+    recent: recent::Recent,
     pub usage: usage::Usage,
     /// Who holds leases from this process.
     pub holder: String,
@@ -330,6 +334,7 @@ impl Registry {
         let reg = Arc::new(Registry {
             keeps_counts,
             kept: Mutex::new(None),
+            recent: recent::Recent::new(),
             store,
             keys,
             clock,
@@ -380,7 +385,13 @@ impl Registry {
     /// off the async threads). A store error is returned: the caller decides (the proxy
     /// forwards, counting the error — the registry never blocks registration by failing).
     pub fn admit(&self, sent: &[u8], client_ip: IpAddr, limits: &Limits) -> Result<Admission, StoreError> {
-        let id = Registry::identity(sent, client_ip, limits);
+        let doc: Map<String, Value> = serde_json::from_slice(sent).unwrap_or_default();
+        self.admit_identity(Registry::identity(&doc, client_ip, limits), limits)
+    }
+
+    /// [`Registry::admit`] for a registration's identity already worked out
+    /// ([`Registry::admission_identity`]).
+    pub fn admit_identity(&self, id: Identity, limits: &Limits) -> Result<Admission, StoreError> {
         let now = self.now();
         if id.public && limits.dedupe_window_secs > 0 {
             let since = now - limits.dedupe_window_secs;
@@ -408,29 +419,53 @@ impl Registry {
         Ok(Admission::Forward(id))
     }
 
-    fn identity(sent: &[u8], client_ip: IpAddr, limits: &Limits) -> Identity {
-        let doc: Map<String, Value> = serde_json::from_slice(sent).unwrap_or_default();
+    fn identity(doc: &Map<String, Value>, client_ip: IpAddr, limits: &Limits) -> Identity {
         let name = doc.get("client_name").and_then(Value::as_str);
         let software_id = doc.get("software_id").and_then(Value::as_str);
         Identity {
-            fingerprint: policy::fingerprint(&doc),
+            fingerprint: policy::fingerprint(doc),
             prefix: policy::prefix(client_ip, limits.prefix_v4, limits.prefix_v6),
             software_key: policy::software_key(software_id, name),
-            public: policy::is_public(&doc),
+            public: policy::is_public(doc),
         }
     }
 
-    /// [`Registry::admit`] when it needs nothing from the store — no duplicate to look up (not
-    /// a public client, or de-duplication off) and the caps' counts kept in memory, seeded for
-    /// this window and free this instant — so the proxy decides on its own thread without a
-    /// hop to the blocking pool. `None`: call `admit` off the async threads.
+    /// What the registry must judge before the registration `sent` is forwarded — `None` when
+    /// nothing: no cap is set, and it is not a public client or de-duplication is off. The
+    /// document is parsed once, here.
+    pub fn admission_identity(sent: &[u8], client_ip: IpAddr, limits: &Limits) -> Option<Identity> {
+        let capped = limits.max_clients > 0 || limits.max_per_software > 0 || limits.max_per_prefix > 0;
+        if !capped && limits.dedupe_window_secs <= 0 {
+            return None;
+        }
+        let doc: Map<String, Value> = serde_json::from_slice(sent).unwrap_or_default();
+        if !capped && !policy::is_public(&doc) {
+            return None;
+        }
+        Some(Registry::identity(&doc, client_ip, limits))
+    }
+
+    /// [`Registry::admit_identity`] when it needs nothing from the store — no duplicate to
+    /// look up (not a public client, de-duplication off, or none in the kept set of recent
+    /// public registrations) and the caps' counts kept in memory, seeded for this window and
+    /// free this instant — so the proxy decides on its own thread without a hop to the
+    /// blocking pool. `None`: call `admit_identity` off the async threads.
     pub fn admit_in_memory(&self, sent: &[u8], client_ip: IpAddr, limits: &Limits) -> Option<Admission> {
+        let doc: Map<String, Value> = serde_json::from_slice(sent).unwrap_or_default();
+        self.admit_identity_in_memory(&Registry::identity(&doc, client_ip, limits), limits)
+    }
+
+    /// [`Registry::admit_in_memory`] for an identity already worked out.
+    pub fn admit_identity_in_memory(&self, id: &Identity, limits: &Limits) -> Option<Admission> {
         if !self.keeps_counts {
             return None;
         }
-        let id = Registry::identity(sent, client_ip, limits);
         if id.public && limits.dedupe_window_secs > 0 {
-            return None;
+            let since = self.now() - limits.dedupe_window_secs;
+            let key = self.recent.key(&id.fingerprint, &id.prefix);
+            if self.recent.seen(key, since, limits.dedupe_window_secs) != recent::Seen::None {
+                return None;
+            }
         }
         if limits.max_clients > 0 || limits.max_per_software > 0 || limits.max_per_prefix > 0 {
             let now = self.now();
@@ -444,7 +479,7 @@ impl Registry {
                 return Some(Admission::Capped(cap));
             }
         }
-        Some(Admission::Forward(id))
+        Some(Admission::Forward(id.clone()))
     }
 
     /// What caps judge a registration of `software_key` from `prefix` against, at the
@@ -510,6 +545,43 @@ impl Registry {
                 self.metrics.store_errors.with_label_values(&["counts"]).inc();
                 tracing::warn!(error = %e, "registry: the store's data version not read; caps will count again");
                 *kept = None;
+            }
+        }
+    }
+
+    /// The kept set of recent public registrations (the worker, every tick): seeded when the
+    /// proxy asked for it or for a longer window, seeded again when another process wrote to
+    /// the store, else pruned to its window.
+    fn check_recent(&self) {
+        match self.recent.tick() {
+            recent::Tick::Nothing => {}
+            recent::Tick::Check(version) => match self.store.data_version() {
+                Ok(Some(v)) if v == version => self.recent.prune(self.now()),
+                _ => self.recent.reset(),
+            },
+            recent::Tick::Seed(window) => {
+                let generation = self.recent.begin_seed();
+                let since = self.now() - window;
+                // Pending first, then the store: a row leaves pending only once committed.
+                let pending: Vec<(u64, i64)> = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .filter(|r| r.public && r.answer.is_some())
+                    .map(|r| (self.recent.key(&r.fingerprint, &r.prefix), r.created_at))
+                    .collect();
+                let read = self.timed("dedupe", || {
+                    let version = self.store.data_version()?.unwrap_or_default();
+                    Ok((version, self.store.recent_public(since)?))
+                });
+                match read {
+                    Ok((version, rows)) => {
+                        let rows = rows.iter().map(|(fp, prefix, t)| (self.recent.key(fp, prefix), *t));
+                        self.recent.finish_seed(generation, Some(rows.chain(pending)), version, window);
+                    }
+                    Err(_) => self.recent.finish_seed(generation, None::<Vec<(u64, i64)>>, 0, window),
+                }
             }
         }
     }
@@ -614,6 +686,10 @@ impl Registry {
         if let Some(k) = kept.as_mut() {
             k.tally.add(&row.software_key, &row.prefix, row.created_at);
         }
+        if row.public && row.answer.is_some() && self.keeps_counts {
+            // Before it is pending: a seed reads pending after it began buffering.
+            self.recent.add(self.recent.key(&row.fingerprint, &row.prefix), row.created_at);
+        }
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(row.clone());
         let key = (row.software_key.clone(), row.prefix.clone(), row.created_at);
         match self.queue.try_send(Job::Record(Box::new(row))) {
@@ -698,16 +774,6 @@ impl Registry {
         }
     }
 
-    /// Whether a registration needs the store before it is forwarded: a cap is set, or it is a
-    /// public client and de-duplication is on. Cheap (no store call).
-    pub fn admission_needs_store(sent: &[u8], limits: &Limits) -> bool {
-        if limits.max_clients > 0 || limits.max_per_software > 0 || limits.max_per_prefix > 0 {
-            return true;
-        }
-        limits.dedupe_window_secs > 0
-            && serde_json::from_slice::<Map<String, Value>>(sent).is_ok_and(|d| policy::is_public(&d))
-    }
-
     /// Write the aggregated last-use times.
     pub fn flush_usage(&self) {
         let batch = self.usage.drain();
@@ -782,6 +848,7 @@ impl Registry {
                 Ok(Job::Sync(ack)) => {
                     self.flush_usage();
                     self.check_kept();
+                    self.check_recent();
                     self.refresh_gauges();
                     last_flush = Instant::now();
                     let _ = ack.send(());
@@ -795,6 +862,7 @@ impl Registry {
             if last_flush.elapsed() >= self.flush_every {
                 self.flush_usage();
                 self.check_kept();
+                self.check_recent();
                 last_flush = Instant::now();
             }
             if last_gauges.is_none_or(|t| t.elapsed() >= Duration::from_secs(15)) {

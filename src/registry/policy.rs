@@ -45,42 +45,47 @@ pub fn prefix(ip: IpAddr, v4: u8, v6: u8) -> String {
     }
 }
 
-fn canonical(v: &Value, out: &mut String) {
+/// The canonical text (members sorted, compact) written straight into `out`: no copy of the
+/// document, one buffer (a registration's fingerprint is on the registry's request path).
+fn canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                canonical(&m[k.as_str()], out);
-            }
-            out.push('}');
-        }
+        Value::Object(m) => canonical_members(m, out),
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        // Writing a scalar into a Vec cannot fail.
+        other => serde_json::to_writer(&mut *out, other).unwrap_or_default(),
     }
+}
+
+fn canonical_members(m: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
+    let mut members: Vec<(&String, &Value)> = m.iter().collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, k).unwrap_or_default();
+        out.push(b':');
+        canonical(v, out);
+    }
+    out.push(b'}');
 }
 
 /// SHA-256 (hex) of the normalized registration document with its members sorted: two
 /// registrations with the same metadata in any member order have one fingerprint.
 pub fn fingerprint(doc: &serde_json::Map<String, Value>) -> String {
-    let mut s = String::new();
-    canonical(&Value::Object(doc.clone()), &mut s);
-    hex::encode(Sha256::digest(s.as_bytes()))
+    let mut s = Vec::with_capacity(1024);
+    canonical_members(doc, &mut s);
+    hex::encode(Sha256::digest(&s))
 }
 
 /// A client name folded for counting: NFKC, lower case, runs of whitespace as one space.
@@ -273,6 +278,17 @@ mod tests {
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&c));
         assert_eq!(fingerprint(&a).len(), 64);
+    }
+
+    /// Fingerprints are stored: their text must never change under a rewrite (this is the
+    /// SHA-256 of the sorted compact JSON, computed outside Rust).
+    #[test]
+    fn fingerprint_is_the_sha256_of_the_sorted_compact_text() {
+        let doc: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"redirect_uris":["https://a/cb"],"g":{"b":[1.5,true,null],"a":2},"client_name":"x\u00e9\"\u0001"}"#,
+        )
+        .unwrap();
+        assert_eq!(fingerprint(&doc), "1c97fb8e9f341350dbde8541614eb5e3fc8a917887299419b560f0b3d4319795");
     }
 
     #[test]

@@ -503,13 +503,32 @@ impl Store {
 
     /// The newest live public client with this fingerprint from this prefix since `since`.
     pub fn find_duplicate(&self, fingerprint: &str, prefix: &str, since: i64) -> Result<Option<ClientRow>, StoreError> {
+        // No ORDER BY: SQLite re-prepares a cached statement that sorts each time another
+        // connection wrote (here: after every batch the registry commits), which cost more
+        // than the lookup. Matches are few — a duplicate is answered, not registered again —
+        // so the newest of the first 16 is picked here.
         let sql = format!(
             "SELECT {COLS} FROM clients WHERE fingerprint = $1 AND prefix = $2 AND public = 1 AND deleted_at IS NULL \
-             AND created_at >= $3 AND answer IS NOT NULL ORDER BY created_at DESC LIMIT 1"
+             AND created_at >= $3 AND answer IS NOT NULL LIMIT 16"
         );
         let rows =
             self.backend.query(&sql, &[P::T(Some(fingerprint)), P::T(Some(prefix)), P::I(Some(since))], KINDS)?;
-        Ok(rows.into_iter().next().map(ClientRow::from_cells))
+        Ok(rows.into_iter().map(ClientRow::from_cells).max_by_key(|r| r.created_at))
+    }
+
+    /// Live public clients created at or after `since` that de-duplication could answer with:
+    /// (fingerprint, prefix, created_at) — the seed of [`super::recent`].
+    pub fn recent_public(&self, since: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = self.backend.query(
+            "SELECT fingerprint, prefix, created_at FROM clients WHERE created_at >= $1 AND public = 1 \
+             AND deleted_at IS NULL AND answer IS NOT NULL",
+            &[P::I(Some(since))],
+            &[Kind::T, Kind::T, Kind::I],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| (r[0].text().unwrap_or_default(), r[1].text().unwrap_or_default(), r[2].int().unwrap_or(0)))
+            .collect())
     }
 
     /// Live clients unused since `unused_before` (never used) or idle since `idle_before`,
