@@ -289,6 +289,32 @@ fn test_rules_and_explain_on_the_shipped_example() {
 }
 
 #[test]
+fn check_and_explain_name_active_asn_rules_without_an_asn_database() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.toml"), "[acl]\nrules = \"rules.json\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("rules.json"),
+        r#"[{"id":"by-asn","active":true,"priority":1,"rule":{"action":{"block":true},"scope":"dcr","match":{"asns":[64500]}}},
+            {"id":"idle","active":false,"priority":2,"rule":{"action":{"block":true},"scope":"dcr","match":{"asns":[64501]}}}]"#,
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new(BIN).args(["check", "-c"]).arg(dir.path().join("gateway.toml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rules use asns but geoip.asn_db is not set"), "{err}");
+    let out = std::process::Command::new(BIN)
+        .args(["explain", "--ip", "192.0.2.1", "--rules"])
+        .arg(dir.path().join("rules.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#"rules "by-asn" use asns"#) && err.contains("--asn-db"), "{err}");
+    assert!(!err.contains("idle"), "an inactive rule needs nothing: {err}");
+}
+
+#[test]
 fn check_rejects_geo_rules_without_a_database_and_bad_rules_with_their_location() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gateway.toml"), "[acl]\nrules = \"rules.json\"\n").unwrap();

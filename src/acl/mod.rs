@@ -81,6 +81,30 @@ pub struct Request<'a> {
     pub client_id_hosts: &'a [String],
 }
 
+/// The GeoIP country (or City) database a rule set is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountryDatabase<'a> {
+    /// None configured.
+    Absent,
+    /// Configured but not read (its own error is reported where it was read).
+    Unread,
+    /// Loaded: its type, and whether it has subdivisions (a City database).
+    Loaded { database_type: &'a str, subdivisions: bool },
+}
+
+/// A signal active rules look at without the database that serves it
+/// ([`RuleSet::missing_databases`]); rule ids in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissingDatabase {
+    /// No GeoIP database: the rules using geo_country_codes, and those using
+    /// geo_subdivision_codes.
+    Country { country: Vec<String>, subdivision: Vec<String> },
+    /// The GeoIP database has no subdivisions (not a City database).
+    Subdivisions { rules: Vec<String>, database_type: String },
+    /// No ASN database.
+    Asn { rules: Vec<String> },
+}
+
 /// A validated, compiled rule file. `Send + Sync`; share it in an `Arc` (swap a new one in
 /// on reload).
 pub struct RuleSet {
@@ -307,6 +331,55 @@ impl RuleSet {
     /// Some active rule looks at `asns`.
     pub fn uses_asn(&self) -> bool {
         self.engine.present[eval::Kind::Asn as usize]
+    }
+
+    /// Active rules that look at a signal served by a database, by id: `(ids using
+    /// geo_country_codes, … geo_subdivision_codes, … asns)`.
+    pub fn rules_using_databases(&self) -> [Vec<&str>; 3] {
+        let mut out: [Vec<&str>; 3] = Default::default();
+        for (rule, id) in self.rules().iter().zip(self.rule_ids()) {
+            if !rule.active {
+                continue;
+            }
+            let sides = [&rule.rule.match_, &rule.rule.not_match];
+            let uses = |f: fn(&schema::Conditions) -> bool| sides.iter().any(|c| c.as_ref().is_some_and(f));
+            if uses(|c| c.geo_country_codes.as_ref().is_some_and(|v| !v.is_empty())) {
+                out[0].push(id);
+            }
+            if uses(|c| c.geo_subdivision_codes.as_ref().is_some_and(|v| !v.is_empty())) {
+                out[1].push(id);
+            }
+            if uses(|c| c.asns.as_ref().is_some_and(|v| !v.is_empty())) {
+                out[2].push(id);
+            }
+        }
+        out
+    }
+
+    /// The signals active rules look at without the database that serves them. Such a rule
+    /// would silently never match (or, under `not_match`, always hold), so every loader
+    /// refuses it — the snapshot (start, reload, `check`), the admin API's rule writes and
+    /// `explain`/`test-rules` — each in its own words; this is the one decision they share.
+    pub fn missing_databases(&self, country: CountryDatabase<'_>, asn: bool) -> Vec<MissingDatabase> {
+        let [countries, subdivisions, asns] = self.rules_using_databases();
+        let owned = |ids: Vec<&str>| ids.into_iter().map(str::to_string).collect::<Vec<_>>();
+        let mut out = Vec::new();
+        match country {
+            CountryDatabase::Absent if !(countries.is_empty() && subdivisions.is_empty()) => {
+                out.push(MissingDatabase::Country { country: owned(countries), subdivision: owned(subdivisions) })
+            }
+            CountryDatabase::Loaded { database_type, subdivisions: false } if !subdivisions.is_empty() => {
+                out.push(MissingDatabase::Subdivisions {
+                    rules: owned(subdivisions),
+                    database_type: database_type.to_string(),
+                })
+            }
+            _ => {}
+        }
+        if !asn && !asns.is_empty() {
+            out.push(MissingDatabase::Asn { rules: owned(asns) });
+        }
+        out
     }
 
     /// Effective ids of all rules (explicit, or `rule-<index>`), file order, inactive

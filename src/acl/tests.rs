@@ -365,6 +365,41 @@ fn empty_lists_are_ignored() {
     assert_eq!(decided(&rs, &sig("1.2.3.4")).as_deref(), Some("x"));
 }
 
+/// The one decision the snapshot, the admin API and `explain` share: which signals active
+/// rules use without their database.
+#[test]
+fn missing_databases_name_the_active_rules_per_signal() {
+    use crate::acl::{CountryDatabase, MissingDatabase};
+    let rs = load(json!([
+        {"id": "sub", "active": true, "priority": 1, "rule": {"action": {"block": true}, "scope": "tenant",
+         "match": {"geo_subdivision_codes": ["US-WA"]}}},
+        {"id": "cc", "active": true, "priority": 2, "rule": {"action": {"block": true}, "scope": "tenant",
+         "not_match": {"geo_country_codes": ["NL"]}}},
+        {"id": "off", "active": false, "priority": 3, "rule": {"action": {"block": true}, "scope": "tenant",
+         "match": {"asns": [64500]}}},
+        {"id": "asn", "active": true, "priority": 4, "rule": {"action": {"block": true}, "scope": "tenant",
+         "match": {"asns": [64501]}}},
+    ]));
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rs.missing_databases(CountryDatabase::Absent, false),
+        vec![
+            MissingDatabase::Country { country: ids(&["cc"]), subdivision: ids(&["sub"]) },
+            MissingDatabase::Asn { rules: ids(&["asn"]) },
+        ]
+    );
+    let country_only = CountryDatabase::Loaded { database_type: "GeoLite2-Country", subdivisions: false };
+    assert_eq!(
+        rs.missing_databases(country_only, true),
+        vec![MissingDatabase::Subdivisions { rules: ids(&["sub"]), database_type: "GeoLite2-Country".into() }]
+    );
+    let city = CountryDatabase::Loaded { database_type: "GeoIP2-City", subdivisions: true };
+    assert!(rs.missing_databases(city, true).is_empty());
+    assert!(rs.missing_databases(CountryDatabase::Unread, true).is_empty(), "its read error is reported instead");
+    let none = load(json!([rule("x", 1.0, block(), json!({"ipv4_cidrs": ["10.0.0.0/8"]}))]));
+    assert!(none.missing_databases(CountryDatabase::Absent, false).is_empty());
+}
+
 #[test]
 fn generated_ids_and_introspection() {
     let rs = load(json!([

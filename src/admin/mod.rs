@@ -526,28 +526,35 @@ fn rules_file(snap: &Snapshot) -> Result<&Path, ApiError> {
 /// The checks a snapshot load makes between rules and databases, so that the API answers
 /// 400 naming the signal rather than failing the reload.
 fn check_databases(set: &crate::acl::RuleSet, snap: &Snapshot) -> Result<(), ApiError> {
+    use crate::acl::{CountryDatabase, MissingDatabase};
+    let country = match &snap.geo {
+        None => CountryDatabase::Absent,
+        Some(g) => CountryDatabase::Loaded { database_type: g.database_type(), subdivisions: g.has_subdivisions() },
+    };
     let mut errors = Vec::new();
-    if set.uses_geo_country() && snap.geo.is_none() {
-        errors.push(FieldError::new(
-            "rule.match.geo_country_codes",
-            "needs a GeoIP country database: set geoip.country_db in gateway.toml",
-        ));
-    }
-    if set.uses_geo_subdivision() {
-        match &snap.geo {
-            None => errors.push(FieldError::new(
+    for missing in set.missing_databases(country, snap.asn.is_some()) {
+        match missing {
+            MissingDatabase::Country { country, subdivision } => {
+                if !country.is_empty() {
+                    errors.push(FieldError::new(
+                        "rule.match.geo_country_codes",
+                        "needs a GeoIP country database: set geoip.country_db in gateway.toml",
+                    ));
+                }
+                if !subdivision.is_empty() {
+                    errors.push(FieldError::new(
+                        "rule.match.geo_subdivision_codes",
+                        "needs a GeoIP City database: set geoip.country_db in gateway.toml",
+                    ));
+                }
+            }
+            MissingDatabase::Subdivisions { database_type, .. } => errors.push(FieldError::new(
                 "rule.match.geo_subdivision_codes",
-                "needs a GeoIP City database: set geoip.country_db in gateway.toml",
+                format!("the GeoIP database ({database_type}) has no subdivisions; use a City database"),
             )),
-            Some(g) if !g.has_subdivisions() => errors.push(FieldError::new(
-                "rule.match.geo_subdivision_codes",
-                format!("the GeoIP database ({}) has no subdivisions; use a City database", g.database_type()),
-            )),
-            _ => {}
+            MissingDatabase::Asn { .. } => errors
+                .push(FieldError::new("rule.match.asns", "needs an ASN database: set geoip.asn_db in gateway.toml")),
         }
-    }
-    if set.uses_asn() && snap.asn.is_none() {
-        errors.push(FieldError::new("rule.match.asns", "needs an ASN database: set geoip.asn_db in gateway.toml"));
     }
     if errors.is_empty() {
         Ok(())

@@ -82,61 +82,34 @@ impl RuleSource {
     }
 }
 
-/// Active rules that look at a signal, by id: `(ids using geo_country_codes, …
-/// geo_subdivision_codes, … asns)`.
-fn rules_using(acl: &RuleSet) -> [Vec<&str>; 3] {
-    let mut out: [Vec<&str>; 3] = Default::default();
-    for (rule, id) in acl.rules().iter().zip(acl.rule_ids()) {
-        if !rule.active {
-            continue;
-        }
-        let sides = [&rule.rule.match_, &rule.rule.not_match];
-        let uses = |f: fn(&crate::acl::schema::Conditions) -> bool| sides.iter().any(|c| c.as_ref().is_some_and(f));
-        if uses(|c| c.geo_country_codes.as_ref().is_some_and(|v| !v.is_empty())) {
-            out[0].push(id);
-        }
-        if uses(|c| c.geo_subdivision_codes.as_ref().is_some_and(|v| !v.is_empty())) {
-            out[1].push(id);
-        }
-        if uses(|c| c.asns.as_ref().is_some_and(|v| !v.is_empty())) {
-            out[2].push(id);
-        }
-    }
-    out
-}
-
-/// What `check` refuses about a rule file and its databases, for `--rules`: a geo or ASN rule
-/// without the database it needs would silently never match (or, under `not_match`, always
-/// hold), so `explain` and `test-rules` refuse it too.
+/// What `check` refuses about a rule file and its databases, for `--rules`
+/// ([`RuleSet::missing_databases`]), in the words of the command line.
 pub fn missing_databases(acl: &RuleSet, geo: Option<&GeoDb>, asn: Option<&AsnDb>) -> Vec<String> {
-    let [country, subdivision, asns] = rules_using(acl);
-    let mut out = Vec::new();
-    let list = |ids: &[&str]| ids.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
-    if geo.is_none() && !(country.is_empty() && subdivision.is_empty()) {
-        let ids: Vec<&str> = country.iter().chain(subdivision.iter()).copied().collect();
-        out.push(format!(
-            "rules {} use geo_country_codes/geo_subdivision_codes, but no GeoIP database is given: \
-             add --geoip-db FILE (or use -c gateway.toml with geoip.country_db), as check requires",
-            list(&ids)
-        ));
-    }
-    if let Some(g) = geo {
-        if !subdivision.is_empty() && !g.has_subdivisions() {
-            out.push(format!(
-                "rules {} use geo_subdivision_codes, but the GeoIP database ({}) has no subdivisions; use a City database",
-                list(&subdivision),
-                g.database_type()
-            ));
-        }
-    }
-    if asn.is_none() && !asns.is_empty() {
-        out.push(format!(
-            "rules {} use asns, but no ASN database is given: add --asn-db FILE (or use -c gateway.toml with \
-             geoip.asn_db), as check requires",
-            list(&asns)
-        ));
-    }
-    out
+    use crate::acl::{CountryDatabase, MissingDatabase};
+    let country = match geo {
+        None => CountryDatabase::Absent,
+        Some(g) => CountryDatabase::Loaded { database_type: g.database_type(), subdivisions: g.has_subdivisions() },
+    };
+    let list = |ids: &[String]| ids.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
+    acl.missing_databases(country, asn.is_some())
+        .into_iter()
+        .map(|missing| match missing {
+            MissingDatabase::Country { country, subdivision } => format!(
+                "rules {} use geo_country_codes/geo_subdivision_codes, but no GeoIP database is given: \
+                 add --geoip-db FILE (or use -c gateway.toml with geoip.country_db), as check requires",
+                list(&[country, subdivision].concat())
+            ),
+            MissingDatabase::Subdivisions { rules, database_type } => format!(
+                "rules {} use geo_subdivision_codes, but the GeoIP database ({database_type}) has no subdivisions; use a City database",
+                list(&rules)
+            ),
+            MissingDatabase::Asn { rules } => format!(
+                "rules {} use asns, but no ASN database is given: add --asn-db FILE (or use -c gateway.toml with \
+                 geoip.asn_db), as check requires",
+                list(&rules)
+            ),
+        })
+        .collect()
 }
 
 /// `check --auth0-compat`: every rule Auth0 would refuse, and why (`acl::compat`).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-use crate::acl::RuleSet;
+use crate::acl::{CountryDatabase, MissingDatabase, RuleSet};
 
 use crate::config::{self, Config};
 use crate::dcr::{RegistrationMode, StatementVerifier};
@@ -288,25 +288,26 @@ impl Snapshot {
 
         if let Some(acl) = &acl {
             let rules = rules_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-            if (acl.uses_geo_country() || acl.uses_geo_subdivision()) && config.country_db.is_none() {
-                errors.push(format!(
-                    "{rules}: rules use geo_country_codes/geo_subdivision_codes but geoip.country_db is not set in {}",
-                    config.path.display()
-                ));
-            }
-            if acl.uses_geo_subdivision() {
-                if let Some(g) = &geo {
-                    if !g.has_subdivisions() {
-                        errors.push(format!(
-                            "{rules}: rules use geo_subdivision_codes but the GeoIP database ({}) has no subdivisions; use a City database",
-                            g.database_type()
-                        ));
-                    }
+            let country = match (&config.country_db, &geo) {
+                (None, _) => CountryDatabase::Absent,
+                (Some(_), None) => CountryDatabase::Unread,
+                (Some(_), Some(g)) => {
+                    CountryDatabase::Loaded { database_type: g.database_type(), subdivisions: g.has_subdivisions() }
                 }
-            }
-            if acl.uses_asn() && config.asn_db.is_none() {
-                errors
-                    .push(format!("{rules}: rules use asns but geoip.asn_db is not set in {}", config.path.display()));
+            };
+            for missing in acl.missing_databases(country, config.asn_db.is_some()) {
+                errors.push(match missing {
+                    MissingDatabase::Country { .. } => format!(
+                        "{rules}: rules use geo_country_codes/geo_subdivision_codes but geoip.country_db is not set in {}",
+                        config.path.display()
+                    ),
+                    MissingDatabase::Subdivisions { database_type, .. } => format!(
+                        "{rules}: rules use geo_subdivision_codes but the GeoIP database ({database_type}) has no subdivisions; use a City database"
+                    ),
+                    MissingDatabase::Asn { .. } => {
+                        format!("{rules}: rules use asns but geoip.asn_db is not set in {}", config.path.display())
+                    }
+                });
             }
         }
 
