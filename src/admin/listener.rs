@@ -57,21 +57,16 @@ impl ApiBody for SessionBody<'_> {
                     return (Err(bad_body()), false);
                 }
             }
-            let mut buf = Vec::new();
-            let mut seen = 0usize;
+            let mut body = crate::core::body::BoundedBody::draining(limit, DISCARD_LIMIT);
             loop {
                 match session.read_request_body().await {
                     Ok(Some(chunk)) => {
-                        seen += chunk.len();
-                        if seen > DISCARD_LIMIT {
+                        if body.push(&chunk).is_err() {
                             return (Err(admin::too_large(limit)), false);
                         }
-                        if seen <= limit {
-                            buf.extend_from_slice(&chunk);
-                        }
                     }
-                    Ok(None) if seen > limit => return (Err(admin::too_large(limit)), true),
-                    Ok(None) => return (Ok(buf), true),
+                    // Read to its end (drained when too large): the connection can be reused.
+                    Ok(None) => return (body.finish().map_err(|_| admin::too_large(limit)), true),
                     Err(_) => return (Err(bad_body()), false),
                 }
             }

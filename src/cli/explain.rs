@@ -50,20 +50,14 @@ impl RuleSource {
         let acl = std::fs::read(rules).map_err(|e| vec![format!("{}: {e}", rules.display())]).and_then(|b| {
             RuleSet::load(&b, default).map_err(|e| e.0.iter().map(|x| format!("{}: {x}", rules.display())).collect())
         });
-        let geo = self.geoip_db.as_ref().and_then(|p| {
-            std::fs::read(p)
-                .map_err(|e| e.to_string())
-                .and_then(|b| GeoDb::from_bytes(b).map_err(|e| e.to_string()))
-                .map_err(|e| errors.push(format!("{}: {e}", p.display())))
-                .ok()
-        });
-        let asn = self.asn_db.as_ref().and_then(|p| {
-            std::fs::read(p)
-                .map_err(|e| e.to_string())
-                .and_then(|b| AsnDb::from_bytes(b).map_err(|e| e.to_string()))
-                .map_err(|e| errors.push(format!("{}: {e}", p.display())))
-                .ok()
-        });
+        let geo = self
+            .geoip_db
+            .as_ref()
+            .and_then(|p| crate::snapshot::load_country_db(p, "--geoip-db").map_err(|e| errors.push(e)).ok());
+        let asn = self
+            .asn_db
+            .as_ref()
+            .and_then(|p| crate::snapshot::load_asn_db(p, "--asn-db").map_err(|e| errors.push(e)).ok());
         if let Ok(acl) = &acl {
             errors.extend(
                 missing_databases(acl, geo.as_ref(), asn.as_ref())

@@ -2,6 +2,7 @@
 //! Everything the gateway decides about a request is decided here, so it can be tested in
 //! microseconds and fuzzed without a socket.
 //!
+//! - [`body`]: a request body gathered under a size bound (proxy and admin listener alike).
 //! - [`target`]: one parse of the request head into the canonical [`target::RequestView`]
 //!   that every later decision — scope, host signal, the request forwarded upstream — reads.
 //! - [`headers`]: reading header values from their bytes, and which client headers the
@@ -15,6 +16,7 @@
 //! - [`outcome`] and [`record`]: what happened to a request, as metric labels and one audit
 //!   line, from the facts the adapter collected.
 
+pub mod body;
 pub mod discovery;
 pub mod gate;
 pub mod headers;

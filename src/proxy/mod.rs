@@ -38,7 +38,7 @@ use crate::config::schema::SniHostMismatch;
 use crate::core::discovery::{self, Rewriter};
 use crate::core::gate::Admitted;
 use crate::core::record::{self, truncate_chars, AuditLine};
-use crate::core::target::TargetError;
+use crate::core::target::{RequestView, TargetError};
 use crate::errors::GatewayError;
 use crate::routes::Route;
 use crate::scope::Scope;
@@ -328,6 +328,110 @@ impl Gateway {
         }
     }
 
+    /// The request's head, parsed once into the view every later decision reads
+    /// (`core::target`), its signals and request id, and its route; `None` when it was refused
+    /// (malformed target or header, SNI/Host mismatch, a host that is not a header value).
+    async fn view_phase(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snap: &Snapshot,
+    ) -> Result<Option<(RequestView, Route)>> {
+        let pt = phases::span(Phase::RequestView);
+        let view = signals::request_view(session);
+        let host = view.as_ref().ok().and_then(|v| v.authority.as_ref()).map(|a| a.host.clone());
+        let extracted = signals::extract(session, snap, &self.metrics, host);
+        ctx.admission.peer_trusted = extracted.peer_trusted;
+        ctx.admission.request_id = crate::core::request_id::accept_or_generate(extracted.request_id.as_deref());
+        ctx.admission.signals = Some(extracted.signals);
+        let refusal = match view.and_then(|v| snap.config.router.classify(&v).map(|r| (v, r))) {
+            Err(e) => GatewayError::BadTarget(e),
+            Ok(_) if extracted.header_error.is_some() => {
+                GatewayError::BadHeader(extracted.header_error.expect("checked above"))
+            }
+            Ok((view, route)) => {
+                let sni_mismatch = extracted.sni.as_deref().zip(view.authority.as_ref()).is_some_and(|(sni, a)| {
+                    snap.config.sni_host_mismatch == SniHostMismatch::Reject && !sni.eq_ignore_ascii_case(&a.host)
+                });
+                match view.authority.as_ref().map(|a| http::HeaderValue::from_str(&a.header_value())) {
+                    _ if sni_mismatch => GatewayError::Misdirected,
+                    Some(Err(_)) => GatewayError::BadTarget(TargetError::InvalidHost),
+                    host => {
+                        ctx.admission.upstream_host = host.and_then(|h| h.ok());
+                        pt.stop();
+                        return Ok(Some((view, route)));
+                    }
+                }
+            }
+        };
+        self.refuse(session, ctx, Outcome::Invalid, refusal).await?;
+        Ok(None)
+    }
+
+    /// The ACL's verdict on the request (its signals, and the extension signals a rule looks
+    /// at), recorded in the context with the route; the decision is returned.
+    fn acl_phase(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        snap: &Snapshot,
+        view: &RequestView,
+        route: Route,
+        started: Instant,
+    ) -> Decision {
+        let pt = phases::span(Phase::Acl);
+        // RFC 9421 signatures are verified only when a rule looks at them.
+        let signature_key = snap.acl.uses_signatures().then(|| {
+            let authority = view.authority.as_ref().map(|a| a.header_value()).unwrap_or_default();
+            signals::signature_key(session, snap, &authority, signals::is_tls(session, &self.tls_listeners))
+        });
+        // The URL client_id's host (an extension signal) only when a rule looks at it: an empty
+        // Vec does not allocate.
+        let client_id_hosts = if snap.acl.uses_client_id_hosts() { view.client_id_hosts() } else { Vec::new() };
+        let verdict = snap.acl.evaluate_with(
+            route.scope,
+            ctx.admission.signals.as_ref().expect("signals set by view_phase"),
+            &crate::acl::Request {
+                signature_key: signature_key.flatten().as_deref(),
+                client_id_hosts: &client_id_hosts,
+            },
+        );
+        ctx.timing.check += started.elapsed();
+        self.record_acl(&verdict);
+        pt.stop();
+        let pt = phases::span(Phase::RequestFilter);
+        ctx.registration.is_registration_post =
+            route.is_registration && session.req_header().method == http::Method::POST;
+        ctx.admission.route = Some(route);
+        let decision = verdict.decision.clone();
+        ctx.admission.verdict = Some(verdict);
+        pt.stop();
+        decision
+    }
+
+    /// An allowed request whose answer may be rewritten (discovery documents, registration
+    /// answers) gets its rewriter: a refusal (a flood's every request) does not pay for it.
+    fn prepare_rewrite(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        snap: &Snapshot,
+        view: &RequestView,
+        scope: Scope,
+    ) {
+        // The same call of request_filter as acl_phase's span: time only.
+        let pt = phases::span_more(Phase::RequestFilter);
+        if snap.config.routes.rewrite_discovery {
+            let lower: Vec<String> = view.segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+            ctx.upstream.discovery =
+                session.req_header().method == http::Method::GET && discovery::is_discovery_path(&lower);
+            if ctx.upstream.discovery || scope == Scope::Dcr {
+                ctx.upstream.rewriter = self.rewriter(session, ctx, snap);
+            }
+        }
+        pt.stop();
+    }
+
     /// Read the answer's body: the issued client_id and the IdP's error code, and for a
     /// registration the members the IdP changed (`core::verify`, counted). The answer is parsed
     /// once: into a tree when it is rewritten or verified (returned), else only its client_id and
@@ -461,70 +565,12 @@ impl ProxyHttp for Gateway {
     /// `dcr` phase.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         phases::register(&self.metrics);
-        let pt = phases::span(Phase::RequestView);
         let snap = self.store.load_full();
         ctx.admission.snapshot = Some(snap.clone());
         let t = Instant::now();
-        // One parse of the head; everything below decides on this view (core::target).
-        let view = signals::request_view(session);
-        let host = view.as_ref().ok().and_then(|v| v.authority.as_ref()).map(|a| a.host.clone());
-        let extracted = signals::extract(session, &snap, &self.metrics, host);
-        ctx.admission.peer_trusted = extracted.peer_trusted;
-        ctx.admission.request_id = crate::core::request_id::accept_or_generate(extracted.request_id.as_deref());
-        ctx.admission.signals = Some(extracted.signals);
-        let classified = view.and_then(|v| snap.config.router.classify(&v).map(|r| (v, r)));
-        let (view, route) = match classified {
-            Ok(x) => x,
-            Err(e) => return self.refuse(session, ctx, Outcome::Invalid, GatewayError::BadTarget(e)).await,
-        };
-        if let Some(what) = extracted.header_error {
-            return self.refuse(session, ctx, Outcome::Invalid, GatewayError::BadHeader(what)).await;
-        }
-        if let (Some(sni), Some(a)) = (extracted.sni.as_deref(), view.authority.as_ref()) {
-            if snap.config.sni_host_mismatch == SniHostMismatch::Reject && !sni.eq_ignore_ascii_case(&a.host) {
-                return self.refuse(session, ctx, Outcome::Invalid, GatewayError::Misdirected).await;
-            }
-        }
-        ctx.admission.upstream_host =
-            match view.authority.as_ref().map(|a| http::HeaderValue::from_str(&a.header_value())) {
-                Some(Ok(h)) => Some(h),
-                Some(Err(_)) => {
-                    return self
-                        .refuse(session, ctx, Outcome::Invalid, GatewayError::BadTarget(TargetError::InvalidHost))
-                        .await
-                }
-                None => None,
-            };
-        pt.stop();
-        let pt = phases::span(Phase::Acl);
-        // RFC 9421 signatures are verified only when a rule looks at them.
-        let signature_key = snap.acl.uses_signatures().then(|| {
-            let authority = view.authority.as_ref().map(|a| a.header_value()).unwrap_or_default();
-            signals::signature_key(session, &snap, &authority, signals::is_tls(session, &self.tls_listeners))
-        });
-        // The URL client_id's host (an extension signal) only when a rule looks at it: an empty
-        // Vec does not allocate.
-        let client_id_hosts = if snap.acl.uses_client_id_hosts() { view.client_id_hosts() } else { Vec::new() };
-        let verdict = snap.acl.evaluate_with(
-            route.scope,
-            ctx.admission.signals.as_ref().expect("signals set above"),
-            &crate::acl::Request {
-                signature_key: signature_key.flatten().as_deref(),
-                client_id_hosts: &client_id_hosts,
-            },
-        );
-        ctx.timing.check += t.elapsed();
-        self.record_acl(&verdict);
-        pt.stop();
-        let pt = phases::span(Phase::RequestFilter);
-        ctx.registration.is_registration_post =
-            route.is_registration && session.req_header().method == http::Method::POST;
+        let Some((view, route)) = self.view_phase(session, ctx, &snap).await? else { return Ok(true) };
         let scope = route.scope;
-        ctx.admission.route = Some(route);
-        let decision = verdict.decision.clone();
-        ctx.admission.verdict = Some(verdict);
-        pt.stop();
-        match decision {
+        match self.acl_phase(session, ctx, &snap, &view, route, t) {
             Decision::Block => {
                 let refusal = self.refuse(session, ctx, Outcome::Blocked, GatewayError::AccessDenied);
                 return phases::timed(Phase::Refusal, refusal).await;
@@ -535,18 +581,7 @@ impl ProxyHttp for Gateway {
             }
             Decision::Allow => {}
         }
-        // Only an allowed request's answer can be rewritten: a refusal (a flood's every
-        // request) does not pay for the rewriter. (The same call of request_filter: time only.)
-        let pt = phases::span_more(Phase::RequestFilter);
-        if snap.config.routes.rewrite_discovery {
-            let lower: Vec<String> = view.segments.iter().map(|s| s.to_ascii_lowercase()).collect();
-            ctx.upstream.discovery =
-                session.req_header().method == http::Method::GET && discovery::is_discovery_path(&lower);
-            if ctx.upstream.discovery || scope == Scope::Dcr {
-                ctx.upstream.rewriter = self.rewriter(session, ctx, &snap);
-            }
-        }
-        pt.stop();
+        self.prepare_rewrite(session, ctx, &snap, &view, scope);
         if self.cimd.is_some() && self.cimd_phase(session, ctx, &snap).await? {
             return Ok(true);
         }

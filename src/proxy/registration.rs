@@ -182,16 +182,12 @@ impl Gateway {
         session.enable_retry_buffering();
         let t = Instant::now();
         let read = async {
-            let mut buf = Vec::new();
+            // Not drained past the limit: the connection ends with the refusal.
+            let mut body = crate::core::body::BoundedBody::new(limit);
             loop {
                 match session.read_request_body().await {
-                    Ok(Some(chunk)) => {
-                        if buf.len() + chunk.len() > limit {
-                            return Err(GatewayError::PayloadTooLarge { limit });
-                        }
-                        buf.extend_from_slice(&chunk);
-                    }
-                    Ok(None) => return Ok(buf),
+                    Ok(Some(chunk)) => body.push(&chunk).map_err(|_| GatewayError::PayloadTooLarge { limit })?,
+                    Ok(None) => return body.finish().map_err(|_| GatewayError::PayloadTooLarge { limit }),
                     Err(_) => return Err(GatewayError::BadRequestBody),
                 }
             }

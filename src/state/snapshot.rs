@@ -115,13 +115,25 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn read(path: &Path, what: &str, errors: &mut Vec<String>) -> Option<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            errors.push(format!("{}: cannot read {what}: {e}", path.display()));
-            None
-        }
-    }
+    read_file(path, what).map_err(|e| errors.push(e)).ok()
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: cannot read {what}: {e}", path.display()))
+}
+
+/// The GeoIP country (or City) database at `path`: the one loader for the snapshot and the
+/// offline tools (`explain`, `test-rules`). `key` names it in errors (`geoip.country_db`, or a
+/// flag).
+pub fn load_country_db(path: &Path, key: &str) -> Result<GeoDb, String> {
+    let bytes = read_file(path, "GeoIP country database")?;
+    GeoDb::from_bytes(bytes).map_err(|e| format!("{}: {key}: {e}", path.display()))
+}
+
+/// The ASN database at `path` (as [`load_country_db`]).
+pub fn load_asn_db(path: &Path, key: &str) -> Result<AsnDb, String> {
+    let bytes = read_file(path, "ASN database")?;
+    AsnDb::from_bytes(bytes).map_err(|e| format!("{}: {key}: {e}", path.display()))
 }
 
 impl Snapshot {
@@ -234,13 +246,11 @@ impl Snapshot {
 
         let geo = config.country_db.as_ref().and_then(|p| {
             watched.push(p.clone());
-            let bytes = read(p, "GeoIP country database", &mut errors)?;
-            GeoDb::from_bytes(bytes).map_err(|e| errors.push(format!("{}: geoip.country_db: {e}", p.display()))).ok()
+            load_country_db(p, "geoip.country_db").map_err(|e| errors.push(e)).ok()
         });
         let asn = config.asn_db.as_ref().and_then(|p| {
             watched.push(p.clone());
-            let bytes = read(p, "ASN database", &mut errors)?;
-            AsnDb::from_bytes(bytes).map_err(|e| errors.push(format!("{}: geoip.asn_db: {e}", p.display()))).ok()
+            load_asn_db(p, "geoip.asn_db").map_err(|e| errors.push(e)).ok()
         });
 
         let acl_env = acl_env(&config, &mut watched, &mut errors, &mut sources);
