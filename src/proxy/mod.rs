@@ -368,6 +368,112 @@ impl Gateway {
         Ok(None)
     }
 
+    /// RFC 7591/7592 statuses where `[routes] normalize_registration_status`: a registration
+    /// created is 201, a client deleted is 204 without a body (`true`: nothing of the answer
+    /// is read or forwarded).
+    fn normalize_status(
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+        status: u16,
+    ) -> Result<bool> {
+        let normalize = ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status);
+        let success = (200..300).contains(&status);
+        if !(normalize && success) {
+            return Ok(false);
+        }
+        if ctx.registration.is_registration_post && status != 201 {
+            // RFC 7591 §3.2.1: 201. Clients (openid-client, oauth4webapi) throw on anything
+            // else — after the IdP created the client.
+            tracing::debug!(request_id = %ctx.admission.request_id, upstream = status, "registration answer normalized to 201");
+            resp.set_status(201)?;
+        }
+        if status != 204
+            && session.req_header().method == http::Method::DELETE
+            && ctx.admission.route.as_ref().is_some_and(|r| r.scope == Scope::Dcr && r.client_id.is_some())
+        {
+            // RFC 7592 §2.3: a deleted client is answered 204 No Content.
+            resp.set_status(204)?;
+            for h in [http::header::CONTENT_LENGTH, http::header::CONTENT_TYPE, http::header::TRANSFER_ENCODING] {
+                resp.remove_header(&h);
+            }
+            ctx.upstream.drop_body = true;
+            ctx.upstream.capture = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// A redirect to the IdP's own address (a login page, a consent step) would take the
+    /// client off the gateway: any scope, when rewriting is on.
+    fn rewrite_location(&self, session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if !resp.headers.contains_key(http::header::LOCATION) {
+            return Ok(());
+        }
+        if ctx.upstream.rewriter.is_none() {
+            if let Some(snap) = ctx.admission.snapshot.clone().filter(|s| s.config.routes.rewrite_discovery) {
+                ctx.upstream.rewriter = self.rewriter(session, ctx, &snap);
+            }
+        }
+        if let Some(rw) = &ctx.upstream.rewriter {
+            let location = resp
+                .headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| rw.rewrite_location(l));
+            if let Some(l) = location {
+                resp.insert_header(http::header::LOCATION, l)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What of the answer is read: a discovery document or registration answer that is
+    /// rewritten (its head made fit for a changed body), a registration's (to learn the
+    /// client_id) and a refused dcr request's (to learn the IdP's error code); nothing else.
+    fn plan_answer_read(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx, status: u16) -> Result<()> {
+        let success = (200..300).contains(&status);
+        let encoded = resp.headers.get(http::header::CONTENT_ENCODING).is_some();
+        let plain_json = !encoded
+            && resp
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.to_ascii_lowercase().contains("json"));
+        let kind = if ctx.upstream.discovery && status == 200 {
+            Some(Rewrite::Discovery)
+        } else if ctx.scope() == Scope::Dcr && success {
+            Some(Rewrite::Registration)
+        } else {
+            None
+        };
+        let normalize = ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status);
+        if let (Some(Rewrite::Registration), false, false, true) = (kind, plain_json, encoded, normalize) {
+            // RFC 7591 §3.2.1 / RFC 7592 §3: client information is `application/json`, whatever
+            // the IdP labelled it (or did not).
+            resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        }
+        let readable = plain_json || (!encoded && normalize && kind == Some(Rewrite::Registration));
+        if let (Some(kind), Some(rw), true) = (kind, ctx.upstream.rewriter.clone(), readable) {
+            // The body changes: its length is the new body's, sent chunked.
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+            if !session.is_http2() && resp.version != http::Version::HTTP_10 {
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+            if ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.public_base_url.is_none()) {
+                // The rewritten URLs hold the request's Host: a shared cache must key on it.
+                resp.append_header(http::header::VARY, "Host")?;
+            }
+            ctx.upstream.rewrite = Some((kind, rw));
+            ctx.upstream.capture = Some(Vec::new());
+        }
+        let wanted = ctx.registration.is_registration_post || (ctx.scope() == Scope::Dcr && status >= 400);
+        if wanted && ctx.upstream.capture.is_none() && !encoded {
+            ctx.upstream.capture = Some(Vec::new());
+        }
+        Ok(())
+    }
+
     /// The ACL's verdict on the request (its signals, and the extension signals a rule looks
     /// at), recorded in the context with the route; the decision is returned.
     fn acl_phase(
@@ -645,92 +751,11 @@ impl ProxyHttp for Gateway {
         let status = resp.status.as_u16();
         self.upstream_answered(ctx, status);
         Self::spend_token_use(ctx, status);
-        let success = (200..300).contains(&status);
-        if ctx.registration.is_registration_post
-            && success
-            && status != 201
-            && ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status)
-        {
-            // RFC 7591 §3.2.1: 201. Clients (openid-client, oauth4webapi) throw on anything
-            // else — after the IdP created the client.
-            tracing::debug!(request_id = %ctx.admission.request_id, upstream = status, "registration answer normalized to 201");
-            resp.set_status(201)?;
-        }
-        if success
-            && status != 204
-            && session.req_header().method == http::Method::DELETE
-            && ctx.admission.route.as_ref().is_some_and(|r| r.scope == Scope::Dcr && r.client_id.is_some())
-            && ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status)
-        {
-            // RFC 7592 §2.3: a deleted client is answered 204 No Content.
-            resp.set_status(204)?;
-            for h in [http::header::CONTENT_LENGTH, http::header::CONTENT_TYPE, http::header::TRANSFER_ENCODING] {
-                resp.remove_header(&h);
-            }
-            ctx.upstream.drop_body = true;
-            ctx.upstream.capture = None;
+        if Self::normalize_status(session, resp, ctx, status)? {
             return Ok(());
         }
-        if resp.headers.contains_key(http::header::LOCATION) {
-            // A redirect to the IdP's own address (a login page, a consent step) would take the
-            // client off the gateway: any scope, when rewriting is on.
-            if ctx.upstream.rewriter.is_none() {
-                if let Some(snap) = ctx.admission.snapshot.clone().filter(|s| s.config.routes.rewrite_discovery) {
-                    ctx.upstream.rewriter = self.rewriter(session, ctx, &snap);
-                }
-            }
-            if let Some(rw) = &ctx.upstream.rewriter {
-                let location = resp
-                    .headers
-                    .get(http::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|l| rw.rewrite_location(l));
-                if let Some(l) = location {
-                    resp.insert_header(http::header::LOCATION, l)?;
-                }
-            }
-        }
-        let encoded = resp.headers.get(http::header::CONTENT_ENCODING).is_some();
-        let plain_json = !encoded
-            && resp
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|t| t.to_ascii_lowercase().contains("json"));
-        let kind = if ctx.upstream.discovery && status == 200 {
-            Some(Rewrite::Discovery)
-        } else if ctx.scope() == Scope::Dcr && success {
-            Some(Rewrite::Registration)
-        } else {
-            None
-        };
-        let normalize = ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.routes.normalize_registration_status);
-        if let (Some(Rewrite::Registration), false, false, true) = (kind, plain_json, encoded, normalize) {
-            // RFC 7591 §3.2.1 / RFC 7592 §3: client information is `application/json`, whatever
-            // the IdP labelled it (or did not).
-            resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-        }
-        let readable = plain_json || (!encoded && normalize && kind == Some(Rewrite::Registration));
-        if let (Some(kind), Some(rw), true) = (kind, ctx.upstream.rewriter.clone(), readable) {
-            // The body changes: its length is the new body's, sent chunked.
-            resp.remove_header(&http::header::CONTENT_LENGTH);
-            if !session.is_http2() && resp.version != http::Version::HTTP_10 {
-                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-            }
-            if ctx.admission.snapshot.as_ref().is_some_and(|s| s.config.public_base_url.is_none()) {
-                // The rewritten URLs hold the request's Host: a shared cache must key on it.
-                resp.append_header(http::header::VARY, "Host")?;
-            }
-            ctx.upstream.rewrite = Some((kind, rw));
-            ctx.upstream.capture = Some(Vec::new());
-        }
-        // Registrations (to learn the client_id) and refused dcr requests (to learn the
-        // IdP's error code) are read; nothing else of the answer is kept.
-        let wanted = ctx.registration.is_registration_post || (ctx.scope() == Scope::Dcr && status >= 400);
-        if wanted && ctx.upstream.capture.is_none() && resp.headers.get(http::header::CONTENT_ENCODING).is_none() {
-            ctx.upstream.capture = Some(Vec::new());
-        }
-        Ok(())
+        self.rewrite_location(session, resp, ctx)?;
+        Self::plan_answer_read(session, resp, ctx, status)
     }
 
     async fn response_filter(
