@@ -755,3 +755,28 @@ fn client_id_hosts_rules_are_validated_and_enforced_through_the_api() {
     assert_eq!(authorize("https://app.example/c.json"), 200);
     assert_eq!(up.count(), 1);
 }
+
+/// An oversized API body is drained (up to 1 MiB: `core::body::BoundedBody::draining`) so the
+/// client reads its 413 and the connection stays usable: the next request on it is answered.
+/// One declared past that bound ends the connection with the 413.
+#[test]
+fn an_oversized_api_body_is_drained_and_the_connection_kept() {
+    let up = Upstream::start();
+    let admin = Token::new("sec-team", ALL_SCOPES);
+    let gw = builder(&up, &[&admin]).start();
+    let head = |len: usize| {
+        format!(
+            "POST /api/v2/network-acls HTTP/1.1\r\nHost: admin\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+            admin.bearer()
+        )
+    };
+    let next = "GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    let body = format!(r#"{{"description":"{}","active":true}}"#, "x".repeat(70 * 1024));
+    let resp = raw_request(gw.admin, format!("{}{body}{next}", head(body.len())).as_bytes());
+    assert_eq!(raw_status(&resp), 413, "{resp}");
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 2, "the next request on the connection is answered: {resp}");
+    assert!(resp.contains("HTTP/1.1 200"), "{resp}");
+    let resp = raw_request(gw.admin, format!("{}{next}", head(2 * 1024 * 1024)).as_bytes());
+    assert_eq!(raw_status(&resp), 413, "{resp}");
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "not drained: the connection ends: {resp}");
+}
