@@ -686,11 +686,14 @@ impl Registry {
         if let Some(k) = kept.as_mut() {
             k.tally.add(&row.software_key, &row.prefix, row.created_at);
         }
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(row.clone());
         if row.public && row.answer.is_some() && self.keeps_counts {
-            // Before it is pending: a seed reads pending after it began buffering.
+            // After it is pending: a seed reads pending after it began buffering, so a row
+            // pending too late for that read is added here while the seed buffers (or after it
+            // finished) — added first, it could be ignored before the seed began and missed by
+            // its read of pending.
             self.recent.add(self.recent.key(&row.fingerprint, &row.prefix), row.created_at);
         }
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(row.clone());
         let key = (row.software_key.clone(), row.prefix.clone(), row.created_at);
         match self.queue.try_send(Job::Record(Box::new(row))) {
             Ok(()) => self.metrics.queue_depth.inc(),
