@@ -24,11 +24,17 @@ fn main() {
             // is missing as changed, which rebuilt the whole crate on every build in a clone
             // without packed-refs.
             if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-                let mut watched = vec![format!("{dir}/HEAD"), format!("{dir}/packed-refs")];
+                // Refs live in the common directory, which differs from `dir` in a linked
+                // worktree (`.git/worktrees/<name>`); relative answers are against the manifest
+                // directory, the build script's working directory.
+                let common = git(&["rev-parse", "--git-common-dir"])
+                    .map(|c| std::path::Path::new(&c).canonicalize().map(|p| p.display().to_string()).unwrap_or(c))
+                    .unwrap_or_else(|| dir.clone());
+                let mut watched = vec![format!("{dir}/HEAD"), format!("{common}/packed-refs")];
                 if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
                     // The branch's directory, not its file: a packed branch has no file until
                     // its next commit writes one (cargo scans a named directory's contents).
-                    let branch = format!("{dir}/{r}");
+                    let branch = format!("{common}/{r}");
                     let parent = std::path::Path::new(&branch).parent().map(|p| p.display().to_string());
                     watched.extend(parent);
                 }

@@ -99,8 +99,9 @@ fn exercise(store: &Store, second: &Store) {
     assert!(store.find_duplicate("fp-name:test", "203.0.113.0/24", T0 + 1).unwrap().is_none(), "outside the window");
     assert!(store.find_duplicate("fp-id:other", "198.51.100.0/24", 0).unwrap().is_none(), "confidential: never");
     // What seeds the kept set of recent public registrations: public, live, in the window.
-    assert_eq!(store.recent_public(T0 - 1).unwrap(), vec![("fp-name:test".into(), "203.0.113.0/24".into(), T0)]);
-    assert!(store.recent_public(T0 + 1).unwrap().is_empty());
+    assert_eq!(store.recent_public(T0 - 1, 10).unwrap(), vec![("fp-name:test".into(), "203.0.113.0/24".into(), T0)]);
+    assert!(store.recent_public(T0 + 1, 10).unwrap().is_empty());
+    assert!(store.recent_public(T0 - 1, 0).unwrap().is_empty(), "bounded by its limit");
 
     // States and reaping candidates at a chosen time.
     let now = T0 + 100 + 86_400;
@@ -336,6 +337,13 @@ fn newest_duplicate_answers(store: &Store) {
     assert_eq!(store.find_duplicate("fp-name:dup", "192.0.2.0/24", T0 - 1).unwrap().unwrap().client_id, "dup-new");
     store.mark_deleted("dup-new", T0 + 40, "test").unwrap();
     assert_eq!(store.find_duplicate("fp-name:dup", "192.0.2.0/24", T0 - 1).unwrap().unwrap().client_id, "dup-mid");
+    // More matches than one page of the lookup (16): still the newest.
+    for i in 0..40 {
+        store.insert(&row(&format!("many-{i}"), T0 + 100 + (i * 7) % 40, "192.0.2.0/24", "name:many", true)).unwrap();
+    }
+    store.insert(&row("many-tie", T0 + 100, "192.0.2.0/24", "name:many", true)).unwrap();
+    let newest = store.find_duplicate("fp-name:many", "192.0.2.0/24", T0).unwrap().unwrap();
+    assert_eq!(newest.created_at, T0 + 139, "{}", newest.client_id);
 }
 
 #[test]

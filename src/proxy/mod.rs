@@ -336,8 +336,8 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         snap: &Snapshot,
+        pt: phases::Span,
     ) -> Result<Option<(RequestView, Route)>> {
-        let pt = phases::span(Phase::RequestView);
         let view = signals::request_view(session);
         let host = view.as_ref().ok().and_then(|v| v.authority.as_ref()).map(|a| a.host.clone());
         let extracted = signals::extract(session, snap, &self.metrics, host);
@@ -364,6 +364,8 @@ impl Gateway {
                 }
             }
         };
+        // Not held across the refusal's writes (a span must not be held across an await).
+        pt.stop();
         self.refuse(session, ctx, Outcome::Invalid, refusal).await?;
         Ok(None)
     }
@@ -671,10 +673,11 @@ impl ProxyHttp for Gateway {
     /// `dcr` phase.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         phases::register(&self.metrics);
+        let pt = phases::span(Phase::RequestView);
         let snap = self.store.load_full();
         ctx.admission.snapshot = Some(snap.clone());
         let t = Instant::now();
-        let Some((view, route)) = self.view_phase(session, ctx, &snap).await? else { return Ok(true) };
+        let Some((view, route)) = self.view_phase(session, ctx, &snap, pt).await? else { return Ok(true) };
         let scope = route.scope;
         match self.acl_phase(session, ctx, &snap, &view, route, t) {
             Decision::Block => {

@@ -573,9 +573,11 @@ impl Registry {
                     .collect();
                 let read = self.timed("dedupe", || {
                     let version = self.store.data_version()?.unwrap_or_default();
-                    Ok((version, self.store.recent_public(since)?))
+                    Ok((version, self.store.recent_public(since, recent::MAX_KEYS + 1)?))
                 });
                 match read {
+                    // More rows than the set may hold: not read further, the store answers.
+                    Ok((_, rows)) if rows.len() > recent::MAX_KEYS => self.recent.overflowed(generation),
                     Ok((version, rows)) => {
                         let rows = rows.iter().map(|(fp, prefix, t)| (self.recent.key(fp, prefix), *t));
                         self.recent.finish_seed(generation, Some(rows.chain(pending)), version, window);
@@ -686,13 +688,16 @@ impl Registry {
         if let Some(k) = kept.as_mut() {
             k.tally.add(&row.software_key, &row.prefix, row.created_at);
         }
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(row.clone());
-        if row.public && row.answer.is_some() && self.keeps_counts {
-            // After it is pending: a seed reads pending after it began buffering, so a row
-            // pending too late for that read is added here while the seed buffers (or after it
-            // finished) — added first, it could be ignored before the seed began and missed by
-            // its read of pending.
-            self.recent.add(self.recent.key(&row.fingerprint, &row.prefix), row.created_at);
+        {
+            // Pending and in the kept set at one instant (lock order: pending, then the set's).
+            // A seed begins buffering before it reads pending: a row pending too late for that
+            // read is added here while the seed buffers (or after it finished); one pending in
+            // time is in the read. Either way the set holds it.
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push(row.clone());
+            if row.public && row.answer.is_some() && self.keeps_counts {
+                self.recent.add(self.recent.key(&row.fingerprint, &row.prefix), row.created_at);
+            }
         }
         let key = (row.software_key.clone(), row.prefix.clone(), row.created_at);
         match self.queue.try_send(Job::Record(Box::new(row))) {

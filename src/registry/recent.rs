@@ -190,6 +190,19 @@ impl Recent {
         };
     }
 
+    /// End a seed that found more rows than [`MAX_KEYS`]: the store answers until
+    /// [`RETRY_AFTER`] has passed.
+    pub fn overflowed(&self, generation: u64) {
+        let mut state = self.lock();
+        if matches!(&*state, State::Seeding { generation: g, .. } if *g == generation) {
+            tracing::warn!(
+                max = MAX_KEYS,
+                "registry: too many recent public registrations to keep in memory; de-duplication asks the store"
+            );
+            *state = State::Overflowed { until: Instant::now() + RETRY_AFTER };
+        }
+    }
+
     /// Forget the set (another process wrote to the store): the next tick seeds it again.
     pub fn reset(&self) {
         *self.lock() = State::Off;
@@ -295,6 +308,16 @@ mod tests {
         assert_eq!(r.seen(b, 0, 300), Seen::Maybe);
         r.reset();
         assert_eq!(r.seen(b, 0, 300), Seen::Unknown);
+    }
+
+    #[test]
+    fn a_seed_that_found_too_many_rows_turns_it_off_for_a_while() {
+        let r = Recent::new();
+        assert_eq!(r.seen(1, 0, 60), Seen::Unknown);
+        let g = r.begin_seed();
+        r.overflowed(g);
+        assert_eq!(r.seen(1, 0, 60), Seen::Unknown);
+        assert_eq!(r.tick(), Tick::Nothing, "not before RETRY_AFTER");
     }
 
     #[test]

@@ -503,26 +503,47 @@ impl Store {
 
     /// The newest live public client with this fingerprint from this prefix since `since`.
     pub fn find_duplicate(&self, fingerprint: &str, prefix: &str, since: i64) -> Result<Option<ClientRow>, StoreError> {
-        // No ORDER BY: SQLite re-prepares a cached statement that sorts each time another
-        // connection wrote (here: after every batch the registry commits), which cost more
-        // than the lookup. Matches are few — a duplicate is answered, not registered again —
-        // so the newest of the first 16 is picked here.
-        let sql = format!(
-            "SELECT {COLS} FROM clients WHERE fingerprint = $1 AND prefix = $2 AND public = 1 AND deleted_at IS NULL \
-             AND created_at >= $3 AND answer IS NOT NULL LIMIT 16"
-        );
-        let rows =
-            self.backend.query(&sql, &[P::T(Some(fingerprint)), P::T(Some(prefix)), P::I(Some(since))], KINDS)?;
-        Ok(rows.into_iter().map(ClientRow::from_cells).max_by_key(|r| r.created_at))
+        // No ORDER BY (nor MAX()): SQLite re-prepares such a cached statement each time another
+        // connection wrote — here after every batch the registry commits — which cost more
+        // than the lookup. The index yields matches oldest first, a page of 16 at a time; a
+        // full page moves the lower bound past its newest time. Matches are few (a duplicate
+        // is answered, not registered again), so this is one query in practice.
+        const PAGE: usize = 16;
+        let cols = |op: &str| {
+            format!(
+                "SELECT {COLS} FROM clients WHERE fingerprint = $1 AND prefix = $2 AND public = 1 AND deleted_at IS NULL \
+                 AND created_at {op} $3 AND answer IS NOT NULL LIMIT {PAGE}"
+            )
+        };
+        let (first, later) = (cols(">="), cols(">"));
+        let mut newest: Option<ClientRow> = None;
+        let mut sql = &first;
+        let mut bound = since;
+        loop {
+            let rows =
+                self.backend.query(sql, &[P::T(Some(fingerprint)), P::T(Some(prefix)), P::I(Some(bound))], KINDS)?;
+            let full = rows.len() == PAGE;
+            for row in rows.into_iter().map(ClientRow::from_cells) {
+                if newest.as_ref().is_none_or(|n| row.created_at > n.created_at) {
+                    newest = Some(row);
+                }
+            }
+            match (&newest, full) {
+                // Strictly later each time: the loop ends.
+                (Some(n), true) => (sql, bound) = (&later, n.created_at),
+                _ => return Ok(newest),
+            }
+        }
     }
 
     /// Live public clients created at or after `since` that de-duplication could answer with:
     /// (fingerprint, prefix, created_at) — the seed of [`super::recent`].
-    pub fn recent_public(&self, since: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+    /// At most `limit` rows (the caller treats a full answer as too many to keep).
+    pub fn recent_public(&self, since: i64, limit: usize) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = self.backend.query(
             "SELECT fingerprint, prefix, created_at FROM clients WHERE created_at >= $1 AND public = 1 \
-             AND deleted_at IS NULL AND answer IS NOT NULL",
-            &[P::I(Some(since))],
+             AND deleted_at IS NULL AND answer IS NOT NULL LIMIT $2",
+            &[P::I(Some(since)), P::I(Some(limit.min(i64::MAX as usize) as i64))],
             &[Kind::T, Kind::T, Kind::I],
         )?;
         Ok(rows
