@@ -29,6 +29,12 @@ pub const MAX_KEYS: usize = 1_000_000;
 /// How long the set stays off after it overflowed, before it is seeded again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(600);
 
+/// How often, at most, keys that left the window are dropped (registry clock, seconds).
+pub const PRUNE_EVERY_SECS: i64 = 60;
+
+/// How long past the window a key is kept before it is dropped.
+pub const PRUNE_SLACK_SECS: i64 = 600;
+
 enum State {
     /// Not seeded (or given up after another process wrote, or the window grew).
     Off,
@@ -46,6 +52,8 @@ pub struct Recent {
     /// The window the proxy last asked for (0: never): the worker seeds for it.
     wanted: AtomicI64,
     generation: std::sync::atomic::AtomicU64,
+    /// The registry time of the last prune.
+    pruned_at: AtomicI64,
 }
 
 /// What the set says of a registration.
@@ -82,6 +90,7 @@ impl Recent {
             hasher: std::collections::hash_map::RandomState::new(),
             wanted: AtomicI64::new(0),
             generation: std::sync::atomic::AtomicU64::new(0),
+            pruned_at: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -208,10 +217,18 @@ impl Recent {
         *self.lock() = State::Off;
     }
 
-    /// Drop keys whose newest registration left the window.
+    /// Drop keys whose newest registration left the window more than [`PRUNE_SLACK_SECS`] ago,
+    /// at most once per [`PRUNE_EVERY_SECS`]. A stale key costs only memory (`seen` compares
+    /// times), so the lock is not taken for a walk over every key at every tick; the slack keeps
+    /// the set a superset if the clock steps back a little.
     pub fn prune(&self, now: i64) {
+        let last = self.pruned_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < PRUNE_EVERY_SECS && now >= last {
+            return;
+        }
+        self.pruned_at.store(now, Ordering::Relaxed);
         if let State::Ready { keys, window_secs, .. } = &mut *self.lock() {
-            let since = now - *window_secs;
+            let since = now - *window_secs - PRUNE_SLACK_SECS;
             keys.retain(|_, t| *t >= since);
         }
     }
@@ -303,9 +320,17 @@ mod tests {
         let (a, b) = (r.key("a", "p"), r.key("b", "p"));
         ready(&r, vec![(a, 100), (b, 500)], 300);
         r.prune(700);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r.seen(a, 0, 300), Seen::None);
+        assert_eq!(r.len(), 2, "within the slack past the window");
+        assert_eq!(r.seen(a, 400, 300), Seen::None, "outside the window all the same");
+        r.prune(100 + 300 + PRUNE_SLACK_SECS + 1);
+        assert_eq!(r.len(), 1, "a left the window and its slack");
         assert_eq!(r.seen(b, 0, 300), Seen::Maybe);
+        let c = r.key("c", "p");
+        r.add(c, 120);
+        r.prune(1050);
+        assert_eq!(r.len(), 2, "not again within PRUNE_EVERY_SECS");
+        r.prune(1001 + PRUNE_EVERY_SECS);
+        assert_eq!(r.len(), 1);
         r.reset();
         assert_eq!(r.seen(b, 0, 300), Seen::Unknown);
     }
