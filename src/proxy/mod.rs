@@ -320,11 +320,15 @@ impl Gateway {
     /// registrations the gateway undid).
     fn spend_token_use(ctx: &mut RequestCtx, status: u16) {
         let accepted = (200..300).contains(&status);
-        if let (Some(u), true) = (ctx.registration.store_token_use.take(), accepted) {
+        // Taken either way: one the IdP refused is given back here, before the client reads
+        // the answer — not when the request's context drops, after it: a client retrying at
+        // once would otherwise find its last use still leased (401 exhausted).
+        let (store, lease) = (ctx.registration.store_token_use.take(), ctx.registration.token_lease.take());
+        if let (Some(u), true) = (store, accepted) {
             u.commit();
         }
-        if let (Some(lease), true) = (ctx.registration.token_lease.take(), accepted) {
-            lease.commit();
+        if let (Some(l), true) = (lease, accepted) {
+            l.commit();
         }
     }
 

@@ -22,6 +22,9 @@ impl Gateway {
         err: GatewayError,
     ) -> Result<bool> {
         ctx.refuse(outcome);
+        // A refused request spends no initial-access-token use: a leased one is given back
+        // before the answer is written (a client retrying at once must find it free).
+        drop((ctx.registration.token_lease.take(), ctx.registration.store_token_use.take()));
         let status = err.status();
         let body = err.body(&ctx.admission.request_id);
         let mut resp = ResponseHeader::build(status, Some(6))?;
