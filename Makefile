@@ -8,11 +8,13 @@ DEMO_IDP := deploy/demo-idp
 # Free country database (NRO data via ip-location-db, CC BY 4.0), fetched once by `make run`.
 GEOIP_PKG := @ip-location-db/geo-whois-asn-country-mmdb@2.3.2026061719
 GEOIP_DB := geoip/geo-whois-asn-country.mmdb
+# Where cargo puts the release binary (CARGO_TARGET_DIR when the environment sets one).
+RELEASE_BIN := $(or $(CARGO_TARGET_DIR),target)/release/dcr-gateway
 
 .PHONY: run test prereqs build release dist demo-idp-deps console-test-deps geoip check bench bench-bundle bench-micro bench-connections fuzz fuzz-check clean
 
 run: prereqs release demo-idp-deps $(GEOIP_DB)
-	@$(DEMO_IDP)/run-demo.sh
+	@DCR_GATEWAY_BIN=$(RELEASE_BIN) $(DEMO_IDP)/run-demo.sh
 
 # Every test, the doc tests too even when a test failed (the exit status is the first failure's),
 # and last the per-phase CPU accounting of the benchmark build (feature phase-timing; it rebuilds
@@ -43,9 +45,9 @@ DIST := dist
 dist: prereqs release
 	@mkdir -p $(DIST)
 	@rm -f $(DIST)/dcr-gateway $(DIST)/dcr-gateway.debug $(DIST)/SHA256SUMS
-	objcopy --only-keep-debug target/release/dcr-gateway $(DIST)/dcr-gateway.debug
+	objcopy --only-keep-debug $(RELEASE_BIN) $(DIST)/dcr-gateway.debug
 	chmod 0644 $(DIST)/dcr-gateway.debug
-	cd $(DIST) && objcopy --strip-unneeded --add-gnu-debuglink=dcr-gateway.debug ../target/release/dcr-gateway dcr-gateway
+	objcopy --strip-unneeded --add-gnu-debuglink=$(DIST)/dcr-gateway.debug $(RELEASE_BIN) $(DIST)/dcr-gateway
 	cd $(DIST) && sha256sum dcr-gateway dcr-gateway.debug > SHA256SUMS
 	@cd $(DIST) && ls -l dcr-gateway dcr-gateway.debug && ./dcr-gateway --version
 
@@ -74,8 +76,8 @@ $(GEOIP_DB):
 	@echo "GeoIP country database: $(GEOIP_DB) (ip-location-db, NRO data, CC BY 4.0)"
 
 check: release $(GEOIP_DB)
-	./target/release/dcr-gateway check -c conf/gateway.toml
-	./target/release/dcr-gateway test-rules -c conf/gateway.toml conf/rules.tests.json
+	$(RELEASE_BIN) check -c conf/gateway.toml
+	$(RELEASE_BIN) test-rules -c conf/gateway.toml conf/rules.tests.json
 
 bench-micro:
 	$(CARGO) bench --bench acl --bench dcr --bench request

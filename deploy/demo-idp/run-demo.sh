@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-BIN=target/release/dcr-gateway
+BIN=${DCR_GATEWAY_BIN:-${CARGO_TARGET_DIR:-target}/release/dcr-gateway}
 CONF=${DCR_GATEWAY_CONFIG:-conf/gateway.toml}
 IDP_PID=""
 GW_PID=""
