@@ -77,6 +77,7 @@ fn registration(c: &mut Criterion) {
             admitted_by: None,
             answer: &answer,
             public_client_uri: None,
+            identity: None,
         };
         reg.record(&a, &limits);
     }
@@ -115,6 +116,7 @@ fn registration(c: &mut Criterion) {
                 admitted_by: None,
                 answer: &answer,
                 public_client_uri: None,
+                identity: None,
             };
             reg.row(black_box(&a), &limits)
         })

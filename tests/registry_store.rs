@@ -248,7 +248,20 @@ fn registry_behaviour(store: Store, raw_token: impl Fn(&str) -> Option<String>) 
         admitted_by: None,
         answer: &answer,
         public_client_uri: Some("http://gw/reg/pub-1".into()),
+        identity: None,
     };
+    // The row built from admission's identity is the row read from the document again (the
+    // sealed token aside: a fresh nonce each time).
+    let comparable = |r: Option<ClientRow>| ClientRow { token_sealed: None, created_at: 0, ..r.expect("a client_id") };
+    let from_identity = dcr_gateway::registry::Accepted {
+        identity: Some(&id),
+        public_client_uri: accepted.public_client_uri.clone(),
+        ..accepted
+    };
+    let read_again = comparable(reg.row(&accepted, &l));
+    assert_eq!(comparable(reg.row(&from_identity, &l)), read_again);
+    assert_eq!(read_again.fingerprint, id.fingerprint);
+    assert!(read_again.public && read_again.answer.is_some());
     reg.record(&accepted, &l);
     // Identical public registration from the same prefix: the existing client, before and
     // after the write, without its token.
@@ -358,6 +371,38 @@ fn the_newest_live_duplicate_answers_on_both_backends() {
     newest_duplicate_answers(&store);
 }
 
+/// The duplicate lookup reads the index of live public clients (migration 4), which holds no
+/// confidential or deleted client: those cost each commit an index write for nothing.
+#[test]
+fn the_duplicate_lookup_uses_the_index_of_live_public_clients() {
+    use dcr_gateway::registry::store::{Backend, Cell, Kind, P};
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(Sqlite::open(&dir.path().join("r.db")).unwrap());
+    let store = Store::new(backend.clone());
+    store.migrate().unwrap();
+    for later in [false, true] {
+        let plan = backend
+            .query(
+                &format!("EXPLAIN QUERY PLAN {}", Store::duplicate_query(later)),
+                &[P::T(Some("fp")), P::T(Some("203.0.113.0/24")), P::I(Some(T0))],
+                &[Kind::I, Kind::I, Kind::I, Kind::T],
+            )
+            .unwrap();
+        let details: Vec<String> = plan
+            .into_iter()
+            .filter_map(|r| match &r[3] {
+                Cell::T(Some(d)) => Some(d.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(details.iter().any(|d| d.contains("USING INDEX clients_dedupe_live_public")), "{details:?}");
+    }
+    let indexes = backend
+        .query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'clients'", &[], &[Kind::T])
+        .unwrap();
+    assert!(!indexes.iter().any(|r| r[0] == Cell::T(Some("clients_dedupe".into()))), "the old index is gone");
+}
+
 /// On the embedded store the proxy decides public registrations in memory: a registration
 /// with no possible duplicate is admitted without the store; one that may have one, or any
 /// while the kept set is not seeded or another process wrote to the file, goes to the store,
@@ -397,6 +442,7 @@ fn public_registrations_without_a_duplicate_are_admitted_in_memory() {
             admitted_by: None,
             answer: &answer,
             public_client_uri: None,
+            identity: None,
         };
         reg.record(&acc, &l);
     };
@@ -475,6 +521,7 @@ fn two_replicas_on_one_postgres_share_caps_and_one_reaps() {
             admitted_by: None,
             answer: &answer,
             public_client_uri: None,
+            identity: None,
         };
         reg.record(&acc, &l);
         reg.sync();
@@ -543,6 +590,7 @@ fn caps_never_miss_a_registration_the_worker_is_committing(store: Store) {
             admitted_by: None,
             answer: &answer,
             public_client_uri: None,
+            identity: None,
         };
         reg.record(&accepted, &l);
         // Admit as the worker writes: all i + 1 recorded clients fill a cap of i + 1.
@@ -620,6 +668,7 @@ fn kept_counts_are_the_stores_counts() {
             admitted_by: None,
             answer: &answer,
             public_client_uri: None,
+            identity: None,
         };
         reg.record(&a, &l);
     };
@@ -717,6 +766,7 @@ fn admission_in_memory_only_when_the_store_is_not_needed() {
         admitted_by: None,
         answer: &answer,
         public_client_uri: None,
+        identity: None,
     };
     reg.record(&accepted, &l);
     match reg.admit_in_memory(confidential, ip, &l) {

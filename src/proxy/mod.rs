@@ -147,6 +147,9 @@ struct RegistrationState {
     turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Bounded copy of a token/PAR/revocation form body, for the registry's usage tracking.
     usage_form: Option<Vec<u8>>,
+    /// What the registry judged at admission (fingerprint, prefix, software): the record of
+    /// the IdP's answer takes it from here rather than reading the document again.
+    identity: Option<crate::registry::Identity>,
     /// Its `max_uses` use counted in the registry's store (PostgreSQL), committed on a 2xx.
     store_token_use: Option<crate::registry::StoreTokenUse>,
     /// The `Content-Type` of `body` when it is a form the gateway read (and maybe rewrote:

@@ -255,7 +255,10 @@ impl Gateway {
             None => tokio::task::spawn_blocking(move || reg.admit_identity(identity, &limits)).await,
         };
         match decided {
-            Ok(Ok(crate::registry::Admission::Forward(_))) => Ok(false),
+            Ok(Ok(crate::registry::Admission::Forward(identity))) => {
+                ctx.registration.identity = Some(identity);
+                Ok(false)
+            }
             Ok(Ok(crate::registry::Admission::Capped(cap))) => {
                 let window = crate::config::schema::RegistrySection::seconds(&snap.config.registry.prefix_window);
                 let err = GatewayError::ClientLimit {
@@ -372,6 +375,7 @@ impl Gateway {
             admitted_by,
             answer,
             public_client_uri,
+            identity: ctx.registration.identity.as_ref(),
         };
         reg.record(&accepted, &crate::registry::limits(&snap.config.registry));
     }

@@ -29,7 +29,7 @@ pub mod usage;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -224,6 +224,9 @@ pub struct Accepted<'a> {
     pub answer: &'a Map<String, Value>,
     /// `registration_client_uri` as the client sees it (rewritten onto the gateway).
     pub public_client_uri: Option<String>,
+    /// What admission worked out from `sent`, when it judged this registration: the row takes
+    /// its facts from here instead of parsing and fingerprinting the document again.
+    pub identity: Option<&'a Identity>,
 }
 
 /// What identifies a registration for caps and de-duplication (computed once, in `admit`).
@@ -233,6 +236,11 @@ pub struct Identity {
     pub prefix: String,
     pub software_key: String,
     pub public: bool,
+    /// The document's own `software_id`, `software_version` and `token_endpoint_auth_method`
+    /// (recorded with the row; the answer's are the fallback).
+    pub software_id: Option<String>,
+    pub software_version: Option<String>,
+    pub auth_method: Option<String>,
 }
 
 /// The registry's answer to a registration about to be forwarded.
@@ -255,7 +263,7 @@ struct Kept {
 }
 
 enum Job {
-    Record(Box<ClientRow>),
+    Record(Arc<ClientRow>),
     /// The IdP accepted an RFC 7592 update (`deleted: false`) or delete of this client.
     Changed {
         client_id: String,
@@ -268,6 +276,10 @@ enum Job {
 
 /// How long the worker waits for more records before committing a batch.
 const LINGER: Duration = Duration::from_millis(20);
+/// How often the worker looks at the queue while it gathers a batch.
+const GATHER_POLL: Duration = Duration::from_millis(1);
+/// The most rows committed in one transaction.
+const BATCH_ROWS: usize = 256;
 
 /// Members of the IdP's answer never kept in the stored answer.
 const SECRET_MEMBERS: &[&str] = &["registration_access_token", "client_secret"];
@@ -279,7 +291,8 @@ pub struct Registry {
     pub metrics: RegistryMetrics,
     queue: SyncSender<Job>,
     /// Accepted registrations not yet written: counted by caps, found by de-duplication.
-    pending: Mutex<Vec<ClientRow>>,
+    /// Shared with the queued job (one row, never copied).
+    pending: Mutex<Vec<Arc<ClientRow>>>,
     /// Held for reading while caps count (store, then pending) and for writing while the
     /// worker commits a batch and forgets it from `pending`: without it a count could miss a
     /// row committed after its store query but forgotten before its pending scan.
@@ -420,13 +433,15 @@ impl Registry {
     }
 
     fn identity(doc: &Map<String, Value>, client_ip: IpAddr, limits: &Limits) -> Identity {
-        let name = doc.get("client_name").and_then(Value::as_str);
-        let software_id = doc.get("software_id").and_then(Value::as_str);
+        let text = |k: &str| doc.get(k).and_then(Value::as_str);
         Identity {
             fingerprint: policy::fingerprint(doc),
             prefix: policy::prefix(client_ip, limits.prefix_v4, limits.prefix_v6),
-            software_key: policy::software_key(software_id, name),
+            software_key: policy::software_key(text("software_id"), text("client_name")),
             public: policy::is_public(doc),
+            software_id: text("software_id").map(str::to_string),
+            software_version: text("software_version").map(str::to_string),
+            auth_method: text("token_endpoint_auth_method").map(str::to_string),
         }
     }
 
@@ -616,14 +631,24 @@ impl Registry {
                     && p.created_at >= since
                     && p.answer.is_some()
             })
-            .cloned()
+            .map(|r| ClientRow::clone(r))
     }
 
     /// The row of an accepted registration: the token sealed, the answer kept without secrets.
     pub fn row(&self, a: &Accepted<'_>, limits: &Limits) -> Option<ClientRow> {
         let client_id = a.answer.get("client_id").and_then(Value::as_str)?.to_string();
-        let doc: Map<String, Value> = serde_json::from_slice(a.sent).unwrap_or_default();
         let text = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+        // The document's facts: from admission when it judged this registration (the same
+        // bytes), else read here.
+        let judged;
+        let id = match a.identity {
+            Some(id) => id,
+            None => {
+                let doc: Map<String, Value> = serde_json::from_slice(a.sent).unwrap_or_default();
+                judged = Registry::identity(&doc, a.client_ip, limits);
+                &judged
+            }
+        };
         let token = a.answer.get("registration_access_token").and_then(Value::as_str);
         let token_sealed = match token.map(|t| self.keys.seal(&client_id, t)) {
             Some(Ok(s)) => Some(s),
@@ -633,12 +658,21 @@ impl Registry {
             }
             None => None,
         };
-        let mut kept = a.answer.clone();
-        for k in SECRET_MEMBERS {
-            kept.remove(*k);
-        }
-        let public = policy::is_public(&doc);
-        let software_id = text(&doc, "software_id").or_else(|| text(a.answer, "software_id"));
+        let public = id.public;
+        // Only public clients are ever answered from the store: the answer without secrets,
+        // serialized from the IdP's tree as it stands (no copy of the tree).
+        let answer = public
+            .then(|| {
+                let kept: Map<String, Value> = a
+                    .answer
+                    .iter()
+                    .filter(|(k, _)| !SECRET_MEMBERS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                serde_json::to_string(&kept).ok()
+            })
+            .flatten();
+        let software_id = id.software_id.clone().or_else(|| text(a.answer, "software_id"));
         let name = a.client_name.map(str::to_string).or_else(|| text(a.answer, "client_name"));
         Some(ClientRow {
             created_at: self.now(),
@@ -652,19 +686,17 @@ impl Registry {
             user_agent: a.user_agent.map(|u| u.chars().take(512).collect()),
             software_key: policy::software_key(software_id.as_deref(), name.as_deref()),
             software_id,
-            software_version: text(&doc, "software_version").or_else(|| text(a.answer, "software_version")),
+            software_version: id.software_version.clone().or_else(|| text(a.answer, "software_version")),
             client_name: name,
             redirect_hosts: a.redirect_hosts.to_vec(),
-            auth_method: text(a.answer, "token_endpoint_auth_method")
-                .or_else(|| text(&doc, "token_endpoint_auth_method")),
+            auth_method: text(a.answer, "token_endpoint_auth_method").or_else(|| id.auth_method.clone()),
             public,
-            fingerprint: policy::fingerprint(&doc),
+            fingerprint: id.fingerprint.clone(),
             admitted_by: a.admitted_by.map(str::to_string),
             registration_client_uri: a.public_client_uri.clone(),
             idp_client_uri: text(a.answer, "registration_client_uri"),
             token_sealed,
-            // Only public clients are ever answered from the store.
-            answer: public.then(|| serde_json::to_string(&kept).ok()).flatten(),
+            answer,
             client_id,
         })
     }
@@ -682,7 +714,7 @@ impl Registry {
 
     /// Queue a row for writing.
     pub fn enqueue(&self, row: ClientRow) {
-        let id = row.client_id.clone();
+        let row = Arc::new(row);
         // Counted and pending at one instant for a seed (which holds `kept`).
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(k) = kept.as_mut() {
@@ -694,21 +726,20 @@ impl Registry {
             // read is added here while the seed buffers (or after it finished); one pending in
             // time is in the read. Either way the set holds it.
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.push(row.clone());
+            pending.push(Arc::clone(&row));
             if row.public && row.answer.is_some() && self.keeps_counts {
                 self.recent.add(self.recent.key(&row.fingerprint, &row.prefix), row.created_at);
             }
         }
-        let key = (row.software_key.clone(), row.prefix.clone(), row.created_at);
-        match self.queue.try_send(Job::Record(Box::new(row))) {
+        match self.queue.try_send(Job::Record(Arc::clone(&row))) {
             Ok(()) => self.metrics.queue_depth.inc(),
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.forget_pending(&id);
+                self.forget_rows(std::slice::from_ref(&row));
                 if let Some(k) = kept.as_mut() {
-                    k.tally.lost(&key.0, &key.1, key.2);
+                    k.tally.lost(&row.software_key, &row.prefix, row.created_at);
                 }
                 self.metrics.records_lost.with_label_values(&["queue_full"]).inc();
-                tracing::error!(client_id = %id, "registry: write queue full; registration not recorded");
+                tracing::error!(client_id = %row.client_id, "registry: write queue full; registration not recorded");
             }
         }
     }
@@ -733,6 +764,13 @@ impl Registry {
         }
     }
 
+    /// These queued rows leave `pending` (the very rows, under one lock: a batch of N used to
+    /// take the lock N times, each with a scan by client_id).
+    fn forget_rows(&self, rows: &[Arc<ClientRow>]) {
+        let gone: std::collections::HashSet<*const ClientRow> = rows.iter().map(Arc::as_ptr).collect();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).retain(|r| !gone.contains(&Arc::as_ptr(r)));
+    }
+
     /// Wait until everything queued so far is written and usage is flushed.
     pub fn sync(&self) {
         let (tx, rx) = mpsc::channel();
@@ -752,7 +790,7 @@ impl Registry {
     /// Write queued rows in one transaction, retried; rows lost after the retries are counted
     /// and logged one by one.
     /// Rows leave `pending` under the commit gate, once written or given up.
-    fn write(&self, rows: &[ClientRow]) {
+    fn write(&self, rows: &[Arc<ClientRow>]) {
         for (attempt, delay) in std::iter::once(Duration::ZERO).chain(self.retry_delays.iter().copied()).enumerate() {
             std::thread::sleep(delay);
             let last = attempt == self.retry_delays.len();
@@ -762,9 +800,7 @@ impl Registry {
             let _gate = self.commit_gate.write().unwrap_or_else(|p| p.into_inner());
             let written = self.timed("record", || self.store.insert_many(rows));
             if written.is_ok() || last {
-                for row in rows {
-                    self.forget_pending(&row.client_id);
-                }
+                self.forget_rows(rows);
             }
             match written {
                 Ok(_) => return,
@@ -822,21 +858,28 @@ impl Registry {
                     // and its six indexes), so rows committed together share those writes —
                     // one row per commit cost more than the registration itself. Until written
                     // the rows are counted and found from `pending`.
-                    let mut batch = vec![*row];
+                    //
+                    // The worker gathers by polling the queue every millisecond rather than
+                    // waiting on it: a receiver waiting on the queue is woken by every row sent
+                    // (a futex wake on the proxy's thread and a switch to this one, per
+                    // registration), one that polls is woken by nothing.
+                    let mut batch = vec![row];
                     let until = Instant::now() + LINGER.min(self.flush_every);
-                    while batch.len() < 256 {
-                        let left = until.saturating_duration_since(Instant::now());
-                        let next = match left.is_zero() {
-                            true => rx.try_recv().ok(),
-                            false => rx.recv_timeout(left).ok(),
-                        };
-                        match next {
-                            Some(Job::Record(r)) => batch.push(*r),
-                            Some(other) => {
+                    'gather: while batch.len() < BATCH_ROWS {
+                        match rx.try_recv() {
+                            Ok(Job::Record(r)) => batch.push(r),
+                            Ok(other) => {
                                 carried = Some(other);
-                                break;
+                                break 'gather;
                             }
-                            None => break,
+                            Err(TryRecvError::Disconnected) => break 'gather,
+                            Err(TryRecvError::Empty) => {
+                                let left = until.saturating_duration_since(Instant::now());
+                                if left.is_zero() {
+                                    break 'gather;
+                                }
+                                std::thread::sleep(left.min(GATHER_POLL));
+                            }
                         }
                     }
                     self.metrics.queue_depth.sub(batch.len() as i64);

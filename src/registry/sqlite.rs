@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::types::Value;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 
 use super::store::{Backend, Cell, Kind, StoreError, P};
@@ -28,15 +28,16 @@ fn dialect(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-fn values(params: &[P<'_>]) -> Vec<Value> {
-    params
-        .iter()
-        .map(|p| match p {
-            P::I(Some(i)) => Value::Integer(*i),
-            P::T(Some(s)) => Value::Text((*s).to_string()),
-            P::I(None) | P::T(None) => Value::Null,
+/// Parameters bound as borrowed values: a batch's texts (stored answers, sealed tokens) are
+/// not copied once more on their way into SQLite.
+impl rusqlite::ToSql for P<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            P::I(Some(i)) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            P::T(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            P::I(None) | P::T(None) => ToSqlOutput::Borrowed(ValueRef::Null),
         })
-        .collect()
+    }
 }
 
 impl Sqlite {
@@ -77,14 +78,14 @@ impl Backend for Sqlite {
     fn exec(&self, sql: &str, params: &[P<'_>]) -> Result<u64, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&dialect(sql)).map_err(err)?;
-        let n = stmt.execute(rusqlite::params_from_iter(values(params))).map_err(err)?;
+        let n = stmt.execute(rusqlite::params_from_iter(params)).map_err(err)?;
         Ok(n as u64)
     }
 
     fn query(&self, sql: &str, params: &[P<'_>], kinds: &[Kind]) -> Result<Vec<Vec<Cell>>, StoreError> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(&dialect(sql)).map_err(err)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(values(params))).map_err(err)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(err)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(err)? {
             let mut cells = Vec::with_capacity(kinds.len());
@@ -106,7 +107,7 @@ impl Backend for Sqlite {
         {
             let mut stmt = tx.prepare_cached(&dialect(sql)).map_err(err)?;
             for r in rows {
-                n += stmt.execute(rusqlite::params_from_iter(values(r))).map_err(err)? as u64;
+                n += stmt.execute(rusqlite::params_from_iter(r)).map_err(err)? as u64;
             }
         }
         tx.commit().map_err(err)?;

@@ -137,7 +137,17 @@ pub const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
     );",
+    // 4: the de-duplication index holds only what de-duplication can answer with — live public
+    // clients. Every index entry is a page the writer may touch per row: a confidential or
+    // deleted client in it cost each commit a write for nothing (its key, a fingerprint, is
+    // random). `find_duplicate` names both conditions, so both planners use it.
+    "DROP INDEX IF EXISTS clients_dedupe;
+    CREATE INDEX IF NOT EXISTS clients_dedupe_live_public ON clients (fingerprint, prefix, created_at)
+        WHERE public = 1 AND deleted_at IS NULL;",
 ];
+
+/// How many matches [`Store::find_duplicate`] reads at a time.
+const DUPLICATE_PAGE: usize = 16;
 
 /// One registered client, as stored. The sealed token and the stored answer are never
 /// serialized from here: the admin API builds its own view ([`ClientRow::view`]).
@@ -324,7 +334,8 @@ impl Store {
 
     /// Insert clients in one transaction; rows already there are left as they are. The number
     /// inserted.
-    pub fn insert_many(&self, rows: &[ClientRow]) -> Result<u64, StoreError> {
+    pub fn insert_many<R: std::borrow::Borrow<ClientRow>>(&self, rows: &[R]) -> Result<u64, StoreError> {
+        let rows: Vec<&ClientRow> = rows.iter().map(R::borrow).collect();
         let sql = format!(
             "INSERT INTO clients ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
              $16, $17, $18, $19, $20, $21, $22, $23) ON CONFLICT (client_id) DO NOTHING"
@@ -502,27 +513,30 @@ impl Store {
     }
 
     /// The newest live public client with this fingerprint from this prefix since `since`.
+    /// A page of [`Store::find_duplicate`]'s lookup: at `$3` or (`later`) strictly after it.
+    /// Public for the test that asks each planner which index it uses.
+    pub fn duplicate_query(later: bool) -> String {
+        let op = if later { ">" } else { ">=" };
+        format!(
+            "SELECT {COLS} FROM clients WHERE fingerprint = $1 AND prefix = $2 AND public = 1 AND deleted_at IS NULL \
+             AND created_at {op} $3 AND answer IS NOT NULL LIMIT {DUPLICATE_PAGE}"
+        )
+    }
+
     pub fn find_duplicate(&self, fingerprint: &str, prefix: &str, since: i64) -> Result<Option<ClientRow>, StoreError> {
         // No ORDER BY (nor MAX()): SQLite re-prepares such a cached statement each time another
         // connection wrote — here after every batch the registry commits — which cost more
         // than the lookup. The index yields matches oldest first, a page of 16 at a time; a
         // full page moves the lower bound past its newest time. Matches are few (a duplicate
         // is answered, not registered again), so this is one query in practice.
-        const PAGE: usize = 16;
-        let cols = |op: &str| {
-            format!(
-                "SELECT {COLS} FROM clients WHERE fingerprint = $1 AND prefix = $2 AND public = 1 AND deleted_at IS NULL \
-                 AND created_at {op} $3 AND answer IS NOT NULL LIMIT {PAGE}"
-            )
-        };
-        let (first, later) = (cols(">="), cols(">"));
+        let (first, later) = (Store::duplicate_query(false), Store::duplicate_query(true));
         let mut newest: Option<ClientRow> = None;
         let mut sql = &first;
         let mut bound = since;
         loop {
             let rows =
                 self.backend.query(sql, &[P::T(Some(fingerprint)), P::T(Some(prefix)), P::I(Some(bound))], KINDS)?;
-            let full = rows.len() == PAGE;
+            let full = rows.len() == DUPLICATE_PAGE;
             for row in rows.into_iter().map(ClientRow::from_cells) {
                 if newest.as_ref().is_none_or(|n| row.created_at > n.created_at) {
                     newest = Some(row);
