@@ -57,7 +57,7 @@ impl Gateway {
 }
 
 /// The largest unread request body drained after a refusal so that the connection stays open.
-const DRAIN_MAX_BYTES: u64 = 16 * 1024;
+pub(super) const DRAIN_MAX_BYTES: u64 = 16 * 1024;
 /// How long that drain may take before the connection is closed instead.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
