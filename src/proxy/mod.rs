@@ -261,50 +261,29 @@ impl Gateway {
     /// The audit line of a finished request (`core::record` decides whether there is one).
     fn audit_line(&self, session: &Session, ctx: &mut RequestCtx, snap: &Snapshot, elapsed: Duration) -> AuditLine {
         let a = &ctx.admission;
-        let s = a.signals.as_ref();
-        let reg = ctx.registration.admitted.take();
         let route = a.route.as_ref();
-        let client_id = ctx.upstream.client_id.clone().or_else(|| route.and_then(|r| r.client_id.clone()));
-        AuditLine {
+        AuditLine::from_facts(record::Facts {
             timestamp: now_rfc3339(),
-            request_id: a.request_id.clone(),
-            scope: ctx.scope().as_str(),
-            method: session.req_header().method.to_string(),
-            path: route.map(|r| r.upstream_target.split('?').next().unwrap_or("").to_string()),
-            client_ip: s.map(|s| s.client_ip.to_string()).unwrap_or_default(),
-            connecting_ip: s.map(|s| s.connecting_ip.to_string()).unwrap_or_default(),
-            country: s.and_then(|s| s.country.clone()),
-            subdivisions: s.map(|s| s.subdivisions.clone()).unwrap_or_default(),
-            asn: s.and_then(|s| s.asn),
-            user_agent: s
-                .and_then(|s| s.user_agent.as_deref())
-                .map(|ua| truncate_chars(ua, snap.config.audit_user_agent_max_chars)),
-            hostname: s.and_then(|s| s.hostname.clone()),
-            rule: a.verdict.as_ref().and_then(|v| v.rule.as_ref().map(|r| r.to_string())),
-            logged_rules: a
-                .verdict
-                .as_ref()
-                .map(|v| v.logged.iter().map(|r| r.to_string()).collect())
-                .unwrap_or_default(),
-            decision: a.outcome.decision(),
-            error: a.error.as_ref().map(|e| e.code()),
-            error_description: a.error.as_ref().map(|e| e.description()),
-            client_name: reg.as_ref().and_then(|r| r.client_name.clone()),
-            redirect_uri_hosts: reg.as_ref().map(|r| r.redirect_hosts.clone()).unwrap_or_default(),
-            dropped_members: reg.as_ref().map(|r| r.dropped_members.clone()).unwrap_or_default(),
-            removed_scopes: reg.as_ref().map(|r| r.removed_scopes.clone()).unwrap_or_default(),
+            request_id: &a.request_id,
+            scope: ctx.scope(),
+            method: session.req_header().method.as_str(),
+            upstream_target: route.map(|r| r.upstream_target.as_str()),
+            path_client_id: route.and_then(|r| r.client_id.as_deref()),
+            signals: a.signals.as_ref(),
+            verdict: a.verdict.as_ref(),
+            outcome: a.outcome,
+            error: a.error.as_ref(),
+            admitted: ctx.registration.admitted.take(),
             upstream_status: ctx.upstream.status,
             idp_error: ctx.upstream.idp_error.clone(),
             idp_changed_members: std::mem::take(&mut ctx.upstream.changed_members),
-            upstream_latency_ms: ctx.timing.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
-            client_id,
-            token_label: ctx.registration.token.as_ref().map(|t| t.label.clone()),
-            token_hash_prefix: ctx.registration.token.as_ref().map(|t| t.hash_prefix().to_string()),
-            known_client: reg.as_ref().and_then(|r| r.known_client),
-            software_statement_issuer: reg.and_then(|r| r.software_statement_issuer),
+            upstream_latency: ctx.timing.upstream_latency,
+            idp_client_id: ctx.upstream.client_id.clone(),
+            token: ctx.registration.token.as_ref(),
             status: a.status,
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-        }
+            elapsed,
+            user_agent_max_chars: snap.config.audit_user_agent_max_chars,
+        })
     }
 }
 
