@@ -38,6 +38,28 @@ fn limits() -> Limits {
     }
 }
 
+/// An accepted registration with only what a test names: no geo, user agent, hosts, token
+/// label or public URI; the row's facts read from `sent`.
+fn accepted<'a>(
+    ip: std::net::IpAddr,
+    sent: &'a [u8],
+    answer: &'a serde_json::Map<String, serde_json::Value>,
+) -> dcr_gateway::registry::Accepted<'a> {
+    dcr_gateway::registry::Accepted {
+        client_ip: ip,
+        country: None,
+        asn: None,
+        user_agent: None,
+        sent,
+        client_name: None,
+        redirect_hosts: &[],
+        admitted_by: None,
+        answer,
+        public_client_uri: None,
+        identity: None,
+    }
+}
+
 fn row(id: &str, created: i64, prefix: &str, software: &str, public: bool) -> ClientRow {
     ClientRow {
         client_id: id.into(),
@@ -431,19 +453,7 @@ fn public_registrations_without_a_duplicate_are_admitted_in_memory() {
         let answer: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&format!(r#"{{"client_id":"{id}","token_endpoint_auth_method":"none"}}"#)).unwrap();
         let sent = doc(n);
-        let acc = dcr_gateway::registry::Accepted {
-            client_ip: ip,
-            country: None,
-            asn: None,
-            user_agent: None,
-            sent: sent.as_bytes(),
-            client_name: None,
-            redirect_hosts: &[],
-            admitted_by: None,
-            answer: &answer,
-            public_client_uri: None,
-            identity: None,
-        };
+        let acc = accepted(ip, sent.as_bytes(), &answer);
         reg.record(&acc, &l);
     };
     // Nothing to judge for a confidential client without caps.
@@ -510,19 +520,7 @@ fn two_replicas_on_one_postgres_share_caps_and_one_reaps() {
         assert!(matches!(reg.admit(sent.as_bytes(), ip, &l).unwrap(), Admission::Forward(_)));
         let answer: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&format!(r#"{{"client_id":"fleet-{i}"}}"#)).unwrap();
-        let acc = dcr_gateway::registry::Accepted {
-            client_ip: ip,
-            country: None,
-            asn: None,
-            user_agent: None,
-            sent: sent.as_bytes(),
-            client_name: None,
-            redirect_hosts: &[],
-            admitted_by: None,
-            answer: &answer,
-            public_client_uri: None,
-            identity: None,
-        };
+        let acc = accepted(ip, sent.as_bytes(), &answer);
         reg.record(&acc, &l);
         reg.sync();
     }
@@ -579,20 +577,12 @@ fn caps_never_miss_a_registration_the_worker_is_committing(store: Store) {
     for i in 0..400u64 {
         let answer: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&format!(r#"{{"client_id":"race-{i}"}}"#)).unwrap();
-        let accepted = dcr_gateway::registry::Accepted {
-            client_ip: ip,
-            country: None,
-            asn: None,
-            user_agent: None,
-            sent,
+        let acc = dcr_gateway::registry::Accepted {
             client_name: Some("Race"),
             redirect_hosts: &hosts,
-            admitted_by: None,
-            answer: &answer,
-            public_client_uri: None,
-            identity: None,
+            ..accepted(ip, sent, &answer)
         };
-        reg.record(&accepted, &l);
+        reg.record(&acc, &l);
         // Admit as the worker writes: all i + 1 recorded clients fill a cap of i + 1.
         l.max_clients = i + 1;
         for _ in 0..3 {
@@ -658,17 +648,8 @@ fn kept_counts_are_the_stores_counts() {
         let answer: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&format!(r#"{{"client_id":"{id}"}}"#)).unwrap();
         let a = dcr_gateway::registry::Accepted {
-            client_ip: ip.parse().unwrap(),
-            country: None,
-            asn: None,
-            user_agent: None,
-            sent: sent.as_bytes(),
             client_name: Some(name),
-            redirect_hosts: &[],
-            admitted_by: None,
-            answer: &answer,
-            public_client_uri: None,
-            identity: None,
+            ..accepted(ip.parse().unwrap(), sent.as_bytes(), &answer)
         };
         reg.record(&a, &l);
     };
@@ -755,20 +736,8 @@ fn admission_in_memory_only_when_the_store_is_not_needed() {
     assert!(matches!(reg.admit(confidential, ip, &l).unwrap(), Admission::Forward(_)));
     assert!(matches!(reg.admit_in_memory(confidential, ip, &l), Some(Admission::Forward(_))));
     let answer: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r#"{"client_id":"mem-1"}"#).unwrap();
-    let accepted = dcr_gateway::registry::Accepted {
-        client_ip: ip,
-        country: None,
-        asn: None,
-        user_agent: None,
-        sent: confidential,
-        client_name: Some("Mem"),
-        redirect_hosts: &[],
-        admitted_by: None,
-        answer: &answer,
-        public_client_uri: None,
-        identity: None,
-    };
-    reg.record(&accepted, &l);
+    let acc = dcr_gateway::registry::Accepted { client_name: Some("Mem"), ..accepted(ip, confidential, &answer) };
+    reg.record(&acc, &l);
     match reg.admit_in_memory(confidential, ip, &l) {
         Some(Admission::Capped(cap)) => assert_eq!(cap.as_str(), "software"),
         other => panic!("{other:?}"),

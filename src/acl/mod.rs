@@ -318,21 +318,6 @@ impl RuleSet {
         self.entries
     }
 
-    /// Some active rule looks at `geo_country_codes` (a GeoIP country lookup is needed).
-    pub fn uses_geo_country(&self) -> bool {
-        self.engine.present[eval::Kind::Country as usize]
-    }
-
-    /// Some active rule looks at `geo_subdivision_codes`.
-    pub fn uses_geo_subdivision(&self) -> bool {
-        self.engine.present[eval::Kind::Subdivision as usize]
-    }
-
-    /// Some active rule looks at `asns`.
-    pub fn uses_asn(&self) -> bool {
-        self.engine.present[eval::Kind::Asn as usize]
-    }
-
     /// Active rules that look at a signal served by a database, by id: `(ids using
     /// geo_country_codes, … geo_subdivision_codes, … asns)`.
     pub fn rules_using_databases(&self) -> [Vec<&str>; 3] {

@@ -409,9 +409,9 @@ fn generated_ids_and_introspection() {
          "scope": "tenant", "match": {"geo_country_codes": ["US"]}}},
     ]));
     assert_eq!(rs.rule_ids().collect::<Vec<_>>(), ["rule-0", "rule-1"]);
-    assert!(!rs.uses_geo_country(), "only an inactive rule uses it");
-    assert!(rs.uses_geo_subdivision());
-    assert!(rs.uses_asn());
+    let [country, subdivision, asn] = rs.rules_using_databases();
+    assert!(country.is_empty(), "only an inactive rule uses it");
+    assert_eq!((subdivision, asn), (vec!["rule-0"], vec!["rule-0"]));
     assert_eq!(rs.entry_count(), 3);
     let s = Signals { subdivisions: vec!["US-WA".into()], asn: Some(1), ..sig("1.2.3.4") };
     assert_eq!(rs.evaluate(Scope::Dcr, &s).logged, vec![Arc::<str>::from("rule-0")]);

@@ -253,12 +253,12 @@ fn anchor(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
-/// `/rules/{id}{suffix}` → the decoded id.
 /// The admin API path of the rule `id` (escaped as one path segment).
 fn acl_path(id: &str) -> String {
     format!("/api/v2/network-acls/{}", path_id(id))
 }
 
+/// `/rules/{id}{suffix}` → the decoded id.
 fn rule_id_of(rest: &str, suffix: &str) -> Option<String> {
     let raw = rest.strip_prefix("/rules/")?.strip_suffix(suffix)?;
     if raw.is_empty() || raw.contains('/') {

@@ -680,7 +680,7 @@ impl Registry {
             deleted_at: None,
             deleted_reason: None,
             client_ip: a.client_ip.to_string(),
-            prefix: policy::prefix(a.client_ip, limits.prefix_v4, limits.prefix_v6),
+            prefix: id.prefix.clone(),
             country: a.country.map(str::to_string),
             asn: a.asn.map(i64::from),
             user_agent: a.user_agent.map(|u| u.chars().take(512).collect()),

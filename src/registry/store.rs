@@ -512,7 +512,6 @@ impl Store {
         Ok(super::policy::Counts { live_total: n(0), live_software: n(1), prefix_recent: n(2) })
     }
 
-    /// The newest live public client with this fingerprint from this prefix since `since`.
     /// A page of [`Store::find_duplicate`]'s lookup: at `$3` or (`later`) strictly after it.
     /// Public for the test that asks each planner which index it uses.
     pub fn duplicate_query(later: bool) -> String {
@@ -523,6 +522,7 @@ impl Store {
         )
     }
 
+    /// The newest live public client with this fingerprint from this prefix since `since`.
     pub fn find_duplicate(&self, fingerprint: &str, prefix: &str, since: i64) -> Result<Option<ClientRow>, StoreError> {
         // No ORDER BY (nor MAX()): SQLite re-prepares such a cached statement each time another
         // connection wrote — here after every batch the registry commits — which cost more
