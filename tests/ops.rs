@@ -340,6 +340,29 @@ fn audit_lines_are_complete_and_never_carry_secrets() {
     assert!(recorded.iter().all(|r| r.header("authorization").as_deref() == Some(iat)));
 }
 
+/// A gateway whose public port another process holds does not start: before, Pingora retried
+/// the bind for 30 s while the admin listener answered /readyz "ready", and whoever probed the
+/// port talked to the other process.
+#[test]
+fn a_busy_listen_address_stops_the_start_and_names_the_key() {
+    let up = Upstream::start();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let err = match GatewayBuilder::new(&up.origin()).http_port(port).try_start() {
+        Ok(_) => panic!("the gateway started on a port another process holds"),
+        Err(e) => e,
+    };
+    assert!(err.contains("exited early with exit status: 1"), "{err}");
+    assert!(err.contains(&format!("listen.http: 127.0.0.1:{port}: address already in use")), "{err}");
+    assert!(err.contains("not started"), "{err}");
+    // Refused at once, not after Pingora's 30 bind attempts (one per second).
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    // The holder was left alone: it still accepts.
+    let _c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the holder still listens");
+    assert!(held.accept().is_ok());
+}
+
 #[test]
 fn readiness_follows_upstream_health() {
     let up = Upstream::start();

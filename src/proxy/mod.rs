@@ -8,6 +8,7 @@
 //! - `forward`: the request the IdP receives.
 //! - `respond`: the answers the gateway writes itself.
 
+mod bind_check;
 mod cimd;
 mod drain;
 mod forward;

@@ -118,6 +118,14 @@ pub fn run(config_path: &Path, opts: RunOptions) -> Result<std::convert::Infalli
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         ..Default::default()
     };
+    // A fresh start must own every address it was given; an upgrade receives them instead.
+    if !opts.upgrade {
+        let addrs = (cfg.http_listeners.iter().map(|a| ("listen.http", *a)))
+            .chain(cfg.https_listeners.iter().map(|l| ("listen.https", l.address)))
+            .chain(cfg.admin_listener.map(|a| ("listen.admin", a)));
+        super::bind_check::ensure_bindable(addrs)?;
+    }
+    super::bind_check::exit_when_a_listener_fails();
     let opt = Opt { upgrade: opts.upgrade, daemon: false, nocapture: false, test: false, conf: None };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();

@@ -161,7 +161,22 @@ impl GatewayBuilder {
         self
     }
 
+    /// Starts the gateway. A free port picked for it may be taken by another test's server
+    /// before the gateway binds it; the gateway then refuses to start ("address already in
+    /// use") and is started again on fresh ports (unless the test fixed the HTTP port).
     pub fn start(self) -> Gateway {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_start() {
+                Ok(gw) => return gw,
+                Err(why) if attempt < 3 && self.http_port.is_none() && why.contains("address already in use") => {}
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    pub fn try_start(&self) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", self.http_port.unwrap_or_else(free_port)).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -204,8 +219,8 @@ impl GatewayBuilder {
             .spawn()
             .unwrap();
         let mut gw = Gateway { child: Some(child), dir, http, admin, stdout, stderr };
-        gw.wait_ready();
-        gw
+        gw.wait_ready()?;
+        Ok(gw)
     }
 }
 
@@ -223,25 +238,34 @@ impl Gateway {
         self.path("gateway.toml")
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let config_sha = {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(std::fs::read(self.config_path()).unwrap_or_default()))
         };
+        let mut exited = None;
         let ok = wait_until(Duration::from_secs(20), || {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("gateway exited early with {status}: {}", self.stderr_text());
+                    exited = Some(status);
+                    return true;
                 }
             }
             // /readyz answers once the server runs; the upstream set is loaded (and health
             // checked once) before any listener opens, so an answer here means requests are
-            // served. The answer must be this gateway's (its config's SHA-256): a free port
-            // picked for it may have been taken by another test's server meanwhile, and this
-            // gateway then failed to bind it.
+            // served. The answer must be this gateway's (its config's SHA-256): the gateway
+            // refuses to start on a port another process holds, and this check keeps a
+            // foreign admin listener from being taken for it.
             TcpStream::connect(self.http).is_ok() && readyz_is(self.admin, &config_sha)
         });
-        assert!(ok, "gateway did not become ready: {}", self.stderr_text());
+        if let Some(status) = exited {
+            return Err(format!("gateway exited early with {status}: {}", self.stderr_text()));
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("gateway did not become ready: {}", self.stderr_text()))
+        }
     }
 
     pub fn stderr_text(&self) -> String {
