@@ -80,7 +80,7 @@ impl Stack {
 
     fn show(&self, id: &str) -> Option<serde_json::Value> {
         let (code, out, _) = self.cli(&["clients", "show", id]);
-        (code == 0).then(|| serde_json::from_str(&out).unwrap())
+        (code == 0).then(|| serde_json::from_str(&out).unwrap_or_else(|e| panic!("clients show {id}: {e}: {out:?}")))
     }
 
     /// The IdP's own RFC 7592 read of a client, with its registration_access_token.
@@ -179,7 +179,13 @@ fn registered_used_idle_reaped_at_the_real_idp() {
     assert_eq!(st, 201, "{basic_client}");
     let basic_id = basic_client["client_id"].as_str().unwrap().to_string();
     let secret = basic_client["client_secret"].as_str().unwrap_or("x").to_string();
-    assert!(wait_until(Duration::from_secs(10), || s.show(&form_id).is_some() && s.show(&basic_id).is_some()));
+    assert!(
+        wait_until(Duration::from_secs(10), || s.show(&form_id).is_some() && s.show(&basic_id).is_some()),
+        "form: {:?}\nbasic: {:?}\n{}",
+        s.cli(&["clients", "show", &form_id]),
+        s.cli(&["clients", "show", &basic_id]),
+        s.gw.stderr_text()
+    );
     let (st, _) = response_parts(
         agent()
             .post(&s.gw.url("/token"))
@@ -362,4 +368,27 @@ fn identical_public_registrations_are_deduplicated_and_caps_refuse_the_next() {
     assert_eq!(st, 201, "{fresh}");
     assert!(!d, "an updated client is not a duplicate of its first registration");
     assert_ne!(fresh["client_id"], c["client_id"]);
+}
+
+/// node-oidc-provider's client ids are random base64url: one in 32 starts with `-`. `clients
+/// show -hX…` printed the help with status 0 and `-fX…` was an unknown option.
+#[test]
+fn clients_show_takes_an_id_that_starts_with_a_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    std::fs::write(dir.path().join("registry.keys"), format!("k1:{key}\n")).unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[upstream]\norigins = [\"http://127.0.0.1:9\"]\n\
+         [registry]\nenabled = true\npath = \"registry.db\"\nkey_file = \"registry.keys\"\n",
+    )
+    .unwrap();
+    for id in ["-hX9fQ", "-fKq2", "--Kq2x"] {
+        let out = Command::new(BIN).args(["clients", "show", id, "-c"]).arg(&config).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{id}: {stderr}");
+        assert!(out.stdout.is_empty(), "{id}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(stderr.contains(&format!("no registered client {id:?}")), "{id}: {stderr}");
+    }
 }

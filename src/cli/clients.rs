@@ -24,7 +24,12 @@ pub enum ClientsCommand {
     /// List registered clients (oldest first), one JSON object a line.
     List(ListArgs),
     /// Show one client.
-    Show { id: String },
+    Show {
+        /// The client_id. IdPs issue random base64url ids, so one may start with `-`
+        /// (`-h...` was read as --help): taken as the id wherever it stands.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
     /// Delete (RFC 7592) the clients unused since their grace or idle past `idle_after`.
     Reap(ReapArgs),
 }
