@@ -121,7 +121,7 @@ fn admin_documents_on_sqlite() {
 fn admin_documents_on_postgres_and_their_notification() {
     let pg = support::postgres::Postgres::start();
     let url = pg.database("admin_docs_unit");
-    let store = Store::new(Arc::new(dcr_gateway::registry::postgres::Postgres::connect(&url).unwrap()));
+    let store = Store::new(Arc::new(dcr_gateway::registry::postgres::Postgres::connect(&url, None).unwrap()));
     store.migrate().unwrap();
     let mut listener = admin_store::listen(&url).unwrap();
     exercise(&store);

@@ -382,7 +382,7 @@ fn bridge_rows_on_postgres() {
     let pg = support::postgres::Postgres::start();
     let url = pg.database("cimd_bridge");
     let open = || {
-        let s = dcr_gateway::registry::postgres::Postgres::connect(&url).unwrap();
+        let s = dcr_gateway::registry::postgres::Postgres::connect(&url, None).unwrap();
         dcr_gateway::registry::Store::new(Arc::new(s))
     };
     bridge_rows(&open(), &open());

@@ -202,9 +202,9 @@ fn sqlite_store_does_what_the_registry_needs() {
 fn postgres_store_does_what_the_registry_needs() {
     let pg = support::postgres::Postgres::start();
     let url = pg.database("registry_store");
-    let a = Store::new(Arc::new(PgBackend::connect(&url).unwrap()));
+    let a = Store::new(Arc::new(PgBackend::connect(&url, None).unwrap()));
     // Two replicas starting together migrate once.
-    let b = Store::new(Arc::new(PgBackend::connect(&url).unwrap()));
+    let b = Store::new(Arc::new(PgBackend::connect(&url, None).unwrap()));
     let (ra, rb) = std::thread::scope(|s| {
         let ha = s.spawn(|| a.migrate().unwrap());
         let hb = s.spawn(|| b.migrate().unwrap());
@@ -355,7 +355,7 @@ fn registry_records_dedupes_caps_and_tracks_usage_on_sqlite() {
 fn registry_records_dedupes_caps_and_tracks_usage_on_postgres() {
     let pg = support::postgres::Postgres::start();
     let url = pg.database("registry_behaviour");
-    let store = Store::new(Arc::new(PgBackend::connect(&url).unwrap()));
+    let store = Store::new(Arc::new(PgBackend::connect(&url, None).unwrap()));
     store.migrate().unwrap();
     registry_behaviour(store, |id| {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
@@ -388,7 +388,7 @@ fn the_newest_live_duplicate_answers_on_both_backends() {
     sqlite.migrate().unwrap();
     newest_duplicate_answers(&sqlite);
     let pg = support::postgres::Postgres::start();
-    let store = Store::new(Arc::new(PgBackend::connect(&pg.database("registry_dups")).unwrap()));
+    let store = Store::new(Arc::new(PgBackend::connect(&pg.database("registry_dups"), None).unwrap()));
     store.migrate().unwrap();
     newest_duplicate_answers(&store);
 }
@@ -504,7 +504,7 @@ fn two_replicas_on_one_postgres_share_caps_and_one_reaps() {
     let pg = support::postgres::Postgres::start();
     let url = pg.database("registry_fleet");
     let open = || {
-        let s = Store::new(Arc::new(PgBackend::connect(&url).unwrap()));
+        let s = Store::new(Arc::new(PgBackend::connect(&url, None).unwrap()));
         s.migrate().unwrap();
         s
     };
@@ -624,7 +624,7 @@ fn registry_on(store: Store, clock: Arc<ManualClock>, queue: usize, tick: Durati
 
 /// A migrated store in a new database of the test's PostgreSQL server.
 fn pg_store(pg: &support::postgres::Postgres, db: &str) -> Store {
-    let store = Store::new(Arc::new(PgBackend::connect(&pg.database(db)).unwrap()));
+    let store = Store::new(Arc::new(PgBackend::connect(&pg.database(db), None).unwrap()));
     store.migrate().unwrap();
     store
 }
@@ -749,4 +749,83 @@ fn admission_in_memory_only_when_the_store_is_not_needed() {
     let wider = Limits { prefix_window_secs: l.prefix_window_secs + 1, ..l.clone() };
     assert!(reg.admit_in_memory(confidential, ip, &wider).is_none(), "a wider window is seeded from the store first");
     reg.shutdown();
+}
+
+/// `sslmode=require` connects over TLS verified against `[registry] ca_file`, and only then:
+/// the server's own view (pg_stat_ssl) shows the registry's connection encrypted; without the
+/// CA (the system's roots), with another CA, or to a server without TLS it does not connect
+/// at all; a `ca_file` with a URL that does not ask for TLS is refused. No error quotes the
+/// password.
+#[test]
+fn postgres_over_tls_is_verified_against_the_ca_file() {
+    use dcr_gateway::config::schema::{RegistryBackend, RegistrySection};
+    let (ca, cert, key) = support::certs::ca_and_leaf_for_ip("127.0.0.1");
+    let (other_ca, _, _) = support::certs::ca_and_leaf_for_ip("127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, other_ca_file) = (dir.path().join("ca.pem"), dir.path().join("other-ca.pem"));
+    std::fs::write(&ca_file, &ca).unwrap();
+    std::fs::write(&other_ca_file, &other_ca).unwrap();
+    let pg = support::postgres::Postgres::start_tls(&cert, &key);
+    let password = "pw-never-quoted-4711";
+    let url = format!("{} password={password}", pg.database("registry_tls"));
+    let open = |url: &str, ca: Option<&std::path::Path>| {
+        let section = RegistrySection {
+            enabled: true,
+            backend: RegistryBackend::Postgres,
+            url: Some(url.to_string()),
+            ca_file: ca.map(|p| p.display().to_string()),
+            ..Default::default()
+        };
+        dcr_gateway::registry::open_store(&section).map(|(store, _, to)| (store, to))
+    };
+
+    let (store, version) = open(&format!("{url} sslmode=require"), Some(&ca_file)).expect("verified TLS connects");
+    assert_eq!(version, dcr_gateway::registry::store::MIGRATIONS.len() as i64);
+    assert!(store.get("nobody").unwrap().is_none());
+    let mut admin = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
+    let encrypted: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = 'registry_tls' AND s.ssl AND s.version IN ('TLSv1.2', 'TLSv1.3')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let plain: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = 'registry_tls' AND NOT s.ssl",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the registry's connection is TLS");
+    assert_eq!(plain, 0, "no plain connection to the registry's database");
+    drop(store);
+
+    let refused = |url: String, ca: Option<&std::path::Path>, why: &str| {
+        let e = match open(&url, ca) {
+            Ok(_) => panic!("connected: {why}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!e.contains(password), "{e}");
+        e
+    };
+    let e = refused(format!("{url} sslmode=require"), None, "the test CA is not among the system's roots");
+    assert!(e.contains("certificate verify failed"), "{e}");
+    let e = refused(format!("{url} sslmode=require"), Some(&other_ca_file), "another CA");
+    assert!(e.contains("certificate verify failed"), "{e}");
+    let e = refused(url.clone(), Some(&ca_file), "ca_file without sslmode=require");
+    assert!(e.contains("registry.ca_file") && e.contains("sslmode=require"), "{e}");
+    let e = refused(format!("{url} sslmode=prefer"), Some(&ca_file), "prefer is not require");
+    assert!(e.contains("registry.ca_file"), "{e}");
+
+    // A server without TLS: sslmode=require does not fall back to plain.
+    let plain_pg = support::postgres::Postgres::start();
+    let e = refused(
+        format!("{} password={password} sslmode=require", plain_pg.database("registry_plain")),
+        Some(&ca_file),
+        "a server without TLS",
+    );
+    assert!(e.to_lowercase().contains("tls") || e.to_lowercase().contains("ssl"), "{e}");
 }

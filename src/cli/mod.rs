@@ -208,6 +208,19 @@ fn server_checks(config: &Path, cfg: &crate::config::Config, problems: &mut Vec<
             problems.push(format!("{}: registry.key_file: {e}", config.display()));
         }
     }
+    if let (true, Some(ca)) = (cfg.registry.enabled, cfg.registry.ca_file.as_deref()) {
+        // The PostgreSQL server's CA: read now, not at the first connection.
+        let certs = std::fs::read(ca).map_err(|e| e.to_string()).and_then(|pem| {
+            openssl::x509::X509::stack_from_pem(&pem).map_err(|e| format!("not PEM certificates: {e}"))
+        });
+        match certs {
+            Ok(c) if c.is_empty() => {
+                problems.push(format!("{}: registry.ca_file: {ca}: no certificate", config.display()))
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{}: registry.ca_file: {ca}: {e}", config.display())),
+        }
+    }
     for l in &cfg.https_listeners {
         if let Err(e) = crate::proxy::tls::CertAndSni::load(&l.cert, &l.key) {
             problems.push(format!("{}: listen.https: {e}", config.display()));

@@ -559,6 +559,7 @@ impl Validator {
         }
         registry.path = self.resolve(&registry.path).display().to_string();
         registry.key_file = registry.key_file.as_deref().map(|k| self.resolve(k).display().to_string());
+        registry.ca_file = registry.ca_file.as_deref().map(|k| self.resolve(k).display().to_string());
         let mut cimd = raw.cimd.clone();
         for (key, message) in cimd.problems() {
             self.err(&key, message);

@@ -387,8 +387,11 @@ pub struct RegistrySection {
     pub backend: RegistryBackend,
     /// The SQLite file (relative to the configuration's directory).
     pub path: String,
-    /// PostgreSQL connection string (`backend = "postgres"`).
+    /// PostgreSQL connection string (`backend = "postgres"`); `sslmode=require` for verified TLS.
     pub url: Option<String>,
+    /// PEM certificates that verify the PostgreSQL server's (with `sslmode=require`); default:
+    /// the system's roots. Relative to the configuration's directory.
+    pub ca_file: Option<String>,
     /// Keys that seal registration_access_tokens at rest: `<key-id>:<base64 of 32 bytes>` per line.
     pub key_file: Option<String>,
     /// Live dynamically registered clients in all; 0 = no cap.
@@ -429,6 +432,7 @@ impl Default for RegistrySection {
             backend: RegistryBackend::Sqlite,
             path: "registry.db".into(),
             url: None,
+            ca_file: None,
             key_file: None,
             max_clients: 0,
             max_per_software: 0,
@@ -465,7 +469,32 @@ pub enum ReapMode {
     Delete,
 }
 
+/// An error and its causes, `outer: inner: …` (the PostgreSQL driver says "invalid connection
+/// string" and keeps which option in the cause).
+pub fn error_with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 impl RegistrySection {
+    /// Whether the PostgreSQL connection string asks for TLS (`sslmode=require`), by key: a
+    /// string the driver cannot read (its message names the option, never a value such as the
+    /// password), or a `ca_file` with a URL that does not ask for TLS (refused rather than
+    /// ignored: whoever names a CA expects the server to be checked against it).
+    pub fn postgres_tls(url: &str, ca_file: Option<&str>) -> Result<bool, (&'static str, String)> {
+        let config: postgres::Config = url.parse().map_err(|e| ("registry.url", error_with_causes(&e)))?;
+        let tls = config.get_ssl_mode() == postgres::config::SslMode::Require;
+        if ca_file.is_some() && !tls {
+            return Err(("registry.ca_file", "set, but registry.url does not ask for TLS: add sslmode=require".into()));
+        }
+        Ok(tls)
+    }
+
     /// A duration key in seconds (validated by [`RegistrySection::problems`]; 0 if unreadable).
     pub fn seconds(text: &str) -> i64 {
         humantime::parse_duration(text.trim()).map(|d| d.as_secs().min(i64::MAX as u64) as i64).unwrap_or(0)
@@ -503,6 +532,10 @@ impl RegistrySection {
         }
         if self.backend == RegistryBackend::Postgres && self.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
             out.push(("registry.url", "required with backend = \"postgres\"".into()));
+        } else if let (RegistryBackend::Postgres, Some(url)) = (self.backend, self.url.as_deref()) {
+            if let Err(problem) = Self::postgres_tls(url, self.ca_file.as_deref()) {
+                out.push(problem);
+            }
         }
         if self.backend == RegistryBackend::Sqlite && self.path.trim().is_empty() {
             out.push(("registry.path", "empty path".into()));
@@ -520,5 +553,27 @@ impl RegistrySection {
             out.push(("registry.reap_interval", "must be more than 0s when reap is on".into()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegistrySection;
+
+    #[test]
+    fn postgres_tls_is_asked_for_by_sslmode_require_and_errors_never_quote_the_url() {
+        let tls = |url: &str, ca: Option<&str>| RegistrySection::postgres_tls(url, ca);
+        assert_eq!(tls("host=db user=gw sslmode=require", None), Ok(true));
+        assert_eq!(tls("postgres://gw:pw@db/registry?sslmode=require", Some("ca.pem")), Ok(true));
+        assert_eq!(tls("host=db user=gw", None), Ok(false));
+        assert_eq!(tls("host=db sslmode=disable", None), Ok(false));
+        let (key, msg) = tls("host=db sslmode=prefer", Some("ca.pem")).unwrap_err();
+        assert_eq!(key, "registry.ca_file");
+        assert!(msg.contains("sslmode=require"), "{msg}");
+        let (key, msg) = tls("postgres://gw:s3cret-pw@db/registry?sslmode=verify-everything", None).unwrap_err();
+        assert_eq!(key, "registry.url");
+        assert!(msg.contains("sslmode") && !msg.contains("s3cret-pw"), "{msg}");
+        let (_, msg) = tls("host=db password=s3cret-pw port=notaport", None).unwrap_err();
+        assert!(msg.contains("port") && !msg.contains("s3cret-pw"), "{msg}");
     }
 }

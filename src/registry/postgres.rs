@@ -5,15 +5,22 @@
 //! are those of the SQLite backend (`$n` parameters are PostgreSQL's own). Migrations run
 //! under a transaction-scoped advisory lock, so replicas starting together migrate once.
 //!
-//! The connection is plain TCP or a Unix socket (`NoTls`): run it on a private network or a
-//! local socket. Errors keep the server's severity, code and message, never the `DETAIL`
+//! The connection is TLS when the URL says `sslmode=require`: the server's certificate is then
+//! verified (chain and host name, like libpq's `verify-full`) against `[registry] ca_file` or
+//! the system's roots, at TLS 1.2 or later. Otherwise it is plain TCP or a Unix socket — for a
+//! private network or a local socket; `prefer` does not encrypt (no unverified opportunistic
+//! TLS that an attacker in the path could strip or answer). Errors keep the server's severity, code and message, never the `DETAIL`
 //! line (which can quote a row's values).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
+use postgres_openssl::MakeTlsConnector;
+
+use crate::config::schema::RegistrySection;
 
 use super::store::{Backend, Cell, Kind, StoreError, P};
 
@@ -25,16 +32,54 @@ const READERS: usize = 2;
 
 pub struct Postgres {
     url: String,
+    tls: Connector,
     client: Mutex<Option<Client>>,
     readers: Vec<Mutex<Option<Client>>>,
     next_reader: AtomicUsize,
 }
 
+/// How each connection is opened: decided once from the URL and `ca_file`.
+#[derive(Clone)]
+enum Connector {
+    Plain,
+    Tls(MakeTlsConnector),
+}
+
+impl Connector {
+    /// `sslmode=require`: verified TLS (the rules: [`RegistrySection::postgres_tls`]).
+    fn for_url(url: &str, ca_file: Option<&std::path::Path>) -> Result<Connector, StoreError> {
+        let ca_text = ca_file.map(|p| p.display().to_string());
+        match RegistrySection::postgres_tls(url, ca_text.as_deref()) {
+            Err((key, message)) => return Err(StoreError::new("postgres", format!("{key}: {message}"))),
+            Ok(false) => return Ok(Connector::Plain),
+            Ok(true) => {}
+        }
+        let tls = |e: openssl::error::ErrorStack| StoreError::new("postgres", format!("TLS setup: {e}"));
+        // The builder starts from the system's default verify paths and verifies the peer.
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls)?;
+        builder.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(tls)?;
+        if let Some(ca) = ca_file {
+            builder
+                .set_ca_file(ca)
+                .map_err(|e| StoreError::new("postgres", format!("registry.ca_file: {}: {e}", ca.display())))?;
+        }
+        Ok(Connector::Tls(MakeTlsConnector::new(builder.build())))
+    }
+
+    fn connect(&self, url: &str) -> Result<Client, postgres::Error> {
+        match self {
+            Connector::Plain => Client::connect(url, NoTls),
+            Connector::Tls(tls) => Client::connect(url, tls.clone()),
+        }
+    }
+}
+
 fn err(e: postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => StoreError::new("postgres", format!("{} {}: {}", db.severity(), db.code().code(), db.message())),
-        // Connection-level errors; the URL (and its password) is never part of them.
-        None => StoreError::new("postgres", e.to_string()),
+        // Connection-level errors, with their causes (a TLS handshake's says why the
+        // certificate failed); the URL (and its password) is never part of them.
+        None => StoreError::new("postgres", crate::config::schema::error_with_causes(&e)),
     }
 }
 
@@ -52,10 +97,13 @@ fn boxed(params: &[P<'_>]) -> Vec<Box<dyn ToSql + Sync>> {
 
 impl Postgres {
     /// Connect once (the URL is checked here); later calls reconnect when the connection broke.
-    pub fn connect(url: &str) -> Result<Postgres, StoreError> {
-        let client = Client::connect(url, NoTls).map_err(err)?;
+    /// `ca_file`: the PEM certificates that verify the server (TLS only).
+    pub fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Postgres, StoreError> {
+        let tls = Connector::for_url(url, ca_file)?;
+        let client = tls.connect(url).map_err(err)?;
         Ok(Postgres {
             url: url.to_string(),
+            tls,
             client: Mutex::new(Some(client)),
             readers: (0..READERS).map(|_| Mutex::new(None)).collect(),
             next_reader: AtomicUsize::new(0),
@@ -82,7 +130,7 @@ impl Postgres {
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(Client::connect(&self.url, NoTls).map_err(err)?);
+            *guard = Some(self.tls.connect(&self.url).map_err(err)?);
         }
         let client = guard.as_mut().expect("connected above");
         let r = f(client);

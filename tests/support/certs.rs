@@ -54,3 +54,40 @@ pub fn https_raw(addr: std::net::SocketAddr, sni: &str, request: &[u8]) -> (Stri
     let _ = s.read_to_end(&mut out);
     (cn, String::from_utf8_lossy(&out).into_owned())
 }
+
+/// A CA (its certificate, PEM) and a leaf it signed for the IP address `ip` (an IP
+/// subjectAltName, as a client connecting to an address checks it): `(ca, cert, key)`, PEM.
+pub fn ca_and_leaf_for_ip(ip: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    use openssl::x509::extension::{BasicConstraints, KeyUsage};
+    let builder = |cn: &str, key: &PKey<openssl::pkey::Private>| {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        let mut serial = BigNum::new().unwrap();
+        serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+        b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
+        b.set_subject_name(&name.build()).unwrap();
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+        b
+    };
+    let ca_key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut ca = builder("dcr-gateway test CA", &ca_key);
+    let mut self_name = X509NameBuilder::new().unwrap();
+    self_name.append_entry_by_text("CN", "dcr-gateway test CA").unwrap();
+    ca.set_issuer_name(&self_name.build()).unwrap();
+    ca.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
+    ca.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap()).unwrap();
+    ca.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let ca = ca.build();
+
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut leaf = builder(ip, &key);
+    leaf.set_issuer_name(ca.subject_name()).unwrap();
+    let san = SubjectAlternativeName::new().ip(ip).build(&leaf.x509v3_context(Some(&ca), None)).unwrap();
+    leaf.append_extension(san).unwrap();
+    leaf.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    (ca.to_pem().unwrap(), leaf.build().to_pem().unwrap(), key.private_key_to_pem_pkcs8().unwrap())
+}

@@ -40,6 +40,16 @@ fn is_root() -> bool {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// A server that offers TLS with this certificate and key (PEM); plain connections are
+    /// still accepted (`host` lines in the default pg_hba.conf), so the client's choice decides.
+    pub fn start_tls(cert: &[u8], key: &[u8]) -> Postgres {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&[u8], &[u8])>) -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let bin = bin_dir();
         let as_postgres = is_root();
@@ -56,11 +66,25 @@ impl Postgres {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             pg.port,
             pg.dir.path().display()
         );
+        if let Some((cert, key)) = tls {
+            // The server refuses a key others can read; the files belong to its user.
+            use std::os::unix::fs::PermissionsExt;
+            let (cert_path, key_path) = (data.join("server.crt"), data.join("server.key"));
+            std::fs::write(&cert_path, cert).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if pg.as_postgres {
+                let ok =
+                    Command::new("chown").arg("postgres:postgres").arg(&cert_path).arg(&key_path).status().unwrap();
+                assert!(ok.success(), "chown the server's certificate and key");
+            }
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let out = pg
             .command("pg_ctl")
             .args(["-w", "-t", "60", "-D"])
