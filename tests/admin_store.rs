@@ -123,7 +123,7 @@ fn admin_documents_on_postgres_and_their_notification() {
     let url = pg.database("admin_docs_unit");
     let store = Store::new(Arc::new(dcr_gateway::registry::postgres::Postgres::connect(&url, None).unwrap()));
     store.migrate().unwrap();
-    let mut listener = admin_store::listen(&url).unwrap();
+    let mut listener = admin_store::listen(&url, None).unwrap();
     exercise(&store);
     store.notify_admin_change(admin_store::RULES, 3).unwrap();
     use ::postgres::fallible_iterator::FallibleIterator;

@@ -780,6 +780,9 @@ fn postgres_over_tls_is_verified_against_the_ca_file() {
     };
 
     let (store, version) = open(&format!("{url} sslmode=require"), Some(&ca_file)).expect("verified TLS connects");
+    // The admin documents' listener (`[admin] store = "registry"`) connects the same way.
+    let _listener = dcr_gateway::registry::admin_store::listen(&format!("{url} sslmode=require"), Some(&ca_file))
+        .expect("the listener connects over verified TLS");
     assert_eq!(version, dcr_gateway::registry::store::MIGRATIONS.len() as i64);
     assert!(store.get("nobody").unwrap().is_none());
     let mut admin = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
@@ -799,7 +802,15 @@ fn postgres_over_tls_is_verified_against_the_ca_file() {
         )
         .unwrap()
         .get(0);
-    assert!(encrypted >= 1, "the registry's connection is TLS");
+    let listener_tls: bool = admin
+        .query_one(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&dcr_gateway::registry::admin_store::LISTENER_NAME],
+        )
+        .unwrap()
+        .get(0);
+    assert!(listener_tls, "the listener's connection is TLS");
+    assert!(encrypted >= 2, "the registry's connection and the listener's are TLS");
     assert_eq!(plain, 0, "no plain connection to the registry's database");
     drop(store);
 

@@ -10,8 +10,6 @@
 //! compare [`Store::admin_versions`] periodically, which is SQLite's only path and
 //! PostgreSQL's fallback. Bodies are never part of an error or a `Debug` form.
 
-use std::str::FromStr;
-
 use super::store::{Cell, Kind, Store, StoreError, P};
 
 /// The row of the network ACL rules.
@@ -189,12 +187,12 @@ impl Store {
     }
 }
 
-/// A dedicated PostgreSQL connection listening on [`CHANNEL`] (named [`LISTENER_NAME`]).
-pub fn listen(url: &str) -> Result<postgres::Client, StoreError> {
-    let err = |e: postgres::Error| StoreError::new("postgres", e.to_string());
-    let mut config = postgres::Config::from_str(url).map_err(err)?;
-    config.application_name(LISTENER_NAME);
-    let mut client = config.connect(postgres::NoTls).map_err(err)?;
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).map_err(err)?;
+/// A dedicated PostgreSQL connection listening on [`CHANNEL`] (named [`LISTENER_NAME`]), over
+/// TLS like the store's own when the URL asks for it.
+pub fn listen(url: &str, ca_file: Option<&std::path::Path>) -> Result<postgres::Client, StoreError> {
+    let mut client = super::postgres::connect_named(url, ca_file, LISTENER_NAME)?;
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .map_err(|e| StoreError::new("postgres", crate::config::schema::error_with_causes(&e)))?;
     Ok(client)
 }

@@ -74,6 +74,23 @@ impl Connector {
     }
 }
 
+/// One more connection made as the store's are (TLS when the URL asks for it), named
+/// `application_name` in `pg_stat_activity`: the admin documents' listener.
+pub fn connect_named(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    application_name: &str,
+) -> Result<Client, StoreError> {
+    let tls = Connector::for_url(url, ca_file)?;
+    let mut config: postgres::Config = url.parse().map_err(err)?;
+    config.application_name(application_name);
+    match tls {
+        Connector::Plain => config.connect(NoTls),
+        Connector::Tls(tls) => config.connect(tls),
+    }
+    .map_err(err)
+}
+
 fn err(e: postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => StoreError::new("postgres", format!("{} {}: {}", db.severity(), db.code().code(), db.message())),

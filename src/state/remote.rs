@@ -36,8 +36,8 @@ pub fn source_path(name: &str) -> PathBuf {
 /// The admin documents' store, as one replica uses it.
 pub struct AdminStore {
     store: Store,
-    /// The PostgreSQL URL, for the listening connection (`None` on SQLite).
-    url: Option<String>,
+    /// The PostgreSQL URL and CA file, for the listening connection (`None` on SQLite).
+    url: Option<(String, Option<String>)>,
     /// The versions the last reload read, applied or refused.
     seen: Mutex<Versions>,
     /// `dcr_gateway_admin_store_version{document}`: the versions the running snapshot holds.
@@ -51,14 +51,16 @@ impl AdminStore {
     pub fn open(cfg: &crate::config::Config) -> Result<Arc<AdminStore>, String> {
         let (store, _, _) = crate::registry::open_store(&cfg.registry).map_err(|e| format!("admin.store: {e}"))?;
         let url = match cfg.registry.backend {
-            crate::config::schema::RegistryBackend::Postgres => cfg.registry.url.clone(),
+            crate::config::schema::RegistryBackend::Postgres => {
+                cfg.registry.url.clone().map(|u| (u, cfg.registry.ca_file.clone()))
+            }
             crate::config::schema::RegistryBackend::Sqlite => None,
         };
         Ok(Arc::new(AdminStore::new(store, url)))
     }
 
-    /// Over an open store (tests). `url`: listen for notifications there.
-    pub fn new(store: Store, url: Option<String>) -> AdminStore {
+    /// Over an open store (tests). `url`: listen for notifications there (the URL, the CA file).
+    pub fn new(store: Store, url: Option<(String, Option<String>)>) -> AdminStore {
         let version = IntGaugeVec::new(
             Opts::new(
                 "dcr_gateway_admin_store_version",
@@ -147,8 +149,8 @@ impl AdminStore {
         let mut listener: Option<postgres::Client> = None;
         loop {
             if listener.is_none() {
-                if let Some(url) = &self.url {
-                    match admin_store::listen(url) {
+                if let Some((url, ca_file)) = &self.url {
+                    match admin_store::listen(url, ca_file.as_deref().map(std::path::Path::new)) {
                         Ok(c) => {
                             listener = Some(c);
                             self.listening.set(1);
