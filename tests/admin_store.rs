@@ -151,7 +151,14 @@ fn a_rule_created_on_one_replica_blocks_the_next_registration_on_the_other_throu
     // The periodic check is an hour away: only the notification can carry the change.
     let registry = format!("backend = \"postgres\"\nurl = \"{url}\"");
     let a = replica(&up, &tokens, &registry, 3_600_000);
-    let b = replica(&up, &tokens, &registry, 3_600_000);
+    // B reads its connection string from a file (a mounted secret, newline and all): the store
+    // and the notification listener both connect with it.
+    let b = replica_with(
+        GatewayBuilder::new(&up.origin()).file("pg-url", format!("{url}\n").into_bytes()),
+        &tokens,
+        "backend = \"postgres\"\nurl_file = \"pg-url\"",
+        3_600_000,
+    );
     assert_eq!(b.wait_metric("dcr_gateway_admin_store_listening", 1.0), 1.0, "{}", b.stderr_text());
 
     assert_eq!(register(&b, "203.0.113.7").0, 201);

@@ -753,8 +753,8 @@ fn admission_in_memory_only_when_the_store_is_not_needed() {
 
 /// `sslmode=require` connects over TLS verified against `[registry] ca_file`, and only then:
 /// the server's own view (pg_stat_ssl) shows the registry's connection encrypted; without the
-/// CA (the system's roots), with another CA, or to a server without TLS it does not connect
-/// at all; a `ca_file` with a URL that does not ask for TLS is refused. No error quotes the
+/// CA (the system's roots), with another CA, by a name the certificate does not hold, or to a
+/// server without TLS it does not connect at all; `ca_file` replaces the system's roots; a `ca_file` with a URL that does not ask for TLS is refused. No error quotes the
 /// password.
 #[test]
 fn postgres_over_tls_is_verified_against_the_ca_file() {
@@ -826,6 +826,37 @@ fn postgres_over_tls_is_verified_against_the_ca_file() {
     assert!(e.contains("certificate verify failed"), "{e}");
     let e = refused(format!("{url} sslmode=require"), Some(&other_ca_file), "another CA");
     assert!(e.contains("certificate verify failed"), "{e}");
+    // The host name is checked too: the certificate names 127.0.0.1 only.
+    let by_name = url.replace("host=127.0.0.1", "host=localhost");
+    assert_ne!(by_name, url);
+    let e = refused(format!("{by_name} sslmode=require"), Some(&ca_file), "a name the certificate does not hold");
+    assert!(e.contains("certificate verify failed"), "{e}");
+    // ca_file replaces the system's roots, it is not added to them: with the server's CA among
+    // the "system" roots (SSL_CERT_FILE, in a child process), another ca_file still refuses —
+    // and without ca_file those roots are what verifies.
+    let migrate = |ca: Option<&std::path::Path>| {
+        let config = dir.path().join("migrate.toml");
+        let ca = ca.map(|p| format!("ca_file = \"{}\"\n", p.display())).unwrap_or_default();
+        let text = format!(
+            "[upstream]\norigins = [\"http://127.0.0.1:9\"]\n[registry]\nbackend = \"postgres\"\nurl = \"{url} sslmode=require\"\n{ca}"
+        );
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(support::BIN)
+            .args(["registry", "migrate", "-c"])
+            .arg(&config)
+            .env("SSL_CERT_FILE", &ca_file)
+            .env_remove("SSL_CERT_DIR")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains(password), "{text}");
+        (out.status.success(), text)
+    };
+    let (ok, text) = migrate(None);
+    assert!(ok, "the system's roots (SSL_CERT_FILE) hold the server's CA: {text}");
+    let (ok, text) = migrate(Some(&other_ca_file));
+    assert!(!ok && text.contains("certificate verify failed"), "ca_file must replace the roots: {text}");
+
     let e = refused(url.clone(), Some(&ca_file), "ca_file without sslmode=require");
     assert!(e.contains("registry.ca_file") && e.contains("sslmode=require"), "{e}");
     let e = refused(format!("{url} sslmode=prefer"), Some(&ca_file), "prefer is not require");

@@ -208,17 +208,23 @@ fn server_checks(config: &Path, cfg: &crate::config::Config, problems: &mut Vec<
             problems.push(format!("{}: registry.key_file: {e}", config.display()));
         }
     }
-    if let (true, Some(ca)) = (cfg.registry.enabled, cfg.registry.ca_file.as_deref()) {
-        // The PostgreSQL server's CA: read now, not at the first connection.
-        let certs = std::fs::read(ca).map_err(|e| e.to_string()).and_then(|pem| {
-            openssl::x509::X509::stack_from_pem(&pem).map_err(|e| format!("not PEM certificates: {e}"))
-        });
-        match certs {
-            Ok(c) if c.is_empty() => {
-                problems.push(format!("{}: registry.ca_file: {ca}: no certificate", config.display()))
-            }
-            Ok(_) => {}
-            Err(e) => problems.push(format!("{}: registry.ca_file: {ca}: {e}", config.display())),
+    // The store's connection keys, for the registry or the admin documents kept there.
+    let postgres = cfg.registry.backend == crate::config::schema::RegistryBackend::Postgres;
+    // (With `[admin] store = "registry"` the store was opened above and said so already.)
+    let opened = cfg.admin_store == crate::config::schema::AdminStoreKind::Registry;
+    if postgres && !opened && cfg.registry.url_file.is_some() {
+        // The connection string's file: readable and a connection string (never quoted).
+        if let Err(e) = cfg.registry.postgres_url() {
+            problems.push(format!("{}: {e}", config.display()));
+        }
+    }
+    if let (true, Some(ca)) = (postgres, cfg.registry.ca_file.as_deref()) {
+        // The PostgreSQL server's CA: read now, as the connection will, not at the first one.
+        let trusted = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+            .map_err(|e| e.to_string())
+            .and_then(|mut b| crate::registry::http::trust_only(&mut b, Path::new(ca)));
+        if let Err(e) = trusted {
+            problems.push(format!("{}: registry.ca_file: {e}", config.display()));
         }
     }
     for l in &cfg.https_listeners {

@@ -545,8 +545,9 @@ impl Validator {
             // The store is the [registry] one, opened for the admin documents even when the
             // client registry itself is off.
             let r = &raw.registry;
-            if r.backend == schema::RegistryBackend::Postgres && r.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
-                self.err("admin.store", "\"registry\" needs [registry] url (backend = \"postgres\")");
+            let blank = |v: &Option<String>| v.as_deref().is_none_or(|u| u.trim().is_empty());
+            if r.backend == schema::RegistryBackend::Postgres && blank(&r.url) && blank(&r.url_file) {
+                self.err("admin.store", "\"registry\" needs [registry] url or url_file (backend = \"postgres\")");
             }
             if r.backend == schema::RegistryBackend::Sqlite && r.path.trim().is_empty() {
                 self.err("admin.store", "\"registry\" needs [registry] path (backend = \"sqlite\")");
@@ -560,6 +561,7 @@ impl Validator {
         registry.path = self.resolve(&registry.path).display().to_string();
         registry.key_file = registry.key_file.as_deref().map(|k| self.resolve(k).display().to_string());
         registry.ca_file = registry.ca_file.as_deref().map(|k| self.resolve(k).display().to_string());
+        registry.url_file = registry.url_file.as_deref().map(|k| self.resolve(k).display().to_string());
         let mut cimd = raw.cimd.clone();
         for (key, message) in cimd.problems() {
             self.err(&key, message);

@@ -389,8 +389,11 @@ pub struct RegistrySection {
     pub path: String,
     /// PostgreSQL connection string (`backend = "postgres"`); `sslmode=require` for verified TLS.
     pub url: Option<String>,
-    /// PEM certificates that verify the PostgreSQL server's (with `sslmode=require`); default:
-    /// the system's roots. Relative to the configuration's directory.
+    /// A file holding the connection string instead of `url` (a mounted secret: the password
+    /// stays out of gateway.toml). Relative to the configuration's directory; read at start.
+    pub url_file: Option<String>,
+    /// PEM certificates that verify the PostgreSQL server's (with `sslmode=require`), instead of
+    /// the system's roots (default). Relative to the configuration's directory.
     pub ca_file: Option<String>,
     /// Keys that seal registration_access_tokens at rest: `<key-id>:<base64 of 32 bytes>` per line.
     pub key_file: Option<String>,
@@ -432,6 +435,7 @@ impl Default for RegistrySection {
             backend: RegistryBackend::Sqlite,
             path: "registry.db".into(),
             url: None,
+            url_file: None,
             ca_file: None,
             key_file: None,
             max_clients: 0,
@@ -475,13 +479,36 @@ pub fn error_with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
+        // A wrapper often prints its cause already (TLS errors do, two levels deep).
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(&format!(": {said}"));
+        }
         cause = c.source();
     }
     text
 }
 
 impl RegistrySection {
+    /// The PostgreSQL connection string: `url`, or the content of `url_file` (trimmed). Errors
+    /// name the key and the file, never the content.
+    pub fn postgres_url(&self) -> Result<String, String> {
+        match (&self.url, &self.url_file) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|e| format!("registry.url_file: {file}: {e}"))?;
+                let url = text.trim();
+                if url.is_empty() {
+                    return Err(format!("registry.url_file: {file}: empty"));
+                }
+                Self::postgres_tls(url, self.ca_file.as_deref())
+                    .map_err(|(key, message)| format!("{key} (from registry.url_file {file}): {message}"))?;
+                Ok(url.to_string())
+            }
+            (None, None) => Err("registry.url: required with backend = \"postgres\" (or registry.url_file)".into()),
+        }
+    }
+
     /// Whether the PostgreSQL connection string asks for TLS (`sslmode=require`), by key: a
     /// string the driver cannot read (its message names the option, never a value such as the
     /// password), or a `ca_file` with a URL that does not ask for TLS (refused rather than
@@ -527,15 +554,21 @@ impl RegistrySection {
                 out.push((key, format!("{p:?}: a path starts with /")));
             }
         }
-        if !self.enabled {
-            return out;
-        }
-        if self.backend == RegistryBackend::Postgres && self.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
-            out.push(("registry.url", "required with backend = \"postgres\"".into()));
+        // The connection keys matter to whoever opens the store: the registry, or the admin
+        // documents with `[admin] store = "registry"` while the registry itself is off.
+        if self.url.is_some() && self.url_file.is_some() {
+            out.push(("registry.url_file", "set together with registry.url: keep one".into()));
         } else if let (RegistryBackend::Postgres, Some(url)) = (self.backend, self.url.as_deref()) {
             if let Err(problem) = Self::postgres_tls(url, self.ca_file.as_deref()) {
                 out.push(problem);
             }
+        }
+        if !self.enabled {
+            return out;
+        }
+        let blank = |v: &Option<String>| v.as_deref().is_none_or(|u| u.trim().is_empty());
+        if self.backend == RegistryBackend::Postgres && blank(&self.url) && blank(&self.url_file) {
+            out.push(("registry.url", "required with backend = \"postgres\" (or registry.url_file)".into()));
         }
         if self.backend == RegistryBackend::Sqlite && self.path.trim().is_empty() {
             out.push(("registry.path", "empty path".into()));
@@ -575,5 +608,37 @@ mod tests {
         assert!(msg.contains("sslmode") && !msg.contains("s3cret-pw"), "{msg}");
         let (_, msg) = tls("host=db password=s3cret-pw port=notaport", None).unwrap_err();
         assert!(msg.contains("port") && !msg.contains("s3cret-pw"), "{msg}");
+    }
+
+    #[test]
+    fn the_connection_string_comes_from_url_or_url_file_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg-url");
+        let section = |url: Option<&str>, url_file: Option<&std::path::Path>| RegistrySection {
+            enabled: true,
+            backend: super::RegistryBackend::Postgres,
+            key_file: Some("k".into()),
+            url: url.map(str::to_string),
+            url_file: url_file.map(|p| p.display().to_string()),
+            ..Default::default()
+        };
+        // A mounted secret ends with a newline.
+        std::fs::write(&file, "host=db user=gw password=s3cret-pw sslmode=require\n").unwrap();
+        let s = section(None, Some(&file));
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        assert_eq!(s.postgres_url().unwrap(), "host=db user=gw password=s3cret-pw sslmode=require");
+        assert_eq!(section(Some("host=db"), None).postgres_url().unwrap(), "host=db");
+        let both = section(Some("host=db"), Some(&file)).problems();
+        assert_eq!(both.iter().map(|p| p.0).collect::<Vec<_>>(), ["registry.url_file"], "{both:?}");
+        let neither = section(None, None).problems();
+        assert_eq!(neither.iter().map(|p| p.0).collect::<Vec<_>>(), ["registry.url"], "{neither:?}");
+        std::fs::write(&file, "host=db password=s3cret-pw sslmode=sometimes").unwrap();
+        let e = section(None, Some(&file)).postgres_url().unwrap_err();
+        assert!(e.contains("registry.url_file") && e.contains("sslmode") && !e.contains("s3cret-pw"), "{e}");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(section(None, Some(&file)).postgres_url().unwrap_err().ends_with("empty"));
+        let missing = dir.path().join("absent");
+        let e = section(None, Some(&missing)).postgres_url().unwrap_err();
+        assert!(e.starts_with("registry.url_file: ") && e.contains("absent"), "{e}");
     }
 }

@@ -34,7 +34,10 @@ pub fn ensure_bindable<'a>(addrs: impl IntoIterator<Item = (&'a str, SocketAddr)
 }
 
 /// Installs a panic hook that ends the process (exit status 1) when a Pingora listener could
-/// not be built; every other panic goes to the previous hook unchanged.
+/// not be built; every other panic goes to the previous hook unchanged. Only an address taken
+/// between [`ensure_bindable`] and Pingora's bind gets here, 30 s after the start; registry
+/// records queued by the other listeners meanwhile are not flushed (the exit skips the
+/// shutdown path) and are lost, as at a crash (docs/registry.md).
 pub fn exit_when_a_listener_fails() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

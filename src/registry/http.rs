@@ -157,6 +157,23 @@ pub fn send(upstream: &Upstream, origin: &Origin, r: &Request<'_>) -> Result<Ans
 }
 
 /// Send a whole request (head and body, already framed, `Connection: close`) to `addr`, over
+/// Makes the PEM certificates in `ca` the connector's only trust anchors: not added to the
+/// system's roots (a public CA's certificate for the same name must not pass). Errors name the
+/// file.
+pub(crate) fn trust_only(b: &mut openssl::ssl::SslConnectorBuilder, ca: &std::path::Path) -> Result<(), String> {
+    let named = |e: &dyn std::fmt::Display| format!("{}: {e}", ca.display());
+    let pem = std::fs::read(ca).map_err(|e| named(&e))?;
+    let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| named(&e))?;
+    if certs.is_empty() {
+        return Err(named(&"no certificate"));
+    }
+    let mut store = openssl::x509::store::X509StoreBuilder::new().map_err(|e| named(&e))?;
+    for c in certs {
+        store.add_cert(c).map_err(|e| named(&e))?;
+    }
+    b.set_verify_cert_store(store.build()).map_err(|e| named(&e))
+}
+
 /// TLS with `sni` when given, with the upstream's timeouts and CA; the answer read whole.
 pub fn send_bytes(upstream: &Upstream, addr: SocketAddr, sni: Option<&str>, bytes: &[u8]) -> Result<Answer, String> {
     let timeout = upstream.connect_timeout.max(Duration::from_secs(1));
@@ -170,15 +187,8 @@ pub fn send_bytes(upstream: &Upstream, addr: SocketAddr, sni: Option<&str>, byte
                 .map_err(|e| format!("tls: {e}"))?;
             if let Some(ca) = &upstream.ca_file {
                 // Only the configured CA, as the proxy's peers trust it (Pingora replaces the
-                // trust store with it): not added to the system roots.
-                let pem = std::fs::read(ca).map_err(|e| format!("tls: {}: {e}", ca.display()))?;
-                let certs =
-                    openssl::x509::X509::stack_from_pem(&pem).map_err(|e| format!("tls: {}: {e}", ca.display()))?;
-                let mut store = openssl::x509::store::X509StoreBuilder::new().map_err(|e| format!("tls: {e}"))?;
-                for c in certs {
-                    store.add_cert(c).map_err(|e| format!("tls: {}: {e}", ca.display()))?;
-                }
-                b.set_verify_cert_store(store.build()).map_err(|e| format!("tls: {e}"))?;
+                // trust store with it).
+                trust_only(&mut b, ca).map_err(|e| format!("tls: {e}"))?;
             }
             if !upstream.verify_cert {
                 b.set_verify(openssl::ssl::SslVerifyMode::NONE);

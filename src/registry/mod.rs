@@ -110,10 +110,10 @@ pub fn limits(s: &RegistrySection) -> Limits {
 pub fn open_store(s: &RegistrySection) -> Result<(Store, i64, i64), StoreError> {
     let backend: Arc<dyn store::Backend> = match s.backend {
         RegistryBackend::Sqlite => Arc::new(sqlite::Sqlite::open(std::path::Path::new(&s.path))?),
-        RegistryBackend::Postgres => Arc::new(postgres::Postgres::connect(
-            s.url.as_deref().unwrap_or_default(),
-            s.ca_file.as_deref().map(std::path::Path::new),
-        )?),
+        RegistryBackend::Postgres => {
+            let url = s.postgres_url().map_err(|e| StoreError::new("postgres", e))?;
+            Arc::new(postgres::Postgres::connect(&url, s.ca_file.as_deref().map(std::path::Path::new))?)
+        }
     };
     let store = Store::new(backend);
     let (from, to) = store.migrate()?;

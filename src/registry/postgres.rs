@@ -59,9 +59,9 @@ impl Connector {
         let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls)?;
         builder.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(tls)?;
         if let Some(ca) = ca_file {
-            builder
-                .set_ca_file(ca)
-                .map_err(|e| StoreError::new("postgres", format!("registry.ca_file: {}: {e}", ca.display())))?;
+            // The configured CA replaces the system's roots (libpq's sslrootcert does too).
+            super::http::trust_only(&mut builder, ca)
+                .map_err(|e| StoreError::new("postgres", format!("registry.ca_file: {e}")))?;
         }
         Ok(Connector::Tls(MakeTlsConnector::new(builder.build())))
     }

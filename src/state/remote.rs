@@ -52,7 +52,8 @@ impl AdminStore {
         let (store, _, _) = crate::registry::open_store(&cfg.registry).map_err(|e| format!("admin.store: {e}"))?;
         let url = match cfg.registry.backend {
             crate::config::schema::RegistryBackend::Postgres => {
-                cfg.registry.url.clone().map(|u| (u, cfg.registry.ca_file.clone()))
+                let url = cfg.registry.postgres_url().map_err(|e| format!("admin.store: {e}"))?;
+                Some((url, cfg.registry.ca_file.clone()))
             }
             crate::config::schema::RegistryBackend::Sqlite => None,
         };

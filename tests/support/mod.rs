@@ -170,7 +170,7 @@ impl GatewayBuilder {
             attempt += 1;
             match self.try_start() {
                 Ok(gw) => return gw,
-                Err(why) if attempt < 3 && self.http_port.is_none() && why.contains("address already in use") => {}
+                Err(why) if attempt < 3 && self.http_port.is_none() && port_taken(&why) => {}
                 Err(why) => panic!("{why}"),
             }
         }
@@ -224,6 +224,13 @@ impl GatewayBuilder {
     }
 }
 
+/// The gateway refused a port another process holds: at its own check ("address already in
+/// use"), or — taken in the instant before Pingora's bind — after Pingora's retries.
+fn port_taken(why: &str) -> bool {
+    let why = why.to_ascii_lowercase();
+    why.contains("address already in use") || why.contains("a listener could not be opened")
+}
+
 impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
@@ -244,7 +251,9 @@ impl Gateway {
             hex::encode(sha2::Sha256::digest(std::fs::read(self.config_path()).unwrap_or_default()))
         };
         let mut exited = None;
-        let ok = wait_until(Duration::from_secs(20), || {
+        // Longer than Pingora's 30 one-second bind retries, so a port lost in that instant
+        // ends as an exit (and a retry on fresh ports), not as "did not become ready".
+        let ok = wait_until(Duration::from_secs(40), || {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
                     exited = Some(status);
